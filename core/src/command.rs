@@ -1,0 +1,105 @@
+//! What the core asks of the driver, drained with [`Flag::poll_command`](crate::Flag::poll_command).
+
+use crate::time::Instant;
+
+/// One command. Statements are named, not written: the driver binds the parameters to the text
+/// in [`sql`](crate::sql), the one place where SQL lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run [`sql::CHECK`](crate::sql::CHECK) with `($1 name, $2 process, $3 renew, $4 interval
+    /// in µs)` and reply with [`Input::Checked`](crate::Input::Checked) or
+    /// [`Input::Failed`](crate::Input::Failed). It inserts the row if there is none, renews it
+    /// if it is ours at version `renew`, takes it over if its lease has expired by the
+    /// database's clock, and always returns the row and `now()`.
+    Check {
+        /// The version this process last wrote (or found under its name): the renew's
+        /// compare-and-set. `None` renews nothing.
+        renew: Option<i64>,
+    },
+    /// Run [`sql::RELEASE`](crate::sql::RELEASE) with `($1 name, $2 process, $3 version, $4
+    /// channel)` and reply with [`Input::Released`](crate::Input::Released) or
+    /// [`Input::Failed`](crate::Input::Failed).
+    Release {
+        /// The version this process holds.
+        version: i64,
+    },
+    /// Run the user's precheck and reply with [`Input::Precheck`](crate::Input::Precheck).
+    RunPrecheck,
+    /// This process now leads, until `lease.deadline` unless renewed.
+    Raise(Lease),
+    /// The lease was renewed: same term (`token`), later deadline.
+    Renewed(Lease),
+    /// This process no longer leads.
+    Lower(LowerReason),
+    /// Something in the table is odd; log it. The core keeps going.
+    Anomaly(Anomaly),
+    /// [`Input::Close`](crate::Input::Close) is complete: nothing is pending, the driver may
+    /// stop. No command follows.
+    Closed,
+}
+
+/// A term of leadership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The fencing token: the row version at which this term was won. A later leader's token
+    /// is always larger, so a system that remembers the largest token it has seen can refuse
+    /// the writes of a deposed leader.
+    pub token: i64,
+    /// The row version written by the latest renew of this term.
+    pub version: i64,
+    /// The local instant at which this process stops believing it leads, unless it renews:
+    /// when it sent the winning statement, plus the lease, minus the margin.
+    pub deadline: Instant,
+    /// How the term was won.
+    pub won_by: WonBy,
+}
+
+impl Lease {
+    /// Whether the lease still holds at `now`.
+    pub fn is_valid(&self, now: Instant) -> bool {
+        now < self.deadline
+    }
+}
+
+/// How a term of leadership began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WonBy {
+    /// This process inserted the row.
+    Created,
+    /// This process took over a lease that had expired.
+    TookOver,
+    /// The row already named this process (a restart, or a renew whose reply was lost) and
+    /// this process renewed it.
+    Renewed,
+}
+
+/// Why leadership ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LowerReason {
+    /// The deadline passed without a successful renew (database hung or unreachable, process
+    /// paused, replies too slow).
+    DeadlinePassed,
+    /// The row was written by another process: its compare-and-set beat ours.
+    Lost,
+    /// The precheck refused or failed.
+    PrecheckRefused,
+    /// The user closed the flag.
+    Closed,
+}
+
+/// An oddity in the table that the core works around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Anomaly {
+    /// The row has a NULL holder, version or timestamp (a table created by hand): nobody can
+    /// renew or take it over until an operator fixes or deletes it.
+    NullInRow,
+    /// The row's version is `i64::MAX`: it cannot be incremented, so the flag is stuck until an
+    /// operator resets it.
+    VersionExhausted,
+    /// The row's timestamp is `infinity`: it never expires.
+    NeverExpires,
+    /// The row moved to a version this process did not write while naming this process, with
+    /// none of its statements in doubt: another process uses the same name. Process names
+    /// must be unique per flag; this one steps aside.
+    DuplicateProcess,
+}

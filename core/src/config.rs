@@ -1,0 +1,447 @@
+//! Configuration of one flag, validated once by [`ConfigBuilder::build`].
+//!
+//! The defaults are the Go flag's: interval 30 s, timeout 1 s, jitter 0.2. The Go flag's
+//! `interval` is the lease: others may take the flag over once the holder has not renewed it
+//! for longer than `interval` by the database's clock. Everything else is derived from it unless
+//! set: the retry interval (interval/10, as in Go), the deadline margin (interval/20) and the
+//! renew interval (interval/2 as in Go, or less where the timeout would not leave a renew time
+//! to finish before the deadline).
+
+use alloc::string::String;
+use core::time::Duration;
+
+use crate::time::duration_micros;
+
+/// Default lease (the Go flag's `interval`).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default bound on one statement.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default jitter factor.
+pub const DEFAULT_JITTER: f64 = 0.2;
+
+/// Longest flag or process name, in bytes.
+///
+/// PostgreSQL `text` takes up to 1 GB, but `name` is the primary key and a B-tree entry must fit
+/// in a third of a page (about 2,700 bytes), and a release sends the name as a `NOTIFY` payload
+/// (under 8,000 bytes). 1,024 bytes is far below both and above any Kubernetes
+/// `cluster/namespace/pod` name.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Shortest lease: PostgreSQL timestamps count microseconds, and a lease shorter than a
+/// millisecond cannot outlive one round trip.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Longest lease or timeout: one year keeps every computation far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A configuration that cannot work, saying which values clash.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The flag name or the process name is empty.
+    #[error("{field} must not be empty")]
+    Empty {
+        /// `"name"` or `"process"`.
+        field: &'static str,
+    },
+    /// The name contains a NUL byte, which PostgreSQL `text` cannot store.
+    #[error("{field} contains a NUL byte at byte {at}; PostgreSQL text cannot store it")]
+    Nul {
+        /// `"name"` or `"process"`.
+        field: &'static str,
+        /// Byte offset of the first NUL.
+        at: usize,
+    },
+    /// The name is longer than [`MAX_NAME_BYTES`].
+    #[error("{field} is {len} bytes long; the maximum is {max} bytes")]
+    TooLong {
+        /// `"name"` or `"process"`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// [`MAX_NAME_BYTES`].
+        max: usize,
+    },
+    /// A duration is outside the range it must be in.
+    #[error("{field} is {value:?}; it must be between {min:?} and {max:?}")]
+    OutOfRange {
+        /// `"interval"`, `"timeout"`, `"retry interval"` or `"margin"`.
+        field: &'static str,
+        /// The value given.
+        value: Duration,
+        /// Smallest allowed.
+        min: Duration,
+        /// Largest allowed.
+        max: Duration,
+    },
+    /// The jitter factor is not within `[0, 1]` (or is NaN).
+    #[error("jitter is {0}; it must be between 0 and 1")]
+    Jitter(f64),
+    /// The timeout is not shorter than the interval.
+    #[error("timeout {timeout:?} must be shorter than the interval {interval:?}")]
+    TimeoutNotBelowInterval {
+        /// The statement timeout.
+        timeout: Duration,
+        /// The lease.
+        interval: Duration,
+    },
+    /// The margin is not smaller than the lease.
+    #[error("deadline margin {margin:?} must be smaller than the interval {interval:?}")]
+    MarginNotBelowInterval {
+        /// The margin.
+        margin: Duration,
+        /// The lease.
+        interval: Duration,
+    },
+    /// A renew sent at once after the previous one could still not finish before the leader's
+    /// deadline: `interval - margin - timeout` leaves no time.
+    #[error(
+        "a renew cannot finish before the deadline: interval {interval:?} - margin {margin:?} \
+         - timeout {timeout:?} leaves no time; lengthen the interval or shorten the timeout"
+    )]
+    RenewCannotFinish {
+        /// The lease.
+        interval: Duration,
+        /// The margin.
+        margin: Duration,
+        /// The statement timeout.
+        timeout: Duration,
+    },
+    /// The retry interval is not shorter than the lease, so a leader could not retry a failed
+    /// renew before losing its lease.
+    #[error("retry interval {retry:?} must be shorter than the interval {interval:?}")]
+    RetryNotBelowInterval {
+        /// The retry interval.
+        retry: Duration,
+        /// The lease.
+        interval: Duration,
+    },
+}
+
+/// A validated configuration. Build one with [`Config::builder`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    name: String,
+    process: String,
+    interval: Duration,
+    timeout: Duration,
+    jitter_ppm: u64,
+    margin: Duration,
+    retry: Duration,
+    renew: Duration,
+    precheck: bool,
+}
+
+impl Config {
+    /// Starts a configuration for flag `name` competed for by process `process` (unique among
+    /// the processes sharing the flag, e.g. a pod name).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use leadership_core::Config;
+    /// let config = Config::builder("scheduler", "pod-a")
+    ///     .interval(Duration::from_secs(10))
+    ///     .build()?;
+    /// assert_eq!(config.timeout(), Duration::from_secs(1));
+    /// assert_eq!(config.retry_interval(), Duration::from_secs(1));
+    /// # Ok::<(), leadership_core::ConfigError>(())
+    /// ```
+    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder {
+            name: name.into(),
+            process: process.into(),
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            jitter: DEFAULT_JITTER,
+            margin: None,
+            retry: None,
+            precheck: false,
+        }
+    }
+
+    /// The flag's name: the row's primary key.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This process's name: what it writes as `holder`.
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
+    /// The lease (the Go flag's `interval`): a holder that has not renewed for longer than this,
+    /// by the database's clock, may be replaced.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The bound the driver puts on each statement.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The jitter factor, in `[0, 1]`.
+    pub fn jitter(&self) -> f64 {
+        self.jitter_ppm as f64 / 1e6
+    }
+
+    /// How much earlier than the lease's end, by its own clock, a leader stops believing it
+    /// leads. It must exceed how far the local clock's rate can drift from the database's over
+    /// one lease.
+    pub fn margin(&self) -> Duration {
+        self.margin
+    }
+
+    /// How long to wait after a failed statement or a negative precheck.
+    pub fn retry_interval(&self) -> Duration {
+        self.retry
+    }
+
+    /// How often the leader renews (before jitter): half the interval as in the Go flag, or
+    /// `interval - margin - timeout` when that is shorter, so a renew that takes the whole
+    /// timeout still lands before the deadline.
+    pub fn renew_interval(&self) -> Duration {
+        self.renew
+    }
+
+    /// Whether the driver runs a precheck before each check.
+    pub fn has_precheck(&self) -> bool {
+        self.precheck
+    }
+
+    /// The lease in microseconds: the check statement's fourth parameter.
+    pub fn interval_micros(&self) -> i64 {
+        duration_micros(self.interval)
+    }
+
+    pub(crate) fn jitter_ppm(&self) -> u64 {
+        self.jitter_ppm
+    }
+}
+
+/// Builds a [`Config`]; every setter has the Go flag's default.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    name: String,
+    process: String,
+    interval: Duration,
+    timeout: Duration,
+    jitter: f64,
+    margin: Option<Duration>,
+    retry: Option<Duration>,
+    precheck: bool,
+}
+
+impl ConfigBuilder {
+    /// The lease (default 30 s). Every process on one flag must use the same interval (or the
+    /// leader a shorter one): the safety argument in the crate docs needs it.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The bound on each statement (default 1 s); must be shorter than the interval.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Randomisation of the schedule, in `[0, 1]` (default 0.2).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The deadline margin (default interval/20).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = Some(margin);
+        self
+    }
+
+    /// The retry interval after a failure (default interval/10, as in the Go flag).
+    pub fn retry_interval(mut self, retry: Duration) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Whether the driver runs a precheck before each check (default no).
+    pub fn precheck(mut self, precheck: bool) -> Self {
+        self.precheck = precheck;
+        self
+    }
+
+    /// Validates everything and derives the renew interval.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        check_name("name", &self.name)?;
+        check_name("process", &self.process)?;
+        in_range("interval", self.interval, MIN_INTERVAL)?;
+        in_range("timeout", self.timeout, Duration::from_micros(1))?;
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(ConfigError::Jitter(self.jitter));
+        }
+        if self.timeout >= self.interval {
+            return Err(ConfigError::TimeoutNotBelowInterval {
+                timeout: self.timeout,
+                interval: self.interval,
+            });
+        }
+        let margin = self.margin.unwrap_or(self.interval / 20);
+        in_range("margin", margin, Duration::ZERO)?;
+        if margin >= self.interval {
+            return Err(ConfigError::MarginNotBelowInterval {
+                margin,
+                interval: self.interval,
+            });
+        }
+        let room = self.interval - margin;
+        if self.timeout >= room {
+            return Err(ConfigError::RenewCannotFinish {
+                interval: self.interval,
+                margin,
+                timeout: self.timeout,
+            });
+        }
+        let retry = self.retry.unwrap_or(self.interval / 10);
+        in_range("retry interval", retry, Duration::from_micros(1))?;
+        if retry >= self.interval {
+            return Err(ConfigError::RetryNotBelowInterval {
+                retry,
+                interval: self.interval,
+            });
+        }
+        let renew = (self.interval / 2).min(room - self.timeout);
+        Ok(Config {
+            name: self.name,
+            process: self.process,
+            interval: self.interval,
+            timeout: self.timeout,
+            // Exact for every factor with six decimals; `as` saturates and the range is checked.
+            jitter_ppm: (self.jitter * 1e6) as u64,
+            margin,
+            retry,
+            renew,
+            precheck: self.precheck,
+        })
+    }
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::Empty { field });
+    }
+    if let Some(at) = value.bytes().position(|b| b == 0) {
+        return Err(ConfigError::Nul { field, at });
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(ConfigError::TooLong {
+            field,
+            len: value.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn in_range(field: &'static str, value: Duration, min: Duration) -> Result<(), ConfigError> {
+    if value < min || value > MAX_DURATION {
+        return Err(ConfigError::OutOfRange {
+            field,
+            value,
+            min,
+            max: MAX_DURATION,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn defaults_match_the_go_flag() {
+        let c = Config::builder("n", "p").build().unwrap();
+        assert_eq!(c.interval(), secs(30));
+        assert_eq!(c.timeout(), secs(1));
+        assert_eq!(c.jitter(), 0.2);
+        assert_eq!(c.retry_interval(), secs(3));
+        assert_eq!(c.renew_interval(), secs(15));
+        assert_eq!(c.margin(), Duration::from_millis(1500));
+        assert_eq!(c.interval_micros(), 30_000_000);
+    }
+
+    #[test]
+    fn renew_interval_shrinks_so_a_slow_renew_lands_before_the_deadline() {
+        // The Go peer's benchmark settings: 2 s lease, 1 s timeout.
+        let c = Config::builder("n", "p").interval(secs(2)).build().unwrap();
+        assert_eq!(c.margin(), Duration::from_millis(100));
+        assert_eq!(c.renew_interval(), Duration::from_millis(900));
+        assert!(c.renew_interval() + c.timeout() <= c.interval() - c.margin());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let err = |n: &str, p: &str| Config::builder(n, p).build().unwrap_err();
+        assert_eq!(err("", "p"), ConfigError::Empty { field: "name" });
+        assert_eq!(err("n", ""), ConfigError::Empty { field: "process" });
+        assert_eq!(err("a\0b", "p"), ConfigError::Nul { field: "name", at: 1 });
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            err("n", &long),
+            ConfigError::TooLong { field: "process", len: MAX_NAME_BYTES + 1, max: MAX_NAME_BYTES }
+        );
+        assert!(Config::builder("x".repeat(MAX_NAME_BYTES), "p").build().is_ok());
+    }
+
+    #[test]
+    fn durations_and_jitter_are_checked() {
+        let b = || Config::builder("n", "p");
+        assert!(matches!(
+            b().interval(Duration::ZERO).build(),
+            Err(ConfigError::OutOfRange { field: "interval", .. })
+        ));
+        assert!(matches!(
+            b().timeout(Duration::ZERO).build(),
+            Err(ConfigError::OutOfRange { field: "timeout", .. })
+        ));
+        assert!(matches!(
+            b().interval(Duration::MAX).build(),
+            Err(ConfigError::OutOfRange { field: "interval", .. })
+        ));
+        for j in [-0.1, 1.1, f64::NAN, f64::INFINITY] {
+            assert!(matches!(b().jitter(j).build(), Err(ConfigError::Jitter(_))), "{j}");
+        }
+        assert!(b().jitter(0.0).build().is_ok());
+        assert!(b().jitter(1.0).build().is_ok());
+    }
+
+    #[test]
+    fn clashing_values_are_named() {
+        let b = || Config::builder("n", "p").interval(secs(10));
+        assert_eq!(
+            b().timeout(secs(10)).build(),
+            Err(ConfigError::TimeoutNotBelowInterval { timeout: secs(10), interval: secs(10) })
+        );
+        assert_eq!(
+            b().margin(secs(10)).build(),
+            Err(ConfigError::MarginNotBelowInterval { margin: secs(10), interval: secs(10) })
+        );
+        let e = b().timeout(secs(6)).margin(secs(4)).build().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::RenewCannotFinish { interval: secs(10), margin: secs(4), timeout: secs(6) }
+        );
+        let text = e.to_string();
+        assert!(text.contains("interval 10s") && text.contains("timeout 6s"), "{text}");
+        assert_eq!(
+            b().retry_interval(secs(10)).build(),
+            Err(ConfigError::RetryNotBelowInterval { retry: secs(10), interval: secs(10) })
+        );
+    }
+}

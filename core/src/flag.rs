@@ -1,0 +1,605 @@
+//! The leadership protocol for one flag in one process.
+//!
+//! Read it top-down: the state, then how each input moves it, then the schedule.
+
+use core::time::Duration;
+
+use crate::command::{Anomaly, Command, Lease, LowerReason, WonBy};
+use crate::config::Config;
+use crate::error::ContractError;
+use crate::input::{Checked, Failure, Input, InputKind, Precheck, Row};
+use crate::queue::Queue;
+use crate::rng::Rng;
+use crate::time::{DbTime, Instant};
+
+/// One process's view of one flag: a sans-IO state machine.
+///
+/// Feed it inputs with [`handle_input`](Flag::handle_input) and
+/// [`handle_timeout`](Flag::handle_timeout); after each call, drain
+/// [`poll_command`](Flag::poll_command) until it returns `None`, then sleep until
+/// [`poll_timeout`](Flag::poll_timeout). See the crate docs for the whole loop.
+#[derive(Clone, Debug)]
+pub struct Flag {
+    config: Config,
+    rng: Rng,
+    role: Role,
+    pending: Pending,
+    phase: Phase,
+    /// When the next check is due, if none is pending.
+    next_check: Option<Instant>,
+    /// A notification arrived while a statement was pending: check again once it returns.
+    recheck: bool,
+    /// A statement of ours may have changed the row without our knowing (it failed or timed
+    /// out, or an earlier incarnation of this process wrote it). While this holds, a row naming
+    /// us at a version we did not write is ours to adopt; otherwise another process uses our
+    /// name.
+    uncertain: bool,
+    /// The highest row version this process knows it wrote. A check that does not win returns
+    /// the row as of its start, so it may show one of our own writes: only a later version
+    /// under our name is news.
+    written: Option<i64>,
+    /// What the last check returned.
+    seen: Option<Seen>,
+    /// The latest `now` handed in; time never runs backwards inside the core.
+    now: Instant,
+    commands: Queue,
+}
+
+/// Whether this process leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Not leading. `ours` is a version of the row that names this process (a lapsed lease, or
+    /// a row an earlier incarnation wrote): the next check tries to renew it.
+    Follower { ours: Option<i64> },
+    /// Leading until `lease.deadline`.
+    Leader(Lease),
+}
+
+/// What the driver is doing for us. At most one thing at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    Nothing,
+    Precheck,
+    /// `sent_at`: when the command was emitted. The driver sends it later, never earlier, so a
+    /// deadline counted from here is conservative.
+    Check {
+        sent_at: Instant,
+        renew: Option<i64>,
+    },
+    Release {
+        version: i64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Close was asked for: lowered, releasing.
+    Closing,
+    Closed,
+}
+
+/// What the last check returned about the row, for observers (`current_holder`): no extra
+/// statement is needed to know who leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Whether a row exists.
+    pub found: bool,
+    /// Whether the row names this process.
+    pub holder_is_self: bool,
+    /// The row's version (the holder's fencing token is at most this).
+    pub version: Option<i64>,
+    /// The row's timestamp.
+    pub timestamp: Option<DbTime>,
+    /// The database's time when the statement ran.
+    pub db_now: DbTime,
+    /// Whether the lease had expired by the database's clock (the Go flag's rule).
+    pub expired: bool,
+    /// The local instant the reply was handled.
+    pub at: Instant,
+}
+
+impl Seen {
+    /// The lease's age by the database's clock when it was read, in microseconds.
+    pub fn lease_age_micros(&self) -> Option<i64> {
+        self.timestamp.map(|t| self.db_now.micros_since(t))
+    }
+}
+
+/// Commands left undrained beyond this make the next input a contract error; one input emits
+/// at most five, so the queue never overflows.
+const DRAIN_LIMIT: usize = 8;
+
+impl Flag {
+    /// Starts competing at `now`: the first check is queued at once (nobody waits a lease at
+    /// start-up). `seed` drives the jitter; give each process a different one.
+    pub fn new(config: Config, seed: u64, now: Instant) -> Flag {
+        let mut flag = Flag {
+            config,
+            rng: Rng::new(seed),
+            role: Role::Follower { ours: None },
+            pending: Pending::Nothing,
+            phase: Phase::Running,
+            next_check: None,
+            recheck: false,
+            uncertain: true,
+            written: None,
+            seen: None,
+            now,
+            commands: Queue::new(),
+        };
+        flag.start_check(now);
+        flag
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether this process leads at `now`: it holds a lease whose deadline is later than
+    /// `now`. This is answered from the deadline alone, so a process that was paused, or whose
+    /// database hangs, answers `false` the instant the deadline passes, before any input is
+    /// handled.
+    pub fn is_leader(&self, now: Instant) -> bool {
+        self.lease_at(now).is_some()
+    }
+
+    /// The current lease, if this process leads at `now`.
+    pub fn lease_at(&self, now: Instant) -> Option<Lease> {
+        match self.role {
+            Role::Leader(lease) if lease.is_valid(now) && self.phase == Phase::Running => Some(lease),
+            _ => None,
+        }
+    }
+
+    /// What the last check returned.
+    pub fn seen(&self) -> Option<Seen> {
+        self.seen
+    }
+
+    /// Whether [`Command::Closed`] has been emitted.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The next command for the driver. Call until `None` after every input and timeout.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop()
+    }
+
+    /// When to call [`handle_timeout`](Flag::handle_timeout) next, if nothing else happens
+    /// first: the next check, or the leader's deadline. `None` when closed, or while a
+    /// statement is pending and this process does not lead (its reply comes first).
+    ///
+    /// It depends on the state alone: polling again without an input returns the same instant,
+    /// and it is never earlier than the latest `now` handed in.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = match self.role {
+            Role::Leader(lease) if self.phase == Phase::Running => Some(lease.deadline),
+            _ => None,
+        };
+        let check = match (self.pending, self.phase) {
+            (Pending::Nothing, Phase::Running) => self.next_check,
+            _ => None,
+        };
+        match (deadline, check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A timer fired at `now`: lower if the deadline passed, start a check if one is due.
+    /// Calling it early, or more often than needed, is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let now = self.advance(now);
+        if let (Pending::Nothing, Phase::Running, Some(due)) =
+            (self.pending, self.phase, self.next_check)
+        {
+            if now >= due {
+                self.start_check(now);
+            }
+        }
+    }
+
+    /// Handles one input at `now`.
+    ///
+    /// Returns an error, and changes nothing, only if the driver broke the contract: a reply
+    /// with nothing pending, a reply of the wrong kind, a won check without a version, or
+    /// commands left undrained.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), ContractError> {
+        self.check_contract(&input)?;
+        if self.phase == Phase::Closed {
+            return Ok(());
+        }
+        let now = self.advance(now);
+        match input {
+            Input::Checked(reply) => self.on_checked(now, reply),
+            Input::Released { released } => self.on_released(now, released),
+            Input::Failed(failure) => self.on_failed(now, failure),
+            Input::Precheck(answer) => self.on_precheck(now, answer),
+            Input::Notified => self.on_notified(now),
+            Input::Close => self.on_close(now),
+        }
+        Ok(())
+    }
+
+    fn check_contract(&self, input: &Input<'_>) -> Result<(), ContractError> {
+        if self.commands.len() > DRAIN_LIMIT {
+            return Err(ContractError::NotDrained);
+        }
+        let Some(got) = input.reply_kind() else {
+            return Ok(());
+        };
+        let expected = match (self.pending, got) {
+            (Pending::Nothing, _) => return Err(ContractError::NothingPending { got }),
+            (Pending::Precheck, InputKind::Precheck) => None,
+            (Pending::Precheck, _) => Some("a precheck answer"),
+            (Pending::Check { .. }, InputKind::Checked | InputKind::Failed) => None,
+            (Pending::Check { .. }, _) => Some("the check's reply"),
+            (Pending::Release { .. }, InputKind::Released | InputKind::Failed) => None,
+            (Pending::Release { .. }, _) => Some("the release's reply"),
+        };
+        if let Some(expected) = expected {
+            return Err(ContractError::WrongReply { expected, got });
+        }
+        if let Input::Checked(reply) = input {
+            if reply.won && reply.row.and_then(|r| r.version).is_none() {
+                return Err(ContractError::WonWithoutVersion);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the clock forward and lowers at the deadline. Every input starts here, so a reply
+    /// that arrives late is judged after the lease it would extend has already lapsed.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = now.max(self.now);
+        self.now = now;
+        if let Role::Leader(lease) = self.role {
+            if !lease.is_valid(now) {
+                self.role = Role::Follower {
+                    ours: Some(lease.version),
+                };
+                self.commands.push(Command::Lower(LowerReason::DeadlinePassed));
+            }
+        }
+        now
+    }
+
+    // ---- Starting a check ------------------------------------------------------------------
+
+    fn start_check(&mut self, now: Instant) {
+        self.next_check = None;
+        self.recheck = false;
+        if self.config.has_precheck() {
+            self.pending = Pending::Precheck;
+            self.commands.push(Command::RunPrecheck);
+        } else {
+            self.send_check(now);
+        }
+    }
+
+    fn send_check(&mut self, now: Instant) {
+        let renew = match self.role {
+            Role::Leader(lease) => Some(lease.version),
+            Role::Follower { ours } => ours,
+        };
+        self.pending = Pending::Check { sent_at: now, renew };
+        self.commands.push(Command::Check { renew });
+    }
+
+    fn on_precheck(&mut self, now: Instant, answer: Precheck) {
+        self.pending = Pending::Nothing;
+        if self.phase == Phase::Closing {
+            return self.finish_close();
+        }
+        if answer == Precheck::Pass {
+            return self.send_check(now);
+        }
+        // Refused or failed: step down, and hand the row over at once if it may be ours.
+        let held = self.step_down(LowerReason::PrecheckRefused);
+        match held {
+            Some(version) => self.release(version),
+            None => self.schedule_retry(now),
+        }
+    }
+
+    // ---- The check's reply -----------------------------------------------------------------
+
+    fn on_checked(&mut self, now: Instant, reply: Checked<'_>) {
+        let Pending::Check { sent_at, renew } = self.pending else {
+            unreachable!("check_contract admits a check reply only while a check is pending")
+        };
+        self.pending = Pending::Nothing;
+        self.record(now, &reply);
+        if reply.won {
+            self.uncertain = false;
+            self.note_written(reply.row.and_then(|r| r.version));
+        }
+        let row = reply.row.unwrap_or(Row {
+            holder: None,
+            version: None,
+            timestamp: None,
+        });
+
+        if self.phase == Phase::Closing {
+            let held = match (reply.won, row.version) {
+                (true, version) => version,
+                (false, Some(v)) if self.names_us(&row) && !self.knows(v) && self.uncertain => {
+                    Some(v)
+                }
+                _ => None,
+            };
+            self.role = Role::Follower { ours: held };
+            return self.finish_close();
+        }
+        match (reply.won, reply.row) {
+            (true, _) => self.on_won(now, sent_at, renew, row),
+            (false, None) => {
+                // A row inserted concurrently, not yet in our snapshot: look again soon.
+                self.step_down(LowerReason::Lost);
+                self.schedule_retry(now);
+            }
+            (false, Some(row)) => self.on_not_won(now, row, reply.now),
+        }
+    }
+
+    fn on_won(&mut self, now: Instant, sent_at: Instant, renew: Option<i64>, row: Row<'_>) {
+        let version = row.version.unwrap_or_default(); // check_contract guarantees Some
+        let deadline = sent_at + self.config.interval() - self.config.margin();
+        if now >= deadline {
+            // The win came too late to lead on; renew at once with a fresh send time.
+            self.step_down(LowerReason::DeadlinePassed);
+            self.role = Role::Follower {
+                ours: Some(version),
+            };
+            return self.start_check(now);
+        }
+        match self.role {
+            Role::Leader(lease) if lease.version.checked_add(1) == Some(version) => {
+                let lease = Lease {
+                    version,
+                    deadline,
+                    ..lease
+                };
+                self.role = Role::Leader(lease);
+                self.commands.push(Command::Renewed(lease));
+            }
+            _ => {
+                // A new term. If we still led, the row passed through other hands since our
+                // last write: that term ended, whatever our clock said.
+                self.step_down(LowerReason::Lost);
+                let won_by = if version == 0 {
+                    WonBy::Created
+                } else if renew.and_then(|r| r.checked_add(1)) == Some(version) {
+                    WonBy::Renewed
+                } else {
+                    WonBy::TookOver
+                };
+                let lease = Lease {
+                    token: version,
+                    version,
+                    deadline,
+                    won_by,
+                };
+                self.role = Role::Leader(lease);
+                self.commands.push(Command::Raise(lease));
+            }
+        }
+        let renew_at = sent_at + self.renew_delay();
+        self.schedule(now, renew_at);
+    }
+
+    fn on_not_won(&mut self, now: Instant, row: Row<'_>, db_now: DbTime) {
+        let (Some(_), Some(version), Some(timestamp)) = (row.holder, row.version, row.timestamp)
+        else {
+            self.commands.push(Command::Anomaly(Anomaly::NullInRow));
+            self.step_down(LowerReason::Lost);
+            return self.schedule(now, now + self.config.renew_interval());
+        };
+        if version == i64::MAX {
+            self.commands.push(Command::Anomaly(Anomaly::VersionExhausted));
+            self.step_down(LowerReason::Lost);
+            return self.schedule(now, now + self.config.interval());
+        }
+        if self.names_us(&row) && !self.knows(version) {
+            if self.uncertain {
+                // One of our statements changed the row unseen (a renew whose reply was lost,
+                // or an earlier incarnation's lease): adopt that version and renew it at once.
+                // Leadership, if held, continues: the deadline moves only on a confirmed win.
+                self.note_written(Some(version));
+                match &mut self.role {
+                    Role::Leader(lease) => lease.version = version,
+                    Role::Follower { ours } => *ours = Some(version),
+                }
+                return self.start_check(now);
+            }
+            // Nothing of ours is in doubt, yet the row moved under our name: another process
+            // uses it. Step aside rather than fight over one identity.
+            self.commands.push(Command::Anomaly(Anomaly::DuplicateProcess));
+        }
+        // Someone else holds the row, or changed it while our statement waited for the lock.
+        self.step_down(LowerReason::Lost);
+        self.schedule_expiry(now, timestamp, db_now);
+    }
+
+    fn on_failed(&mut self, now: Instant, _failure: Failure) {
+        let was = self.pending;
+        self.pending = Pending::Nothing;
+        // The statement may have run: its effect on the row is unknown.
+        self.uncertain = true;
+        if self.phase == Phase::Closing {
+            return match was {
+                Pending::Release { .. } => self.closed(),
+                _ => self.finish_close(),
+            };
+        }
+        // A leader keeps its lease through a failed renew until its deadline: no flapping on
+        // a blip.
+        self.schedule_retry(now);
+    }
+
+    // ---- Release and close -----------------------------------------------------------------
+
+    fn release(&mut self, version: i64) {
+        self.pending = Pending::Release { version };
+        self.commands.push(Command::Release { version });
+    }
+
+    fn on_released(&mut self, now: Instant, released: bool) {
+        if let (Pending::Release { version }, true) = (self.pending, released) {
+            self.note_written(version.checked_add(1));
+        }
+        self.pending = Pending::Nothing;
+        self.role = Role::Follower { ours: None };
+        if self.phase == Phase::Closing {
+            return self.closed();
+        }
+        self.schedule_retry(now);
+    }
+
+    fn on_close(&mut self, _now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let held = self.step_down(LowerReason::Closed);
+        self.role = Role::Follower { ours: held };
+        self.phase = Phase::Closing;
+        self.next_check = None;
+        if self.pending == Pending::Nothing {
+            self.finish_close();
+        }
+    }
+
+    /// Releases the row if it may be ours, else closes.
+    fn finish_close(&mut self) {
+        match self.role {
+            Role::Follower { ours: Some(version) } => self.release(version),
+            _ => self.closed(),
+        }
+    }
+
+    fn closed(&mut self) {
+        self.phase = Phase::Closed;
+        self.role = Role::Follower { ours: None };
+        self.commands.push(Command::Closed);
+    }
+
+    fn on_notified(&mut self, now: Instant) {
+        if self.phase != Phase::Running || matches!(self.role, Role::Leader(_)) {
+            return;
+        }
+        if self.pending == Pending::Nothing {
+            self.start_check(now);
+        } else {
+            self.recheck = true;
+        }
+    }
+
+    // ---- Helpers ---------------------------------------------------------------------------
+
+    /// Lowers if leading; returns the version that may still be ours.
+    fn step_down(&mut self, reason: LowerReason) -> Option<i64> {
+        let held = match self.role {
+            Role::Leader(lease) => {
+                self.commands.push(Command::Lower(reason));
+                Some(lease.version)
+            }
+            Role::Follower { ours } => ours,
+        };
+        self.role = Role::Follower { ours: None };
+        held
+    }
+
+    fn note_written(&mut self, version: Option<i64>) {
+        self.written = self.written.max(version);
+    }
+
+    fn knows(&self, version: i64) -> bool {
+        self.written.is_some_and(|w| version <= w)
+    }
+
+    fn names_us(&self, row: &Row<'_>) -> bool {
+        row.holder == Some(self.config.process())
+    }
+
+    fn record(&mut self, now: Instant, reply: &Checked<'_>) {
+        let row = reply.row;
+        let timestamp = row.and_then(|r| r.timestamp);
+        self.seen = Some(Seen {
+            found: row.is_some(),
+            holder_is_self: row.is_some_and(|r| self.names_us(&r)),
+            version: row.and_then(|r| r.version),
+            timestamp,
+            db_now: reply.now,
+            expired: timestamp.is_some_and(|t| self.expiry(t) < reply.now),
+            at: now,
+        });
+    }
+
+    fn expiry(&self, timestamp: DbTime) -> DbTime {
+        timestamp.saturating_add(self.config.interval())
+    }
+
+    // ---- The schedule ----------------------------------------------------------------------
+
+    /// Checks at `at`, or at once if that is not in the future or a notification is waiting.
+    fn schedule(&mut self, now: Instant, at: Instant) {
+        if at <= now || self.recheck {
+            self.start_check(now);
+        } else {
+            self.next_check = Some(at);
+        }
+    }
+
+    /// After a failure: the retry interval, jittered both ways as in the Go flag.
+    fn schedule_retry(&mut self, now: Instant) {
+        let retry = self.config.retry_interval();
+        let jitter = self.jitter_of(retry);
+        let delay = if self.rng.next_u64() & 1 == 0 {
+            retry + jitter
+        } else {
+            retry - jitter
+        };
+        self.schedule(now, now + delay.max(Duration::from_millis(1)));
+    }
+
+    /// A follower wakes when the holder's lease expires by the database's clock, plus a
+    /// little (at least a millisecond, since the rule is strict, and jitter of up to
+    /// `jitter × retry interval`) so that followers do not all arrive at once; never later
+    /// than one interval from now.
+    fn schedule_expiry(&mut self, now: Instant, timestamp: DbTime, db_now: DbTime) {
+        if timestamp == DbTime::INFINITY {
+            self.commands.push(Command::Anomaly(Anomaly::NeverExpires));
+        }
+        let remaining = self.expiry(timestamp).micros_since(db_now);
+        let Ok(remaining) = u64::try_from(remaining) else {
+            // Expired, yet we did not win: another process got there first. Look again soon.
+            return self.schedule_retry(now);
+        };
+        let wait = Duration::from_micros(remaining)
+            + Duration::from_millis(1)
+            + self.jitter_of(self.config.retry_interval());
+        self.schedule(now, now + wait.min(self.config.interval()));
+    }
+
+    /// The leader renews every renew interval, made up to `jitter / 2` earlier (never later:
+    /// the renew interval is already the latest a renew can start and still land in time).
+    fn renew_delay(&mut self) -> Duration {
+        let renew = self.config.renew_interval();
+        renew - self.jitter_of(renew) / 2
+    }
+
+    /// A uniform random part of `base × jitter`.
+    fn jitter_of(&mut self, base: Duration) -> Duration {
+        let parts = self.config.jitter_ppm() * self.rng.ppm() / 1_000_000; // in ppm of `base`
+        let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}

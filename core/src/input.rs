@@ -1,0 +1,101 @@
+//! What the driver tells the core: replies to the statements it ran, and outside events.
+//!
+//! Timers are not an input variant: the driver calls [`Flag::handle_timeout`](crate::Flag::handle_timeout)
+//! when [`Flag::poll_timeout`](crate::Flag::poll_timeout) passes.
+
+use crate::time::DbTime;
+
+/// One input to [`Flag::handle_input`](crate::Flag::handle_input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The reply to [`Command::Check`](crate::Command::Check): the row after the statement and
+    /// the database's time. One statement carries what the Go flag needs three for.
+    Checked(Checked<'a>),
+    /// The reply to [`Command::Release`](crate::Command::Release): whether the row was released
+    /// (one row changed) or the compare-and-set found it changed (zero rows).
+    Released {
+        /// `true` if the statement changed the row.
+        released: bool,
+    },
+    /// The pending statement (check or release) failed or timed out. Its outcome is unknown:
+    /// it may have changed the row.
+    Failed(Failure),
+    /// The answer to [`Command::RunPrecheck`](crate::Command::RunPrecheck).
+    Precheck(Precheck),
+    /// A `NOTIFY` said the flag was released by its holder: worth checking at once. Losing
+    /// one only costs time; the core never relies on it.
+    Notified,
+    /// The user asked to close: lower, release the row if held, then
+    /// [`Command::Closed`](crate::Command::Closed).
+    Close,
+}
+
+/// What the check statement returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked<'a> {
+    /// The statement changed the row in this process's favour (insert, renew or takeover).
+    /// Only this proves leadership: an unchanged row is read as of the statement's start.
+    pub won: bool,
+    /// The row (after the change if `won`), or `None` if none was visible: a concurrent
+    /// insert not yet in the statement's snapshot.
+    pub row: Option<Row<'a>>,
+    /// The database's `now()` when the statement ran.
+    pub now: DbTime,
+}
+
+/// A row of the flags table as decoded. Each field is optional because a table created by
+/// hand may allow NULLs; the core treats such a row as an anomaly, never as its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row<'a> {
+    /// `holder`: the process that wrote it last.
+    pub holder: Option<&'a str>,
+    /// `version`: incremented by every write.
+    pub version: Option<i64>,
+    /// `timestamp`: the database's time of the last write.
+    pub timestamp: Option<DbTime>,
+}
+
+/// Why a statement did not return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The database or the connection returned an error.
+    Error,
+    /// The driver gave up after the configured timeout.
+    Timeout,
+}
+
+/// The answer of the user's precheck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precheck {
+    /// Go ahead and check.
+    Pass,
+    /// Do not lead now.
+    Refuse,
+    /// The precheck itself failed; treated as a refusal.
+    Error,
+}
+
+/// The kind of an input, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputKind {
+    /// [`Input::Checked`].
+    Checked,
+    /// [`Input::Released`].
+    Released,
+    /// [`Input::Failed`].
+    Failed,
+    /// [`Input::Precheck`].
+    Precheck,
+}
+
+impl Input<'_> {
+    pub(crate) fn reply_kind(&self) -> Option<InputKind> {
+        match self {
+            Input::Checked(_) => Some(InputKind::Checked),
+            Input::Released { .. } => Some(InputKind::Released),
+            Input::Failed(_) => Some(InputKind::Failed),
+            Input::Precheck(_) => Some(InputKind::Precheck),
+            Input::Notified | Input::Close => None,
+        }
+    }
+}

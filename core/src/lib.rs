@@ -1,0 +1,159 @@
+//! The leadership protocol as a sans-IO state machine: one row per flag in a PostgreSQL table,
+//! compatible with the Go `leadership.Flag` of ocm-sdk-go, with one statement per check.
+//!
+//! This crate decides; it never reads a clock, does I/O, sleeps or draws randomness of its own.
+//! A driver (tokio, blocking threads, or the simulator) turns its [`Command`]s into SQL and
+//! timers, and feeds back [`Input`]s with the local monotonic time ([`Instant`]). The
+//! database's time ([`DbTime`]) arrives inside the rows, and only there.
+//!
+//! # The protocol
+//!
+//! The table is the Go flag's: `leadership_flags(name text primary key, holder text, version
+//! bigint, timestamp timestamptz)`. Every few seconds each process runs [`sql::CHECK`], one
+//! statement that inserts the row if there is none, renews it if it names this process at the
+//! version this process last wrote, or takes it over if `now() - timestamp > interval` by the
+//! database's clock, and in every case returns the row and `now()`. A process leads only after
+//! a statement of its own changed the row. Every write increments `version`, so a write based
+//! on an old read fails; the version at which a term began is its fencing token. A graceful
+//! [`Input::Close`] releases the row ([`sql::RELEASE`]: timestamp set to 1970, so every reader,
+//! Go included, sees it expired) and notifies the followers.
+//!
+//! # Why two processes never both believe they lead
+//!
+//! A process raises only on a won check it sent at local instant `s`, and believes it leads
+//! until its *deadline* `s + interval - margin` by its own monotonic clock; a renew moves the
+//! deadline only when it wins. [`Flag::is_leader`] answers from the deadline alone, so a
+//! process that is paused, cut off, or stuck in a hung statement stops believing the instant
+//! the deadline passes; a [`Command::Lower`] follows at the same instant.
+//!
+//! The won statement wrote `timestamp = now()` at its start on the server, which is after it
+//! was sent, so `timestamp ≥ s` as the database's clock reads it. Another process can only win
+//! the row by taking it over (renewing needs its own name in the row; inserting needs no
+//! row), and a takeover needs `now() - timestamp > interval` at the start of its statement, on
+//! the server, under the row lock. So the next leader begins more than `interval` after `s` by
+//! the database's clock, while this one stopped at `interval - margin` after `s` by its own.
+//! That is safe when:
+//!
+//! 1. every process on a flag uses the same `interval` (or the leader one no longer than the
+//!    others'): each judges expiry with its own;
+//! 2. over one interval, each local monotonic clock and the database's clock drift apart by
+//!    less than `margin` (default interval/20, 5%, far above the 0.05% NTP may slew), and the
+//!    database's clock is not stepped forward by more than what remains of the margin;
+//! 3. process names are unique per flag (two processes with one name are one holder to the
+//!    table; the core detects it in steady state, [`Anomaly::DuplicateProcess`], and steps
+//!    aside, but not at the first check).
+//!
+//! Nothing else is assumed: not message timing, not the delivery of notifications, not the
+//! behaviour of the other processes beyond following this rule. Go processes take over only
+//! by the same rule, judged even earlier (their `now()` is read before their update), so a
+//! mixed fleet never has two Rust leaders and a Rust process never takes a lease the Go flag
+//! still holds by its rule. (A Go leader itself believes until its next check, so it can
+//! overlap with its successor after a pause; ours cannot.)
+//!
+//! # The run loop
+//!
+//! A driver owns a [`Flag`] and loops: carry out the commands, wait for the earliest of the
+//! timeout, a statement's reply or a notification, feed it in. Here it is against an in-memory
+//! stand-in for the database, with time that jumps to each wake-up:
+//!
+//! ```
+//! use core::time::Duration;
+//! use leadership_core::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row};
+//!
+//! // One row, the database's clock, and the check statement's rules (see `sql::CHECK`).
+//! struct Db { row: Option<(String, i64, DbTime)>, now: DbTime }
+//! impl Db {
+//!     fn check(&mut self, process: &str, renew: Option<i64>, lease: i64) -> bool {
+//!         let won = match &self.row {
+//!             None => true,
+//!             Some((holder, version, ts)) => {
+//!                 (holder == process && Some(*version) == renew)
+//!                     || self.now.micros_since(*ts) > lease
+//!             }
+//!         };
+//!         if won {
+//!             let version = self.row.as_ref().map_or(0, |r| r.1 + 1);
+//!             self.row = Some((process.to_string(), version, self.now));
+//!         }
+//!         won
+//!     }
+//! }
+//!
+//! let config = Config::builder("nightly-report", "pod-a")
+//!     .interval(Duration::from_secs(2))
+//!     .build()?;
+//! let lease_us = config.interval_micros();
+//! let mut now = Instant::ZERO;
+//! let mut db = Db { row: None, now: DbTime::from_unix_micros(1_700_000_000_000_000) };
+//! let mut flag = Flag::new(config, 42, now);
+//! let (mut raises, mut renewals) = (0, 0);
+//!
+//! for _ in 0..20 {
+//!     // 1. Carry out every command the last input produced.
+//!     while let Some(command) = flag.poll_command() {
+//!         match command {
+//!             Command::Check { renew } => {
+//!                 let won = db.check("pod-a", renew, lease_us);
+//!                 let row = db.row.as_ref().map(|(holder, version, ts)| Row {
+//!                     holder: Some(holder.as_str()),
+//!                     version: Some(*version),
+//!                     timestamp: Some(*ts),
+//!                 });
+//!                 flag.handle_input(now, Input::Checked(Checked { won, row, now: db.now }))?;
+//!             }
+//!             Command::Raise(lease) => {
+//!                 raises += 1;
+//!                 assert!(flag.is_leader(now) && lease.token == 0);
+//!             }
+//!             Command::Renewed(_) => renewals += 1,
+//!             Command::Lower(reason) => panic!("lowered: {reason:?}"),
+//!             other => panic!("unexpected {other:?}"),
+//!         }
+//!     }
+//!     // 2. Sleep until the core's next wake-up (a real driver also wakes for replies and
+//!     //    notifications), then tell the core the time.
+//!     let wake = flag.poll_timeout().expect("a running flag always has a next wake-up");
+//!     db.now = db.now.saturating_add(wake - now);
+//!     now = wake;
+//!     flag.handle_timeout(now);
+//! }
+//! assert_eq!(raises, 1);
+//! assert!(renewals >= 10, "renews about every 0.9 s: {renewals}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The rules of the loop: call [`Flag::poll_command`] until it returns `None` after every
+//! input and every timeout; reply to each statement exactly once (with [`Input::Failed`] if it
+//! failed or took longer than [`Config::timeout`]); never hand in a `now` earlier than the
+//! last; answer [`Flag::is_leader`] with the clock at the moment of the question.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+mod command;
+mod config;
+mod error;
+mod flag;
+mod input;
+mod queue;
+mod rng;
+pub mod sql;
+mod time;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{Anomaly, Command, Lease, LowerReason, WonBy};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_TIMEOUT,
+    MAX_DURATION, MAX_NAME_BYTES, MIN_INTERVAL,
+};
+pub use error::ContractError;
+pub use flag::{Flag, Seen};
+pub use input::{Checked, Failure, Input, InputKind, Precheck, Row};
+pub use time::{DbTime, Instant};

@@ -1,0 +1,400 @@
+//! Every statement the drivers send, in one place.
+//!
+//! The templates name the table `{table}`; [`Statements::new`] renders them for a validated
+//! [`Table`]. Both drivers prepare the rendered text once per connection (unprepared, planning
+//! the check costs more than the round trips it saves) and bind the parameters documented on
+//! each constant. The simulator's reference table implements the same semantics and is checked
+//! against a real server.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// The check: one statement, one round trip, for leader and follower alike.
+///
+/// Parameters: `$1` flag name (text), `$2` this process (text), `$3` the version to renew, or
+/// NULL (bigint), `$4` the lease in microseconds (bigint).
+///
+/// Returns exactly one row: `won` (bool), `found` (bool), `holder` (text), `version` (bigint),
+/// `timestamp` (timestamptz), `now` (timestamptz).
+///
+/// - no row: insert it with version 0 (won);
+/// - the row names this process at version `$3`: renew it, `version + 1` (won);
+/// - the row's lease has expired by the server's `now()` (`timestamp < now() - lease`, the Go
+///   flag's rule): take it over, `version + 1` (won);
+/// - otherwise change nothing and return the row as of the statement's start (not won).
+///
+/// `ON CONFLICT DO UPDATE` locks the row and re-tests the condition on the latest committed
+/// version, so two processes can never both win one version. The timestamp written is `now()`
+/// at the statement's start, which is after the client sent it: the fact the leader's local
+/// deadline rests on. A version at `i64::MAX` is never incremented (that would fail the whole
+/// statement); the core reports it as an anomaly.
+pub const CHECK: &str = r#"WITH seen AS (
+    SELECT holder, version, "timestamp" FROM {table} WHERE name = $1
+), won AS (
+    INSERT INTO {table} AS flag (name, holder, version, "timestamp")
+    VALUES ($1, $2, 0, now())
+    ON CONFLICT (name) DO UPDATE
+    SET holder = excluded.holder, version = flag.version + 1, "timestamp" = excluded."timestamp"
+    WHERE flag.version < 9223372036854775807
+      AND ((flag.holder = excluded.holder AND flag.version = $3::bigint)
+           OR flag."timestamp" < now() - $4::bigint * interval '1 microsecond')
+    RETURNING flag.holder, flag.version, flag."timestamp"
+)
+SELECT true AS won, true AS found, holder, version, "timestamp", now() AS now FROM won
+UNION ALL
+SELECT false, true, holder, version, "timestamp", now() FROM seen
+WHERE NOT EXISTS (SELECT FROM won)
+UNION ALL
+SELECT false, false, NULL, NULL, NULL, now()
+WHERE NOT EXISTS (SELECT FROM won) AND NOT EXISTS (SELECT FROM seen)"#;
+
+/// The release: makes the lease expired for every reader and wakes the followers.
+///
+/// Parameters: `$1` flag name (text), `$2` this process (text), `$3` the version it holds
+/// (bigint), `$4` the notification channel (text, [`Statements::channel`]).
+///
+/// Returns one row per released row (so zero or one). The row keeps its holder; `version + 1`
+/// fails any compare-and-set based on an earlier read; the timestamp becomes the Unix epoch, which
+/// the Go flag (lib/pq, `time.Time`) parses and sees as expired by 56 years. The `NOTIFY`
+/// carries the flag name and is delivered when the statement commits.
+pub const RELEASE: &str = r#"WITH released AS (
+    UPDATE {table}
+    SET version = version + 1, "timestamp" = '1970-01-01 00:00:00+00'
+    WHERE name = $1 AND holder = $2 AND version = $3::bigint
+      AND version < 9223372036854775807
+    RETURNING name
+)
+SELECT pg_notify($4, name) FROM released"#;
+
+/// Creates the table as the Go flag does. Run it inside a transaction after
+/// [`CREATE_LOCK`], so processes starting together on an empty database do not race
+/// (PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe under concurrency).
+pub const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {table} (
+    name text NOT NULL PRIMARY KEY,
+    holder text NOT NULL,
+    version bigint NOT NULL,
+    "timestamp" timestamp with time zone NOT NULL
+)"#;
+
+/// Serialises table creation among our processes. Parameter: `$1` [`Statements::regclass`].
+pub const CREATE_LOCK: &str = "SELECT pg_advisory_xact_lock(1818584436, hashtext($1))";
+
+/// Whether the table exists. Parameter: `$1` [`Statements::regclass`]. Returns one bool.
+pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// The table's columns, for [`check_shape`]. Parameter: `$1` [`Statements::regclass`].
+/// Returns `name` (text), `type` (text, as `format_type` spells it), `not_null` (bool),
+/// `has_default` (bool).
+pub const COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+     a.attnotnull, a.atthasdef FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+     AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+
+/// Whether `name` alone has a unique index (`ON CONFLICT (name)` needs one). Parameter: `$1`
+/// [`Statements::regclass`]. Returns one bool.
+pub const NAME_IS_UNIQUE: &str = "SELECT EXISTS (SELECT 1 FROM pg_index i \
+     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+     WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 \
+     AND i.indpred IS NULL AND a.attname = 'name')";
+
+/// The default table, the Go flag's.
+pub const DEFAULT_TABLE: &str = "leadership_flags";
+
+/// PostgreSQL truncates identifiers longer than this many bytes; we refuse them instead.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// A table name that is safe to put into SQL: always quoted, so any characters work, and
+/// refused if PostgreSQL would truncate or reject it.
+///
+/// ```
+/// use leadership_core::sql::Table;
+/// let t = Table::new("leadership_flags")?;
+/// assert_eq!(t.quoted(), r#""leadership_flags""#);
+/// let hostile = Table::new(r#"x"; DROP TABLE users; --"#)?;
+/// assert_eq!(hostile.quoted(), r#""x""; DROP TABLE users; --""#);
+/// assert!(Table::new("").is_err());
+/// # Ok::<(), leadership_core::sql::TableError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    schema: Option<String>,
+    name: String,
+}
+
+/// A table or schema name PostgreSQL cannot take as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableError {
+    /// Empty name.
+    #[error("the table name must not be empty")]
+    Empty,
+    /// Contains a NUL byte.
+    #[error("the table name {0:?} contains a NUL byte")]
+    Nul(String),
+    /// Longer than [`MAX_IDENTIFIER_BYTES`]: PostgreSQL would silently truncate it.
+    #[error("the table name {name:?} is {len} bytes; PostgreSQL identifiers are at most 63")]
+    TooLong {
+        /// The name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+impl Table {
+    /// A table in the connection's `search_path`.
+    pub fn new(name: &str) -> Result<Table, TableError> {
+        Ok(Table {
+            schema: None,
+            name: identifier(name)?,
+        })
+    }
+
+    /// A table in a given schema.
+    pub fn qualified(schema: &str, name: &str) -> Result<Table, TableError> {
+        Ok(Table {
+            schema: Some(identifier(schema)?),
+            name: identifier(name)?,
+        })
+    }
+
+    /// The table's own name, unquoted.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as SQL: each part in double quotes, inner quotes doubled.
+    pub fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&self.name)),
+            None => quote(&self.name),
+        }
+    }
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            schema: None,
+            name: DEFAULT_TABLE.to_string(),
+        }
+    }
+}
+
+fn identifier(name: &str) -> Result<String, TableError> {
+    if name.is_empty() {
+        return Err(TableError::Empty);
+    }
+    if name.contains('\0') {
+        return Err(TableError::Nul(name.to_string()));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(TableError::TooLong {
+            name: name.to_string(),
+            len: name.len(),
+        });
+    }
+    Ok(name.to_string())
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// The statements rendered for one table: what a driver prepares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statements {
+    /// [`CHECK`].
+    pub check: String,
+    /// [`RELEASE`].
+    pub release: String,
+    /// [`CREATE_TABLE`].
+    pub create_table: String,
+    /// `LISTEN` on [`Statements::channel`], quoted.
+    pub listen: String,
+    /// The notification channel: the table's own name, so flags in different tables do not
+    /// wake each other. Passed as text to `pg_notify`.
+    pub channel: String,
+    /// The table's quoted name as text, for `to_regclass($1)` and the creation lock.
+    pub regclass: String,
+}
+
+impl Statements {
+    /// Renders every statement for `table`.
+    pub fn new(table: &Table) -> Statements {
+        let quoted = table.quoted();
+        Statements {
+            check: CHECK.replace("{table}", &quoted),
+            release: RELEASE.replace("{table}", &quoted),
+            create_table: CREATE_TABLE.replace("{table}", &quoted),
+            listen: format!("LISTEN {}", quote(table.name())),
+            channel: table.name().to_string(),
+            regclass: quoted,
+        }
+    }
+}
+
+/// One column of the table as [`COLUMNS`] describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column<'a> {
+    /// Column name.
+    pub name: &'a str,
+    /// Type as `format_type` spells it (`text`, `bigint`, `timestamp with time zone`).
+    pub type_name: &'a str,
+    /// `NOT NULL`.
+    pub not_null: bool,
+    /// Has a default.
+    pub has_default: bool,
+}
+
+/// A table that cannot serve as a flags table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShapeError {
+    /// A required column is missing.
+    #[error("column {column:?} is missing; the table needs name text, holder text, version bigint, \"timestamp\" timestamptz")]
+    MissingColumn {
+        /// The column.
+        column: &'static str,
+    },
+    /// A required column has the wrong type.
+    #[error("column {column:?} is {found}; it must be {expected}")]
+    WrongType {
+        /// The column.
+        column: &'static str,
+        /// Its type.
+        found: String,
+        /// The type it needs.
+        expected: &'static str,
+    },
+    /// Another column is NOT NULL without a default, so inserting a flag would fail.
+    #[error("column {column:?} is NOT NULL without a default, so a new flag cannot be inserted")]
+    ExtraNotNull {
+        /// The column.
+        column: String,
+    },
+    /// `name` has no unique index of its own.
+    #[error("column \"name\" has no unique index (primary key) of its own; the check needs one")]
+    NameNotUnique,
+}
+
+const REQUIRED: [(&str, &[&str]); 4] = [
+    ("name", &["text", "character varying"]),
+    ("holder", &["text", "character varying"]),
+    ("version", &["bigint"]),
+    ("timestamp", &["timestamp with time zone"]),
+];
+
+/// Judges whether a table can hold flags, from [`COLUMNS`] and [`NAME_IS_UNIQUE`].
+///
+/// Nullable columns are accepted (a table created by hand may have them); NULLs in a row are
+/// reported by the core as [`Anomaly::NullInRow`](crate::Anomaly::NullInRow).
+pub fn check_shape(columns: &[Column<'_>], name_is_unique: bool) -> Result<(), ShapeError> {
+    for (column, types) in REQUIRED {
+        let found = columns
+            .iter()
+            .find(|c| c.name == column)
+            .ok_or(ShapeError::MissingColumn { column })?;
+        let base = found.type_name.split('(').next().unwrap_or("");
+        if !types.contains(&base) {
+            return Err(ShapeError::WrongType {
+                column,
+                found: found.type_name.to_string(),
+                expected: types[0],
+            });
+        }
+    }
+    let required: Vec<&str> = REQUIRED.iter().map(|(c, _)| *c).collect();
+    if let Some(extra) = columns
+        .iter()
+        .find(|c| !required.contains(&c.name) && c.not_null && !c.has_default)
+    {
+        return Err(ShapeError::ExtraNotNull {
+            column: extra.name.to_string(),
+        });
+    }
+    if !name_is_unique {
+        return Err(ShapeError::NameNotUnique);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col<'a>(name: &'a str, type_name: &'a str) -> Column<'a> {
+        Column {
+            name,
+            type_name,
+            not_null: true,
+            has_default: false,
+        }
+    }
+
+    fn go_table() -> Vec<Column<'static>> {
+        alloc::vec![
+            col("name", "text"),
+            col("holder", "text"),
+            col("version", "bigint"),
+            col("timestamp", "timestamp with time zone"),
+        ]
+    }
+
+    #[test]
+    fn the_go_flags_table_is_accepted() {
+        assert_eq!(check_shape(&go_table(), true), Ok(()));
+    }
+
+    #[test]
+    fn a_wrong_shape_names_the_column() {
+        let mut t = go_table();
+        t[3] = col("timestamp", "timestamp without time zone");
+        assert_eq!(
+            check_shape(&t, true),
+            Err(ShapeError::WrongType {
+                column: "timestamp",
+                found: "timestamp without time zone".into(),
+                expected: "timestamp with time zone"
+            })
+        );
+        let mut t = go_table();
+        t.remove(1);
+        assert_eq!(check_shape(&t, true), Err(ShapeError::MissingColumn { column: "holder" }));
+        let mut t = go_table();
+        t[2] = col("version", "integer");
+        assert!(matches!(check_shape(&t, true), Err(ShapeError::WrongType { column: "version", .. })));
+        let mut t = go_table();
+        t.push(col("owner", "text"));
+        assert_eq!(check_shape(&t, true), Err(ShapeError::ExtraNotNull { column: "owner".into() }));
+        assert_eq!(check_shape(&go_table(), false), Err(ShapeError::NameNotUnique));
+    }
+
+    #[test]
+    fn varchar_and_nullable_columns_are_accepted() {
+        let mut t = go_table();
+        t[1] = Column { name: "holder", type_name: "character varying(200)", not_null: false, has_default: false };
+        t.push(Column { name: "note", type_name: "text", not_null: true, has_default: true });
+        assert_eq!(check_shape(&t, true), Ok(()));
+    }
+
+    #[test]
+    fn statements_use_the_quoted_table_everywhere() {
+        let t = Table::qualified("ops", "Flags \"x\"").unwrap();
+        let s = Statements::new(&t);
+        assert!(!s.check.contains("{table}") && !s.release.contains("{table}"));
+        assert!(s.check.contains(r#"INSERT INTO "ops"."Flags ""x""" AS flag"#));
+        assert_eq!(s.listen, r#"LISTEN "Flags ""x""""#);
+        assert_eq!(s.channel, "Flags \"x\"");
+        assert_eq!(s.regclass, r#""ops"."Flags ""x""""#);
+    }
+
+    #[test]
+    fn bad_table_names_are_refused() {
+        assert_eq!(Table::new(""), Err(TableError::Empty));
+        assert!(matches!(Table::new("a\0"), Err(TableError::Nul(_))));
+        assert!(matches!(Table::new(&"t".repeat(64)), Err(TableError::TooLong { len: 64, .. })));
+        assert!(Table::new(&"t".repeat(63)).is_ok());
+        assert_eq!(Table::default().quoted(), "\"leadership_flags\"");
+    }
+}

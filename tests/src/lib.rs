@@ -1,0 +1,6 @@
+//! The test kit of the leadership crates.
+//!
+//! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
+//!   127.0.0.1, torn down when dropped or when the test process dies).
+
+pub mod pg;

@@ -1,0 +1,268 @@
+use leadership_testkit::pg::{shared, PgServer, Signal};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn accepts(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// Process state letter from /proc/PID/stat ('R', 'S', 'T', 'Z', ...), None if gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn alive(pid: u32) -> bool {
+    !matches!(proc_state(pid), None | Some('Z'))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_gone(port: u16, pid: u32, data: &Path) {
+    assert!(!alive(pid), "postmaster {pid} still running");
+    assert!(!accepts(port), "port {port} still accepts connections");
+    assert!(!data.exists(), "{} still exists", data.display());
+    assert!(
+        !data.parent().unwrap().exists(),
+        "temp dir of {} still exists",
+        data.display()
+    );
+}
+
+#[test]
+fn two_servers_in_parallel() {
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let s = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(s.psql("select 1").unwrap(), "1\n");
+                s
+            })
+        })
+        .collect();
+    let servers: Vec<PgServer> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_ne!(servers[0].port(), servers[1].port());
+    let facts: Vec<(u16, u32, PathBuf)> = servers
+        .iter()
+        .map(|s| {
+            (
+                s.port(),
+                s.server_pid().unwrap(),
+                s.data_dir().to_path_buf(),
+            )
+        })
+        .collect();
+    for (port, pid, data) in &facts {
+        assert!(accepts(*port) && alive(*pid) && data.is_dir());
+    }
+    drop(servers);
+    for (port, pid, data) in &facts {
+        assert_gone(*port, *pid, data);
+    }
+}
+
+#[test]
+fn config_and_connection_strings() {
+    let s = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let port = s.port();
+    assert_eq!(s.host(), "127.0.0.1");
+    assert_eq!(
+        s.url(),
+        format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
+    );
+    assert_eq!(
+        s.conn_string(),
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")
+    );
+    let show = |name: &str| s.psql(&format!("show {name}")).unwrap().trim().to_string();
+    assert_eq!(show("fsync"), "off");
+    assert_eq!(show("max_connections"), "300");
+    assert_eq!(show("shared_preload_libraries"), "pg_stat_statements");
+    assert_eq!(show("pg_stat_statements.track"), "all");
+    assert_eq!(show("server_encoding"), "UTF8");
+    assert_eq!(show("lc_collate"), "C");
+    let sock_dir = s.data_dir().parent().unwrap().display().to_string();
+    assert_eq!(show("unix_socket_directories"), sock_dir);
+    assert_eq!(
+        s.psql("select count(*) >= 0 from pg_stat_statements")
+            .unwrap(),
+        "t\n"
+    );
+    let err = s
+        .psql("select * from no_such_table")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no_such_table"), "{err}");
+}
+
+#[test]
+fn drop_during_panic_cleans_up() {
+    let mut facts = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let s = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+        facts = Some((
+            s.port(),
+            s.server_pid().unwrap(),
+            s.data_dir().to_path_buf(),
+        ));
+        panic!("test body failed");
+    }));
+    assert!(result.is_err());
+    let (port, pid, data) = facts.expect("server had started");
+    assert_gone(port, pid, &data);
+}
+
+#[test]
+fn restart_keeps_port_and_data() {
+    let mut s = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let (port, pid) = (s.port(), s.server_pid().unwrap());
+    s.psql("create table kept(x int); insert into kept values (42)")
+        .unwrap();
+    s.stop();
+    s.stop(); // idempotent
+    assert!(!accepts(port) && s.server_pid().is_none());
+    s.restart().unwrap();
+    assert_eq!(s.port(), port);
+    assert_ne!(s.server_pid().unwrap(), pid);
+    assert_eq!(s.psql("select x from kept").unwrap(), "42\n");
+    s.restart().unwrap(); // restart of a running server
+    assert_eq!(s.psql("select x from kept").unwrap(), "42\n");
+}
+
+#[test]
+fn signal_backend_stops_and_continues() {
+    let s = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = s
+        .psql_command()
+        .arg("-c")
+        .arg("select pg_sleep(30)")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let find = "select pid from pg_stat_activity where query like '%pg_sleep(30)%' and pid <> pg_backend_pid()";
+    let mut backend = 0i32;
+    wait_until(
+        "backend of the sleeping psql",
+        Duration::from_secs(10),
+        || {
+            backend = s.psql(find).unwrap().trim().parse().unwrap_or(0);
+            backend > 0
+        },
+    );
+    let pid = backend as u32;
+    s.signal_backend(backend, Signal::Stop).unwrap();
+    wait_until("state T", Duration::from_secs(5), || {
+        proc_state(pid) == Some('T')
+    });
+    s.signal_backend(backend, Signal::Cont).unwrap();
+    wait_until("state not T", Duration::from_secs(5), || {
+        proc_state(pid) != Some('T')
+    });
+    // Refuses processes that are not backends of this server.
+    assert!(s
+        .signal_backend(std::process::id() as i32, Signal::Stop)
+        .is_err());
+    s.signal_backend(backend, Signal::Term).unwrap(); // terminates the session
+    wait_until("psql exits", Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    let _ = child.kill();
+}
+
+#[test]
+fn shared_is_shared() {
+    let a = shared();
+    let b = shared();
+    assert!(std::ptr::eq(a, b));
+    assert_eq!(a.port(), b.port());
+    assert_eq!(a.psql("select 1").unwrap(), "1\n");
+}
+
+/// Runs only as the child of `servers_die_with_sigkilled_process`.
+#[test]
+#[ignore]
+fn sigkill_child_helper() {
+    if std::env::var_os("LEADERSHIP_PG_SIGKILL_CHILD").is_none() {
+        return;
+    }
+    let own = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    for s in [shared(), &own] {
+        println!(
+            "LEADERSHIP_PG_READY {} {} {}",
+            s.port(),
+            s.server_pid().unwrap(),
+            s.data_dir().display()
+        );
+    }
+    println!("LEADERSHIP_PG_DONE");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn servers_die_with_sigkilled_process() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child_helper",
+            "--nocapture",
+            "--ignored",
+        ])
+        .env("LEADERSHIP_PG_SIGKILL_CHILD", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut servers = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "LEADERSHIP_PG_DONE" {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("LEADERSHIP_PG_READY ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            servers.push((
+                f[0].parse::<u16>().unwrap(),
+                f[1].parse::<u32>().unwrap(),
+                PathBuf::from(f[2]),
+            ));
+        }
+    }
+    assert_eq!(servers.len(), 2, "child did not start its servers");
+    for (port, pid, data) in &servers {
+        assert!(accepts(*port) && alive(*pid) && data.is_dir());
+    }
+    child.kill().unwrap(); // SIGKILL: no unwinding, no destructors
+    child.wait().unwrap();
+    for (port, pid, data) in &servers {
+        wait_until("watchdog cleanup", Duration::from_secs(30), || {
+            !alive(*pid) && !data.exists()
+        });
+        assert_gone(*port, *pid, data);
+    }
+}
+
+#[test]
+fn restart_retries_while_port_is_taken() {
+    let mut s = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+    s.stop();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", s.port())).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        drop(squatter);
+    });
+    s.restart().unwrap(); // fails to bind at first, retries until the port is free
+    release.join().unwrap();
+    assert_eq!(s.psql("select 1").unwrap(), "1\n");
+    let log = std::fs::read_to_string(s.data_dir().join("server.log")).unwrap();
+    assert!(log.contains("could not bind"), "expected a bind failure in the log:\n{log}");
+}
