@@ -2,5 +2,7 @@
 //!
 //! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
 //!   127.0.0.1, torn down when dropped or when the test process dies).
+//! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 
 pub mod pg;
+pub mod table;

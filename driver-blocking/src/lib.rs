@@ -1,0 +1,1 @@
+//! Leadership election on PostgreSQL for blocking code (work in progress).

@@ -1,0 +1,3 @@
+//! Leadership election on PostgreSQL for tokio (work in progress).
+
+pub mod pg;

@@ -1,0 +1,185 @@
+//! The reference table: an in-memory `leadership_flags` with PostgreSQL's semantics for the
+//! statements in [`leadership_core::sql`], executed one at a time in arrival order (as the row
+//! lock serialises them on a real server). The simulator runs on it; the driver tests check
+//! it against a real server (same statement, same starting row, same result).
+
+use std::collections::BTreeMap;
+
+use leadership_core::{Checked, DbTime, Row};
+
+/// One row. Fields are optional because a table created by hand may allow NULLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefRow {
+    /// `holder`.
+    pub holder: Option<String>,
+    /// `version`.
+    pub version: Option<i64>,
+    /// `timestamp`.
+    pub timestamp: Option<DbTime>,
+}
+
+impl RefRow {
+    /// A row with every field set.
+    pub fn new(holder: &str, version: i64, timestamp: DbTime) -> RefRow {
+        RefRow {
+            holder: Some(holder.to_string()),
+            version: Some(version),
+            timestamp: Some(timestamp),
+        }
+    }
+}
+
+/// What [`sql::CHECK`](leadership_core::sql::CHECK) returns: its one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// `won`.
+    pub won: bool,
+    /// `found`: a row was there (before, or inserted by this statement).
+    pub found: bool,
+    /// The row after the statement if won, as of its start otherwise.
+    pub row: Option<RefRow>,
+    /// `now()`.
+    pub now: DbTime,
+}
+
+impl CheckResult {
+    /// The core's view of this result, borrowing the holder.
+    pub fn as_input(&self) -> Checked<'_> {
+        Checked {
+            won: self.won,
+            row: self.row.as_ref().map(|r| Row {
+                holder: r.holder.as_deref(),
+                version: r.version,
+                timestamp: r.timestamp,
+            }),
+            now: self.now,
+        }
+    }
+}
+
+/// The table: flag name → row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefTable {
+    rows: BTreeMap<String, RefRow>,
+}
+
+impl RefTable {
+    /// An empty table.
+    pub fn new() -> RefTable {
+        RefTable::default()
+    }
+
+    /// Sets a row as an operator would by hand (odd rows included).
+    pub fn put(&mut self, name: &str, row: RefRow) {
+        self.rows.insert(name.to_string(), row);
+    }
+
+    /// Deletes a row.
+    pub fn delete(&mut self, name: &str) {
+        self.rows.remove(name);
+    }
+
+    /// The row of a flag.
+    pub fn get(&self, name: &str) -> Option<&RefRow> {
+        self.rows.get(name)
+    }
+
+    /// All rows, by name.
+    pub fn rows(&self) -> impl Iterator<Item = (&str, &RefRow)> {
+        self.rows.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now`.
+    pub fn check(
+        &mut self,
+        now: DbTime,
+        name: &str,
+        process: &str,
+        renew: Option<i64>,
+        lease_micros: i64,
+    ) -> CheckResult {
+        let Some(row) = self.rows.get_mut(name) else {
+            let row = RefRow::new(process, 0, now);
+            self.rows.insert(name.to_string(), row.clone());
+            return CheckResult { won: true, found: true, row: Some(row), now };
+        };
+        let seen = row.clone();
+        // SQL's three-valued logic: a comparison with NULL is not true.
+        let renewable = row.holder.as_deref() == Some(process)
+            && row.version.is_some()
+            && row.version == renew;
+        // `timestamp < now() - lease`; `now() - lease` saturates like PostgreSQL's infinities.
+        let expired = row
+            .timestamp
+            .is_some_and(|t| t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(lease_micros)));
+        let incrementable = row.version.is_some_and(|v| v < i64::MAX);
+        if incrementable && (renewable || expired) {
+            // `version + 1` with the version NOT NULL and below i64::MAX.
+            row.version = row.version.map(|v| v + 1);
+            row.holder = Some(process.to_string());
+            row.timestamp = Some(now);
+            return CheckResult { won: true, found: true, row: Some(row.clone()), now };
+        }
+        CheckResult { won: false, found: true, row: Some(seen), now }
+    }
+
+    /// Executes [`sql::RELEASE`](leadership_core::sql::RELEASE); returns whether a row was
+    /// released (and a notification sent).
+    pub fn release(&mut self, name: &str, process: &str, version: i64) -> bool {
+        match self.rows.get_mut(name) {
+            Some(row)
+                if row.holder.as_deref() == Some(process)
+                    && row.version == Some(version)
+                    && version < i64::MAX =>
+            {
+                row.version = Some(version + 1);
+                row.timestamp = Some(DbTime::UNIX_EPOCH);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: i64 = 2_000_000;
+
+    fn t(us: i64) -> DbTime {
+        DbTime::from_unix_micros(1_700_000_000_000_000 + us)
+    }
+
+    #[test]
+    fn insert_renew_takeover_release() {
+        let mut table = RefTable::new();
+        let r = table.check(t(0), "f", "a", None, LEASE);
+        assert!(r.won && r.row == Some(RefRow::new("a", 0, t(0))));
+        let r = table.check(t(10), "f", "b", None, LEASE);
+        assert!(!r.won && r.row == Some(RefRow::new("a", 0, t(0))));
+        let r = table.check(t(20), "f", "a", Some(0), LEASE);
+        assert!(r.won && r.row == Some(RefRow::new("a", 1, t(20))));
+        assert!(!table.check(t(30), "f", "a", Some(0), LEASE).won, "stale renew");
+        assert!(!table.check(t(20 + LEASE), "f", "b", None, LEASE).won, "expiry is strict");
+        let r = table.check(t(21 + LEASE), "f", "b", None, LEASE);
+        assert!(r.won && r.row == Some(RefRow::new("b", 2, t(21 + LEASE))));
+        assert!(!table.release("f", "a", 2));
+        assert!(table.release("f", "b", 2));
+        assert_eq!(table.get("f"), Some(&RefRow::new("b", 3, DbTime::UNIX_EPOCH)));
+        assert!(table.check(t(LEASE * 3), "f", "a", None, LEASE).won);
+    }
+
+    #[test]
+    fn odd_rows_are_never_won() {
+        let mut table = RefTable::new();
+        table.put("inf", RefRow::new("x", 5, DbTime::INFINITY));
+        table.put("max", RefRow::new("x", i64::MAX, DbTime::UNIX_EPOCH));
+        table.put("null", RefRow { holder: None, version: None, timestamp: None });
+        table.put("ninf", RefRow::new("x", 5, DbTime::NEG_INFINITY));
+        assert!(!table.check(t(0), "inf", "a", None, LEASE).won);
+        assert!(!table.check(t(0), "max", "x", Some(i64::MAX), LEASE).won);
+        assert!(!table.check(t(0), "null", "a", None, LEASE).won);
+        assert!(table.check(t(0), "ninf", "a", None, LEASE).won);
+    }
+}
