@@ -390,13 +390,25 @@ mod tests {
         let err = |n: &str, p: &str| Config::builder(n, p).build().unwrap_err();
         assert_eq!(err("", "p"), ConfigError::Empty { field: "name" });
         assert_eq!(err("n", ""), ConfigError::Empty { field: "process" });
-        assert_eq!(err("a\0b", "p"), ConfigError::Nul { field: "name", at: 1 });
+        assert_eq!(
+            err("a\0b", "p"),
+            ConfigError::Nul {
+                field: "name",
+                at: 1
+            }
+        );
         let long = "x".repeat(MAX_NAME_BYTES + 1);
         assert_eq!(
             err("n", &long),
-            ConfigError::TooLong { field: "process", len: MAX_NAME_BYTES + 1, max: MAX_NAME_BYTES }
+            ConfigError::TooLong {
+                field: "process",
+                len: MAX_NAME_BYTES + 1,
+                max: MAX_NAME_BYTES
+            }
         );
-        assert!(Config::builder("x".repeat(MAX_NAME_BYTES), "p").build().is_ok());
+        assert!(Config::builder("x".repeat(MAX_NAME_BYTES), "p")
+            .build()
+            .is_ok());
     }
 
     #[test]
@@ -404,18 +416,30 @@ mod tests {
         let b = || Config::builder("n", "p");
         assert!(matches!(
             b().interval(Duration::ZERO).build(),
-            Err(ConfigError::OutOfRange { field: "interval", .. })
+            Err(ConfigError::OutOfRange {
+                field: "interval",
+                ..
+            })
         ));
         assert!(matches!(
             b().timeout(Duration::ZERO).build(),
-            Err(ConfigError::OutOfRange { field: "timeout", .. })
+            Err(ConfigError::OutOfRange {
+                field: "timeout",
+                ..
+            })
         ));
         assert!(matches!(
             b().interval(Duration::MAX).build(),
-            Err(ConfigError::OutOfRange { field: "interval", .. })
+            Err(ConfigError::OutOfRange {
+                field: "interval",
+                ..
+            })
         ));
         for j in [-0.1, 1.1, f64::NAN, f64::INFINITY] {
-            assert!(matches!(b().jitter(j).build(), Err(ConfigError::Jitter(_))), "{j}");
+            assert!(
+                matches!(b().jitter(j).build(), Err(ConfigError::Jitter(_))),
+                "{j}"
+            );
         }
         assert!(b().jitter(0.0).build().is_ok());
         assert!(b().jitter(1.0).build().is_ok());
@@ -426,22 +450,38 @@ mod tests {
         let b = || Config::builder("n", "p").interval(secs(10));
         assert_eq!(
             b().timeout(secs(10)).build(),
-            Err(ConfigError::TimeoutNotBelowInterval { timeout: secs(10), interval: secs(10) })
+            Err(ConfigError::TimeoutNotBelowInterval {
+                timeout: secs(10),
+                interval: secs(10)
+            })
         );
         assert_eq!(
             b().margin(secs(10)).build(),
-            Err(ConfigError::MarginNotBelowInterval { margin: secs(10), interval: secs(10) })
+            Err(ConfigError::MarginNotBelowInterval {
+                margin: secs(10),
+                interval: secs(10)
+            })
         );
         let e = b().timeout(secs(6)).margin(secs(4)).build().unwrap_err();
         assert_eq!(
             e,
-            ConfigError::RenewCannotFinish { interval: secs(10), margin: secs(4), timeout: secs(6) }
+            ConfigError::RenewCannotFinish {
+                interval: secs(10),
+                margin: secs(4),
+                timeout: secs(6)
+            }
         );
         let text = e.to_string();
-        assert!(text.contains("interval 10s") && text.contains("timeout 6s"), "{text}");
+        assert!(
+            text.contains("interval 10s") && text.contains("timeout 6s"),
+            "{text}"
+        );
         assert_eq!(
             b().retry_interval(secs(10)).build(),
-            Err(ConfigError::RetryNotBelowInterval { retry: secs(10), interval: secs(10) })
+            Err(ConfigError::RetryNotBelowInterval {
+                retry: secs(10),
+                interval: secs(10)
+            })
         );
     }
 }

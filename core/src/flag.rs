@@ -148,7 +148,9 @@ impl Flag {
     /// The current lease, if this process leads at `now`.
     pub fn lease_at(&self, now: Instant) -> Option<Lease> {
         match self.role {
-            Role::Leader(lease) if lease.is_valid(now) && self.phase == Phase::Running => Some(lease),
+            Role::Leader(lease) if lease.is_valid(now) && self.phase == Phase::Running => {
+                Some(lease)
+            }
             _ => None,
         }
     }
@@ -198,13 +200,7 @@ impl Flag {
             return;
         }
         let now = self.advance(now);
-        if let (Pending::Nothing, Phase::Running, Some(due)) =
-            (self.pending, self.phase, self.next_check)
-        {
-            if now >= due {
-                self.start_check(now);
-            }
-        }
+        self.fire_due(now);
     }
 
     /// Handles one input at `now`.
@@ -226,6 +222,9 @@ impl Flag {
             Input::Notified => self.on_notified(now),
             Input::Close => self.on_close(now),
         }
+        // An input may arrive after a check fell due: serve it now, so that poll_timeout
+        // never points into the past.
+        self.fire_due(now);
         Ok(())
     }
 
@@ -266,10 +265,22 @@ impl Flag {
                 self.role = Role::Follower {
                     ours: Some(lease.version),
                 };
-                self.commands.push(Command::Lower(LowerReason::DeadlinePassed));
+                self.commands
+                    .push(Command::Lower(LowerReason::DeadlinePassed));
             }
         }
         now
+    }
+
+    /// Starts the check that is due at `now`, if any.
+    fn fire_due(&mut self, now: Instant) {
+        if let (Pending::Nothing, Phase::Running, Some(due)) =
+            (self.pending, self.phase, self.next_check)
+        {
+            if now >= due {
+                self.start_check(now);
+            }
+        }
     }
 
     // ---- Starting a check ------------------------------------------------------------------
@@ -290,7 +301,10 @@ impl Flag {
             Role::Leader(lease) => Some(lease.version),
             Role::Follower { ours } => ours,
         };
-        self.pending = Pending::Check { sent_at: now, renew };
+        self.pending = Pending::Check {
+            sent_at: now,
+            renew,
+        };
         self.commands.push(Command::Check { renew });
     }
 
@@ -404,7 +418,8 @@ impl Flag {
             return self.schedule(now, now + self.config.renew_interval());
         };
         if version == i64::MAX {
-            self.commands.push(Command::Anomaly(Anomaly::VersionExhausted));
+            self.commands
+                .push(Command::Anomaly(Anomaly::VersionExhausted));
             self.step_down(LowerReason::Lost);
             return self.schedule(now, now + self.config.interval());
         }
@@ -422,7 +437,8 @@ impl Flag {
             }
             // Nothing of ours is in doubt, yet the row moved under our name: another process
             // uses it. Step aside rather than fight over one identity.
-            self.commands.push(Command::Anomaly(Anomaly::DuplicateProcess));
+            self.commands
+                .push(Command::Anomaly(Anomaly::DuplicateProcess));
         }
         // Someone else holds the row, or changed it while our statement waited for the lock.
         self.step_down(LowerReason::Lost);
@@ -480,7 +496,9 @@ impl Flag {
     /// Releases the row if it may be ours, else closes.
     fn finish_close(&mut self) {
         match self.role {
-            Role::Follower { ours: Some(version) } => self.release(version),
+            Role::Follower {
+                ours: Some(version),
+            } => self.release(version),
             _ => self.closed(),
         }
     }

@@ -360,21 +360,48 @@ mod tests {
         );
         let mut t = go_table();
         t.remove(1);
-        assert_eq!(check_shape(&t, true), Err(ShapeError::MissingColumn { column: "holder" }));
+        assert_eq!(
+            check_shape(&t, true),
+            Err(ShapeError::MissingColumn { column: "holder" })
+        );
         let mut t = go_table();
         t[2] = col("version", "integer");
-        assert!(matches!(check_shape(&t, true), Err(ShapeError::WrongType { column: "version", .. })));
+        assert!(matches!(
+            check_shape(&t, true),
+            Err(ShapeError::WrongType {
+                column: "version",
+                ..
+            })
+        ));
         let mut t = go_table();
         t.push(col("owner", "text"));
-        assert_eq!(check_shape(&t, true), Err(ShapeError::ExtraNotNull { column: "owner".into() }));
-        assert_eq!(check_shape(&go_table(), false), Err(ShapeError::NameNotUnique));
+        assert_eq!(
+            check_shape(&t, true),
+            Err(ShapeError::ExtraNotNull {
+                column: "owner".into()
+            })
+        );
+        assert_eq!(
+            check_shape(&go_table(), false),
+            Err(ShapeError::NameNotUnique)
+        );
     }
 
     #[test]
     fn varchar_and_nullable_columns_are_accepted() {
         let mut t = go_table();
-        t[1] = Column { name: "holder", type_name: "character varying(200)", not_null: false, has_default: false };
-        t.push(Column { name: "note", type_name: "text", not_null: true, has_default: true });
+        t[1] = Column {
+            name: "holder",
+            type_name: "character varying(200)",
+            not_null: false,
+            has_default: false,
+        };
+        t.push(Column {
+            name: "note",
+            type_name: "text",
+            not_null: true,
+            has_default: true,
+        });
         assert_eq!(check_shape(&t, true), Ok(()));
     }
 
@@ -383,7 +410,9 @@ mod tests {
         let t = Table::qualified("ops", "Flags \"x\"").unwrap();
         let s = Statements::new(&t);
         assert!(!s.check.contains("{table}") && !s.release.contains("{table}"));
-        assert!(s.check.contains(r#"INSERT INTO "ops"."Flags ""x""" AS flag"#));
+        assert!(s
+            .check
+            .contains(r#"INSERT INTO "ops"."Flags ""x""" AS flag"#));
         assert_eq!(s.listen, r#"LISTEN "Flags ""x""""#);
         assert_eq!(s.channel, "Flags \"x\"");
         assert_eq!(s.regclass, r#""ops"."Flags ""x""""#);
@@ -393,7 +422,10 @@ mod tests {
     fn bad_table_names_are_refused() {
         assert_eq!(Table::new(""), Err(TableError::Empty));
         assert!(matches!(Table::new("a\0"), Err(TableError::Nul(_))));
-        assert!(matches!(Table::new(&"t".repeat(64)), Err(TableError::TooLong { len: 64, .. })));
+        assert!(matches!(
+            Table::new(&"t".repeat(64)),
+            Err(TableError::TooLong { len: 64, .. })
+        ));
         assert!(Table::new(&"t".repeat(63)).is_ok());
         assert_eq!(Table::default().quoted(), "\"leadership_flags\"");
     }

@@ -167,9 +167,15 @@ mod tests {
 
     #[test]
     fn db_infinities_stay_infinite() {
-        assert_eq!(DbTime::INFINITY.saturating_add(Duration::from_secs(1)), DbTime::INFINITY);
+        assert_eq!(
+            DbTime::INFINITY.saturating_add(Duration::from_secs(1)),
+            DbTime::INFINITY
+        );
         assert_eq!(DbTime::from_pg_micros(i64::MIN), DbTime::NEG_INFINITY);
-        assert_eq!(DbTime::INFINITY.micros_since(DbTime::NEG_INFINITY), i64::MAX);
+        assert_eq!(
+            DbTime::INFINITY.micros_since(DbTime::NEG_INFINITY),
+            i64::MAX
+        );
         assert!(DbTime::NEG_INFINITY.is_infinite());
         assert!(!DbTime::UNIX_EPOCH.is_infinite());
     }
@@ -177,7 +183,10 @@ mod tests {
     #[test]
     fn pg_epoch_is_2000() {
         // 2000-01-01T00:00:00Z is 946684800 seconds after the Unix epoch.
-        assert_eq!(DbTime::from_pg_micros(0).as_unix_micros() / 1_000_000, 946_684_800);
+        assert_eq!(
+            DbTime::from_pg_micros(0).as_unix_micros() / 1_000_000,
+            946_684_800
+        );
         assert_eq!(
             DbTime::from_pg_micros(i64::MAX - 1).as_unix_micros(),
             i64::MAX,

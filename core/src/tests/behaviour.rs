@@ -1,0 +1,438 @@
+//! One test per behaviour the protocol promises, driven reply by reply.
+
+use alloc::format;
+
+use super::harness::{db, ms, row, Harness, TestRow, OTHER, PROCESS};
+use crate::{
+    Anomaly, Checked, Command, Config, ContractError, DbTime, Failure, Input, InputKind, Lease,
+    LowerReason, Precheck, WonBy,
+};
+
+fn lease_of(commands: &[Command]) -> Lease {
+    match commands {
+        [.., Command::Raise(lease)] | [.., Command::Renewed(lease)] => *lease,
+        other => panic!("expected a raise or renewal, got {other:?}"),
+    }
+}
+
+#[test]
+fn first_check_takes_a_missing_flag_at_once() {
+    let mut h = Harness::new();
+    let start = h.now;
+    assert_eq!(
+        h.commands(),
+        [Command::Check { renew: None }],
+        "no waiting at start-up"
+    );
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert_eq!(
+        c,
+        [Command::Raise(Lease {
+            token: 0,
+            version: 0,
+            deadline: start + ms(2000) - ms(100),
+            won_by: WonBy::Created,
+        })]
+    );
+    assert!(h.flag.is_leader(h.now));
+    assert_eq!(
+        h.flag.poll_timeout(),
+        Some(start + ms(1000)),
+        "renews at the renew interval"
+    );
+}
+
+#[test]
+fn leader_renews_with_one_statement_per_check() {
+    let mut h = Harness::leader();
+    for version in 1..=20 {
+        let c = h.wake();
+        assert_eq!(
+            c,
+            [Command::Check {
+                renew: Some(version - 1)
+            }],
+            "one statement"
+        );
+        let renewed = lease_of(&h.checked(true, Some(row(PROCESS, version, db(0))), db(0)));
+        assert_eq!(
+            (renewed.token, renewed.version),
+            (0, version),
+            "same term, new version"
+        );
+        assert_eq!(renewed.deadline, h.now + ms(1900));
+    }
+}
+
+#[test]
+fn follower_checks_with_one_statement_and_wakes_when_the_lease_expires() {
+    let mut h = Harness::new();
+    h.commands();
+    // The other process renewed 500 ms ago by the database's clock: 1.5 s of lease remain.
+    assert_eq!(h.checked(false, Some(row(OTHER, 5, db(-500))), db(0)), []);
+    assert!(!h.flag.is_leader(h.now));
+    let woke_at = h.now + ms(1501);
+    assert_eq!(
+        h.flag.poll_timeout(),
+        Some(woke_at),
+        "wakes 1 ms after expiry"
+    );
+    assert_eq!(h.wake(), [Command::Check { renew: None }], "one statement");
+    let raised = lease_of(&h.checked(true, Some(row(PROCESS, 6, db(1501))), db(1501)));
+    assert_eq!((raised.token, raised.won_by), (6, WonBy::TookOver));
+}
+
+#[test]
+fn a_follower_never_sleeps_longer_than_an_interval() {
+    let mut h = Harness::new();
+    h.commands();
+    let c = h.checked(false, Some(row(OTHER, 5, DbTime::INFINITY)), db(0));
+    assert_eq!(c, [Command::Anomaly(Anomaly::NeverExpires)]);
+    assert_eq!(h.flag.poll_timeout(), Some(h.now + ms(2000)));
+}
+
+#[test]
+fn leader_stops_believing_at_its_deadline_without_any_input() {
+    let h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    assert!(h
+        .flag
+        .is_leader(deadline - ms(0) - core::time::Duration::from_nanos(1)));
+    assert!(
+        !h.flag.is_leader(deadline),
+        "nothing was handled, yet the belief is gone"
+    );
+}
+
+#[test]
+fn a_hung_renew_lowers_at_the_deadline() {
+    let mut h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    // No reply: the driver is stuck. The next wake-up is the deadline.
+    assert_eq!(h.flag.poll_timeout(), Some(deadline));
+    assert_eq!(h.wake(), [Command::Lower(LowerReason::DeadlinePassed)]);
+    assert!(!h.flag.is_leader(h.now));
+    // The statement times out; the next check still tries to renew the row it may hold.
+    h.at(ms(100));
+    assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
+    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+}
+
+#[test]
+fn a_slow_renew_that_wins_counts_from_when_it_was_sent() {
+    let mut h = Harness::leader();
+    h.wake();
+    let sent = h.now;
+    h.wake(); // deadline: lowered
+    h.at(ms(50));
+    let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
+    let lease = lease_of(&c);
+    assert!(
+        matches!(c[..], [Command::Raise(_)]),
+        "a new term after the lapse: {c:?}"
+    );
+    assert_eq!(lease.deadline, sent + ms(1900));
+    assert_eq!((lease.token, lease.won_by), (1, WonBy::Renewed));
+}
+
+#[test]
+fn a_win_that_arrives_after_its_own_deadline_raises_nothing() {
+    let mut h = Harness::new();
+    h.commands();
+    h.at(ms(1900));
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert_eq!(
+        c,
+        [Command::Check { renew: Some(0) }],
+        "renews at once instead"
+    );
+    assert!(!h.flag.is_leader(h.now));
+    let lease = lease_of(&h.checked(true, Some(row(PROCESS, 1, db(1900))), db(1900)));
+    assert_eq!(lease.deadline, h.now + ms(1900));
+}
+
+#[test]
+fn a_failed_renew_keeps_leadership_until_the_deadline_and_retries() {
+    let mut h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    let mut retries = 0;
+    loop {
+        let c = h.wake();
+        if c == [Command::Lower(LowerReason::DeadlinePassed)] {
+            break;
+        }
+        assert_eq!(c, [Command::Check { renew: Some(0) }]);
+        assert_eq!(
+            h.input(Input::Failed(Failure::Error)),
+            [],
+            "no flapping on a blip"
+        );
+        assert!(h.flag.is_leader(h.now));
+        retries += 1;
+    }
+    assert_eq!(h.now, deadline);
+    assert_eq!(
+        retries, 5,
+        "1.0, 1.2, 1.4, 1.6, 1.8 s: every retry interval"
+    );
+}
+
+#[test]
+fn a_lost_compare_and_set_lowers() {
+    let mut h = Harness::leader();
+    h.wake();
+    let c = h.checked(false, Some(row(OTHER, 1, db(900))), db(1000));
+    assert_eq!(c, [Command::Lower(LowerReason::Lost)]);
+    assert!(!h.flag.is_leader(h.now));
+    assert_eq!(h.flag.poll_timeout(), Some(h.now + ms(1901)));
+}
+
+#[test]
+fn a_row_changed_while_our_renew_waited_for_the_lock_lowers() {
+    // A check that loses returns the row as of its start: still ours, at our version.
+    let mut h = Harness::leader();
+    h.wake();
+    let c = h.checked(false, Some(row(PROCESS, 0, db(0))), db(1000));
+    assert_eq!(c, [Command::Lower(LowerReason::Lost)]);
+}
+
+#[test]
+fn closing_lowers_first_then_releases() {
+    let mut h = Harness::leader();
+    let c = h.input(Input::Close);
+    assert_eq!(
+        c,
+        [
+            Command::Lower(LowerReason::Closed),
+            Command::Release { version: 0 }
+        ]
+    );
+    assert!(!h.flag.is_leader(h.now));
+    assert_eq!(
+        h.input(Input::Released { released: true }),
+        [Command::Closed]
+    );
+    assert!(h.flag.is_closed());
+    assert_eq!(h.flag.poll_timeout(), None);
+    assert_eq!(h.input(Input::Notified), []);
+    assert_eq!(h.input(Input::Close), []);
+}
+
+#[test]
+fn closing_during_a_check_releases_what_it_won_without_raising() {
+    let mut h = Harness::leader();
+    h.wake();
+    assert_eq!(h.input(Input::Close), [Command::Lower(LowerReason::Closed)]);
+    let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
+    assert_eq!(c, [Command::Release { version: 1 }]);
+    assert_eq!(h.input(Input::Failed(Failure::Timeout)), [Command::Closed]);
+}
+
+#[test]
+fn closing_as_a_follower_closes_at_once() {
+    let mut h = Harness::new();
+    h.commands();
+    h.checked(false, Some(row(OTHER, 3, db(0))), db(0));
+    assert_eq!(h.input(Input::Close), [Command::Closed]);
+}
+
+#[test]
+fn a_row_naming_us_after_a_restart_is_adopted_and_renewed() {
+    let mut h = Harness::new();
+    h.commands();
+    let c = h.checked(false, Some(row(PROCESS, 41, db(-100))), db(0));
+    assert_eq!(c, [Command::Check { renew: Some(41) }], "adopts at once");
+    let lease = lease_of(&h.checked(true, Some(row(PROCESS, 42, db(0))), db(0)));
+    assert_eq!((lease.token, lease.won_by), (42, WonBy::Renewed));
+}
+
+#[test]
+fn a_renew_whose_reply_was_lost_is_adopted_without_lowering() {
+    let mut h = Harness::leader();
+    h.wake();
+    h.input(Input::Failed(Failure::Timeout)); // it did commit version 1
+    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    let c = h.checked(false, Some(row(PROCESS, 1, db(1000))), db(1200));
+    assert_eq!(c, [Command::Check { renew: Some(1) }]);
+    assert!(h.flag.is_leader(h.now), "the row never left us");
+    let lease = lease_of(&h.checked(true, Some(row(PROCESS, 2, db(1200))), db(1200)));
+    assert_eq!((lease.token, lease.version), (0, 2));
+}
+
+#[test]
+fn another_process_using_our_name_is_reported_and_we_step_aside() {
+    let mut h = Harness::leader();
+    h.wake();
+    let c = h.checked(false, Some(row(PROCESS, 5, db(900))), db(1000));
+    assert_eq!(
+        c,
+        [
+            Command::Anomaly(Anomaly::DuplicateProcess),
+            Command::Lower(LowerReason::Lost)
+        ]
+    );
+    assert_eq!(
+        h.wake(),
+        [Command::Check { renew: None }],
+        "no renew of a row it did not write"
+    );
+}
+
+#[test]
+fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
+    let mut h = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(500))
+            .jitter(0.0)
+            .precheck(true),
+    );
+    assert_eq!(h.commands(), [Command::RunPrecheck]);
+    assert_eq!(
+        h.input(Input::Precheck(Precheck::Pass)),
+        [Command::Check { renew: None }]
+    );
+    h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert_eq!(h.wake(), [Command::RunPrecheck]);
+    let c = h.input(Input::Precheck(Precheck::Refuse));
+    assert_eq!(
+        c,
+        [
+            Command::Lower(LowerReason::PrecheckRefused),
+            Command::Release { version: 0 }
+        ]
+    );
+    assert_eq!(h.input(Input::Released { released: true }), []);
+    assert_eq!(
+        h.flag.poll_timeout(),
+        Some(h.now + ms(200)),
+        "retries after the retry interval"
+    );
+    assert_eq!(h.wake(), [Command::RunPrecheck]);
+    assert_eq!(
+        h.input(Input::Precheck(Precheck::Error)),
+        [],
+        "nothing held, nothing released"
+    );
+}
+
+#[test]
+fn a_notification_makes_a_follower_check_at_once() {
+    let mut h = Harness::new();
+    h.commands();
+    h.checked(false, Some(row(OTHER, 3, db(0))), db(0));
+    assert_eq!(h.input(Input::Notified), [Command::Check { renew: None }]);
+    assert_eq!(h.input(Input::Notified), [], "one check at a time");
+    let c = h.checked(false, Some(row(OTHER, 3, db(0))), db(10));
+    assert_eq!(
+        c,
+        [Command::Check { renew: None }],
+        "the waiting notification is served"
+    );
+}
+
+#[test]
+fn a_leader_ignores_notifications() {
+    let mut h = Harness::leader();
+    assert_eq!(h.input(Input::Notified), []);
+}
+
+#[test]
+fn odd_rows_are_reported_and_never_taken() {
+    let mut h = Harness::new();
+    h.commands();
+    let null_holder = TestRow {
+        holder: None,
+        version: Some(3),
+        timestamp: Some(db(-10_000)),
+    };
+    assert_eq!(
+        h.checked(false, Some(null_holder), db(0)),
+        [Command::Anomaly(Anomaly::NullInRow)]
+    );
+    assert_eq!(h.flag.poll_timeout(), Some(h.now + ms(1000)));
+    assert_eq!(h.wake(), [Command::Check { renew: None }]);
+    assert_eq!(
+        h.checked(false, Some(row(OTHER, i64::MAX, db(-10_000))), db(0)),
+        [Command::Anomaly(Anomaly::VersionExhausted)]
+    );
+}
+
+#[test]
+fn fencing_tokens_increase_across_terms() {
+    let mut h = Harness::leader();
+    let first = h.flag.lease_at(h.now).unwrap().token;
+    h.wake();
+    h.checked(false, Some(row(OTHER, 1, db(1000))), db(1000));
+    h.wake();
+    let second = lease_of(&h.checked(true, Some(row(PROCESS, 2, db(3001))), db(3001))).token;
+    assert!(second > first);
+}
+
+#[test]
+fn contract_breaches_are_refused_and_change_nothing() {
+    let mut h = Harness::leader();
+    let before = format!("{:?}", h.flag);
+    let reply = Input::Checked(Checked {
+        won: true,
+        row: None,
+        now: db(0),
+    });
+    assert_eq!(
+        h.flag.handle_input(h.now, reply),
+        Err(ContractError::NothingPending {
+            got: InputKind::Checked
+        })
+    );
+    assert_eq!(format!("{:?}", h.flag), before, "state unchanged");
+    h.wake();
+    let before = format!("{:?}", h.flag);
+    assert!(matches!(
+        h.flag
+            .handle_input(h.now, Input::Released { released: true }),
+        Err(ContractError::WrongReply {
+            got: InputKind::Released,
+            ..
+        })
+    ));
+    assert_eq!(
+        h.flag.handle_input(h.now, reply),
+        Err(ContractError::WonWithoutVersion)
+    );
+    assert_eq!(format!("{:?}", h.flag), before, "state unchanged");
+}
+
+#[test]
+fn undrained_commands_are_refused() {
+    let mut h = Harness::new();
+    let refused = (0..20).find_map(|version| {
+        let won = Input::Checked(Checked {
+            won: true,
+            row: Some(crate::Row {
+                holder: Some(PROCESS),
+                version: Some(version),
+                timestamp: Some(db(0)),
+            }),
+            now: db(0),
+        });
+        if let Err(e) = h.flag.handle_input(h.now, won) {
+            return Some(e);
+        }
+        h.now = h.flag.poll_timeout().unwrap();
+        h.flag.handle_timeout(h.now);
+        None
+    });
+    assert_eq!(refused, Some(ContractError::NotDrained));
+}
+
+#[test]
+fn time_running_backwards_is_clamped() {
+    let mut h = Harness::leader();
+    let lease = h.flag.lease_at(h.now).unwrap();
+    h.flag.handle_timeout(crate::Instant::ZERO);
+    assert_eq!(h.commands(), []);
+    assert!(h.flag.is_leader(h.now));
+    assert!(h.flag.poll_timeout().unwrap() >= h.now);
+    assert_eq!(h.flag.lease_at(h.now), Some(lease));
+}

@@ -1,0 +1,304 @@
+//! Properties over arbitrary input sequences: any inputs, in any order, at any times, with any
+//! row contents, from any valid configuration.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::{Checked, Command, Config, DbTime, Failure, Flag, Input, Instant, Precheck, Row};
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Local time passes (µs).
+    Wait(u64),
+    /// The driver fires the timer at `poll_timeout`.
+    Wake,
+    /// A check reply with arbitrary contents.
+    Checked {
+        won: bool,
+        row: Option<(Holder, Option<i64>, Option<i64>)>,
+        db_skew_ms: i64,
+    },
+    Failed(bool),
+    Released(bool),
+    Precheck(u8),
+    Notified,
+    Close,
+}
+
+#[derive(Clone, Debug)]
+enum Holder {
+    Me,
+    Other,
+    Null,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let version = prop_oneof![
+        Just(None),
+        any::<i64>().prop_map(Some),
+        (0i64..6).prop_map(Some),
+        Just(Some(i64::MAX)),
+    ];
+    let timestamp = prop_oneof![
+        Just(None),
+        (-5_000i64..5_000).prop_map(Some),
+        Just(Some(i64::MAX)),
+        Just(Some(i64::MIN)),
+    ];
+    let holder = prop_oneof![Just(Holder::Me), Just(Holder::Other), Just(Holder::Null)];
+    prop_oneof![
+        3 => (0u64..3_000_000).prop_map(Step::Wait),
+        4 => Just(Step::Wake),
+        6 => (any::<bool>(), proptest::option::weighted(0.9, (holder, version, timestamp)), -100i64..100)
+            .prop_map(|(won, row, db_skew_ms)| Step::Checked { won, row, db_skew_ms }),
+        2 => any::<bool>().prop_map(Step::Failed),
+        1 => any::<bool>().prop_map(Step::Released),
+        1 => any::<u8>().prop_map(Step::Precheck),
+        1 => Just(Step::Notified),
+        1 => Just(Step::Close),
+    ]
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        1u64..60_000,
+        0u32..=1000,
+        any::<bool>(),
+        1u64..100,
+        0u64..30,
+    )
+        .prop_filter_map(
+            "valid configuration",
+            |(interval, jitter, precheck, timeout_pct, margin_pct)| {
+                let interval = Duration::from_millis(interval);
+                Config::builder("flag", "me")
+                    .interval(interval)
+                    .timeout((interval * timeout_pct as u32 / 100).max(Duration::from_micros(1)))
+                    .margin(interval * margin_pct as u32 / 100)
+                    .jitter(f64::from(jitter) / 1000.0)
+                    .precheck(precheck)
+                    .build()
+                    .ok()
+            },
+        )
+}
+
+/// What the test knows about the exchange, to judge the core's commands.
+struct Judge {
+    now: Instant,
+    /// The latest `now` handed to the core (`Wait` moves only the test's clock).
+    handed: Instant,
+    /// The input just handled was an accepted won check reply.
+    won_in_flight: bool,
+    /// A check was emitted and not answered.
+    check_pending: bool,
+    log: Vec<String>,
+}
+
+impl Judge {
+    /// Drains the commands and checks every property of the state reached.
+    fn after_input(&mut self, flag: &mut Flag) -> Result<(), TestCaseError> {
+        let now = self.now;
+        while let Some(command) = flag.poll_command() {
+            match command {
+                Command::Raise(lease) | Command::Renewed(lease) => {
+                    prop_assert!(
+                        self.won_in_flight,
+                        "{command:?} without a won check in flight"
+                    );
+                    prop_assert!(
+                        lease.deadline > now,
+                        "raised a lease already past: {command:?}"
+                    );
+                }
+                Command::Check { .. } => self.check_pending = true,
+                _ => {}
+            }
+            self.log.push(format!("{now:?} {command:?}"));
+        }
+        self.won_in_flight = false;
+        // Never leader past the deadline; the lease answers the same way.
+        match flag.lease_at(now) {
+            Some(lease) => {
+                prop_assert!(flag.is_leader(now) && lease.deadline > now);
+                prop_assert!(
+                    !flag.is_leader(lease.deadline),
+                    "leader at its own deadline"
+                );
+            }
+            None => prop_assert!(!flag.is_leader(now)),
+        }
+        // poll_timeout depends on the state alone and never points before the last `now`.
+        let timeout = flag.poll_timeout();
+        prop_assert_eq!(timeout, flag.poll_timeout());
+        if let Some(t) = timeout {
+            prop_assert!(
+                t >= self.handed,
+                "poll_timeout {:?} before now {:?}",
+                t,
+                self.handed
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs the steps, checking every property after each; returns the log of everything the
+/// core emitted, for the determinism property.
+fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCaseError> {
+    let db_epoch = 1_700_000_000_000_000i64;
+    let mut judge = Judge {
+        now: Instant::from_nanos(1_000_000_000),
+        handed: Instant::from_nanos(1_000_000_000),
+        won_in_flight: false,
+        check_pending: false,
+        log: Vec::new(),
+    };
+    let mut flag = Flag::new(config, seed, judge.now);
+    judge.after_input(&mut flag)?;
+    for step in steps {
+        let now = judge.now;
+        let db_now = DbTime::from_unix_micros(db_epoch + (now.as_nanos() / 1000) as i64);
+        let before = format!("{flag:?}");
+        let result = match step {
+            Step::Wait(us) => {
+                judge.now = now + Duration::from_micros(*us);
+                Ok(())
+            }
+            Step::Wake => {
+                if let Some(t) = flag.poll_timeout() {
+                    judge.now = t;
+                    flag.handle_timeout(t);
+                }
+                Ok(())
+            }
+            Step::Checked {
+                won,
+                row,
+                db_skew_ms,
+            } => {
+                let reply_now =
+                    DbTime::from_unix_micros(db_now.as_unix_micros() + db_skew_ms * 1000);
+                let row = row.as_ref().map(|(holder, version, ts_ms)| Row {
+                    holder: match holder {
+                        Holder::Me => Some("me"),
+                        Holder::Other => Some("other"),
+                        Holder::Null => None,
+                    },
+                    version: *version,
+                    timestamp: ts_ms.map(|ms| match ms {
+                        i64::MAX => DbTime::INFINITY,
+                        i64::MIN => DbTime::NEG_INFINITY,
+                        ms => DbTime::from_unix_micros(reply_now.as_unix_micros() + ms * 1000),
+                    }),
+                });
+                let reply = Input::Checked(Checked {
+                    won: *won,
+                    row,
+                    now: reply_now,
+                });
+                let r = flag.handle_input(now, reply);
+                if r.is_ok() {
+                    prop_assert!(
+                        judge.check_pending,
+                        "a check reply was accepted with no check sent"
+                    );
+                    judge.check_pending = false;
+                    judge.won_in_flight = *won;
+                }
+                r
+            }
+            Step::Failed(timeout) => {
+                let failure = if *timeout {
+                    Failure::Timeout
+                } else {
+                    Failure::Error
+                };
+                let r = flag.handle_input(now, Input::Failed(failure));
+                if r.is_ok() {
+                    judge.check_pending = false;
+                }
+                r
+            }
+            Step::Released(released) => flag.handle_input(
+                now,
+                Input::Released {
+                    released: *released,
+                },
+            ),
+            Step::Precheck(p) => {
+                let answer =
+                    [Precheck::Pass, Precheck::Refuse, Precheck::Error][usize::from(*p % 3)];
+                flag.handle_input(now, Input::Precheck(answer))
+            }
+            Step::Notified => flag.handle_input(now, Input::Notified),
+            Step::Close => flag.handle_input(now, Input::Close),
+        };
+        // A refused input changes nothing, not even the core's clock.
+        if result.is_ok() && !matches!(step, Step::Wait(_)) {
+            judge.handed = judge.handed.max(judge.now);
+        }
+        if let Err(e) = result {
+            prop_assert_eq!(
+                &before,
+                &format!("{flag:?}"),
+                "state changed by a refused input"
+            );
+            judge.log.push(format!("{now:?} refused: {e}"));
+        }
+        judge.after_input(&mut flag)?;
+    }
+    Ok(judge.log)
+}
+
+/// A driver that answers what is pending, the way a database could: the same properties must
+/// hold on such plausible runs too, which reach deeper states than random replies.
+fn plausible(steps: Vec<Step>) -> Vec<Step> {
+    steps
+        .into_iter()
+        .flat_map(|s| match s {
+            Step::Checked { .. } | Step::Failed(_) => alloc::vec![Step::Wake, s],
+            s => alloc::vec![s],
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// No panic; Raise/Renewed only on a won check; never leader at or past the deadline;
+    /// poll_timeout stable and never in the past; refused inputs change nothing.
+    #[test]
+    fn the_core_keeps_its_promises_under_any_inputs(
+        config in config(),
+        seed in any::<u64>(),
+        steps in proptest::collection::vec(step(), 0..120),
+    ) {
+        run(config, seed, &steps)?;
+    }
+
+    #[test]
+    fn the_core_keeps_its_promises_when_replies_follow_wakeups(
+        config in config(),
+        seed in any::<u64>(),
+        steps in proptest::collection::vec(step(), 0..120),
+    ) {
+        run(config, seed, &plausible(steps))?;
+    }
+
+    /// The same inputs and seed give the same outputs.
+    #[test]
+    fn the_same_inputs_and_seed_give_the_same_outputs(
+        config in config(),
+        seed in any::<u64>(),
+        steps in proptest::collection::vec(step(), 0..80),
+    ) {
+        let first = run(config.clone(), seed, &steps)?;
+        let second = run(config, seed, &steps)?;
+        prop_assert_eq!(first, second);
+    }
+}
