@@ -18,7 +18,7 @@ use crate::time::{DbTime, Instant};
 /// [`handle_timeout`](Flag::handle_timeout); after each call, drain
 /// [`poll_command`](Flag::poll_command) until it returns `None`, then sleep until
 /// [`poll_timeout`](Flag::poll_timeout). See the crate docs for the whole loop.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Flag {
     config: Config,
     rng: Rng,
@@ -270,6 +270,12 @@ impl Flag {
             }
         }
         now
+    }
+
+    /// Emits a command the protocol would not: lets tests prove the auditor catches it.
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, command: Command) {
+        self.commands.push(command);
     }
 
     /// Starts the check that is due at `now`, if any.

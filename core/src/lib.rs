@@ -135,6 +135,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[cfg(any(test, feature = "audit"))]
+pub mod audit;
 mod command;
 mod config;
 mod error;

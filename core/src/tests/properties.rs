@@ -8,7 +8,8 @@ use core::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::{Checked, Command, Config, DbTime, Failure, Flag, Input, Instant, Precheck, Row};
+use crate::audit::{AuditedFlag, Violation};
+use crate::{Checked, Config, DbTime, Failure, Input, Instant, Precheck, Row};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -87,94 +88,30 @@ fn config() -> impl Strategy<Value = Config> {
         )
 }
 
-/// What the test knows about the exchange, to judge the core's commands.
-struct Judge {
-    now: Instant,
-    /// The latest `now` handed to the core (`Wait` moves only the test's clock).
-    handed: Instant,
-    /// The input just handled was an accepted won check reply.
-    won_in_flight: bool,
-    /// A check was emitted and not answered.
-    check_pending: bool,
-    log: Vec<String>,
-}
-
-impl Judge {
-    /// Drains the commands and checks every property of the state reached.
-    fn after_input(&mut self, flag: &mut Flag) -> Result<(), TestCaseError> {
-        let now = self.now;
-        while let Some(command) = flag.poll_command() {
-            match command {
-                Command::Raise(lease) | Command::Renewed(lease) => {
-                    prop_assert!(
-                        self.won_in_flight,
-                        "{command:?} without a won check in flight"
-                    );
-                    prop_assert!(
-                        lease.deadline > now,
-                        "raised a lease already past: {command:?}"
-                    );
-                }
-                Command::Check { .. } => self.check_pending = true,
-                _ => {}
-            }
-            self.log.push(format!("{now:?} {command:?}"));
-        }
-        self.won_in_flight = false;
-        // Never leader past the deadline; the lease answers the same way.
-        match flag.lease_at(now) {
-            Some(lease) => {
-                prop_assert!(flag.is_leader(now) && lease.deadline > now);
-                prop_assert!(
-                    !flag.is_leader(lease.deadline),
-                    "leader at its own deadline"
-                );
-            }
-            None => prop_assert!(!flag.is_leader(now)),
-        }
-        // poll_timeout depends on the state alone and never points before the last `now`.
-        let timeout = flag.poll_timeout();
-        prop_assert_eq!(timeout, flag.poll_timeout());
-        if let Some(t) = timeout {
-            prop_assert!(
-                t >= self.handed,
-                "poll_timeout {:?} before now {:?}",
-                t,
-                self.handed
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Runs the steps, checking every property after each; returns the log of everything the
-/// core emitted, for the determinism property.
+/// Runs the steps through an [`AuditedFlag`], which checks every promise of the core after each
+/// call; returns the log of everything the core emitted, for the determinism property.
 fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCaseError> {
     let db_epoch = 1_700_000_000_000_000i64;
-    let mut judge = Judge {
-        now: Instant::from_nanos(1_000_000_000),
-        handed: Instant::from_nanos(1_000_000_000),
-        won_in_flight: false,
-        check_pending: false,
-        log: Vec::new(),
-    };
-    let mut flag = Flag::new(config, seed, judge.now);
-    judge.after_input(&mut flag)?;
+    let mut now = Instant::from_nanos(1_000_000_000);
+    let mut flag = AuditedFlag::new(config, seed, now);
+    let mut log = Vec::new();
+    let fail = |v: Violation| TestCaseError::fail(format!("{v}"));
     for step in steps {
-        let now = judge.now;
+        while let Some(command) = flag.poll_command().map_err(fail)? {
+            log.push(format!("{now:?} {command:?}"));
+        }
         let db_now = DbTime::from_unix_micros(db_epoch + (now.as_nanos() / 1000) as i64);
-        let before = format!("{flag:?}");
-        let result = match step {
+        let input = match step {
             Step::Wait(us) => {
-                judge.now = now + Duration::from_micros(*us);
-                Ok(())
+                now = now + Duration::from_micros(*us);
+                continue;
             }
             Step::Wake => {
-                if let Some(t) = flag.poll_timeout() {
-                    judge.now = t;
-                    flag.handle_timeout(t);
+                if let Some(t) = flag.poll_timeout().map_err(fail)? {
+                    now = t;
+                    flag.handle_timeout(t).map_err(fail)?;
                 }
-                Ok(())
+                continue;
             }
             Step::Checked {
                 won,
@@ -196,63 +133,28 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
                         ms => DbTime::from_unix_micros(reply_now.as_unix_micros() + ms * 1000),
                     }),
                 });
-                let reply = Input::Checked(Checked {
+                Input::Checked(Checked {
                     won: *won,
                     row,
                     now: reply_now,
-                });
-                let r = flag.handle_input(now, reply);
-                if r.is_ok() {
-                    prop_assert!(
-                        judge.check_pending,
-                        "a check reply was accepted with no check sent"
-                    );
-                    judge.check_pending = false;
-                    judge.won_in_flight = *won;
-                }
-                r
+                })
             }
-            Step::Failed(timeout) => {
-                let failure = if *timeout {
-                    Failure::Timeout
-                } else {
-                    Failure::Error
-                };
-                let r = flag.handle_input(now, Input::Failed(failure));
-                if r.is_ok() {
-                    judge.check_pending = false;
-                }
-                r
-            }
-            Step::Released(released) => flag.handle_input(
-                now,
-                Input::Released {
-                    released: *released,
-                },
+            Step::Failed(true) => Input::Failed(Failure::Timeout),
+            Step::Failed(false) => Input::Failed(Failure::Error),
+            Step::Released(released) => Input::Released {
+                released: *released,
+            },
+            Step::Precheck(p) => Input::Precheck(
+                [Precheck::Pass, Precheck::Refuse, Precheck::Error][usize::from(*p % 3)],
             ),
-            Step::Precheck(p) => {
-                let answer =
-                    [Precheck::Pass, Precheck::Refuse, Precheck::Error][usize::from(*p % 3)];
-                flag.handle_input(now, Input::Precheck(answer))
-            }
-            Step::Notified => flag.handle_input(now, Input::Notified),
-            Step::Close => flag.handle_input(now, Input::Close),
+            Step::Notified => Input::Notified,
+            Step::Close => Input::Close,
         };
-        // A refused input changes nothing, not even the core's clock.
-        if result.is_ok() && !matches!(step, Step::Wait(_)) {
-            judge.handed = judge.handed.max(judge.now);
+        if let Err(refused) = flag.handle_input(now, input).map_err(fail)? {
+            log.push(format!("{now:?} refused: {refused}"));
         }
-        if let Err(e) = result {
-            prop_assert_eq!(
-                &before,
-                &format!("{flag:?}"),
-                "state changed by a refused input"
-            );
-            judge.log.push(format!("{now:?} refused: {e}"));
-        }
-        judge.after_input(&mut flag)?;
     }
-    Ok(judge.log)
+    Ok(log)
 }
 
 /// A driver that answers what is pending, the way a database could: the same properties must
@@ -270,8 +172,9 @@ fn plausible(steps: Vec<Step>) -> Vec<Step> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
-    /// No panic; Raise/Renewed only on a won check; never leader at or past the deadline;
-    /// poll_timeout stable and never in the past; refused inputs change nothing.
+    /// No panic, and every promise `AuditedFlag` checks: Raise/Renewed only on a won check;
+    /// never leader at or past the deadline; poll_timeout stable and never in the past;
+    /// refused inputs change nothing.
     #[test]
     fn the_core_keeps_its_promises_under_any_inputs(
         config in config(),
