@@ -412,6 +412,8 @@ impl Flag {
                 self.commands.push(Command::Raise(lease));
             }
         }
+        // A notification that came while this check was in flight is answered by the win.
+        self.recheck = false;
         let renew_at = sent_at + self.renew_delay();
         self.schedule(now, renew_at);
     }

@@ -333,6 +333,16 @@ fn a_notification_makes_a_follower_check_at_once() {
 }
 
 #[test]
+fn a_notification_answered_by_a_win_costs_no_extra_check() {
+    let mut h = Harness::new();
+    h.commands();
+    assert_eq!(h.input(Input::Notified), []);
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert!(matches!(c[..], [Command::Raise(_)]), "{c:?}");
+    assert_eq!(h.flag.poll_timeout(), Some(h.now + ms(1000)));
+}
+
+#[test]
 fn a_leader_ignores_notifications() {
     let mut h = Harness::leader();
     assert_eq!(h.input(Input::Notified), []);
