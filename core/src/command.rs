@@ -90,8 +90,9 @@ pub enum LowerReason {
 /// An oddity in the table that the core works around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Anomaly {
-    /// The row has a NULL holder, version or timestamp (a table created by hand): nobody can
-    /// renew or take it over until an operator fixes or deletes it.
+    /// The row has a NULL holder, version or timestamp (a table created by hand that allows
+    /// NULLs). Nobody can renew it; with a version and a timestamp it is taken over once
+    /// expired, but a NULL version or timestamp blocks it until an operator fixes or deletes it.
     NullInRow,
     /// The row's version is `i64::MAX`: it cannot be incremented, so the flag is stuck until an
     /// operator resets it.

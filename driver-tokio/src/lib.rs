@@ -1,3 +1,68 @@
-//! Leadership election on PostgreSQL for tokio (work in progress).
+//! Leadership election on PostgreSQL for tokio: a thin driver around [`leadership_core`].
+//!
+//! One process among many holds a *flag* (a row of a PostgreSQL table) at a time. The table and
+//! the protocol are the Go `leadership.Flag`'s (ocm-sdk-go), so Go and Rust processes can share
+//! a table; each check is one statement and one round trip. Every decision is taken by the
+//! core's state machine; this crate runs its statements and timers on tokio with
+//! `tokio-postgres`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use leadership_tokio::Flag;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), leadership_tokio::Error> {
+//!     let flag = Flag::builder("nightly-report", "pod-a")
+//!         .connect_str("host=db user=app dbname=app")
+//!         .interval(Duration::from_secs(10))
+//!         .start(tokio_postgres::NoTls)
+//!         .await?;
+//!     for _ in 0..100 {
+//!         if flag.is_raised() {
+//!             // One step of the leader's work; `is_raised` is cheap, ask before each step.
+//!         }
+//!         tokio::time::sleep(Duration::from_millis(100)).await;
+//!     }
+//!     // Release the row so another process takes over at once.
+//!     flag.close().await
+//! }
+//! ```
+//!
+//! # What the driver does
+//!
+//! - [`FlagBuilder::start`] connects once and fails fast with a typed [`Error`] (unreachable
+//!   host, refused login, invalid names, a table of the wrong shape). It creates the table if
+//!   missing, safely when many processes start at once.
+//! - Then a task loops: it waits for the core's next wake-up or the pending statement's reply,
+//!   feeds it to the core and carries out the commands. Every statement (connecting included)
+//!   is bounded by the timeout; on expiry the connection is dropped and replaced, with
+//!   exponential backoff after consecutive failures.
+//! - [`Flag::is_raised`] compares the lease's local deadline with the monotonic clock, so it
+//!   turns false at the deadline even while a statement hangs.
+//! - Logs go through `tracing` (info on raise, lower and release; debug per check), metrics
+//!   through `metrics` (see [`metrics`]).
+//!
+//! # Shared with the blocking driver
+//!
+//! [`pg`] (row decoding, error classification, connection settings), [`metrics`] (metric names
+//! and recording) and [`backoff`] have no async code; `leadership-blocking` uses them.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backoff;
+mod builder;
+mod connection;
+mod driver;
+mod error;
+mod flag;
+pub mod lease;
+pub mod metrics;
 pub mod pg;
+mod schema;
+
+pub use builder::FlagBuilder;
+pub use error::Error;
+pub use flag::Flag;
+pub use lease::Lease;
+pub use leadership_core::WonBy;

@@ -1,11 +1,191 @@
-//! Decoding what the check statement returns. Shared with the blocking driver, whose rows are
-//! `tokio_postgres` rows too (the `postgres` crate is built on this one).
+//! What both drivers need from PostgreSQL, without async: decoding the check's row and the
+//! table's shape, classifying errors, and the connection settings. Shared with the blocking
+//! driver, whose rows, errors and configuration are `tokio_postgres`'s too (the `postgres`
+//! crate is built on this one, and `postgres::Config` converts from `tokio_postgres::Config`).
 
-use leadership_core::{Checked, DbTime, Row};
+use std::time::Duration;
+
+use leadership_core::sql::{check_shape, Column, ShapeError};
+use leadership_core::{Checked, Config, DbTime, Row};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
+
+/// PostgreSQL truncates `application_name` to this many bytes (`NAMEDATALEN - 1`).
+///
+/// ```
+/// assert_eq!(leadership_tokio::pg::MAX_APPLICATION_NAME_BYTES, 63);
+/// ```
+pub const MAX_APPLICATION_NAME_BYTES: usize = 63;
+
+/// The `application_name` a driver sets: `leadership:<process>`, cut at a character boundary
+/// to fit [`MAX_APPLICATION_NAME_BYTES`], so operators and tests find a process's backend in
+/// `pg_stat_activity`.
+///
+/// ```
+/// use leadership_tokio::pg::application_name;
+/// assert_eq!(application_name("pod-a"), "leadership:pod-a");
+/// assert_eq!(application_name(&"é".repeat(40)).len(), 63);
+/// ```
+pub fn application_name(process: &str) -> String {
+    let mut name = format!("leadership:{process}");
+    let mut end = MAX_APPLICATION_NAME_BYTES.min(name.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
+/// Applies the driver's connection settings to the user's configuration, keeping what the user
+/// set explicitly: `application_name` ([`application_name`]), a connect timeout of
+/// `config.timeout()`, and TCP settings that make a dead peer or a black-holed network fail the
+/// socket within about one lease (`tcp_user_timeout` = interval, keepalives every interval/4
+/// after interval/2 idle). The driver also bounds every statement itself; these only make sure
+/// a connection it abandoned does not linger in the kernel.
+///
+/// ```
+/// use leadership_core::Config;
+/// use std::time::Duration;
+/// let config = Config::builder("report", "pod-a").interval(Duration::from_secs(2)).build()?;
+/// let mut pg = tokio_postgres::Config::new();
+/// leadership_tokio::pg::configure(&mut pg, &config);
+/// assert_eq!(pg.get_application_name(), Some("leadership:pod-a"));
+/// assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(1)));
+/// # Ok::<(), leadership_core::ConfigError>(())
+/// ```
+pub fn configure(pg: &mut tokio_postgres::Config, config: &Config) {
+    if pg.get_application_name().is_none() {
+        pg.application_name(application_name(config.process()));
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(config.timeout());
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(config.interval());
+    }
+    pg.keepalives(true);
+    // Keepalives only matter on an idle connection; a check runs every interval/2 at most.
+    pg.keepalives_idle((config.interval() / 2).max(Duration::from_secs(1)));
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval((config.interval() / 4).max(Duration::from_secs(1)));
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(3);
+    }
+}
+
+/// A `tokio_postgres` error with its causes and SQLSTATE, for messages and logs: the error's
+/// own `Display` says only "db error" or "error connecting to server". Carries no password
+/// (neither the errors nor their causes include the connection settings).
+///
+/// ```no_run
+/// # async fn demo(client: tokio_postgres::Client) {
+/// if let Err(e) = client.simple_query("SELEC 1").await {
+///     // db error: ERROR: syntax error at or near "SELEC" (SQLSTATE 42601)
+///     eprintln!("{}", leadership_tokio::pg::Chain(&e));
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Chain<'a>(pub &'a tokio_postgres::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::error::Error as _;
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        if let Some(code) = self.0.code() {
+            write!(f, " (SQLSTATE {})", code.code())?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a failed connection attempt is a refused login: SQLSTATE class 28 (wrong password,
+/// unknown role, role not allowed to log in, no `pg_hba.conf` entry).
+///
+/// ```
+/// # fn demo(e: tokio_postgres::Error) {
+/// if leadership_tokio::pg::is_login_refused(&e) { /* fix the credentials, do not retry */ }
+/// # }
+/// ```
+pub fn is_login_refused(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|c| c.code().starts_with("28"))
+}
+
+/// Whether creating the table failed because another process created it at the same moment
+/// without taking [`CREATE_LOCK`](leadership_core::sql::CREATE_LOCK) (the Go flag does not):
+/// `unique_violation` on the catalog (23505), `duplicate_table` (42P07) or `duplicate_object`
+/// (42710). Check again whether the table exists.
+///
+/// ```
+/// # fn demo(e: tokio_postgres::Error) {
+/// if leadership_tokio::pg::is_create_race(&e) { /* re-check TABLE_EXISTS */ }
+/// # }
+/// ```
+pub fn is_create_race(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|c| {
+        *c == SqlState::UNIQUE_VIOLATION
+            || *c == SqlState::DUPLICATE_TABLE
+            || *c == SqlState::DUPLICATE_OBJECT
+    })
+}
+
+/// Judges the table's shape from the rows of [`sql::COLUMNS`](leadership_core::sql::COLUMNS)
+/// and the bool of [`sql::NAME_IS_UNIQUE`](leadership_core::sql::NAME_IS_UNIQUE), with
+/// [`check_shape`]. A row that does not decode counts as a missing column.
+///
+/// ```no_run
+/// # async fn demo(client: tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use leadership_core::sql::{COLUMNS, NAME_IS_UNIQUE};
+/// let table = "\"leadership_flags\"";
+/// let columns = client.query(COLUMNS, &[&table]).await?;
+/// let unique: bool = client.query_one(NAME_IS_UNIQUE, &[&table]).await?.get(0);
+/// leadership_tokio::pg::shape_from_rows(&columns, unique)?;
+/// # Ok(()) }
+/// ```
+pub fn shape_from_rows(
+    columns: &[tokio_postgres::Row],
+    name_is_unique: bool,
+) -> Result<(), ShapeError> {
+    let decoded: Vec<(String, String, bool, bool)> = columns
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.try_get(0).ok()?,
+                r.try_get(1).ok()?,
+                r.try_get(2).ok()?,
+                r.try_get(3).ok()?,
+            ))
+        })
+        .collect();
+    let columns: Vec<Column<'_>> = decoded
+        .iter()
+        .map(|(name, type_name, not_null, has_default)| Column {
+            name,
+            type_name,
+            not_null: *not_null,
+            has_default: *has_default,
+        })
+        .collect();
+    check_shape(&columns, name_is_unique)
+}
 
 /// A `timestamp with time zone` as the database's time, with `infinity` kept infinite (the
 /// `SystemTime` decoding of `tokio-postgres` cannot represent it).
+///
+/// ```
+/// use leadership_core::DbTime;
+/// use leadership_tokio::pg::PgTime;
+/// use tokio_postgres::types::{FromSql, Type};
+/// let infinity = PgTime::from_sql(&Type::TIMESTAMPTZ, &i64::MAX.to_be_bytes()).unwrap();
+/// assert_eq!(infinity, PgTime(DbTime::INFINITY));
+/// assert!(PgTime::from_sql(&Type::TIMESTAMPTZ, &[0; 4]).is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PgTime(pub DbTime);
 
@@ -26,6 +206,21 @@ impl<'a> FromSql<'a> for PgTime {
 }
 
 /// The row of [`sql::CHECK`](leadership_core::sql::CHECK), owned.
+///
+/// ```
+/// use leadership_core::DbTime;
+/// use leadership_tokio::pg::CheckRow;
+/// let row = CheckRow {
+///     won: false,
+///     found: true,
+///     holder: Some("pod-b".into()),
+///     version: Some(7),
+///     timestamp: Some(DbTime::from_unix_micros(1_700_000_000_000_000)),
+///     now: DbTime::from_unix_micros(1_700_000_001_000_000),
+/// };
+/// let input = row.as_input();
+/// assert_eq!(input.row.unwrap().holder, Some("pod-b"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckRow {
     /// This process changed the row.
@@ -43,6 +238,14 @@ pub struct CheckRow {
 }
 
 /// A check row that cannot be decoded: the statement's text and the decoding disagree.
+///
+/// ```no_run
+/// # fn demo(row: &tokio_postgres::Row) {
+/// if let Err(e) = leadership_tokio::pg::CheckRow::decode(row) {
+///     eprintln!("column {}: {e}", e.column);
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode column {column} of the check's row: {source}")]
 pub struct DecodeError {
@@ -55,6 +258,16 @@ pub struct DecodeError {
 
 impl CheckRow {
     /// Decodes one row of the check statement.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tokio_postgres::Client, check: tokio_postgres::Statement)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let lease_micros = 30_000_000i64;
+    /// let row = client.query_one(&check, &[&"report", &"pod-a", &None::<i64>, &lease_micros]).await?;
+    /// let row = leadership_tokio::pg::CheckRow::decode(&row)?;
+    /// println!("held by {:?}", row.holder);
+    /// # Ok(()) }
+    /// ```
     pub fn decode(row: &tokio_postgres::Row) -> Result<CheckRow, DecodeError> {
         fn get<'a, T: FromSql<'a>>(
             row: &'a tokio_postgres::Row,
@@ -73,7 +286,16 @@ impl CheckRow {
         })
     }
 
-    /// The core's input, borrowing the holder.
+    /// The core's input, borrowing the holder. A row that was not found becomes `row: None`.
+    ///
+    /// ```
+    /// use leadership_core::DbTime;
+    /// let row = leadership_tokio::pg::CheckRow {
+    ///     won: false, found: false, holder: None, version: None, timestamp: None,
+    ///     now: DbTime::UNIX_EPOCH,
+    /// };
+    /// assert!(row.as_input().row.is_none());
+    /// ```
     pub fn as_input(&self) -> Checked<'_> {
         Checked {
             won: self.won,

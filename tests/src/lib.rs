@@ -1,8 +1,10 @@
 //! The test kit of the leadership crates.
 //!
+//! - [`fuzz`]: the bodies of the fuzz targets, shared by `fuzz/` and the replay tests.
 //! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
 //!   127.0.0.1, torn down when dropped or when the test process dies).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 
+pub mod fuzz;
 pub mod pg;
 pub mod table;

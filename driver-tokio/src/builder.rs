@@ -1,0 +1,320 @@
+//! [`FlagBuilder`]: the core's configuration plus the connection, the table, metrics and the
+//! precheck; [`FlagBuilder::start`] connects, makes sure the table is usable and spawns the
+//! driver.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadership_core::sql::{Statements, Table};
+use leadership_core::Config;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::Socket;
+
+use crate::connection::Connector;
+use crate::error::Error;
+use crate::flag::Flag;
+use crate::metrics::Metrics;
+
+/// The user's precheck, boxed: `Ok(true)` lets the check run, `Ok(false)` refuses, an error is
+/// logged and counts as a refusal.
+pub(crate) type PrecheckFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> + Send + Sync>;
+
+/// Builds a [`Flag`]. Every setter of the core's configuration has the Go flag's default
+/// (interval 30 s, timeout 1 s, jitter 0.2); see [`leadership_core::Config`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), leadership_tokio::Error> {
+/// use std::time::Duration;
+/// use leadership_tokio::Flag;
+/// use tokio_postgres::NoTls;
+///
+/// let flag = Flag::builder("nightly-report", "pod-a")
+///     .connect_str("host=db user=app dbname=app")
+///     .interval(Duration::from_secs(10))
+///     .metrics_prefix("jobs")
+///     .start(NoTls)
+///     .await?;
+/// if flag.is_raised() { /* do the leader's work */ }
+/// flag.close().await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct FlagBuilder {
+    name: String,
+    process: String,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    jitter: Option<f64>,
+    margin: Option<Duration>,
+    retry: Option<Duration>,
+    table: Result<Table, Error>,
+    metrics_prefix: Option<String>,
+    precheck: Option<PrecheckFn>,
+    seed: Option<u64>,
+    database: Option<Result<tokio_postgres::Config, Error>>,
+}
+
+// Never print the connection settings: they may hold a password.
+impl fmt::Debug for FlagBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagBuilder")
+            .field("name", &self.name)
+            .field("process", &self.process)
+            .field("table", &self.table.as_ref().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlagBuilder {
+    pub(crate) fn new(name: String, process: String) -> FlagBuilder {
+        FlagBuilder {
+            name,
+            process,
+            interval: None,
+            timeout: None,
+            jitter: None,
+            margin: None,
+            retry: None,
+            table: Ok(Table::default()),
+            metrics_prefix: None,
+            precheck: None,
+            seed: None,
+            database: None,
+        }
+    }
+
+    /// The lease (default 30 s): others may take the flag over once the holder has not renewed
+    /// it for this long by the database's clock. Every process on a flag must use the same.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").interval(Duration::from_secs(5));
+    /// ```
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+
+    /// The bound on each statement, including connecting (default 1 s). A statement that takes
+    /// longer is abandoned and its connection replaced.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").timeout(Duration::from_millis(500));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Randomisation of the schedule, in `[0, 1]` (default 0.2).
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").jitter(0.1);
+    /// ```
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = Some(jitter);
+        self
+    }
+
+    /// How much earlier than the lease's end a leader stops believing it leads (default
+    /// interval/20); it must exceed the clock drift over one lease.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").margin(Duration::from_secs(2));
+    /// ```
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = Some(margin);
+        self
+    }
+
+    /// How long to wait after a failed statement or a refused precheck (default interval/10).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").retry_interval(Duration::from_secs(1));
+    /// ```
+    pub fn retry_interval(mut self, retry: Duration) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The table in the connection's `search_path` (default `leadership_flags`, the Go flag's).
+    /// Any name is quoted safely; an empty one, one with a NUL or over 63 bytes makes
+    /// [`start`](FlagBuilder::start) fail with [`Error::Table`].
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").table("my flags");
+    /// ```
+    pub fn table(mut self, name: &str) -> Self {
+        self.table = Table::new(name).map_err(Error::from);
+        self
+    }
+
+    /// The table in a given schema.
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").table_in_schema("ops", "flags");
+    /// ```
+    pub fn table_in_schema(mut self, schema: &str, name: &str) -> Self {
+        self.table = Table::qualified(schema, name).map_err(Error::from);
+        self
+    }
+
+    /// Records metrics through the `metrics` crate, named `<prefix>_…` (see
+    /// [`metrics`](crate::metrics)); the state gauge is the Go flag's
+    /// `<prefix>_leadership_flag_state{name, process}`. Without a prefix nothing is recorded.
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").metrics_prefix("jobs");
+    /// ```
+    pub fn metrics_prefix(mut self, prefix: &str) -> Self {
+        self.metrics_prefix = Some(prefix.to_string());
+        self
+    }
+
+    /// A function run before each check: `Ok(true)` lets the check run, `Ok(false)` means "do
+    /// not lead now" (a leader lowers), an error is logged and counts as `false`. It is bounded
+    /// by the timeout like a statement.
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .precheck(|| async { Ok::<bool, std::io::Error>(std::path::Path::new("/ready").exists()) });
+    /// ```
+    pub fn precheck<F, Fut, E>(mut self, precheck: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<bool, E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        self.precheck = Some(Arc::new(move || {
+            let fut = precheck();
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        }));
+        self
+    }
+
+    /// The seed of the schedule's jitter (default: random). Processes sharing a flag should
+    /// not share a seed.
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").seed(7);
+    /// ```
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The database as a libpq-style or URL connection string, e.g. `host=db user=app` or
+    /// `postgres://app@db/app`. A string that does not parse makes
+    /// [`start`](FlagBuilder::start) fail with [`Error::ConnectString`].
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .connect_str("postgres://app@db:5432/app");
+    /// ```
+    pub fn connect_str(mut self, conn: &str) -> Self {
+        self.database = Some(tokio_postgres::Config::from_str(conn).map_err(Error::ConnectString));
+        self
+    }
+
+    /// The database as a `tokio_postgres::Config`. The driver sets `application_name`
+    /// (`leadership:<process>`), the connect timeout and `tcp_user_timeout` unless set, and
+    /// TCP keepalives; see [`pg::configure`](crate::pg::configure).
+    ///
+    /// ```
+    /// let mut pg = tokio_postgres::Config::new();
+    /// pg.host("db").user("app").dbname("app");
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").pg_config(pg);
+    /// ```
+    pub fn pg_config(mut self, config: tokio_postgres::Config) -> Self {
+        self.database = Some(Ok(config));
+        self
+    }
+
+    /// Validates the configuration, connects (failing fast with a typed error if it cannot:
+    /// unreachable host, refused login), creates the table if it is missing (safe when many
+    /// processes start at once) or checks its shape, prepares the statements and spawns the
+    /// driver task on the current tokio runtime (which needs its time and I/O drivers, e.g.
+    /// `#[tokio::main]` or `Builder::enable_all`). Pass `tokio_postgres::NoTls` for a plain
+    /// connection or any `MakeTlsConnect` (e.g. from `postgres-native-tls` or
+    /// `tokio-postgres-rustls`).
+    ///
+    /// After this, database failures are no longer errors: the driver retries and reconnects,
+    /// and a leader keeps its lease until its deadline.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let flag = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .connect_str("host=db user=app")
+    ///     .start(tokio_postgres::NoTls)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<T>(self, tls: T) -> Result<Flag, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let mut config = Config::builder(self.name, self.process);
+        if let Some(v) = self.interval {
+            config = config.interval(v);
+        }
+        if let Some(v) = self.timeout {
+            config = config.timeout(v);
+        }
+        if let Some(v) = self.jitter {
+            config = config.jitter(v);
+        }
+        if let Some(v) = self.margin {
+            config = config.margin(v);
+        }
+        if let Some(v) = self.retry {
+            config = config.retry_interval(v);
+        }
+        let config = config.precheck(self.precheck.is_some()).build()?;
+        let table = self.table?;
+        let mut pg = self.database.ok_or(Error::NoDatabase)??;
+        crate::pg::configure(&mut pg, &config);
+        let metrics = Metrics::new(
+            self.metrics_prefix.as_deref(),
+            config.name(),
+            config.process(),
+        );
+        let seed = self.seed.unwrap_or_else(random_seed);
+        let statements = Arc::new(Statements::new(&table));
+        let connector = Connector::new(pg, tls, statements, config.timeout());
+        let conn = connector.start(&table).await?;
+        Ok(Flag::spawn(
+            config,
+            seed,
+            connector,
+            conn,
+            metrics,
+            self.precheck,
+        ))
+    }
+}
+
+/// A seed from the standard library's per-process random hasher keys: enough to keep processes
+/// from sharing a schedule, without a dependency on `rand`.
+fn random_seed() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

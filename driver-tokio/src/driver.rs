@@ -1,0 +1,372 @@
+//! The loop: wait for the core's next wake-up, the pending statement's reply or the user's
+//! close; feed it to the core; carry out the commands. Every decision is the core's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::builder::PrecheckFn;
+use crate::connection::{Conn, Connector};
+use crate::error::Error;
+use crate::lease::LeaseCell;
+use crate::metrics::{Metrics, Statement};
+use crate::pg::{Chain, CheckRow, DecodeError};
+
+/// The one statement or precheck in flight (the core never asks for two at once).
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// What a statement or precheck came back with.
+struct Done {
+    reply: Reply,
+    /// The connection to keep: `None` after any failure, so the next statement reconnects.
+    conn: Option<Conn>,
+    /// Which statement (None for a precheck).
+    statement: Option<Statement>,
+    elapsed: Duration,
+    failure: Option<Why>,
+    /// A new connection was opened for this statement.
+    reconnected: bool,
+}
+
+/// An owned [`Input`] reply.
+enum Reply {
+    Checked(CheckRow),
+    Released(bool),
+    Failed(Failure),
+    Precheck(Precheck),
+}
+
+/// Why a statement failed, for the log.
+enum Why {
+    BackingOff,
+    Connect(tokio_postgres::Error),
+    Statement(tokio_postgres::Error),
+    Decode(DecodeError),
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::BackingOff => f.write_str("not reconnecting yet (backing off)"),
+            Why::Connect(e) => write!(f, "cannot connect: {}", Chain(e)),
+            Why::Statement(e) => write!(f, "{}", Chain(e)),
+            Why::Decode(e) => write!(f, "{e}"),
+            Why::Timeout(t) => write!(f, "no reply within {t:?}; connection abandoned"),
+        }
+    }
+}
+
+pub(crate) struct Driver {
+    core: Core,
+    shared: Arc<LeaseCell>,
+    connector: Connector,
+    conn: Option<Conn>,
+    backoff: Backoff,
+    metrics: Metrics,
+    precheck: Option<PrecheckFn>,
+    name: Arc<str>,
+    process: Arc<str>,
+    lease_micros: i64,
+    timeout: Duration,
+    release_failed: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: Config,
+        seed: u64,
+        shared: Arc<LeaseCell>,
+        connector: Connector,
+        conn: Conn,
+        metrics: Metrics,
+        precheck: Option<PrecheckFn>,
+    ) -> Driver {
+        let backoff = Backoff::new(config.retry_interval(), config.interval() / 2);
+        metrics.state(false);
+        Driver {
+            name: config.name().into(),
+            process: config.process().into(),
+            lease_micros: config.interval_micros(),
+            timeout: config.timeout(),
+            core: Core::new(config, seed, shared.now()),
+            shared,
+            connector,
+            conn: Some(conn),
+            backoff,
+            metrics,
+            precheck,
+            release_failed: false,
+        }
+    }
+
+    /// Runs until the core says `Closed` (after the user's close) or the handle is dropped.
+    pub(crate) async fn run(mut self, closed: oneshot::Receiver<()>) -> Result<(), Error> {
+        let mut closed = Some(closed);
+        let mut pending: Option<Pending> = None;
+        info!(name = %self.name, process = %self.process, table = %self.connector.statements().regclass, "competing for the flag");
+        loop {
+            if let Some(next) = self.drain() {
+                pending = Some(next);
+            }
+            if self.core.is_closed() {
+                return if self.release_failed {
+                    Err(Error::ReleaseFailed)
+                } else {
+                    Ok(())
+                };
+            }
+            let wake = self
+                .core
+                .poll_timeout()
+                .and_then(|t| self.shared.at(t))
+                .map(tokio::time::Instant::from_std);
+            // A notification source (LISTEN) becomes one more arm here, feeding
+            // `Input::Notified`.
+            tokio::select! {
+                biased;
+                asked = async { closed.as_mut().expect("guarded").await }, if closed.is_some() => {
+                    closed = None;
+                    if asked.is_err() {
+                        // The handle was dropped: stop without releasing.
+                        return Ok(());
+                    }
+                    self.input(Input::Close);
+                }
+                done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    pending = None;
+                    self.reply(done);
+                }
+                () = sleep_until(wake), if wake.is_some() => {
+                    self.core.handle_timeout(self.shared.now());
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        if let Err(e) = self.core.handle_input(self.shared.now(), input) {
+            // A bug of this driver, not of the database: say so loudly and carry on (the
+            // core's state is unchanged).
+            error!(error = %e, "leadership driver broke the core's contract");
+        }
+    }
+
+    /// Carries out every queued command; returns the statement or precheck to await, if any.
+    fn drain(&mut self) -> Option<Pending> {
+        let mut next = None;
+        while let Some(command) = self.core.poll_command() {
+            self.metrics.command(&command);
+            match command {
+                Command::Check { renew } => next = Some(self.check(renew)),
+                Command::Release { version } => next = Some(self.release(version)),
+                Command::RunPrecheck => next = Some(self.run_precheck()),
+                Command::Raise(lease) => {
+                    self.shared.publish(lease);
+                    info!(name = %self.name, process = %self.process, token = lease.token, won_by = ?lease.won_by, "raised: this process leads");
+                }
+                Command::Renewed(lease) => {
+                    self.shared.publish(lease);
+                    debug!(name = %self.name, version = lease.version, "renewed");
+                }
+                Command::Lower(reason) => {
+                    self.shared.clear();
+                    info!(name = %self.name, process = %self.process, ?reason, "lowered: this process no longer leads");
+                }
+                Command::Anomaly(anomaly) => {
+                    warn!(name = %self.name, ?anomaly, "odd row in the flags table");
+                }
+                Command::Closed => {
+                    info!(name = %self.name, process = %self.process, "closed");
+                }
+            }
+        }
+        next
+    }
+
+    /// The connection for the next statement: the current one, or a new one unless backing off.
+    fn connection(&mut self) -> Acquire {
+        // A connection the server closed (terminated backend, restart) is replaced before use,
+        // rather than failing one statement on it first.
+        match self.conn.take().filter(|c| !c.client.is_closed()) {
+            Some(conn) => Acquire::Have(conn),
+            None if self.backoff.ready(std::time::Instant::now()) => {
+                Acquire::Open(Box::pin(self.connector.open()))
+            }
+            None => Acquire::BackingOff,
+        }
+    }
+
+    fn check(&mut self, renew: Option<i64>) -> Pending {
+        let acquire = self.connection();
+        let (name, process, lease) = (self.name.clone(), self.process.clone(), self.lease_micros);
+        bounded(Statement::Check, self.timeout, async move {
+            let (conn, reconnected) = acquire.get().await?;
+            let row = conn
+                .client
+                .query_one(&conn.check, &[&&*name, &&*process, &renew, &lease])
+                .await
+                .map_err(Why::Statement)?;
+            let row = CheckRow::decode(&row).map_err(Why::Decode)?;
+            Ok((conn, reconnected, Reply::Checked(row)))
+        })
+    }
+
+    fn release(&mut self, version: i64) -> Pending {
+        let acquire = self.connection();
+        let (name, process) = (self.name.clone(), self.process.clone());
+        let channel = self.connector.statements().channel.clone();
+        bounded(Statement::Release, self.timeout, async move {
+            let (conn, reconnected) = acquire.get().await?;
+            let rows = conn
+                .client
+                .query(&conn.release, &[&&*name, &&*process, &version, &channel])
+                .await
+                .map_err(Why::Statement)?;
+            Ok((conn, reconnected, Reply::Released(!rows.is_empty())))
+        })
+    }
+
+    fn run_precheck(&mut self) -> Pending {
+        let timeout = self.timeout;
+        let precheck = self.precheck.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let answer = match precheck {
+                // The core asks only when one was configured; pass if not.
+                None => Precheck::Pass,
+                Some(f) => match tokio::time::timeout(timeout, f()).await {
+                    Ok(Ok(true)) => Precheck::Pass,
+                    Ok(Ok(false)) => Precheck::Refuse,
+                    Ok(Err(error)) => {
+                        warn!(%error, "precheck failed; not leading");
+                        Precheck::Error
+                    }
+                    Err(_) => {
+                        warn!(?timeout, "precheck timed out; not leading");
+                        Precheck::Error
+                    }
+                },
+            };
+            Done {
+                reply: Reply::Precheck(answer),
+                conn: None,
+                statement: None,
+                elapsed: started.elapsed(),
+                failure: None,
+                reconnected: false,
+            }
+        })
+    }
+
+    fn reply(&mut self, done: Done) {
+        if let Some(conn) = done.conn {
+            self.conn = Some(conn);
+        }
+        if done.reconnected {
+            self.metrics.reconnect();
+        }
+        let statement = done.statement.unwrap_or(Statement::Check);
+        match &done.failure {
+            _ if done.statement.is_none() => {}
+            None => self.backoff.succeeded(),
+            // Nothing was attempted: neither a new failure to back off from nor a statement
+            // error to count.
+            Some(why @ Why::BackingOff) => {
+                debug!(name = %self.name, process = %self.process, statement = statement.as_str(), "{why}");
+            }
+            Some(why) => {
+                self.backoff.failed(std::time::Instant::now());
+                let failure = match why {
+                    Why::Timeout(_) => Failure::Timeout,
+                    _ => Failure::Error,
+                };
+                self.metrics.failed(statement, failure, done.elapsed);
+                warn!(name = %self.name, process = %self.process, statement = statement.as_str(), error = %why, "statement failed");
+            }
+        }
+        match done.reply {
+            Reply::Checked(row) => {
+                self.metrics.checked(row.won, done.elapsed);
+                debug!(name = %self.name, process = %self.process, won = row.won, holder = row.holder.as_deref(), version = row.version, latency = ?done.elapsed, "checked");
+                self.input(Input::Checked(row.as_input()));
+            }
+            Reply::Released(released) => {
+                self.metrics.released(released, done.elapsed);
+                info!(name = %self.name, released, "released the flag for the next leader");
+                self.input(Input::Released { released });
+            }
+            Reply::Failed(failure) => {
+                if statement == Statement::Release {
+                    self.release_failed = true;
+                }
+                self.input(Input::Failed(failure));
+            }
+            Reply::Precheck(answer) => self.input(Input::Precheck(answer)),
+        }
+    }
+}
+
+/// How a statement gets its connection.
+enum Acquire {
+    Have(Conn),
+    Open(Pin<Box<dyn Future<Output = Result<Conn, tokio_postgres::Error>> + Send>>),
+    BackingOff,
+}
+
+impl Acquire {
+    /// The connection, and whether it is new.
+    async fn get(self) -> Result<(Conn, bool), Why> {
+        match self {
+            Acquire::Have(conn) => Ok((conn, false)),
+            Acquire::Open(open) => open.await.map(|c| (c, true)).map_err(Why::Connect),
+            Acquire::BackingOff => Err(Why::BackingOff),
+        }
+    }
+}
+
+/// Bounds a statement (with its connecting) by the timeout. On expiry the future, and with it
+/// the connection and its socket, is dropped: a hung server or a black-holed network cannot
+/// hold a statement longer than the timeout.
+fn bounded(
+    statement: Statement,
+    timeout: Duration,
+    run: impl Future<Output = Result<(Conn, bool, Reply), Why>> + Send + 'static,
+) -> Pending {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, run).await;
+        let elapsed = started.elapsed();
+        let (reply, conn, failure, reconnected) = match result {
+            Ok(Ok((conn, reconnected, reply))) => (reply, Some(conn), None, reconnected),
+            Ok(Err(why)) => (Reply::Failed(Failure::Error), None, Some(why), false),
+            Err(_) => (
+                Reply::Failed(Failure::Timeout),
+                None,
+                Some(Why::Timeout(timeout)),
+                false,
+            ),
+        };
+        Done {
+            reply,
+            conn,
+            statement: Some(statement),
+            elapsed,
+            failure,
+            reconnected,
+        }
+    })
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

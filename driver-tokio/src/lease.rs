@@ -1,0 +1,122 @@
+//! The lease as a handle reports it, and the cell through which a driver publishes it to the
+//! handle. Shared with the blocking driver.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use leadership_core::{Instant, WonBy};
+
+/// A term of leadership as the handle reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The fencing token: the row version at which this term was won. A later leader's token
+    /// is always larger, so a system that remembers the largest token it has seen can refuse a
+    /// deposed leader's writes.
+    pub token: i64,
+    /// The row version written by the latest renew of this term.
+    pub version: i64,
+    /// When this process stops believing it leads, unless it renews first.
+    pub deadline: std::time::Instant,
+    /// How the term was won.
+    pub won_by: WonBy,
+}
+
+/// What a driver publishes for its handle: the lease deadline as nanoseconds since `origin`
+/// (0 = lowered), and the lease itself. The driver's clock for the core counts from the same
+/// origin, so [`LeaseCell::is_raised`] is the core's `is_leader` at the moment of the call,
+/// even while the driver is stuck.
+#[derive(Debug)]
+pub struct LeaseCell {
+    origin: std::time::Instant,
+    deadline: AtomicU64,
+    lease: Mutex<Option<leadership_core::Lease>>,
+}
+
+impl Default for LeaseCell {
+    fn default() -> LeaseCell {
+        LeaseCell::new()
+    }
+}
+
+impl LeaseCell {
+    /// A lowered cell whose clock starts now.
+    pub fn new() -> LeaseCell {
+        LeaseCell {
+            origin: std::time::Instant::now(),
+            deadline: AtomicU64::new(0),
+            lease: Mutex::new(None),
+        }
+    }
+
+    /// The core's clock: nanoseconds since the cell was made.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The monotonic instant of a core instant, `None` if it is too far to represent.
+    pub fn at(&self, at: Instant) -> Option<std::time::Instant> {
+        self.origin
+            .checked_add(Duration::from_nanos(at.as_nanos()))
+    }
+
+    /// Publishes a lease (on `Raise` and `Renewed`).
+    pub fn publish(&self, lease: leadership_core::Lease) {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+        self.deadline
+            .store(lease.deadline.as_nanos().max(1), Ordering::Release);
+    }
+
+    /// Clears the lease (on `Lower`).
+    pub fn clear(&self) {
+        self.deadline.store(0, Ordering::Release);
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether the published lease holds at this instant: one atomic load and a clock read.
+    pub fn is_raised(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        // The clock is read after the load, so a deadline published earlier is never compared
+        // with a stale time.
+        deadline != 0 && self.now() < Instant::from_nanos(deadline)
+    }
+
+    /// The published lease, if it holds at this instant.
+    pub fn lease(&self) -> Option<Lease> {
+        let lease = (*self.lease.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let now = self.now();
+        lease.is_valid(now).then(|| Lease {
+            token: lease.token,
+            version: lease.version,
+            deadline: self.origin + Duration::from_nanos(lease.deadline.as_nanos()),
+            won_by: lease.won_by,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_raised_follows_the_published_deadline_and_the_clock() {
+        let cell = LeaseCell::new();
+        assert!(!cell.is_raised());
+        let lease = |deadline| leadership_core::Lease {
+            token: 1,
+            version: 1,
+            deadline,
+            won_by: WonBy::Created,
+        };
+        cell.publish(lease(cell.now() + Duration::from_secs(60)));
+        assert!(cell.is_raised());
+        let reported = cell.lease().unwrap();
+        assert!(reported.deadline > std::time::Instant::now() + Duration::from_secs(59));
+        // A deadline already behind the clock is not leadership, whatever was published.
+        cell.publish(lease(Instant::from_nanos(1)));
+        assert!(!cell.is_raised() && cell.lease().is_none());
+        cell.publish(lease(cell.now() + Duration::from_secs(60)));
+        cell.clear();
+        assert!(!cell.is_raised() && cell.lease().is_none());
+    }
+}

@@ -1,0 +1,103 @@
+//! Making sure the table exists and can hold flags, once, at start-up.
+
+use std::future::Future;
+use std::time::Duration;
+
+use leadership_core::sql::{Statements, COLUMNS, CREATE_LOCK, NAME_IS_UNIQUE, TABLE_EXISTS};
+use tokio_postgres::Client;
+use tracing::{debug, info};
+
+use crate::error::Error;
+
+/// How many times creation is retried after losing a race to a process that does not take the
+/// creation lock (a Go process): after one loss the table exists, so two suffice.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// Creates the table if it is missing, then checks its shape. Safe when many processes start at
+/// once on an empty database: creation runs under [`CREATE_LOCK`] in a transaction, and a
+/// collision with a process that does not take it (SQLSTATE 23505, 42P07) only means the
+/// table now exists, so it checks again.
+pub(crate) async fn ensure_table(
+    client: &mut Client,
+    statements: &Statements,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let regclass = statements.regclass.as_str();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let exists: bool = bounded("checking whether the table exists", timeout, async {
+            client.query_one(TABLE_EXISTS, &[&regclass]).await
+        })
+        .await?
+        .get(0);
+        if exists {
+            break;
+        }
+        match create(client, statements, timeout).await {
+            Ok(()) => break,
+            Err(Error::Database { source, .. })
+                if crate::pg::is_create_race(&source) && attempt < CREATE_ATTEMPTS =>
+            {
+                debug!(error = %crate::pg::Chain(&source), "another process created the table at the same moment; checking again");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let columns = bounded("reading the table's columns", timeout, async {
+        client.query(COLUMNS, &[&regclass]).await
+    })
+    .await?;
+    let unique: bool = bounded("reading the table's indexes", timeout, async {
+        client.query_one(NAME_IS_UNIQUE, &[&regclass]).await
+    })
+    .await?
+    .get(0);
+    crate::pg::shape_from_rows(&columns, unique).map_err(|source| Error::Shape {
+        table: statements.regclass.clone(),
+        source,
+    })
+}
+
+async fn create(
+    client: &mut Client,
+    statements: &Statements,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let regclass = statements.regclass.as_str();
+    // One bound for the whole transaction: waiting for the lock is part of creating.
+    let created = bounded("creating the table", timeout, async {
+        let tx = client.transaction().await?;
+        tx.execute(CREATE_LOCK, &[&regclass]).await?;
+        // Whoever held the lock before us may have created it: then there is nothing to do
+        // (and no CREATE privilege is needed).
+        let exists: bool = tx.query_one(TABLE_EXISTS, &[&regclass]).await?.get(0);
+        if !exists {
+            tx.execute(statements.create_table.as_str(), &[]).await?;
+        }
+        tx.commit().await?;
+        Ok(!exists)
+    })
+    .await?;
+    if created {
+        info!(table = %statements.regclass, "created the flags table");
+    }
+    Ok(())
+}
+
+/// Runs one set-up step, bounded by `timeout`, with a typed error naming the step.
+pub(crate) async fn bounded<T>(
+    what: &'static str,
+    timeout: Duration,
+    step: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, step).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(Error::Database { what, source }),
+        Err(_) => Err(Error::Timeout {
+            what,
+            after: timeout,
+        }),
+    }
+}

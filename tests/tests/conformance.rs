@@ -1,0 +1,362 @@
+//! The reference table (`leadership_testkit::table::RefTable`, which the simulator runs on)
+//! against a real server: the same starting row, the same statement, the same result and the
+//! same row left behind.
+//!
+//! Each case runs in one transaction that is rolled back, so `now()` is the same for the
+//! setup (timestamps relative to `now()`) and the statement, and the reference table is given
+//! exactly the server's `now()`.
+
+use leadership_core::sql::{Statements, Table};
+use leadership_core::DbTime;
+use leadership_testkit::pg::PgServer;
+use leadership_testkit::table::{CheckResult, RefRow, RefTable};
+use leadership_tokio::pg::{CheckRow, PgTime};
+use postgres::{Client, NoTls, Transaction};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
+const FLAG: &str = "flag";
+/// A neighbour row that no statement may touch.
+const OTHER: &str = "other";
+const SECOND: i64 = 1_000_000;
+const YEAR: i64 = 365 * 24 * 3600 * SECOND;
+
+/// A starting timestamp, relative to the transaction's `now()` where finite.
+#[derive(Clone, Copy, Debug)]
+enum Ts {
+    Null,
+    Rel(i64),
+    Epoch,
+    Inf,
+    NegInf,
+}
+
+/// A starting row.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    holder: Option<&'static str>,
+    version: Option<i64>,
+    ts: Ts,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Check {
+        process: &'static str,
+        renew: Option<i64>,
+        lease: i64,
+    },
+    Release {
+        process: &'static str,
+        version: i64,
+    },
+}
+
+fn client(server: &PgServer) -> Client {
+    let mut c = Client::connect(&server.conn_string(), NoTls).expect("connect");
+    // Nullable columns, as a table made by hand may have; the statements are the same.
+    c.batch_execute(
+        "create table if not exists conformance (name text primary key, holder text, \
+         version bigint, \"timestamp\" timestamptz)",
+    )
+    .expect("create table");
+    c
+}
+
+fn statements() -> Statements {
+    Statements::new(&Table::new("conformance").unwrap())
+}
+
+fn ts_sql(ts: Ts) -> String {
+    match ts {
+        Ts::Null => "NULL".into(),
+        Ts::Rel(us) => format!("now() + {us} * interval '1 microsecond'"),
+        Ts::Epoch => "'1970-01-01 00:00:00+00'".into(),
+        Ts::Inf => "'infinity'".into(),
+        Ts::NegInf => "'-infinity'".into(),
+    }
+}
+
+fn ts_ref(ts: Ts, now: DbTime) -> Option<DbTime> {
+    match ts {
+        Ts::Null => None,
+        Ts::Rel(us) => Some(DbTime::from_unix_micros(now.as_unix_micros() + us)),
+        Ts::Epoch => Some(DbTime::UNIX_EPOCH),
+        Ts::Inf => Some(DbTime::INFINITY),
+        Ts::NegInf => Some(DbTime::NEG_INFINITY),
+    }
+}
+
+fn put(tx: &mut Transaction<'_>, name: &str, start: &Start) {
+    tx.execute(
+        &format!(
+            "insert into conformance values ($1, $2, $3, {})",
+            ts_sql(start.ts)
+        ),
+        &[&name, &start.holder, &start.version],
+    )
+    .expect("insert the starting row");
+}
+
+fn rows(tx: &mut Transaction<'_>) -> Vec<(String, RefRow)> {
+    tx.query(
+        "select name, holder, version, \"timestamp\" from conformance order by name",
+        &[],
+    )
+    .expect("read rows")
+    .iter()
+    .map(|r| {
+        let ts: Option<PgTime> = r.get(3);
+        (
+            r.get(0),
+            RefRow {
+                holder: r.get(1),
+                version: r.get(2),
+                timestamp: ts.map(|t| t.0),
+            },
+        )
+    })
+    .collect()
+}
+
+/// Runs one case on both sides; returns a description of any difference.
+fn compare(
+    client: &mut Client,
+    st: &Statements,
+    start: Option<Start>,
+    call: Call,
+) -> Result<(), String> {
+    let mut tx = client.transaction().map_err(|e| e.to_string())?;
+    tx.batch_execute("delete from conformance").unwrap();
+    let neighbour = Start {
+        holder: Some("z"),
+        version: Some(1),
+        ts: Ts::Rel(-10 * YEAR),
+    };
+    put(&mut tx, OTHER, &neighbour);
+    if let Some(start) = &start {
+        put(&mut tx, FLAG, start);
+    }
+    let now: DbTime = tx
+        .query_one("select now()", &[])
+        .map(|r| r.get::<_, PgTime>(0).0)
+        .unwrap();
+    let mut table = RefTable::new();
+    let to_ref = |s: &Start| RefRow {
+        holder: s.holder.map(str::to_string),
+        version: s.version,
+        timestamp: ts_ref(s.ts, now),
+    };
+    table.put(OTHER, to_ref(&neighbour));
+    if let Some(start) = &start {
+        table.put(FLAG, to_ref(start));
+    }
+
+    let outcome = match call {
+        Call::Check {
+            process,
+            renew,
+            lease,
+        } => {
+            let got = tx
+                .query_one(&st.check, &[&FLAG, &process, &renew, &lease])
+                .map_err(|e| format!("server error: {e}"))
+                .and_then(|r| CheckRow::decode(&r).map_err(|e| e.to_string()));
+            let want = table.check(now, FLAG, process, renew, lease);
+            match got {
+                Err(e) => Err(format!("{e}; reference: {want:?}")),
+                Ok(got) if !same(&got, &want) => Err(format!("server {got:?}\nreference {want:?}")),
+                Ok(_) => Ok(()),
+            }
+        }
+        Call::Release { process, version } => {
+            let got = tx
+                .query(&st.release, &[&FLAG, &process, &version, &st.channel])
+                .map(|r| r.len())
+                .map_err(|e| format!("server error: {e}"));
+            let want = table.release(FLAG, process, version);
+            match got {
+                Err(e) => Err(format!("{e}; reference released {want}")),
+                Ok(n) if (n == 1) != want || n > 1 => {
+                    Err(format!("server released {n} rows, reference {want}"))
+                }
+                Ok(_) => Ok(()),
+            }
+        }
+    };
+    let after = rows(&mut tx);
+    tx.rollback().unwrap();
+    outcome?;
+    let want: Vec<(String, RefRow)> = table
+        .rows()
+        .map(|(n, r)| (n.to_string(), r.clone()))
+        .collect();
+    if after != want {
+        return Err(format!("rows left: server {after:?}\nreference {want:?}"));
+    }
+    Ok(())
+}
+
+fn same(got: &CheckRow, want: &CheckResult) -> bool {
+    let row = want.row.clone().unwrap_or(RefRow {
+        holder: None,
+        version: None,
+        timestamp: None,
+    });
+    got.won == want.won
+        && got.found == want.found
+        && got.holder == row.holder
+        && got.version == row.version
+        && got.timestamp == row.timestamp
+        && got.now == want.now
+}
+
+fn starts() -> Vec<Option<Start>> {
+    let s = |holder, version, ts| {
+        Some(Start {
+            holder,
+            version,
+            ts,
+        })
+    };
+    let lease = SECOND;
+    vec![
+        None,
+        s(Some("a"), Some(3), Ts::Rel(-lease / 2)),
+        s(Some("a"), Some(3), Ts::Rel(-lease)),
+        s(Some("a"), Some(3), Ts::Rel(-lease - 1)),
+        s(Some("a"), Some(3), Ts::Rel(-lease + 1)),
+        s(Some("a"), Some(0), Ts::Rel(0)),
+        s(Some("b"), Some(7), Ts::Rel(-10 * SECOND)),
+        s(Some("b"), Some(7), Ts::Rel(-lease / 10)),
+        s(Some("b"), Some(7), Ts::Rel(3600 * SECOND)),
+        s(Some("a"), Some(8), Ts::Epoch),
+        s(Some("b"), Some(8), Ts::Epoch),
+        s(None, Some(5), Ts::Rel(-lease / 2)),
+        s(None, Some(5), Ts::Rel(-10 * SECOND)),
+        s(Some("a"), None, Ts::Rel(-10 * SECOND)),
+        s(Some("a"), Some(5), Ts::Null),
+        s(None, None, Ts::Null),
+        s(Some("a"), Some(i64::MAX), Ts::Rel(-10 * SECOND)),
+        s(Some("a"), Some(i64::MAX - 1), Ts::Rel(-10 * SECOND)),
+        s(Some("a"), Some(i64::MAX - 1), Ts::Rel(-lease / 2)),
+        s(Some("a"), Some(-4), Ts::Rel(-10 * SECOND)),
+        s(Some("a"), Some(3), Ts::Inf),
+        s(Some("b"), Some(3), Ts::Inf),
+        s(Some("a"), Some(3), Ts::NegInf),
+        s(Some("b"), Some(3), Ts::NegInf),
+    ]
+}
+
+fn calls(start: &Option<Start>) -> Vec<Call> {
+    let v = start.and_then(|s| s.version).unwrap_or(0);
+    let mut calls = Vec::new();
+    for process in ["a", "b"] {
+        for renew in [None, Some(v), v.checked_add(1), v.checked_sub(1)] {
+            for lease in [SECOND, 30 * SECOND, YEAR] {
+                calls.push(Call::Check {
+                    process,
+                    renew,
+                    lease,
+                });
+            }
+        }
+        for version in [Some(v), v.checked_add(1), v.checked_sub(1)]
+            .into_iter()
+            .flatten()
+        {
+            calls.push(Call::Release { process, version });
+        }
+    }
+    calls
+}
+
+#[test]
+fn the_reference_table_matches_the_server_on_every_listed_case() {
+    // Its own server: the tests run in parallel and each clears the table per case.
+    let server = &PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let mut client = client(server);
+    let st = statements();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for start in starts() {
+        for call in calls(&start) {
+            count += 1;
+            if let Err(e) = compare(&mut client, &st, start, call) {
+                failures.push(format!("start {start:?}, call {call:?}:\n{e}"));
+            }
+        }
+    }
+    println!("{count} cases, {} differences", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases differ:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+fn ts_strategy() -> impl Strategy<Value = Ts> {
+    prop_oneof![
+        6 => (-3 * SECOND..3 * SECOND).prop_map(Ts::Rel),
+        2 => prop_oneof![Just(-SECOND), Just(-SECOND - 1), Just(-SECOND + 1)].prop_map(Ts::Rel),
+        1 => Just(Ts::Null),
+        1 => Just(Ts::Epoch),
+        1 => Just(Ts::Inf),
+        1 => Just(Ts::NegInf),
+    ]
+}
+
+fn version_strategy() -> impl Strategy<Value = i64> {
+    prop_oneof![4 => 0..10i64, 1 => Just(i64::MAX), 1 => Just(i64::MAX - 1), 1 => any::<i64>()]
+}
+
+fn start_strategy() -> impl Strategy<Value = Option<Start>> {
+    let holder = prop_oneof![4 => Just(Some("a")), 4 => Just(Some("b")), 1 => Just(None)];
+    let version = prop_oneof![8 => version_strategy().prop_map(Some), 1 => Just(None)];
+    prop_oneof![
+        1 => Just(None),
+        8 => (holder, version, ts_strategy()).prop_map(|(holder, version, ts)| Some(Start { holder, version, ts })),
+    ]
+}
+
+fn call_strategy() -> impl Strategy<Value = Call> {
+    let process = prop_oneof![Just("a"), Just("b")];
+    let lease = prop_oneof![Just(SECOND), 1..3 * SECOND, Just(YEAR)];
+    prop_oneof![
+        3 => (process.clone(), proptest::option::of(version_strategy()), lease)
+            .prop_map(|(process, renew, lease)| Call::Check { process, renew, lease }),
+        1 => (process, version_strategy()).prop_map(|(process, version)| Call::Release { process, version }),
+    ]
+}
+
+#[test]
+fn the_reference_table_matches_the_server_on_random_cases() {
+    // Its own server: the tests run in parallel and each clears the table per case.
+    let server = &PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let client = std::cell::RefCell::new(client(server));
+    let st = statements();
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 400,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    // Renews mostly name the starting version, so that renews are exercised, not just misses.
+    let case = start_strategy().prop_flat_map(|start| {
+        let v = start.and_then(|s| s.version).unwrap_or(0);
+        let call = prop_oneof![
+            2 => call_strategy(),
+            1 => (prop_oneof![Just("a"), Just("b")], Just(v))
+                .prop_map(|(process, v)| Call::Check { process, renew: Some(v), lease: SECOND }),
+            1 => (prop_oneof![Just("a"), Just("b")], Just(v))
+                .prop_map(|(process, version)| Call::Release { process, version }),
+        ];
+        (Just(start), call)
+    });
+    let result = runner.run(&case, |(start, call)| {
+        compare(&mut client.borrow_mut(), &st, start, call).map_err(TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
