@@ -31,7 +31,10 @@ const ROUNDS: u64 = 2_000_000;
 
 /// One check round trip of a leader: wake, Check, won reply, Renewed. Two inputs per round.
 fn leader(rounds: u64) -> (u64, Duration, u64) {
-    let config = Config::builder("flag", "me").interval(Duration::from_secs(2)).build().unwrap();
+    let config = Config::builder("flag", "me")
+        .interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let mut now = Instant::from_nanos(1);
     let mut flag = Flag::new(config, 1, now);
     let mut version = -1i64;
@@ -43,8 +46,16 @@ fn leader(rounds: u64) -> (u64, Duration, u64) {
         while let Some(command) = flag.poll_command() {
             if let Command::Check { .. } = command {
                 version += 1;
-                let row = Row { holder: Some("me"), version: Some(version), timestamp: Some(db) };
-                let reply = Input::Checked(Checked { won: true, row: Some(row), now: db });
+                let row = Row {
+                    holder: Some("me"),
+                    version: Some(version),
+                    timestamp: Some(db),
+                };
+                let reply = Input::Checked(Checked {
+                    won: true,
+                    row: Some(row),
+                    now: db,
+                });
                 flag.handle_input(now, black_box(reply)).unwrap();
                 inputs += 1;
             }
@@ -54,12 +65,19 @@ fn leader(rounds: u64) -> (u64, Duration, u64) {
         inputs += 1;
     }
     let elapsed = start.elapsed();
-    (inputs, elapsed, ALLOCATIONS.load(Ordering::Relaxed) - allocations)
+    (
+        inputs,
+        elapsed,
+        ALLOCATIONS.load(Ordering::Relaxed) - allocations,
+    )
 }
 
 /// One check of a follower facing a live lease: wake, Check, not won. Two inputs per round.
 fn follower(rounds: u64) -> (u64, Duration, u64) {
-    let config = Config::builder("flag", "me").interval(Duration::from_secs(2)).build().unwrap();
+    let config = Config::builder("flag", "me")
+        .interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let mut now = Instant::from_nanos(1);
     let mut flag = Flag::new(config, 1, now);
     let mut db = DbTime::from_unix_micros(1_700_000_000_000_000);
@@ -69,8 +87,16 @@ fn follower(rounds: u64) -> (u64, Duration, u64) {
     for _ in 0..rounds {
         while let Some(command) = flag.poll_command() {
             if let Command::Check { .. } = command {
-                let row = Row { holder: Some("other"), version: Some(7), timestamp: Some(db) };
-                let reply = Input::Checked(Checked { won: false, row: Some(row), now: db });
+                let row = Row {
+                    holder: Some("other"),
+                    version: Some(7),
+                    timestamp: Some(db),
+                };
+                let reply = Input::Checked(Checked {
+                    won: false,
+                    row: Some(row),
+                    now: db,
+                });
                 flag.handle_input(now, black_box(reply)).unwrap();
                 inputs += 1;
             }
@@ -82,11 +108,18 @@ fn follower(rounds: u64) -> (u64, Duration, u64) {
         inputs += 1;
     }
     let elapsed = start.elapsed();
-    (inputs, elapsed, ALLOCATIONS.load(Ordering::Relaxed) - allocations)
+    (
+        inputs,
+        elapsed,
+        ALLOCATIONS.load(Ordering::Relaxed) - allocations,
+    )
 }
 
 fn main() {
-    println!("{:<10} {:>12} {:>12} {:>14}", "role", "inputs", "ns/input", "allocations");
+    println!(
+        "{:<10} {:>12} {:>12} {:>14}",
+        "role", "inputs", "ns/input", "allocations"
+    );
     for (role, run) in [("leader", leader as fn(u64) -> _), ("follower", follower)] {
         run(ROUNDS / 10); // warm up
         let (inputs, elapsed, allocations) = run(ROUNDS);
