@@ -14,8 +14,8 @@ use postgres::Socket;
 use crate::driver::{Driver, PrecheckFn};
 use crate::error::Error;
 use crate::flag::Flag;
-use leadership_tokio::lease::LeaseCell;
 use crate::worker::{Session, Setup};
+use leadership_tokio::lease::LeaseCell;
 
 /// Configures a [`Flag`]; every duration defaults to the Go flag's (interval 30 s, timeout
 /// 1 s, jitter 0.2).

@@ -13,8 +13,8 @@ use leadership_tokio::pg::CheckRow;
 use postgres::CancelToken;
 
 use crate::error::Error;
-use leadership_tokio::lease::LeaseCell;
 use crate::worker::{self, Event, Reply, Request, Session, Setup};
+use leadership_tokio::lease::LeaseCell;
 
 /// The user's precheck, with its error already turned into text for the log.
 pub(crate) type PrecheckFn = Box<dyn FnMut() -> Result<bool, String> + Send>;

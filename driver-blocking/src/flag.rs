@@ -99,4 +99,3 @@ impl std::fmt::Debug for Flag {
             .finish_non_exhaustive()
     }
 }
-

@@ -43,6 +43,6 @@ mod worker;
 pub use builder::FlagBuilder;
 pub use error::Error;
 pub use flag::Flag;
-pub use leadership_tokio::Lease;
 pub use leadership_core::sql::{ShapeError, TableError};
 pub use leadership_core::{ConfigError, WonBy};
+pub use leadership_tokio::Lease;

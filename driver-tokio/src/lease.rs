@@ -56,8 +56,7 @@ impl LeaseCell {
 
     /// The monotonic instant of a core instant, `None` if it is too far to represent.
     pub fn at(&self, at: Instant) -> Option<std::time::Instant> {
-        self.origin
-            .checked_add(Duration::from_nanos(at.as_nanos()))
+        self.origin.checked_add(Duration::from_nanos(at.as_nanos()))
     }
 
     /// Publishes a lease (on `Raise` and `Renewed`).

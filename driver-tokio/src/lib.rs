@@ -64,5 +64,5 @@ mod schema;
 pub use builder::FlagBuilder;
 pub use error::Error;
 pub use flag::Flag;
-pub use lease::Lease;
 pub use leadership_core::WonBy;
+pub use lease::Lease;

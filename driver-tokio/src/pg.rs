@@ -237,14 +237,15 @@ pub struct CheckRow {
     pub now: DbTime,
 }
 
-/// A check row that cannot be decoded: the statement's text and the decoding disagree.
+/// A check row that cannot be decoded: the statement's text and the decoding disagree, or the
+/// server sent something else than it should.
 ///
-/// ```no_run
-/// # fn demo(row: &tokio_postgres::Row) {
-/// if let Err(e) = leadership_tokio::pg::CheckRow::decode(row) {
-///     eprintln!("column {}: {e}", e.column);
-/// }
-/// # }
+/// ```
+/// use leadership_tokio::pg::CheckRow;
+/// use tokio_postgres::types::Type;
+/// let columns = [(Type::INT4, Some(&[0u8, 0, 0, 1][..])); 6];
+/// let e = CheckRow::from_columns(&columns).unwrap_err();
+/// assert_eq!(e.column, "won");
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode column {column} of the check's row: {source}")]
@@ -253,7 +254,31 @@ pub struct DecodeError {
     pub column: &'static str,
     /// Why.
     #[source]
-    pub source: tokio_postgres::Error,
+    pub source: Box<dyn std::error::Error + Sync + Send>,
+}
+
+/// The columns of [`sql::CHECK`](leadership_core::sql::CHECK), in order.
+pub const CHECK_COLUMNS: [&str; 6] = ["won", "found", "holder", "version", "timestamp", "now"];
+
+/// A column's raw bytes, whatever its type: what [`CheckRow::decode`] hands to
+/// [`CheckRow::from_columns`].
+struct Raw<'a>(Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 impl CheckRow {
@@ -269,20 +294,72 @@ impl CheckRow {
     /// # Ok(()) }
     /// ```
     pub fn decode(row: &tokio_postgres::Row) -> Result<CheckRow, DecodeError> {
+        let column = |column: &'static str| {
+            let index = row
+                .columns()
+                .iter()
+                .position(|c| c.name() == column)
+                .ok_or_else(|| DecodeError {
+                    column,
+                    source: "no such column".into(),
+                })?;
+            let raw: Raw<'_> = row.try_get(index).map_err(|e| DecodeError {
+                column,
+                source: e.into(),
+            })?;
+            Ok((row.columns()[index].type_().clone(), raw.0))
+        };
+        let [a, b, c, d, e, f] = CHECK_COLUMNS;
+        CheckRow::from_columns(&[
+            column(a)?,
+            column(b)?,
+            column(c)?,
+            column(d)?,
+            column(e)?,
+            column(f)?,
+        ])
+    }
+
+    /// Decodes the check's columns from their types and raw binary values (`None` for NULL),
+    /// in the order of [`CHECK_COLUMNS`]: the whole of the decoding, testable without a server.
+    ///
+    /// ```
+    /// use leadership_core::DbTime;
+    /// use leadership_tokio::pg::CheckRow;
+    /// use tokio_postgres::types::Type;
+    /// let version = 7i64.to_be_bytes();
+    /// let now = 0i64.to_be_bytes();
+    /// let row = CheckRow::from_columns(&[
+    ///     (Type::BOOL, Some(&[0][..])),
+    ///     (Type::BOOL, Some(&[1][..])),
+    ///     (Type::TEXT, Some(&b"pod-b"[..])),
+    ///     (Type::INT8, Some(&version[..])),
+    ///     (Type::TIMESTAMPTZ, None),
+    ///     (Type::TIMESTAMPTZ, Some(&now[..])),
+    /// ])?;
+    /// assert_eq!(row.holder.as_deref(), Some("pod-b"));
+    /// assert_eq!(row.now, DbTime::from_pg_micros(0));
+    /// # Ok::<(), leadership_tokio::pg::DecodeError>(())
+    /// ```
+    pub fn from_columns(columns: &[(Type, Option<&[u8]>); 6]) -> Result<CheckRow, DecodeError> {
         fn get<'a, T: FromSql<'a>>(
-            row: &'a tokio_postgres::Row,
+            (ty, raw): &'a (Type, Option<&'a [u8]>),
             column: &'static str,
         ) -> Result<T, DecodeError> {
-            row.try_get(column)
-                .map_err(|source| DecodeError { column, source })
+            if !T::accepts(ty) {
+                let source = format!("type {ty} is not {}", std::any::type_name::<T>()).into();
+                return Err(DecodeError { column, source });
+            }
+            T::from_sql_nullable(ty, *raw).map_err(|source| DecodeError { column, source })
         }
+        let [won, found, holder, version, timestamp, now] = columns;
         Ok(CheckRow {
-            won: get(row, "won")?,
-            found: get(row, "found")?,
-            holder: get(row, "holder")?,
-            version: get(row, "version")?,
-            timestamp: get::<Option<PgTime>>(row, "timestamp")?.map(|t| t.0),
-            now: get::<PgTime>(row, "now")?.0,
+            won: get(won, "won")?,
+            found: get(found, "found")?,
+            holder: get(holder, "holder")?,
+            version: get(version, "version")?,
+            timestamp: get::<Option<PgTime>>(timestamp, "timestamp")?.map(|t| t.0),
+            now: get::<PgTime>(now, "now")?.0,
         })
     }
 

@@ -10,6 +10,8 @@ use leadership_core::audit::AuditedFlag;
 use leadership_core::{
     Checked, Config, ConfigError, DbTime, Failure, Input, Instant, Precheck, Row, MAX_NAME_BYTES,
 };
+use leadership_tokio::pg::{CheckRow, CHECK_COLUMNS};
+use tokio_postgres::types::Type;
 
 /// Builder inputs, as a user might type them.
 #[derive(Arbitrary, Debug)]
@@ -137,7 +139,11 @@ pub fn core_events(data: &[u8]) -> usize {
     ) else {
         return 0;
     };
-    let process = if process.is_empty() { "me".to_string() } else { process };
+    let process = if process.is_empty() {
+        "me".to_string()
+    } else {
+        process
+    };
     let Ok(config) = input.build(&process) else {
         return 0;
     };
@@ -168,12 +174,18 @@ pub fn core_events(data: &[u8]) -> usize {
                 flag.handle_timeout(now).unwrap_or_else(|v| panic!("{v}"));
                 continue;
             }
-            Event::Checked { won, row, now: db_now } => {
+            Event::Checked {
+                won,
+                row,
+                now: db_now,
+            } => {
                 holder_text = row.as_ref().and_then(|r| {
                     if r.holder_is_self {
                         Some(process.clone())
                     } else {
-                        r.holder.as_ref().map(|h| String::from_utf8_lossy(h).into_owned())
+                        r.holder
+                            .as_ref()
+                            .map(|h| String::from_utf8_lossy(h).into_owned())
                     }
                 });
                 Input::Checked(Checked {
@@ -186,18 +198,104 @@ pub fn core_events(data: &[u8]) -> usize {
                     now: DbTime::from_unix_micros(db_now),
                 })
             }
-            Event::Failed(timeout) => {
-                Input::Failed(if timeout { Failure::Timeout } else { Failure::Error })
-            }
+            Event::Failed(timeout) => Input::Failed(if timeout {
+                Failure::Timeout
+            } else {
+                Failure::Error
+            }),
             Event::Released(released) => Input::Released { released },
-            Event::Precheck(p) => {
-                Input::Precheck([Precheck::Pass, Precheck::Refuse, Precheck::Error][usize::from(p % 3)])
-            }
+            Event::Precheck(p) => Input::Precheck(
+                [Precheck::Pass, Precheck::Refuse, Precheck::Error][usize::from(p % 3)],
+            ),
             Event::Notified => Input::Notified,
             Event::Close => Input::Close,
         };
         // A contract error (Ok(Err(_))) is a typed answer, not a failure.
-        let _ = flag.handle_input(now, input).unwrap_or_else(|v| panic!("{v}"));
+        let _ = flag
+            .handle_input(now, input)
+            .unwrap_or_else(|v| panic!("{v}"));
     }
     events
+}
+
+/// One column as the server might send it: any type among those near ours, any bytes or NULL.
+#[derive(Arbitrary, Debug)]
+struct FuzzColumn {
+    /// Use the column's proper type (most of the time) or another one.
+    proper_type: bool,
+    other_type: u8,
+    raw: Option<Vec<u8>>,
+}
+
+const PROPER: [Type; 6] = [
+    Type::BOOL,
+    Type::BOOL,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+];
+const OTHERS: [Type; 8] = [
+    Type::INT4,
+    Type::VARCHAR,
+    Type::BYTEA,
+    Type::TIMESTAMP,
+    Type::FLOAT8,
+    Type::NAME,
+    Type::INT2,
+    Type::UNKNOWN,
+];
+
+/// `row_decoding`: any types and bytes (NULLs, wrong widths, invalid UTF-8, infinite
+/// timestamps) in the check's six columns decode to a row or to a typed error naming the column;
+/// a decoded row, handed to a core as the reply to its check, breaks no promise.
+pub fn row_decoding(data: &[u8]) {
+    let Ok(columns) = <[FuzzColumn; 6]>::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let typed: Vec<(Type, Option<&[u8]>)> = columns
+        .iter()
+        .zip(PROPER)
+        .map(|(c, proper)| {
+            let ty = if c.proper_type {
+                proper
+            } else {
+                OTHERS[usize::from(c.other_type) % OTHERS.len()].clone()
+            };
+            (ty, c.raw.as_deref())
+        })
+        .collect();
+    let typed: &[(Type, Option<&[u8]>); 6] = typed.as_slice().try_into().expect("six columns");
+    match CheckRow::from_columns(typed) {
+        Ok(row) => {
+            if let (Some(raw), Some(version)) = (typed[3].1, row.version) {
+                assert_eq!(
+                    raw,
+                    version.to_be_bytes(),
+                    "the version is the big-endian int8"
+                );
+            }
+            let config = Config::builder("flag", "me").build().expect("valid");
+            let mut flag = AuditedFlag::new(config, 1, Instant::ZERO);
+            while flag
+                .poll_command()
+                .unwrap_or_else(|v| panic!("{v}"))
+                .is_some()
+            {}
+            let reply = Input::Checked(row.as_input());
+            // A won reply without a version is a contract error, not a violation.
+            let _ = flag
+                .handle_input(Instant::ZERO, reply)
+                .unwrap_or_else(|v| panic!("{v}"));
+            while flag
+                .poll_command()
+                .unwrap_or_else(|v| panic!("{v}"))
+                .is_some()
+            {}
+        }
+        Err(e) => {
+            assert!(CHECK_COLUMNS.contains(&e.column), "{e}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
 }

@@ -43,7 +43,8 @@ const HOST: &str = "127.0.0.1";
 /// Database superuser created by initdb, and the OS user servers run as when we are root.
 const PG_USER: &str = "postgres";
 const PORT_ATTEMPTS: usize = 10;
-const CONFIG: &str = "\n# leadership test kit: throwaway test server\nfsync = off\nmax_connections = 300\n\
+const CONFIG: &str =
+    "\n# leadership test kit: throwaway test server\nfsync = off\nmax_connections = 300\n\
     shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n";
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +215,10 @@ fn make_temp_dir(env: &Env, kind: &str) -> Result<PathBuf, PgError> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("leadership-pg-{kind}{}-{n}-{nanos:x}", std::process::id()));
+        let dir = base.join(format!(
+            "leadership-pg-{kind}{}-{n}-{nanos:x}",
+            std::process::id()
+        ));
         match fs::create_dir(&dir) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io_err(format!("creating {}: {e}", dir.display()))),
@@ -561,6 +565,7 @@ impl Drop for PgServer {
 pub fn shared() -> &'static PgServer {
     static SHARED: OnceLock<PgServer> = OnceLock::new();
     SHARED.get_or_init(|| {
-        PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: starting the shared server: {e}"))
+        PgServer::start()
+            .unwrap_or_else(|e| panic!("test PostgreSQL: starting the shared server: {e}"))
     })
 }

@@ -101,26 +101,40 @@ impl RefTable {
         let Some(row) = self.rows.get_mut(name) else {
             let row = RefRow::new(process, 0, now);
             self.rows.insert(name.to_string(), row.clone());
-            return CheckResult { won: true, found: true, row: Some(row), now };
+            return CheckResult {
+                won: true,
+                found: true,
+                row: Some(row),
+                now,
+            };
         };
         let seen = row.clone();
         // SQL's three-valued logic: a comparison with NULL is not true.
-        let renewable = row.holder.as_deref() == Some(process)
-            && row.version.is_some()
-            && row.version == renew;
+        let renewable =
+            row.holder.as_deref() == Some(process) && row.version.is_some() && row.version == renew;
         // `timestamp < now() - lease`; `now() - lease` saturates like PostgreSQL's infinities.
-        let expired = row
-            .timestamp
-            .is_some_and(|t| t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(lease_micros)));
+        let expired = row.timestamp.is_some_and(|t| {
+            t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(lease_micros))
+        });
         let incrementable = row.version.is_some_and(|v| v < i64::MAX);
         if incrementable && (renewable || expired) {
             // `version + 1` with the version NOT NULL and below i64::MAX.
             row.version = row.version.map(|v| v + 1);
             row.holder = Some(process.to_string());
             row.timestamp = Some(now);
-            return CheckResult { won: true, found: true, row: Some(row.clone()), now };
+            return CheckResult {
+                won: true,
+                found: true,
+                row: Some(row.clone()),
+                now,
+            };
         }
-        CheckResult { won: false, found: true, row: Some(seen), now }
+        CheckResult {
+            won: false,
+            found: true,
+            row: Some(seen),
+            now,
+        }
     }
 
     /// Executes [`sql::RELEASE`](leadership_core::sql::RELEASE); returns whether a row was
@@ -160,13 +174,22 @@ mod tests {
         assert!(!r.won && r.row == Some(RefRow::new("a", 0, t(0))));
         let r = table.check(t(20), "f", "a", Some(0), LEASE);
         assert!(r.won && r.row == Some(RefRow::new("a", 1, t(20))));
-        assert!(!table.check(t(30), "f", "a", Some(0), LEASE).won, "stale renew");
-        assert!(!table.check(t(20 + LEASE), "f", "b", None, LEASE).won, "expiry is strict");
+        assert!(
+            !table.check(t(30), "f", "a", Some(0), LEASE).won,
+            "stale renew"
+        );
+        assert!(
+            !table.check(t(20 + LEASE), "f", "b", None, LEASE).won,
+            "expiry is strict"
+        );
         let r = table.check(t(21 + LEASE), "f", "b", None, LEASE);
         assert!(r.won && r.row == Some(RefRow::new("b", 2, t(21 + LEASE))));
         assert!(!table.release("f", "a", 2));
         assert!(table.release("f", "b", 2));
-        assert_eq!(table.get("f"), Some(&RefRow::new("b", 3, DbTime::UNIX_EPOCH)));
+        assert_eq!(
+            table.get("f"),
+            Some(&RefRow::new("b", 3, DbTime::UNIX_EPOCH))
+        );
         assert!(table.check(t(LEASE * 3), "f", "a", None, LEASE).won);
     }
 
@@ -175,7 +198,14 @@ mod tests {
         let mut table = RefTable::new();
         table.put("inf", RefRow::new("x", 5, DbTime::INFINITY));
         table.put("max", RefRow::new("x", i64::MAX, DbTime::UNIX_EPOCH));
-        table.put("null", RefRow { holder: None, version: None, timestamp: None });
+        table.put(
+            "null",
+            RefRow {
+                holder: None,
+                version: None,
+                timestamp: None,
+            },
+        );
         table.put("ninf", RefRow::new("x", 5, DbTime::NEG_INFINITY));
         assert!(!table.check(t(0), "inf", "a", None, LEASE).won);
         assert!(!table.check(t(0), "max", "x", Some(i64::MAX), LEASE).won);

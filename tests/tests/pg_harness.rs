@@ -264,5 +264,8 @@ fn restart_retries_while_port_is_taken() {
     release.join().unwrap();
     assert_eq!(s.psql("select 1").unwrap(), "1\n");
     let log = std::fs::read_to_string(s.data_dir().join("server.log")).unwrap();
-    assert!(log.contains("could not bind"), "expected a bind failure in the log:\n{log}");
+    assert!(
+        log.contains("could not bind"),
+        "expected a bind failure in the log:\n{log}"
+    );
 }
