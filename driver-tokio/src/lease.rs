@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use leadership_core::{Instant, WonBy};
 
@@ -22,13 +21,35 @@ pub struct Lease {
     pub won_by: WonBy,
 }
 
-/// What a driver publishes for its handle: the lease deadline as nanoseconds since `origin`
-/// (0 = lowered), and the lease itself. The driver's clock for the core counts from the same
-/// origin, so [`LeaseCell::is_raised`] is the core's `is_leader` at the moment of the call,
+/// Nanoseconds on the clock the lease is judged by. On Linux that is `CLOCK_BOOTTIME`, which,
+/// unlike `CLOCK_MONOTONIC` (`std::time::Instant`), keeps counting while the machine is
+/// suspended: a leader that wakes from a suspend longer than its lease must find its deadline
+/// passed, since the database's clock kept running. Elsewhere, the monotonic clock.
+fn clock_nanos(origin: std::time::Instant) -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = origin;
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        u64::try_from(t.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What a driver publishes for its handle: the lease deadline on the driver's clock
+/// ([`LeaseCell::now`]; 0 = lowered), and the lease itself. The driver feeds the core from the
+/// same clock, so [`LeaseCell::is_raised`] is the core's `is_leader` at the moment of the call,
 /// even while the driver is stuck.
 #[derive(Debug)]
 pub struct LeaseCell {
     origin: std::time::Instant,
+    /// [`clock_nanos`] at `origin`.
+    base: u64,
     deadline: AtomicU64,
     lease: Mutex<Option<leadership_core::Lease>>,
 }
@@ -42,21 +63,24 @@ impl Default for LeaseCell {
 impl LeaseCell {
     /// A lowered cell whose clock starts now.
     pub fn new() -> LeaseCell {
+        let origin = std::time::Instant::now();
         LeaseCell {
-            origin: std::time::Instant::now(),
+            origin,
+            base: clock_nanos(origin),
             deadline: AtomicU64::new(0),
             lease: Mutex::new(None),
         }
     }
 
-    /// The core's clock: nanoseconds since the cell was made.
+    /// The core's clock: nanoseconds since the cell was made, counting suspends on Linux.
     pub fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        Instant::from_nanos(clock_nanos(self.origin).saturating_sub(self.base))
     }
 
-    /// The monotonic instant of a core instant, `None` if it is too far to represent.
+    /// The `std` instant at which a core instant falls, counted from the present (the two
+    /// clocks drift apart by any suspend since the cell was made); `None` if too far away.
     pub fn at(&self, at: Instant) -> Option<std::time::Instant> {
-        self.origin.checked_add(Duration::from_nanos(at.as_nanos()))
+        std::time::Instant::now().checked_add(at - self.now())
     }
 
     /// Publishes a lease (on `Raise` and `Renewed`).
@@ -87,7 +111,7 @@ impl LeaseCell {
         lease.is_valid(now).then(|| Lease {
             token: lease.token,
             version: lease.version,
-            deadline: self.origin + Duration::from_nanos(lease.deadline.as_nanos()),
+            deadline: std::time::Instant::now() + (lease.deadline - now),
             won_by: lease.won_by,
         })
     }
@@ -96,6 +120,7 @@ impl LeaseCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn is_raised_follows_the_published_deadline_and_the_clock() {
@@ -117,5 +142,22 @@ mod tests {
         cell.publish(lease(cell.now() + Duration::from_secs(60)));
         cell.clear();
         assert!(!cell.is_raised() && cell.lease().is_none());
+    }
+
+    #[test]
+    fn the_clock_runs_at_the_rate_of_the_monotonic_clock() {
+        // Boot time and monotonic time differ only by suspends, and none happens here.
+        let cell = LeaseCell::new();
+        let (start, t0) = (std::time::Instant::now(), cell.now());
+        std::thread::sleep(Duration::from_millis(50));
+        let (real, ours) = (start.elapsed(), cell.now() - t0);
+        let diff = real.abs_diff(ours);
+        assert!(diff < Duration::from_millis(5), "{real:?} vs {ours:?}");
+        let at = cell.at(cell.now() + Duration::from_secs(1)).unwrap();
+        let ahead = at - std::time::Instant::now();
+        assert!(
+            ahead > Duration::from_millis(990) && ahead <= Duration::from_secs(1),
+            "{ahead:?}"
+        );
     }
 }
