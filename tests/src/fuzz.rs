@@ -299,3 +299,57 @@ pub fn row_decoding(data: &[u8]) {
         }
     }
 }
+
+/// A fleet and a fault mix, as the simulator's proptest draws them.
+#[derive(Arbitrary, Debug)]
+struct FuzzFleet {
+    seed: u64,
+    processes: u8,
+    go_peers: u8,
+    fault_mask: u32,
+    interval: u8,
+    timeout_pct: u8,
+    jitter_pct: u8,
+    margin_pct: Option<u8>,
+    intensity: u8,
+}
+
+/// `simulation`: any seed, fleet and fault mix within the safety conditions keeps every
+/// invariant of the simulator (two leaders, fencing order, liveness, Go leases) and every
+/// promise of each (audited) core.
+pub fn simulation(data: &[u8]) {
+    use crate::sim::{self, Faults, SimConfig, FAULT_NAMES};
+    let Ok(f) = FuzzFleet::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let interval_ms = [500u64, 1_000, 2_000, 5_000, 30_000][usize::from(f.interval) % 5];
+    let names: Vec<&str> = FAULT_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| f.fault_mask & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let config = SimConfig {
+        seed: f.seed,
+        processes: 1 + usize::from(f.processes % 7),
+        go_peers: usize::from(f.go_peers % 3),
+        duration: Duration::from_secs(120),
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(interval_ms * (1 + u64::from(f.timeout_pct % 45)) / 100),
+        jitter: f64::from(f.jitter_pct % 101) / 100.0,
+        margin: f
+            .margin_pct
+            .map(|p| Duration::from_millis(interval_ms * (5 + u64::from(p % 10)) / 100)),
+        faults: Faults::parse(&names.join(",")).expect("known fault names"),
+        intensity: 1 + u32::from(f.intensity % 10),
+        audit: true,
+        ..SimConfig::default()
+    };
+    if config.validate().is_err() {
+        return;
+    }
+    let report = sim::run(&config);
+    if let Some(failure) = &report.failure {
+        panic!("{failure}\nsettings: {config:?}");
+    }
+}

@@ -4,7 +4,9 @@
 //! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
 //!   127.0.0.1, torn down when dropped or when the test process dies).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
+//! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
 
 pub mod fuzz;
 pub mod pg;
+pub mod sim;
 pub mod table;

@@ -1,0 +1,201 @@
+//! Fault injection: each fault kind arrives on its schedule, picks a victim (the leader half the
+//! time), and declares how long it stays active (the liveness check waits for quiet).
+
+use std::time::Duration;
+
+use leadership_core::Input;
+
+use super::trace::{Pid, What, DB};
+use super::world::{Ev, FaultKind, World};
+use super::{Schedule, SimConfig};
+
+impl World {
+    pub(super) fn quiet_until(&mut self, t: u64) {
+        self.quiet_since = self.quiet_since.max(t);
+    }
+
+    pub(super) fn duration(&mut self, s: Schedule) -> u64 {
+        self.rng
+            .between(s.min.as_nanos() as u64, s.max.as_nanos() as u64)
+    }
+
+    /// A victim among the processes that are up: the current leader half the time (the
+    /// interesting case), else any.
+    pub(super) fn victim(&mut self, rust_only: bool) -> Option<Pid> {
+        let t = self.t;
+        if self.rng.below(2) == 0 {
+            let leader = self
+                .rust
+                .iter()
+                .position(|r| r.leads && r.host.up)
+                .or_else(|| {
+                    if rust_only {
+                        None
+                    } else {
+                        self.go
+                            .iter()
+                            .position(|g| g.raised && g.host.up)
+                            .map(|i| i + self.rust.len())
+                    }
+                });
+            if let Some(l) = leader {
+                return Some(l as Pid);
+            }
+        }
+        let n = if rust_only {
+            self.rust.len()
+        } else {
+            self.rust.len() + self.go.len()
+        };
+        let start = self.rng.below(n as u64) as usize;
+        (0..n).map(|k| ((start + k) % n) as Pid).find(|&p| {
+            let h = self.host(p);
+            h.up && !h.paused(t)
+        })
+    }
+
+    pub(super) fn fault(&mut self, kind: FaultKind) {
+        let t = self.t;
+        let f = self.faults;
+        let schedule = match kind {
+            FaultKind::Pause => f.pause,
+            FaultKind::Crash => f.crash,
+            FaultKind::Stall => f.stall,
+            FaultKind::Conn => f.conn,
+            FaultKind::Loss => f.loss,
+            FaultKind::Slow => f.slow,
+            FaultKind::Close => f.close,
+            FaultKind::Step => Some(Schedule {
+                every: f.drift.step_every,
+                min: Duration::ZERO,
+                max: f.drift.step_max,
+            }),
+            FaultKind::Precheck => None,
+            FaultKind::DbStep => f.db_step,
+        };
+        let Some(s) = schedule else { return };
+        let d = self.duration(s);
+        let counter = kind as usize;
+        match kind {
+            FaultKind::Pause => {
+                if let Some(p) = self.victim(false) {
+                    self.stats.faults[counter] += 1;
+                    let h = self.host(p);
+                    h.paused_until = h.paused_until.max(t + d);
+                    self.trace.push(t, p, What::Pause(t + d));
+                    self.quiet_until(t + d);
+                }
+            }
+            FaultKind::Crash => {
+                if let Some(p) = self.victim(false) {
+                    self.stats.faults[counter] += 1;
+                    self.host(p).die();
+                    if self.is_rust(p) {
+                        let r = &mut self.rust[usize::from(p)];
+                        r.flag = None;
+                        r.believed = false;
+                    } else {
+                        self.go_mut(p).raised = false;
+                        self.trace_go(p, false);
+                    }
+                    self.trace.push(t, p, What::Crash(t + d));
+                    self.push(t + d, Ev::Start(p));
+                    self.quiet_until(t + d);
+                }
+            }
+            FaultKind::Stall => {
+                if t >= self.stall_until {
+                    self.stats.faults[counter] += 1;
+                    self.stall_until = t + d;
+                    self.stall_fails = self.rng.below(2) == 0;
+                    self.trace.push(t, DB, What::Stall(t + d, self.stall_fails));
+                    self.push(t + d, Ev::StallEnd);
+                    self.quiet_until(t + d);
+                }
+            }
+            FaultKind::Conn => {
+                if let Some(p) = self.victim(false) {
+                    self.stats.faults[counter] += 1;
+                    let h = self.host(p);
+                    h.conn_down_until = h.conn_down_until.max(t + d);
+                    self.trace.push(t, p, What::ConnDown(t + d));
+                    self.quiet_until(t + d);
+                }
+            }
+            FaultKind::Loss => {
+                self.stats.faults[counter] += 1;
+                self.loss_until = self.loss_until.max(t + d);
+                self.trace
+                    .push(t, DB, What::Loss(t + d, self.faults.loss_ppm));
+                self.quiet_until(t + d);
+            }
+            FaultKind::Slow => {
+                self.stats.faults[counter] += 1;
+                self.slow_until = self.slow_until.max(t + d);
+                let max = self.faults.slow_max.as_nanos() as u64;
+                self.trace.push(t, DB, What::Slow(t + d, max));
+                // Replies sent just before the end may still be slow.
+                self.quiet_until(t + d + max);
+            }
+            FaultKind::Close => {
+                if let Some(p) = self.victim(true) {
+                    self.stats.faults[counter] += 1;
+                    self.trace.push(t, p, What::Close);
+                    self.quiet_until(t + self.config.timeout.as_nanos() as u64);
+                    self.feed(p, Input::Close);
+                }
+            }
+            FaultKind::Precheck => {}
+            FaultKind::DbStep => {
+                let mut d = d;
+                if let Some(budget) = self.db_step_budget {
+                    let window = self.interval_ns;
+                    self.db_steps.retain(|(at, _)| at + window > t);
+                    let used: u64 = self.db_steps.iter().map(|(_, d)| d).sum();
+                    d = d.min(budget.saturating_sub(used));
+                }
+                if d > 0 {
+                    self.stats.faults[counter] += 1;
+                    self.db_offset += d;
+                    self.db_steps.push((t, d));
+                    self.trace.push(t, DB, What::DbStep(d));
+                }
+            }
+            FaultKind::Step => {
+                if let Some(p) = self.victim(false) {
+                    self.stats.faults[counter] += 1;
+                    self.host(p).clock.step(t, d);
+                    self.trace.push(t, p, What::Step(d));
+                    self.rearm_after_clock_change(p);
+                }
+            }
+        }
+        self.schedule_fault(kind, s.every);
+    }
+}
+
+/// The faults at the configured intensity, and the budget of database clock steps: with the
+/// default maximum ([`DEFAULT_DB_STEP`](super::DEFAULT_DB_STEP)) the steps within any one
+/// interval add up to at most 90% of what the drift bound leaves of the margin (the safety
+/// condition); an explicit other maximum has no budget.
+pub(super) fn db_step_budget(
+    config: &SimConfig,
+    core: &leadership_core::Config,
+) -> (super::Faults, Option<u64>) {
+    let mut f = config.faults.intensified(config.intensity);
+    let mut budget = None;
+    if let Some(step) = &mut f.db_step {
+        if step.max == super::DEFAULT_DB_STEP {
+            let ppm = if f.drift.on {
+                f.drift.max_ppm
+            } else {
+                f.drift.base_ppm
+            };
+            let drift = core.interval().as_nanos() as u64 * ppm / 1_000_000;
+            let room = (core.margin().as_nanos() as u64).saturating_sub(drift) / 10 * 9;
+            step.max = Duration::from_nanos(room);
+            budget = Some(room);
+        }
+    }
+    (f, budget)
+}

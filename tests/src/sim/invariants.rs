@@ -1,0 +1,352 @@
+//! The invariants, checked after every event (see `World::check` in `world.rs`):
+//!
+//! - **one leader**: at no event instant do two Rust processes answer
+//!   `is_leader(local_now) == true`. Leadership only begins at an event (a reply handled),
+//!   so checking every event instant checks every instant. Every process that is up is asked,
+//!   paused ones included: a paused process resumes with the belief it had.
+//! - **fencing**: each `Raise` carries a token larger than every earlier one.
+//! - **the Go rule**: a Rust check never takes over a row whose lease is live by the Go
+//!   flag's rule (`now - timestamp <= interval`).
+//! - **liveness**: once no fault has been active for longer than a lease plus a check (plus
+//!   a retry), someone leads at every instant (in a fleet with Go peers: no leaderless
+//!   stretch lasts that long, since the Go flag may let its own lease lapse).
+//! - **handover** (when asked): after a graceful release, another process leads within one
+//!   check.
+
+use std::fmt;
+
+use super::clock::db_time;
+use super::process::{Host, RustProc};
+use super::trace::{Pid, Secs, What};
+use super::world::{World, FLAG};
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Two Rust processes believed they led at the same instant.
+    TwoLeaders {
+        /// One.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// A `Raise` carried a token not above an earlier one.
+    TokenNotIncreasing {
+        /// The raising process.
+        who: String,
+        /// Its token.
+        token: i64,
+        /// The largest token raised before.
+        before: i64,
+    },
+    /// A Rust check took over a lease that was live by the Go rule.
+    TookLiveLease {
+        /// The Rust process.
+        who: String,
+        /// The holder it displaced.
+        holder: String,
+        /// The lease's age by the database's clock, µs.
+        age_micros: i64,
+    },
+    /// Nobody led although no fault had been active for a while.
+    NoLeader {
+        /// Quiet for this long (ns).
+        quiet_for: u64,
+    },
+    /// After a graceful release, nobody else led within one check.
+    SlowHandover {
+        /// How long since the release (ns).
+        waited: u64,
+    },
+    /// The core broke one of its own promises (audited cores: `SimConfig::audit`).
+    CorePromise {
+        /// The process.
+        who: String,
+        /// The auditor's finding.
+        what: String,
+    },
+    /// The core refused an input: the modelled driver broke the contract.
+    Contract {
+        /// The process.
+        who: String,
+        /// The core's error.
+        error: String,
+    },
+}
+
+impl Violation {
+    /// The invariant's short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Violation::TwoLeaders { .. } => "two-leaders",
+            Violation::TokenNotIncreasing { .. } => "fencing",
+            Violation::TookLiveLease { .. } => "go-rule",
+            Violation::NoLeader { .. } => "liveness",
+            Violation::SlowHandover { .. } => "handover",
+            Violation::Contract { .. } => "contract",
+            Violation::CorePromise { .. } => "core-promise",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::TwoLeaders { a, b } => {
+                write!(
+                    f,
+                    "two leaders: {a} and {b} both answer is_leader() == true"
+                )
+            }
+            Violation::TokenNotIncreasing { who, token, before } => write!(
+                f,
+                "fencing tokens not increasing: {who} raised token {token} after token {before}"
+            ),
+            Violation::TookLiveLease {
+                who,
+                holder,
+                age_micros,
+            } => write!(
+                f,
+                "{who} took over {holder}'s lease at age {age_micros} µs: live by the Go rule"
+            ),
+            Violation::NoLeader { quiet_for } => write!(
+                f,
+                "liveness: nobody leads after {} without faults",
+                Secs(*quiet_for)
+            ),
+            Violation::SlowHandover { waited } => write!(
+                f,
+                "handover: nobody else leads {} after a graceful release",
+                Secs(*waited)
+            ),
+            Violation::CorePromise { who, what } => {
+                write!(f, "{who}'s core broke a promise: {what}")
+            }
+            Violation::Contract { who, error } => {
+                write!(f, "{who}'s core refused an input: {error}")
+            }
+        }
+    }
+}
+
+/// The judge: evaluated after every event.
+impl World {
+    /// Judges one Rust process at the current instant: whether it leads, and until when (by
+    /// its clock) unless something changes.
+    pub(super) fn leads(&self, r: &RustProc) -> (bool, Option<leadership_core::Instant>) {
+        if !r.host.up {
+            return (false, None); // a crashed process believes nothing
+        }
+        let local = r.host.clock.local(self.t);
+        let s = self.config.safeguards;
+        if !s.local_deadline {
+            return (r.believed, None);
+        }
+        if !s.deadline_from_send {
+            let lead = r.believed && local < r.believed_until;
+            return (lead, lead.then_some(r.believed_until));
+        }
+        match r.flag.as_ref().and_then(|f| f.lease_at(local)) {
+            Some(lease) => (true, Some(lease.deadline)),
+            None => (false, None),
+        }
+    }
+
+    pub(super) fn check(&mut self) {
+        let t = self.t;
+        let previous = self.last_check;
+        self.last_check = t;
+        self.stats.invariant_checks += 1;
+        let mut first: Option<usize> = None;
+        let mut rust_leaders = 0;
+        // When the last leader stopped: a deadline passes between events, at a known instant.
+        let mut ended = t;
+        for i in 0..self.rust.len() {
+            let (lead, until) = self.leads(&self.rust[i]);
+            if lead != self.rust[i].leads {
+                let r = &mut self.rust[i];
+                r.leads = lead;
+                let at = match (lead, r.lead_until) {
+                    (false, Some(deadline)) if r.host.clock.local(t) >= deadline => {
+                        r.host.clock.true_at(deadline, previous).min(t)
+                    }
+                    _ => t,
+                };
+                if !lead {
+                    ended = at;
+                }
+                self.trace.push(at, i as Pid, What::Leads(lead));
+                if lead {
+                    // The next leader ends the handover; it counts if it is another process
+                    // (the releaser may have come back and won first).
+                    if let Some((since, from)) = self.handover_since.take() {
+                        if usize::from(from) != i {
+                            self.stats.handovers.push(t - since);
+                        }
+                    }
+                }
+            }
+            self.rust[i].lead_until = until;
+            if lead {
+                rust_leaders += 1;
+                match first {
+                    None => first = Some(i),
+                    Some(a) => {
+                        self.violation = Some(Violation::TwoLeaders {
+                            a: self.rust[a].host.name.clone(),
+                            b: self.rust[i].host.name.clone(),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        let go_leaders = self.go.iter().filter(|g| g.host.up && g.raised).count();
+        if go_leaders > 0 {
+            // A Go process took the released flag: that is a handover too.
+            if let Some((since, _)) = self.handover_since.take() {
+                self.stats.handovers.push(t - since);
+            }
+        }
+        // Go overlaps are the Go flag's known window: measured, not a violation.
+        match (go_leaders >= 2, self.go_overlap_since) {
+            (true, None) => self.go_overlap_since = Some(t),
+            (false, Some(since)) => {
+                self.stats.go_overlaps.push(t - since);
+                self.go_overlap_since = None;
+            }
+            _ => {}
+        }
+        match (go_leaders >= 1 && rust_leaders >= 1, self.rust_go_since) {
+            (true, None) => self.rust_go_since = Some(t),
+            (false, Some(since)) => {
+                self.stats.rust_go_overlap_ns += t - since;
+                self.rust_go_since = None;
+            }
+            _ => {}
+        }
+        let anyone = rust_leaders + go_leaders > 0;
+        match (anyone, self.leaderless_since) {
+            (true, Some(since)) => {
+                if self.stats.first_leader_ns.is_none() {
+                    self.stats.first_leader_ns = Some(t);
+                } else {
+                    self.stats.leaderless_ns += t - since;
+                    self.stats.gaps.push(t - since);
+                }
+                self.leaderless_since = None;
+            }
+            (false, None) => self.leaderless_since = Some(ended),
+            _ => {}
+        }
+        if !anyone {
+            // A Rust fleet keeps its leader through quiet times, so nobody leading at any
+            // instant after the window is a failure. The Go flag may let its own lease lapse
+            // (with jitter 1 it renews a whole interval after reading `now()`), so with Go
+            // peers only a leaderless stretch longer than the window is.
+            let from = if self.go.is_empty() {
+                self.quiet_since
+            } else {
+                self.quiet_since.max(self.leaderless_since.unwrap_or(t))
+            };
+            if t > from + self.liveness_window {
+                self.violation = Some(Violation::NoLeader {
+                    quiet_for: t - self.quiet_since,
+                });
+                return;
+            }
+        }
+        if self.config.assert_handover {
+            if let Some((since, _)) = self.handover_since {
+                let bound = self.core_configs[0].renew_interval().as_nanos() as u64;
+                if t > since + bound {
+                    self.violation = Some(Violation::SlowHandover { waited: t - since });
+                }
+            }
+        }
+    }
+
+    /// Rust process `who` won a check that displaced `holder` (a process id, if the row
+    /// names one of ours) whose lease was `age` µs old by the database's clock: it must have
+    /// expired by the Go rule (`now - timestamp > interval`).
+    pub(super) fn judge_takeover(&mut self, who: Pid, holder: Option<usize>, age: i64) {
+        let holder_name =
+            |w: &World| holder.map_or("(unknown)".to_string(), |h| w.host_ref(h).name.clone());
+        if age <= self.interval_ns as i64 / 1_000 && self.violation.is_none() {
+            self.violation = Some(Violation::TookLiveLease {
+                who: self.host_ref(usize::from(who)).name.clone(),
+                holder: holder_name(self),
+                age_micros: age,
+            });
+        }
+        if let Some(h) = holder.filter(|&h| h >= self.rust.len()) {
+            let g = &self.go[h - self.rust.len()];
+            if g.host.up && g.raised {
+                self.stats.took_from_raised_go += 1;
+            }
+        }
+    }
+
+    /// One line per process: what the judge needs to explain a failure.
+    pub(super) fn describe_processes(&self) -> String {
+        use std::fmt::Write as _;
+        let t = self.t;
+        let mut out = String::new();
+        for (i, r) in self.rust.iter().enumerate() {
+            let h = &r.host;
+            let local = h.clock.local(t);
+            let _ = write!(
+                out,
+                "{}: {}, clock {:+} ppm",
+                h.name,
+                run_state(h, t),
+                h.clock.ppm()
+            );
+            match r.flag.as_ref().and_then(|f| f.lease_at(local)) {
+                Some(lease) => {
+                    let left = lease.deadline - local;
+                    let _ = write!(
+                        out,
+                        ", leads (token {}, version {}) for {:.3} ms more by its clock",
+                        lease.token,
+                        lease.version,
+                        left.as_secs_f64() * 1e3
+                    );
+                }
+                None => out.push_str(", does not lead"),
+            }
+            if self.rust[i].leads != r.flag.as_ref().is_some_and(|f| f.is_leader(local)) {
+                let _ = write!(out, " (judged: leads = {})", self.rust[i].leads);
+            }
+            out.push('\n');
+        }
+        for g in &self.go {
+            let _ = writeln!(
+                out,
+                "{}: {}, clock {:+} ppm, Raised() = {}",
+                g.host.name,
+                run_state(&g.host, t),
+                g.host.clock.ppm(),
+                g.raised
+            );
+        }
+        let _ = writeln!(
+            out,
+            "db: row {:?}, now {:?}",
+            self.table.get(FLAG),
+            db_time(t + self.db_offset)
+        );
+        out
+    }
+}
+
+fn run_state(h: &Host, t: u64) -> String {
+    if !h.up {
+        "down".to_string()
+    } else if h.paused(t) {
+        format!("paused until {}", super::trace::Secs(h.paused_until))
+    } else {
+        "running".to_string()
+    }
+}

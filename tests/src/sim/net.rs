@@ -1,0 +1,225 @@
+//! The network and the database: latency and loss of every message, statements executed on the
+//! reference table in arrival order, replies, and `NOTIFY`.
+
+use super::clock::db_time;
+use super::go_model;
+use super::process::{Reply, Stmt};
+use super::trace::{Op, Outcome, Pid, What, DB};
+use super::world::{Ev, World, FLAG};
+
+impl World {
+    /// A one-way delay, or `None` if the message is lost.
+    pub(super) fn latency(&mut self) -> Option<u64> {
+        let t = self.t;
+        let f = &self.faults;
+        if t < self.loss_until && self.rng.chance_ppm(f.loss_ppm) {
+            self.stats.lost += 1;
+            return None;
+        }
+        let l = f.latency;
+        let min = l.min.as_nanos() as u64;
+        let mut d = min + self.rng.below(l.spread.as_nanos() as u64);
+        if self.rng.chance_ppm(l.tail_ppm) {
+            d = min + self.rng.below(l.tail.as_nanos() as u64);
+        }
+        if t < self.slow_until && self.rng.chance_ppm(300_000) {
+            d = min + self.rng.below(f.slow_max.as_nanos() as u64);
+        }
+        Some(d)
+    }
+
+    pub(super) fn send(&mut self, p: Pid, op: Op, ts: leadership_core::DbTime) {
+        let t = self.t;
+        if !self.is_rust(p) {
+            self.stats.go_statements += 1;
+        }
+        let timeout = self.config.timeout;
+        let h = self.host(p);
+        h.next_id += 1;
+        let id = h.next_id;
+        h.inflight = Some((id, op));
+        h.reply = None;
+        let inc = h.inc;
+        let conn_down = t < h.conn_down_until;
+        let deadline = h.clock.true_at(h.clock.local(t) + timeout, t);
+        self.trace.push(t, p, What::Send(op));
+        self.push(deadline, Ev::Timeout { p, inc, id });
+        let stmt = Stmt {
+            who: p,
+            inc,
+            id,
+            op,
+            ts,
+        };
+        if conn_down {
+            // The broken connection answers with an error; nothing reaches the database.
+            self.stats.errors += 1;
+            let h = self.host(p);
+            h.reply = Some(Reply::Error);
+            if let Some(d) = self.latency() {
+                self.push(t + d, Ev::Reply { p, inc, id });
+            }
+            return;
+        }
+        match self.latency() {
+            Some(d) => {
+                let slot = match self.free_slots.pop() {
+                    Some(slot) => {
+                        self.in_net[slot as usize] = stmt;
+                        slot
+                    }
+                    None => {
+                        self.in_net.push(stmt);
+                        (self.in_net.len() - 1) as u32
+                    }
+                };
+                self.push(t + d, Ev::Arrive(slot));
+            }
+            None => self.trace.push(t, p, What::Lost),
+        }
+    }
+
+    pub(super) fn fail_stmt(&mut self, stmt: Stmt) {
+        let t = self.t;
+        self.stats.errors += 1;
+        self.trace.push(t, DB, What::Exec(stmt.op, Outcome::Error));
+        self.reply(stmt, Reply::Error);
+    }
+
+    /// Stores the reply for the sender and sends it back, if the sender still waits for it.
+    pub(super) fn reply(&mut self, stmt: Stmt, reply: Reply) {
+        let t = self.t;
+        let p = stmt.who;
+        let h = self.host(p);
+        if !h.up || h.inc != stmt.inc || h.inflight.map(|(i, _)| i) != Some(stmt.id) {
+            return;
+        }
+        h.reply = Some(reply);
+        match self.latency() {
+            Some(d) => self.push(
+                t + d,
+                Ev::Reply {
+                    p,
+                    inc: stmt.inc,
+                    id: stmt.id,
+                },
+            ),
+            None => self.trace.push(t, DB, What::Lost),
+        }
+    }
+
+    /// Runs a statement at the database, now.
+    pub(super) fn execute(&mut self, stmt: Stmt) {
+        let t = self.t;
+        let now = db_time(t + self.db_offset);
+        let p = stmt.who;
+        let (i, n) = (usize::from(p), self.rust.len());
+        // Borrowed field by field (no clone per statement): the hot path allocates only the
+        // reference table's row copies.
+        let name: &str = if i < n {
+            &self.rust[i].host.name
+        } else {
+            &self.go[i - n].host.name
+        };
+        let mut takeover = None;
+        let (outcome, reply) = match stmt.op {
+            Op::Check { renew } => {
+                // The row as the statement found it: who held it, and since when.
+                let before = self.table.get(FLAG).map(|row| {
+                    let holder = row.holder.as_deref().unwrap_or("");
+                    let holder_pid = (0..self.rust.len() + self.go.len()).find(|&j| {
+                        let hn = if j < n {
+                            &self.rust[j].host.name
+                        } else {
+                            &self.go[j - n].host.name
+                        };
+                        hn == holder
+                    });
+                    (holder == name, holder_pid, row.timestamp)
+                });
+                let r = self.table.check(now, FLAG, name, renew, self.lease_micros);
+                if let (true, Some((false, holder, ts))) = (r.won, before) {
+                    let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
+                    takeover = Some((holder, age));
+                }
+                let version = r.row.as_ref().and_then(|row| row.version);
+                let outcome = if r.won {
+                    Outcome::Wrote(version.unwrap_or_default())
+                } else {
+                    Outcome::Unchanged(version)
+                };
+                (outcome, Reply::Check(r))
+            }
+            Op::Release { version } => {
+                let released = self.table.release(FLAG, name, version);
+                if released {
+                    self.notify_all(p);
+                    let (mut other_leads, mut other_up) = (false, false);
+                    for (_, r) in self.rust.iter().enumerate().filter(|(j, _)| *j != i) {
+                        other_leads |= r.leads;
+                        other_up |= r.host.up && !r.host.paused(t);
+                    }
+                    // A handover needs someone to hand over to: timed only when another
+                    // process is running.
+                    if !other_leads && other_up && self.handover_since.is_none() {
+                        self.handover_since = Some((t, p));
+                    }
+                }
+                let outcome = if released {
+                    Outcome::Wrote(version + 1)
+                } else {
+                    Outcome::Unchanged(None)
+                };
+                (outcome, Reply::Released(released))
+            }
+            Op::GoNow => (Outcome::Read, Reply::GoNow(now)),
+            Op::GoLoad => (
+                Outcome::Read,
+                Reply::GoLoad(go_model::load(&self.table, FLAG)),
+            ),
+            Op::GoInsert => {
+                let ok = go_model::insert(&mut self.table, FLAG, name, stmt.ts);
+                (go_outcome(ok, 0), Reply::GoWrote(ok))
+            }
+            Op::GoUpdateTimestamp { version } => {
+                let ok = go_model::update_timestamp(&mut self.table, FLAG, name, version, stmt.ts);
+                (go_outcome(ok, version + 1), Reply::GoWrote(ok))
+            }
+            Op::GoUpdateHolder { version } => {
+                let ok = go_model::update_holder(&mut self.table, FLAG, name, version, stmt.ts);
+                (go_outcome(ok, version + 1), Reply::GoWrote(ok))
+            }
+        };
+        if let Some((holder, age)) = takeover {
+            self.judge_takeover(p, holder, age);
+        }
+        self.trace.push(t, DB, What::Exec(stmt.op, outcome));
+        self.reply(stmt, reply);
+    }
+
+    /// `NOTIFY`: every other Rust process listens (Go processes do not).
+    pub(super) fn notify_all(&mut self, from: Pid) {
+        let t = self.t;
+        for q in 0..self.rust.len() {
+            let q = q as Pid;
+            if q == from || !self.rust[usize::from(q)].host.up {
+                continue;
+            }
+            if t < self.rust[usize::from(q)].host.conn_down_until {
+                continue; // its listening connection is down too
+            }
+            let inc = self.rust[usize::from(q)].host.inc;
+            if let Some(d) = self.latency() {
+                self.push(t + d, Ev::Notify { p: q, inc });
+            }
+        }
+    }
+}
+
+fn go_outcome(ok: bool, version: i64) -> Outcome {
+    if ok {
+        Outcome::Wrote(version)
+    } else {
+        Outcome::Unchanged(None)
+    }
+}

@@ -1,0 +1,515 @@
+//! The event loop: a binary heap of timed events and the state of the whole simulation. The
+//! handling is split by subject: `driver.rs` (the processes' drivers), `net.rs` (messages and
+//! the database), `faults.rs` (fault injection), `invariants.rs` (the judge, after every
+//! event).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use leadership_core::{Command, Failure as CoreFailure, Input, Precheck};
+
+use super::clock::LocalClock;
+use super::go_model::GoProc;
+use super::invariants::Violation;
+use super::process::{Host, Reply, RustProc, Stmt};
+use super::report::{Failure, Report, Stats};
+use super::rng::SimRng;
+use super::trace::{Pid, Trace, What, DB};
+use super::SimConfig;
+
+/// The flag every process competes for.
+pub(super) const FLAG: &str = "sim";
+/// How many of the last events a failure shows.
+const SHOWN: usize = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FaultKind {
+    Pause,
+    Crash,
+    Stall,
+    Conn,
+    Loss,
+    Slow,
+    Close,
+    Step,
+    Precheck,
+    DbStep,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Ev {
+    Start(Pid),
+    Wake {
+        p: Pid,
+        gen: u64,
+    },
+    /// A statement reaches the database: an index into `World::in_net`, which keeps the
+    /// heap's entries small.
+    Arrive(u32),
+    Reply {
+        p: Pid,
+        inc: u32,
+        id: u64,
+    },
+    Timeout {
+        p: Pid,
+        inc: u32,
+        id: u64,
+    },
+    Notify {
+        p: Pid,
+        inc: u32,
+    },
+    Fault(FaultKind),
+    StallEnd,
+    Drift(Pid),
+    Precheck {
+        p: Pid,
+        inc: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    t: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+// The heap is a max-heap: order reversed, earliest first, ties in insertion order.
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.t, other.seq).cmp(&(self.t, self.seq))
+    }
+}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.t, self.seq) == (other.t, other.seq)
+    }
+}
+impl Eq for Queued {}
+
+pub(super) struct World {
+    pub(super) config: SimConfig,
+    /// The faults at the configured intensity.
+    pub(super) faults: super::Faults,
+    /// The most the database's clock may step forward within one interval, if bounded.
+    pub(super) db_step_budget: Option<u64>,
+    /// Recent database clock steps (true time, size), within the last interval.
+    pub(super) db_steps: Vec<(u64, u64)>,
+    pub(super) core_configs: Vec<leadership_core::Config>,
+    pub(super) rng: SimRng,
+    heap: BinaryHeap<Queued>,
+    pub(super) seq: u64,
+    pub(super) t: u64,
+    pub(super) end: u64,
+    pub(super) rust: Vec<RustProc>,
+    pub(super) go: Vec<GoProc>,
+    pub(super) table: crate::table::RefTable,
+    pub(super) lease_micros: i64,
+    pub(super) interval_ns: u64,
+    /// The database holds statements until then.
+    pub(super) stall_until: u64,
+    pub(super) stall_fails: bool,
+    pub(super) stalled: Vec<Stmt>,
+    pub(super) loss_until: u64,
+    pub(super) slow_until: u64,
+    /// No fault is active from this true time on (unless another starts).
+    pub(super) quiet_since: u64,
+    /// How long a quiet stretch must last before someone must lead.
+    pub(super) liveness_window: u64,
+    /// Leaderless since this true time (`None`: someone leads).
+    pub(super) leaderless_since: Option<u64>,
+    pub(super) go_overlap_since: Option<u64>,
+    pub(super) rust_go_since: Option<u64>,
+    /// Largest token raised so far.
+    pub(super) last_token: Option<i64>,
+    /// A graceful release ran at the database at this time and nobody else leads yet.
+    pub(super) handover_since: Option<(u64, Pid)>,
+    pub(super) stats: Stats,
+    pub(super) trace: Trace,
+    pub(super) violation: Option<Violation>,
+    /// Commands drained from a core, reused.
+    pub(super) commands: Vec<Command>,
+    /// The last traced `Raised()` of each Go process.
+    pub(super) go_traced: Vec<bool>,
+    /// The instant of the previous invariant check.
+    pub(super) last_check: u64,
+    /// How far the database's clock has stepped forward (ns).
+    pub(super) db_offset: u64,
+    /// Statements on their way to the database, by slot.
+    pub(super) in_net: Vec<Stmt>,
+    /// Slots of `in_net` free for reuse.
+    pub(super) free_slots: Vec<u32>,
+}
+
+impl World {
+    pub(super) fn new(config: &SimConfig) -> World {
+        let mut rng = SimRng::new(config.seed);
+        let n = config.processes + config.go_peers;
+        let mut names = Vec::with_capacity(n);
+        names.extend((0..config.processes).map(|i| format!("r{i}")));
+        names.extend((0..config.go_peers).map(|i| format!("g{i}")));
+        let core_configs = names[..config.processes]
+            .iter()
+            .map(|name| config.core_config(name))
+            .collect();
+        let drift = config.faults.drift;
+        let bound = if drift.on {
+            drift.max_ppm
+        } else {
+            drift.base_ppm
+        };
+        let mut hosts: Vec<Host> = names
+            .iter()
+            .map(|name| {
+                // Each machine's monotonic clock has its own origin and rate error.
+                let origin = rng.below(1_000_000_000_000);
+                let ppm = rng.signed(bound);
+                Host::new(name.clone(), LocalClock::new(0, origin, ppm))
+            })
+            .collect();
+        let go_hosts = hosts.split_off(config.processes);
+        let rust = hosts.into_iter().map(RustProc::new).collect();
+        let go = go_hosts
+            .into_iter()
+            .map(|h| {
+                let r = rng.fork();
+                GoProc::new(h, r)
+            })
+            .collect();
+        let interval_ns = config.interval.as_nanos() as u64;
+        let core = config.core_config("x");
+        let lease_micros = if config.safeguards.expiry_check {
+            core.interval_micros()
+        } else {
+            // `timestamp < now() - lease` with a lease of minus a century: always true.
+            -3_155_760_000_000_000
+        };
+        let retry = core.retry_interval().as_nanos() as u64;
+        let latency = config.faults.latency;
+        let lat_max = (latency.min + latency.spread.max(latency.tail)).as_nanos() as u64;
+        // A lease (stretched by the slowest allowed clock), one check, a retry with its
+        // jitter, and a few round trips.
+        let drift_bound = if drift.on {
+            drift.max_ppm
+        } else {
+            drift.base_ppm
+        };
+        let liveness_window = interval_ns
+            + interval_ns * drift_bound / 1_000_000
+            + core.renew_interval().as_nanos() as u64
+            + 2 * retry
+            + 6 * lat_max;
+        let trace = Trace::new(names, config.full_trace);
+        let (faults, db_step_budget) = super::faults::db_step_budget(config, &core);
+        let mut world = World {
+            config: config.clone(),
+            faults,
+            db_step_budget,
+            db_steps: Vec::with_capacity(16),
+            core_configs,
+            rng,
+            heap: BinaryHeap::with_capacity(1024),
+            seq: 0,
+            t: 0,
+            end: config.duration.as_nanos() as u64,
+            rust,
+            go,
+            table: crate::table::RefTable::new(),
+            lease_micros,
+            interval_ns,
+            stall_until: 0,
+            stall_fails: false,
+            stalled: Vec::with_capacity(64),
+            loss_until: 0,
+            slow_until: 0,
+            quiet_since: 0,
+            liveness_window,
+            leaderless_since: Some(0),
+            go_overlap_since: None,
+            rust_go_since: None,
+            last_token: None,
+            handover_since: None,
+            stats: Stats::default(),
+            trace,
+            violation: None,
+            commands: Vec::with_capacity(16),
+            go_traced: vec![false; config.go_peers],
+            last_check: 0,
+            db_offset: 0,
+            in_net: Vec::with_capacity(64),
+            free_slots: Vec::with_capacity(64),
+        };
+        // Who starts first is the seed's choice too: all within the first 50 ms.
+        for p in 0..n {
+            let at = world.rng.below(50_000_000);
+            world.push(at, Ev::Start(p as Pid));
+        }
+        let f = world.faults;
+        let kinds = [
+            (FaultKind::Pause, f.pause),
+            (FaultKind::Crash, f.crash),
+            (FaultKind::Stall, f.stall),
+            (FaultKind::Conn, f.conn),
+            (FaultKind::Loss, f.loss),
+            (FaultKind::Slow, f.slow),
+            (FaultKind::Close, f.close),
+            (FaultKind::DbStep, f.db_step),
+        ];
+        for (kind, schedule) in kinds {
+            if let Some(s) = schedule {
+                world.schedule_fault(kind, s.every);
+            }
+        }
+        if f.drift.on {
+            world.schedule_fault(FaultKind::Step, f.drift.step_every);
+            for p in 0..n {
+                let at = world.rng.below(2 * f.drift.every.as_nanos() as u64);
+                world.push(at, Ev::Drift(p as Pid));
+            }
+        }
+        world
+    }
+
+    pub(super) fn push(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Queued {
+            t,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    pub(super) fn schedule_fault(&mut self, kind: FaultKind, every: Duration) {
+        let gap = self.rng.below(2 * every.as_nanos() as u64).max(1);
+        self.push(self.t + gap, Ev::Fault(kind));
+    }
+
+    pub(super) fn run(mut self) -> Report {
+        while let Some(q) = self.heap.pop() {
+            if q.t > self.end {
+                break;
+            }
+            self.t = q.t;
+            self.stats.events += 1;
+            self.dispatch(q.ev);
+            if self.violation.is_none() {
+                self.check();
+            }
+            if self.violation.is_some() {
+                break;
+            }
+        }
+        if self.violation.is_none() {
+            self.t = self.end;
+            self.check();
+        }
+        self.finish()
+    }
+
+    pub(super) fn finish(mut self) -> Report {
+        let t = self.t;
+        if let Some(since) = self.go_overlap_since.take() {
+            self.stats.go_overlaps.push(t - since);
+        }
+        if let Some(since) = self.rust_go_since.take() {
+            self.stats.rust_go_overlap_ns += t - since;
+        }
+        if let (Some(since), Some(_)) = (self.leaderless_since, self.stats.first_leader_ns) {
+            self.stats.leaderless_ns += t - since;
+        }
+        self.stats.simulated_ns = t;
+        self.stats.notified = self.rust.iter().map(|p| p.notified).sum();
+        self.stats.go_checks = self.go.iter().map(|g| g.checks).sum();
+        let state = self.describe_processes();
+        let failure = self.violation.take().map(|violation| Failure {
+            seed: self.config.seed,
+            violation,
+            at: t,
+            last_events: self.trace.render(&self.trace.last(SHOWN)),
+            state,
+            replay: self.config.replay_command(),
+        });
+        Report {
+            config: self.config,
+            stats: self.stats,
+            failure,
+            trace: self.trace,
+        }
+    }
+
+    // ---- Events ----------------------------------------------------------------------------
+
+    pub(super) fn is_rust(&self, p: Pid) -> bool {
+        usize::from(p) < self.rust.len()
+    }
+
+    pub(super) fn host(&mut self, p: Pid) -> &mut Host {
+        let n = self.rust.len();
+        let i = usize::from(p);
+        if i < n {
+            &mut self.rust[i].host
+        } else {
+            &mut self.go[i - n].host
+        }
+    }
+
+    pub(super) fn dispatch(&mut self, ev: Ev) {
+        let t = self.t;
+        match ev {
+            Ev::Start(p) => self.start(p),
+            Ev::Wake { p, gen } => {
+                let h = self.host(p);
+                if !h.up || h.gen != gen {
+                    return;
+                }
+                if h.paused(t) {
+                    let until = h.paused_until;
+                    return self.push(until, ev);
+                }
+                h.armed = None;
+                if self.is_rust(p) {
+                    let local = self.rust[usize::from(p)].host.clock.local(t);
+                    if let Some(flag) = &mut self.rust[usize::from(p)].flag {
+                        flag.handle_timeout(local);
+                    }
+                    self.drain(p);
+                } else {
+                    let next = self.go_mut(p).on_timer();
+                    self.go_act(p, next);
+                }
+            }
+            Ev::Arrive(slot) => {
+                let stmt = self.in_net[slot as usize];
+                self.free_slots.push(slot);
+                if self
+                    .config
+                    .undeclared_outage
+                    .is_some_and(|o| t >= o.as_nanos() as u64)
+                {
+                    self.trace.push(t, DB, What::Lost);
+                } else if t < self.stall_until {
+                    self.stalled.push(stmt);
+                } else {
+                    self.execute(stmt);
+                }
+            }
+            Ev::Reply { p, inc, id } => {
+                let h = self.host(p);
+                if !h.up || h.inc != inc || h.inflight.map(|(i, _)| i) != Some(id) {
+                    return; // stale: the driver gave up on it, or an earlier life sent it
+                }
+                if h.paused(t) {
+                    let until = h.paused_until;
+                    return self.push(until, ev);
+                }
+                let (_, op) = h.inflight.take().expect("checked above");
+                let reply = h.reply.take().unwrap_or(Reply::Error);
+                self.trace.push(t, p, What::Reply(op));
+                self.deliver(p, reply);
+            }
+            Ev::Timeout { p, inc, id } => {
+                let h = self.host(p);
+                if !h.up || h.inc != inc || h.inflight.map(|(i, _)| i) != Some(id) {
+                    return;
+                }
+                if h.paused(t) {
+                    let until = h.paused_until;
+                    return self.push(until, ev);
+                }
+                h.inflight = None;
+                h.reply = None;
+                self.stats.timeouts += 1;
+                self.trace.push(t, p, What::Timeout);
+                if self.is_rust(p) {
+                    self.feed(p, Input::Failed(CoreFailure::Timeout));
+                } else {
+                    self.deliver(p, Reply::Error);
+                }
+            }
+            Ev::Notify { p, inc } => {
+                let h = self.host(p);
+                if !h.up || h.inc != inc {
+                    return;
+                }
+                if h.paused(t) {
+                    let until = h.paused_until;
+                    return self.push(until, ev);
+                }
+                self.rust[usize::from(p)].notified += 1;
+                self.trace.push(t, p, What::Notified);
+                self.feed(p, Input::Notified);
+            }
+            Ev::Fault(kind) => self.fault(kind),
+            Ev::StallEnd => {
+                self.trace.push(t, DB, What::StallEnd);
+                let held = std::mem::take(&mut self.stalled);
+                for stmt in &held {
+                    if self.stall_fails {
+                        self.fail_stmt(*stmt);
+                    } else {
+                        self.execute(*stmt);
+                    }
+                }
+                self.stalled = held;
+                self.stalled.clear();
+            }
+            Ev::Precheck { p, inc } => {
+                let h = self.host(p);
+                if !h.up || h.inc != inc {
+                    return;
+                }
+                if h.paused(t) {
+                    let until = h.paused_until;
+                    return self.push(until, ev);
+                }
+                let ppm = self.faults.precheck.unwrap_or(0);
+                let draw = self.rng.below(1_000_000);
+                let answer = if draw < ppm {
+                    Precheck::Refuse
+                } else if draw < 2 * ppm {
+                    Precheck::Error
+                } else {
+                    Precheck::Pass
+                };
+                if answer != Precheck::Pass {
+                    // A refusal hands leadership over on purpose: a fault for liveness.
+                    self.stats.faults[FaultKind::Precheck as usize] += 1;
+                    self.quiet_until(t);
+                }
+                self.trace.push(t, p, What::Precheck(answer));
+                self.feed(p, Input::Precheck(answer));
+            }
+            Ev::Drift(p) => {
+                let d = self.faults.drift;
+                let ppm = self.rng.signed(d.max_ppm);
+                self.host(p).clock.set_rate(t, ppm);
+                self.trace.push(t, p, What::Drift(ppm));
+                self.rearm_after_clock_change(p);
+                let next = self.rng.below(2 * d.every.as_nanos() as u64).max(1);
+                self.push(t + next, Ev::Drift(p));
+            }
+        }
+    }
+
+    pub(super) fn go_mut(&mut self, p: Pid) -> &mut GoProc {
+        let n = self.rust.len();
+        &mut self.go[usize::from(p) - n]
+    }
+
+    pub(super) fn host_ref(&self, i: usize) -> &Host {
+        let n = self.rust.len();
+        if i < n {
+            &self.rust[i].host
+        } else {
+            &self.go[i - n].host
+        }
+    }
+}
