@@ -31,6 +31,12 @@ pub enum Command {
     Renewed(Lease),
     /// This process no longer leads.
     Lower(LowerReason),
+    /// A release follows this `Lower` (close, or a refused precheck): end the leader-only work
+    /// and reply [`Input::WorkStopped`](crate::Input::WorkStopped) once it has ended. The core
+    /// releases the row after that, or at the lease's deadline if the work takes longer, so the
+    /// next leader does not start while this one's work still runs. A driver with no work to
+    /// wait for replies at once.
+    StopWork,
     /// Something in the table is odd; log it. The core keeps going.
     Anomaly(Anomaly),
     /// [`Input::Close`](crate::Input::Close) is complete: nothing is pending, the driver may

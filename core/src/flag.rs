@@ -38,6 +38,10 @@ pub struct Flag {
     /// the row as of its start, so it may show one of our own writes: only a later version
     /// under our name is news.
     written: Option<i64>,
+    /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has; the
+    /// row is released once it has, or at this instant (the lease's deadline), whichever is
+    /// first, so the next leader never starts while this one's work still runs.
+    stopping: Option<Instant>,
     /// What the last check returned.
     seen: Option<Seen>,
     /// The latest `now` handed in; time never runs backwards inside the core.
@@ -67,6 +71,10 @@ enum Pending {
         renew: Option<i64>,
     },
     Release {
+        version: i64,
+    },
+    /// A release waits for the leader-only work to stop.
+    AwaitStop {
         version: i64,
     },
 }
@@ -124,6 +132,7 @@ impl Flag {
             recheck: false,
             uncertain: true,
             written: None,
+            stopping: None,
             seen: None,
             now,
             commands: Queue::new(),
@@ -185,6 +194,7 @@ impl Flag {
         };
         let check = match (self.pending, self.phase) {
             (Pending::Nothing, Phase::Running) => self.next_check,
+            (Pending::AwaitStop { .. }, _) => self.stopping,
             _ => None,
         };
         match (deadline, check) {
@@ -220,6 +230,7 @@ impl Flag {
             Input::Failed(failure) => self.on_failed(now, failure),
             Input::Precheck(answer) => self.on_precheck(now, answer),
             Input::Notified => self.on_notified(now),
+            Input::WorkStopped => self.work_stopped(),
             Input::Close => self.on_close(now),
         }
         // An input may arrive after a check fell due: serve it now, so that poll_timeout
@@ -236,7 +247,9 @@ impl Flag {
             return Ok(());
         };
         let expected = match (self.pending, got) {
-            (Pending::Nothing, _) => return Err(ContractError::NothingPending { got }),
+            (Pending::Nothing | Pending::AwaitStop { .. }, _) => {
+                return Err(ContractError::NothingPending { got })
+            }
             (Pending::Precheck, InputKind::Precheck) => None,
             (Pending::Precheck, _) => Some("a precheck answer"),
             (Pending::Check { .. }, InputKind::Checked | InputKind::Failed) => None,
@@ -278,8 +291,13 @@ impl Flag {
         self.commands.push(command);
     }
 
-    /// Starts the check that is due at `now`, if any.
+    /// Does what is due at `now`: the release that waited for work past its deadline, the next
+    /// check.
     fn fire_due(&mut self, now: Instant) {
+        if self.stopping.is_some_and(|by| now >= by) {
+            // The work had its whole lease to stop; the row cannot wait longer.
+            self.work_stopped();
+        }
         if let (Pending::Nothing, Phase::Running, Some(due)) =
             (self.pending, self.phase, self.next_check)
         {
@@ -322,10 +340,10 @@ impl Flag {
         if answer == Precheck::Pass {
             return self.send_check(now);
         }
-        // Refused or failed: step down, and hand the row over at once if it may be ours.
-        let held = self.step_down(LowerReason::PrecheckRefused);
+        // Refused or failed: step down, and hand the row over once the work has stopped.
+        let held = self.step_down_and_stop(LowerReason::PrecheckRefused);
         match held {
-            Some(version) => self.release(version),
+            Some(version) => self.release_when_stopped(version),
             None => self.schedule_retry(now),
         }
     }
@@ -492,7 +510,7 @@ impl Flag {
         if self.phase != Phase::Running {
             return;
         }
-        let held = self.step_down(LowerReason::Closed);
+        let held = self.step_down_and_stop(LowerReason::Closed);
         self.role = Role::Follower { ours: held };
         self.phase = Phase::Closing;
         self.next_check = None;
@@ -506,8 +524,26 @@ impl Flag {
         match self.role {
             Role::Follower {
                 ours: Some(version),
-            } => self.release(version),
+            } => self.release_when_stopped(version),
             _ => self.closed(),
+        }
+    }
+
+    /// Releases now, or once the work has stopped if it was told to.
+    fn release_when_stopped(&mut self, version: i64) {
+        if self.stopping.is_some() {
+            self.pending = Pending::AwaitStop { version };
+        } else {
+            self.release(version);
+        }
+    }
+
+    /// The leader-only work has stopped (or its time is up): release if that was all we
+    /// waited for.
+    fn work_stopped(&mut self) {
+        self.stopping = None;
+        if let Pending::AwaitStop { version } = self.pending {
+            self.release(version);
         }
     }
 
@@ -529,6 +565,20 @@ impl Flag {
     }
 
     // ---- Helpers ---------------------------------------------------------------------------
+
+    /// Lowers if leading and, since a release follows, asks for the leader-only work to stop
+    /// first; returns the version that may still be ours.
+    fn step_down_and_stop(&mut self, reason: LowerReason) -> Option<i64> {
+        if let Role::Leader(lease) = self.role {
+            self.commands.push(Command::Lower(reason));
+            self.commands.push(Command::StopWork);
+            self.stopping = Some(lease.deadline);
+            self.role = Role::Follower {
+                ours: Some(lease.version),
+            };
+        }
+        self.step_down(reason)
+    }
 
     /// Lowers if leading; returns the version that may still be ours.
     fn step_down(&mut self, reason: LowerReason) -> Option<i64> {

@@ -28,6 +28,9 @@ pub enum Input<'a> {
     /// The user asked to close: lower, release the row if held, then
     /// [`Command::Closed`](crate::Command::Closed).
     Close,
+    /// The leader-only work asked to stop by [`Command::StopWork`](crate::Command::StopWork)
+    /// has stopped. Never a contract error: a late one is ignored.
+    WorkStopped,
 }
 
 /// What the check statement returned.
@@ -95,7 +98,7 @@ impl Input<'_> {
             Input::Released { .. } => Some(InputKind::Released),
             Input::Failed(_) => Some(InputKind::Failed),
             Input::Precheck(_) => Some(InputKind::Precheck),
-            Input::Notified | Input::Close => None,
+            Input::Notified | Input::Close | Input::WorkStopped => None,
         }
     }
 }

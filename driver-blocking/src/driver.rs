@@ -39,6 +39,7 @@ enum Pending {
     Precheck(Precheck),
     Notified,
     Close,
+    WorkStopped,
 }
 
 struct Worker {
@@ -251,6 +252,7 @@ impl Driver {
             Pending::Precheck(p) => self.core.handle_input(now, Input::Precheck(*p)),
             Pending::Notified => self.core.handle_input(now, Input::Notified),
             Pending::Close => self.core.handle_input(now, Input::Close),
+            Pending::WorkStopped => self.core.handle_input(now, Input::WorkStopped),
         };
         // The loop replies to each statement once and drains after each input, so the core
         // never refuses an input; if it did, that is a bug in this file.
@@ -297,6 +299,8 @@ impl Driver {
                     self.shared.clear();
                     tracing::info!(name = %name, ?reason, "lowered");
                 }
+                // No leader-only work is tracked yet: it has stopped as soon as it is asked to.
+                Command::StopWork => self.inputs.push_back(Pending::WorkStopped),
                 Command::Anomaly(anomaly) => {
                     tracing::warn!(name = %name, ?anomaly, "odd row in the flags table");
                 }

@@ -179,6 +179,8 @@ impl Driver {
                     self.shared.clear();
                     info!(name = %self.name, process = %self.process, ?reason, "lowered: this process no longer leads");
                 }
+                // No leader-only work is tracked yet: it has stopped as soon as it is asked to.
+                Command::StopWork => self.input(Input::WorkStopped),
                 Command::Anomaly(anomaly) => {
                     warn!(name = %self.name, ?anomaly, "odd row in the flags table");
                 }

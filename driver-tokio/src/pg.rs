@@ -243,7 +243,7 @@ pub struct CheckRow {
 /// ```
 /// use leadership_tokio::pg::CheckRow;
 /// use tokio_postgres::types::Type;
-/// let columns = [(Type::INT4, Some(&[0u8, 0, 0, 1][..])); 6];
+/// let columns = std::array::from_fn(|_| (Type::INT4, Some(&[0u8, 0, 0, 1][..])));
 /// let e = CheckRow::from_columns(&columns).unwrap_err();
 /// assert_eq!(e.column, "won");
 /// ```

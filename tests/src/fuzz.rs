@@ -115,6 +115,7 @@ enum Event {
     Precheck(u8),
     Notified,
     Close,
+    WorkStopped,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -209,6 +210,7 @@ pub fn core_events(data: &[u8]) -> usize {
             ),
             Event::Notified => Input::Notified,
             Event::Close => Input::Close,
+            Event::WorkStopped => Input::WorkStopped,
         };
         // A contract error (Ok(Err(_))) is a typed answer, not a failure.
         let _ = flag

@@ -198,17 +198,16 @@ fn a_row_changed_while_our_renew_waited_for_the_lock_lowers() {
 }
 
 #[test]
-fn closing_lowers_first_then_releases() {
+fn closing_lowers_first_stops_the_work_then_releases() {
     let mut h = Harness::leader();
     let c = h.input(Input::Close);
-    assert_eq!(
-        c,
-        [
-            Command::Lower(LowerReason::Closed),
-            Command::Release { version: 0 }
-        ]
-    );
+    assert_eq!(c, [Command::Lower(LowerReason::Closed), Command::StopWork]);
     assert!(!h.flag.is_leader(h.now));
+    h.at(ms(30));
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 0 }]
+    );
     assert_eq!(
         h.input(Input::Released { released: true }),
         [Command::Closed]
@@ -223,10 +222,33 @@ fn closing_lowers_first_then_releases() {
 fn closing_during_a_check_releases_what_it_won_without_raising() {
     let mut h = Harness::leader();
     h.wake();
-    assert_eq!(h.input(Input::Close), [Command::Lower(LowerReason::Closed)]);
+    let c = h.input(Input::Close);
+    assert_eq!(c, [Command::Lower(LowerReason::Closed), Command::StopWork]);
     let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
-    assert_eq!(c, [Command::Release { version: 1 }]);
+    assert_eq!(c, [], "no raise; the release waits for the work");
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 1 }]
+    );
     assert_eq!(h.input(Input::Failed(Failure::Timeout)), [Command::Closed]);
+}
+
+#[test]
+fn closing_waits_for_the_work_no_longer_than_the_deadline() {
+    let mut h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    h.input(Input::Close);
+    assert_eq!(h.flag.poll_timeout(), Some(deadline));
+    assert_eq!(
+        h.wake(),
+        [Command::Release { version: 0 }],
+        "released at the deadline"
+    );
+    assert_eq!(h.input(Input::WorkStopped), [], "a late answer is harmless");
+    assert_eq!(
+        h.input(Input::Released { released: true }),
+        [Command::Closed]
+    );
 }
 
 #[test]
@@ -300,8 +322,12 @@ fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
         c,
         [
             Command::Lower(LowerReason::PrecheckRefused),
-            Command::Release { version: 0 }
+            Command::StopWork
         ]
+    );
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 0 }]
     );
     assert_eq!(h.input(Input::Released { released: true }), []);
     assert_eq!(

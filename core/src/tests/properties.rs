@@ -28,6 +28,7 @@ enum Step {
     Precheck(u8),
     Notified,
     Close,
+    WorkStopped,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +62,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(Step::Precheck),
         1 => Just(Step::Notified),
         1 => Just(Step::Close),
+        1 => Just(Step::WorkStopped),
     ]
 }
 
@@ -149,6 +151,7 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
             ),
             Step::Notified => Input::Notified,
             Step::Close => Input::Close,
+            Step::WorkStopped => Input::WorkStopped,
         };
         if let Err(refused) = flag.handle_input(now, input).map_err(fail)? {
             log.push(format!("{now:?} refused: {refused}"));

@@ -84,6 +84,7 @@ impl World {
                 break;
             }
             let mut precheck = false;
+            let mut stop_work = false;
             for c in &commands {
                 match *c {
                     Command::Check { renew } => {
@@ -95,6 +96,8 @@ impl World {
                         self.send(p, Op::Release { version }, db_time(0));
                     }
                     Command::RunPrecheck => precheck = true,
+                    // The modelled process has no leader-only work to wind down.
+                    Command::StopWork => stop_work = true,
                     Command::Raise(lease) => {
                         self.stats.raises += 1;
                         if lease.won_by == WonBy::TookOver {
@@ -152,6 +155,17 @@ impl World {
                         r.flag = None;
                         r.believed = false;
                         self.push(t + down, Ev::Start(p));
+                    }
+                }
+            }
+            if stop_work {
+                let local = self.rust[i].host.clock.local(t);
+                if let Some(flag) = &mut self.rust[i].flag {
+                    if let Err(e) = flag.handle_input(local, Input::WorkStopped) {
+                        self.violation = Some(Violation::Contract {
+                            who: self.rust[i].host.name.clone(),
+                            error: e.to_string(),
+                        });
                     }
                 }
             }
