@@ -1,0 +1,4 @@
+#![no_main]
+//! See `leadership_testkit::fuzz::simulation`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_testkit::fuzz::simulation(data));
