@@ -67,6 +67,24 @@ pub const RELEASE: &str = r#"WITH released AS (
 )
 SELECT pg_notify($4, name) FROM released"#;
 
+/// Every flag's row, for operators (`leadership status`). Parameter: `$1` a flag name, or NULL
+/// for all. Returns `name` (text), `holder` (text), `version` (bigint), `timestamp`
+/// (timestamptz), `now` (timestamptz), ordered by name.
+pub const STATUS: &str = r#"SELECT name, holder, version, "timestamp", now() AS now FROM {table}
+WHERE $1::text IS NULL OR name = $1 ORDER BY name"#;
+
+/// The operator's release (`leadership release`): like [`RELEASE`], but without knowing the
+/// version, so it needs no holder's cooperation; it still refuses unless `$2` holds the flag.
+/// Parameters: `$1` flag name, `$2` the holder to release, `$3` the notification channel.
+/// Returns one row per released row (zero or one), carrying the new `version`.
+pub const FORCE_RELEASE: &str = r#"WITH released AS (
+    UPDATE {table}
+    SET version = version + 1, "timestamp" = '1970-01-01 00:00:00+00'
+    WHERE name = $1 AND holder = $2 AND version < 9223372036854775807
+    RETURNING name, version
+)
+SELECT version, pg_notify($3, name) FROM released"#;
+
 /// Creates the table as the Go flag does. Run it inside a transaction after
 /// [`CREATE_LOCK`], so processes starting together on an empty database do not race
 /// (PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe under concurrency).
@@ -210,6 +228,10 @@ pub struct Statements {
     pub release: String,
     /// [`CREATE_TABLE`].
     pub create_table: String,
+    /// [`STATUS`].
+    pub status: String,
+    /// [`FORCE_RELEASE`].
+    pub force_release: String,
     /// `LISTEN` on [`Statements::channel`], quoted.
     pub listen: String,
     /// The notification channel: the table's own name, so flags in different tables do not
@@ -227,6 +249,8 @@ impl Statements {
             check: CHECK.replace("{table}", &quoted),
             release: RELEASE.replace("{table}", &quoted),
             create_table: CREATE_TABLE.replace("{table}", &quoted),
+            status: STATUS.replace("{table}", &quoted),
+            force_release: FORCE_RELEASE.replace("{table}", &quoted),
             listen: format!("LISTEN {}", quote(table.name())),
             channel: table.name().to_string(),
             regclass: quoted,
@@ -409,7 +433,15 @@ mod tests {
     fn statements_use_the_quoted_table_everywhere() {
         let t = Table::qualified("ops", "Flags \"x\"").unwrap();
         let s = Statements::new(&t);
-        assert!(!s.check.contains("{table}") && !s.release.contains("{table}"));
+        for text in [
+            &s.check,
+            &s.release,
+            &s.create_table,
+            &s.status,
+            &s.force_release,
+        ] {
+            assert!(!text.contains("{table}"), "{text}");
+        }
         assert!(s
             .check
             .contains(r#"INSERT INTO "ops"."Flags ""x""" AS flag"#));
