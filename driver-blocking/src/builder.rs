@@ -1,6 +1,7 @@
 //! Configuring and starting a flag.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use postgres::Socket;
 use crate::driver::{Driver, PrecheckFn};
 use crate::error::Error;
 use crate::flag::Flag;
+use crate::guard::Signals;
 use crate::worker::{Session, Setup};
 use leadership_tokio::lease::LeaseCell;
 
@@ -176,18 +178,20 @@ impl FlagBuilder {
             name: self.name.clone(),
             process: self.process.clone(),
             interval_micros: config.interval_micros(),
+            prefer_requests: AtomicBool::new(false),
         });
         let session = open_bounded(&setup, config.timeout())?;
 
         let shared = Arc::new(LeaseCell::new());
         let seed = self.seed.unwrap_or_else(random_seed);
-        let timeout = config.timeout();
+        let (timeout, interval) = (config.timeout(), config.interval());
         let core = Core::new(config, seed, shared.now());
         let (tx, rx) = mpsc::channel();
+        let signals = Arc::new(Signals::new(Arc::clone(&shared), tx.clone()));
         let metrics = Metrics::new(self.metrics_prefix.as_deref(), &self.name, &self.process);
         let mut driver = Driver::new(
             core,
-            Arc::clone(&shared),
+            (Arc::clone(&shared), Arc::clone(&signals)),
             setup,
             rx,
             tx.clone(),
@@ -201,9 +205,11 @@ impl FlagBuilder {
             .map_err(Error::Spawn)?;
         Ok(Flag {
             shared,
+            signals,
             tx,
             thread: Some(thread),
             timeout,
+            interval,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! wait for their reply is bounded by the statement timeout.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use leadership_tokio::pg::CheckRow;
 use postgres::CancelToken;
 
 use crate::error::Error;
+use crate::guard::Signals;
 use crate::worker::{self, Event, Reply, Request, Session, Setup};
 use leadership_tokio::lease::LeaseCell;
+use leadership_tokio::state::Holder;
 
 /// The user's precheck, with its error already turned into text for the log.
 pub(crate) type PrecheckFn = Box<dyn FnMut() -> Result<bool, String> + Send>;
@@ -29,6 +32,8 @@ pub(crate) enum Msg {
     Close(SyncSender<Result<(), Error>>),
     /// The handle was dropped: stop without releasing.
     Stop,
+    /// The last guard was dropped: the leader-only work may have stopped.
+    GuardsDropped,
 }
 
 /// An input produced by the loop itself, fed in once the commands are drained.
@@ -69,6 +74,10 @@ impl InFlight {
 pub(crate) struct Driver {
     core: Core,
     shared: Arc<LeaseCell>,
+    signals: Arc<Signals>,
+    /// The core asked for the leader-only work to stop ([`Command::StopWork`]) and has not
+    /// been told it has: the loop tells it once no guard is alive.
+    stopping: bool,
     setup: Arc<Setup>,
     rx: Receiver<Msg>,
     events: Sender<Msg>,
@@ -91,7 +100,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         core: Core,
-        shared: Arc<LeaseCell>,
+        (shared, signals): (Arc<LeaseCell>, Arc<Signals>),
         setup: Arc<Setup>,
         rx: Receiver<Msg>,
         events: Sender<Msg>,
@@ -102,6 +111,8 @@ impl Driver {
         Driver {
             core,
             shared,
+            signals,
+            stopping: false,
             setup,
             rx,
             events,
@@ -136,10 +147,21 @@ impl Driver {
             if self.core.is_closed() {
                 return self.finish();
             }
+            if self.stopping && self.signals.guards() == 0 {
+                // Guards made after the `Lower` are refused, so none can appear from here on.
+                self.stopping = false;
+                tracing::debug!(name = %self.setup.name, "leader-only work stopped");
+                self.inputs.push_back(Pending::WorkStopped);
+            }
             if let Some(input) = self.inputs.pop_front() {
                 self.feed(input);
                 continue;
             }
+            // A leader's statements (and a release after the work stops) must not wait behind
+            // the worker's watch for notifications, which only a follower needs.
+            let prefer =
+                self.core.is_leader(self.shared.now()) || self.stopping || self.in_flight.is_some();
+            self.setup.prefer_requests.store(prefer, Ordering::Relaxed);
             let wake = match (
                 self.core.poll_timeout(),
                 self.in_flight.as_ref().map(|f| f.deadline),
@@ -157,6 +179,8 @@ impl Driver {
                     self.closer = Some(reply);
                     self.inputs.push_back(Pending::Close);
                 }
+                // The loop's top looks at the count.
+                Ok(Msg::GuardsDropped) => {}
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return self.stop(),
                 Err(RecvTimeoutError::Timeout) => self.on_timer(),
             }
@@ -236,7 +260,18 @@ impl Driver {
     fn feed(&mut self, input: Pending) {
         let now = self.shared.now();
         let result = match &input {
-            Pending::Checked(row) => self.core.handle_input(now, Input::Checked(row.as_input())),
+            Pending::Checked(row) => {
+                let result = self.core.handle_input(now, Input::Checked(row.as_input()));
+                if let Some(seen) = self.core.seen() {
+                    let at = self
+                        .shared
+                        .at(seen.at)
+                        .unwrap_or_else(std::time::Instant::now);
+                    self.signals
+                        .set_holder(Holder::from_seen(&seen, row.holder.as_deref(), at));
+                }
+                result
+            }
             Pending::Released(released) => self.core.handle_input(
                 now,
                 Input::Released {
@@ -284,7 +319,7 @@ impl Driver {
                     self.inputs.push_back(Pending::Precheck(answer));
                 }
                 Command::Raise(lease) => {
-                    self.shared.publish(lease);
+                    self.signals.raise(lease);
                     if lease.won_by == WonBy::TookOver {
                         tracing::info!(name = %name, token = lease.token, "took over the flag: raised");
                     } else {
@@ -292,19 +327,21 @@ impl Driver {
                     }
                 }
                 Command::Renewed(lease) => {
-                    self.shared.publish(lease);
+                    self.signals.raise(lease);
                     tracing::debug!(name = %name, version = lease.version, "renewed");
                 }
                 Command::Lower(reason) => {
-                    self.shared.clear();
+                    // Every guard turns invalid and its waiters wake; watchers hear of it.
+                    self.signals.lower();
                     tracing::info!(name = %name, ?reason, "lowered");
                 }
-                // No leader-only work is tracked yet: it has stopped as soon as it is asked to.
-                Command::StopWork => self.inputs.push_back(Pending::WorkStopped),
+                // The guards were told by the `Lower` before it; the loop waits for them to be
+                // dropped without blocking (the core bounds the wait by the lease's deadline).
+                Command::StopWork => self.stopping = true,
                 Command::Anomaly(anomaly) => {
                     tracing::warn!(name = %name, ?anomaly, "odd row in the flags table");
                 }
-                Command::Closed => {}
+                Command::Closed => self.stopping = false,
             }
         }
     }
@@ -372,7 +409,7 @@ impl Driver {
     }
 
     fn finish(mut self) {
-        self.shared.clear();
+        self.signals.lower();
         self.metrics.state(false);
         let result = if self.release_failed {
             Err(Error::ReleaseFailed)
@@ -386,7 +423,7 @@ impl Driver {
     }
 
     fn stop(mut self) {
-        self.shared.clear();
+        self.signals.lower();
         self.metrics.state(false);
         self.abandon_quietly();
     }

@@ -2,6 +2,7 @@
 //! it, and watches for notifications while idle. The driver never waits on it for longer than
 //! the statement timeout: a worker that hangs is abandoned and a fresh one started.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -16,14 +17,19 @@ use crate::driver::Msg;
 use crate::error::Error;
 use crate::schema;
 
-/// How long an idle worker waits for a request before looking for notifications: a release's
-/// `NOTIFY` reaches the core at most about this late (losing it would only cost time).
-const NOTIFY_POLL: Duration = Duration::from_millis(20);
+/// How long an idle worker of a follower blocks on the socket waiting for a notification before
+/// it looks for a request. A notification wakes it at once, so a release reaches the core
+/// within about a round trip; a follower's scheduled check waits at most this long to be sent,
+/// a small part of the statement timeout, which counts from when the driver queued it.
+const NOTIFY_WAIT: Duration = Duration::from_millis(10);
 
-/// How long each look for notifications blocks. It must block a little: the client's runtime
-/// only reads the socket when it waits, so a look that never waits sees nothing new. A request
-/// arriving meanwhile waits at most this long.
-const NOTIFY_LOOK: Duration = Duration::from_millis(1);
+/// How long an idle worker of a leader waits for a request before it reads the socket (without
+/// waiting): a leader ignores notifications, and its renewals and release go out at once.
+const LEADER_IDLE: Duration = Duration::from_millis(20);
+
+/// After a notification, how long the worker waits for the check the core asks for at once,
+/// rather than going back to the socket and leaving it queued for up to [`NOTIFY_WAIT`].
+const CHECK_AFTER_NOTIFY: Duration = Duration::from_millis(50);
 
 /// Opens a connection with the caller's TLS setting (kept generic only in `start`).
 pub(crate) type ConnectFn =
@@ -38,6 +44,10 @@ pub(crate) struct Setup {
     pub(crate) name: String,
     pub(crate) process: String,
     pub(crate) interval_micros: i64,
+    /// Set by the driver while this process leads or is about to release: the worker then
+    /// waits on its requests rather than on the socket, so a renew or release is never held
+    /// up by a wait for notifications that the core would ignore.
+    pub(crate) prefer_requests: AtomicBool,
 }
 
 /// A statement for the worker, numbered so a late reply is never taken for a newer one's.
@@ -126,14 +136,20 @@ impl Session {
         result.unwrap_or_else(Reply::Failed)
     }
 
-    /// Whether a release of our flag was announced since the last look. Blocks about
-    /// [`NOTIFY_LOOK`].
-    fn notified(&mut self, setup: &Setup) -> Result<bool, postgres::Error> {
-        let mut hit = false;
+    /// Whether a release of our flag was announced: blocks until a notification arrives or
+    /// `wait` passes, then takes whatever else has already arrived without waiting again.
+    fn notified(&mut self, setup: &Setup, wait: Duration) -> Result<bool, postgres::Error> {
+        let ours = |n: &postgres::Notification| {
+            n.channel() == setup.statements.channel && n.payload() == setup.name
+        };
         let mut notifications = self.client.notifications();
-        let mut pending = notifications.timeout_iter(NOTIFY_LOOK);
-        while let Some(n) = pending.next()? {
-            hit |= n.channel() == setup.statements.channel && n.payload() == setup.name;
+        let Some(first) = notifications.timeout_iter(wait).next()? else {
+            return Ok(false);
+        };
+        let mut hit = ours(&first);
+        let mut rest = notifications.iter();
+        while let Some(n) = rest.next()? {
+            hit |= ours(&n);
         }
         Ok(hit)
     }
@@ -172,27 +188,43 @@ fn run(
     if !send(Event::Connected(session.cancel_token())) {
         return;
     }
+    // Requests first, without waiting; then the socket, where a notification wakes the
+    // worker at once.
+    let mut wait_for_request = Duration::ZERO;
     loop {
-        match rx.recv_timeout(NOTIFY_POLL) {
-            Ok(request) => {
-                let seq = match request {
-                    Request::Check { seq, .. } | Request::Release { seq, .. } => seq,
-                };
-                let reply = session.run(setup, request);
-                if !send(Event::Reply { seq, reply }) {
+        let leading = setup.prefer_requests.load(Ordering::Relaxed);
+        if leading {
+            wait_for_request = wait_for_request.max(LEADER_IDLE);
+        }
+        let request = match rx.recv_timeout(wait_for_request) {
+            Ok(request) => Some(request),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return, // abandoned or stopped
+        };
+        wait_for_request = Duration::ZERO;
+        if let Some(request) = request {
+            let seq = match request {
+                Request::Check { seq, .. } | Request::Release { seq, .. } => seq,
+            };
+            let reply = session.run(setup, request);
+            if !send(Event::Reply { seq, reply }) {
+                return;
+            }
+            continue;
+        }
+        let listen = if leading { Duration::ZERO } else { NOTIFY_WAIT };
+        match session.notified(setup, listen) {
+            Ok(true) => {
+                if !send(Event::Notified) {
                     return;
                 }
+                wait_for_request = CHECK_AFTER_NOTIFY;
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return, // abandoned or stopped
-        }
-        let notified = session.notified(setup);
-        if matches!(notified, Ok(true)) && !send(Event::Notified) {
-            return;
-        }
-        if let Err(e) = notified {
-            send(Event::Gone(e.to_string()));
-            return;
+            Ok(false) => {}
+            Err(e) => {
+                send(Event::Gone(e.to_string()));
+                return;
+            }
         }
         if session.client.is_closed() {
             send(Event::Gone("the connection was closed".into()));

@@ -16,10 +16,12 @@ use leadership_core::Config;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Socket;
 
-use crate::connection::Connector;
+use crate::backoff::Backoff;
+use crate::connection::{Connector, Link};
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::metrics::Metrics;
+use crate::set::FlagSet;
 
 /// The user's precheck, boxed: `Ok(true)` lets the check run, `Ok(false)` refuses, an error is
 /// logged and counts as a refusal.
@@ -266,7 +268,62 @@ impl FlagBuilder {
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        let mut config = Config::builder(self.name, self.process);
+        let config = self.config_for(&self.name)?;
+        let table = self.table?;
+        let mut pg = self.database.ok_or(Error::NoDatabase)??;
+        crate::pg::configure(&mut pg, &config);
+        let metrics = Metrics::new(
+            self.metrics_prefix.as_deref(),
+            config.name(),
+            config.process(),
+        );
+        let seed = self.seed.unwrap_or_else(random_seed);
+        let link = connect(pg, tls, &table, &config).await?;
+        let notifications = link.connector().listen(config.name());
+        Ok(Flag::spawn(
+            config,
+            seed,
+            link,
+            notifications,
+            metrics,
+            self.precheck,
+        ))
+    }
+
+    /// Like [`start`](FlagBuilder::start), for a [`FlagSet`] (see [`FlagSet::builder`]): validates
+    /// the settings, connects once and makes sure the table is usable; flags are added with
+    /// [`FlagSet::add`] and share that connection. The builder's flag name is not used.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let set = leadership_tokio::FlagSet::builder("pod-a")
+    ///     .connect_str("host=db user=app")
+    ///     .start_set(tokio_postgres::NoTls)
+    ///     .await?;
+    /// let shard = set.add("shard-1")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_set<T>(mut self, tls: T) -> Result<FlagSet, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        // The shared settings are checked now, with a stand-in name; each flag's name when
+        // it is added.
+        let config = self.config_for("flag-set")?;
+        let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
+        self.table = Ok(table.clone());
+        let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
+        crate::pg::configure(&mut pg, &config);
+        let link = connect(pg, tls, &table, &config).await?;
+        Ok(FlagSet::new(self, link))
+    }
+
+    /// The core's configuration for flag `name` with these settings.
+    pub(crate) fn config_for(&self, name: &str) -> Result<Config, Error> {
+        let mut config = Config::builder(name, self.process.as_str());
         if let Some(v) = self.interval {
             config = config.interval(v);
         }
@@ -282,33 +339,62 @@ impl FlagBuilder {
         if let Some(v) = self.retry {
             config = config.retry_interval(v);
         }
-        let config = config.precheck(self.precheck.is_some()).build()?;
-        let table = self.table?;
-        let mut pg = self.database.ok_or(Error::NoDatabase)??;
-        crate::pg::configure(&mut pg, &config);
+        Ok(config.precheck(self.precheck.is_some()).build()?)
+    }
+
+    /// Spawns the driver of flag `name` on `link`, with these settings; `seed` unless the
+    /// builder set one.
+    pub(crate) fn spawn_on(
+        &self,
+        link: &Arc<Link>,
+        name: &str,
+        seed: impl FnOnce(Option<u64>) -> u64,
+    ) -> Result<Flag, Error> {
+        let config = self.config_for(name)?;
+        let notifications = link
+            .connector()
+            .listen(config.name())
+            .ok_or_else(|| Error::DuplicateFlag(name.to_string()))?;
         let metrics = Metrics::new(
             self.metrics_prefix.as_deref(),
             config.name(),
             config.process(),
         );
-        let seed = self.seed.unwrap_or_else(random_seed);
-        let statements = Arc::new(Statements::new(&table));
-        let connector = Connector::new(pg, tls, statements, config.timeout());
-        let conn = connector.start(&table).await?;
         Ok(Flag::spawn(
             config,
-            seed,
-            connector,
-            conn,
+            seed(self.seed),
+            link.clone(),
+            Some(notifications),
             metrics,
-            self.precheck,
+            self.precheck.clone(),
         ))
     }
 }
 
+/// Connects once with every step bounded and typed, makes sure the table is usable, and
+/// wraps the connection for sharing.
+async fn connect<T>(
+    pg: tokio_postgres::Config,
+    tls: T,
+    table: &Table,
+    config: &Config,
+) -> Result<Arc<Link>, Error>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let statements = Arc::new(Statements::new(table));
+    let connector = Connector::new(pg, tls, statements, config.timeout());
+    let conn = connector.start(table).await?;
+    let backoff = Backoff::new(config.retry_interval(), config.interval() / 2);
+    Ok(Arc::new(Link::new(connector, conn, backoff)))
+}
+
 /// A seed from the standard library's per-process random hasher keys: enough to keep processes
 /// from sharing a schedule, without a dependency on `rand`.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()

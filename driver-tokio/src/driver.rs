@@ -1,5 +1,6 @@
-//! The loop: wait for the core's next wake-up, the pending statement's reply or the user's
-//! close; feed it to the core; carry out the commands. Every decision is the core's.
+//! The loop: wait for the core's next wake-up, the pending statement's reply, a notification,
+//! the leader-only work stopping, or the user's close; feed it to the core; carry out the
+//! commands. Every decision is the core's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,16 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
 use crate::builder::PrecheckFn;
-use crate::connection::{Conn, Connector};
+use crate::connection::{Conn, Link, NoConn};
 use crate::error::Error;
+use crate::guard::Signals;
 use crate::lease::LeaseCell;
 use crate::metrics::{Metrics, Statement};
 use crate::pg::{Chain, CheckRow, DecodeError};
+use crate::state::{Holder, State};
 
 /// The one statement or precheck in flight (the core never asks for two at once).
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -24,8 +26,6 @@ type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
 /// What a statement or precheck came back with.
 struct Done {
     reply: Reply,
-    /// The connection to keep: `None` after any failure, so the next statement reconnects.
-    conn: Option<Conn>,
     /// Which statement (None for a precheck).
     statement: Option<Statement>,
     elapsed: Duration,
@@ -66,9 +66,14 @@ impl std::fmt::Display for Why {
 pub(crate) struct Driver {
     core: Core,
     shared: Arc<LeaseCell>,
-    connector: Connector,
-    conn: Option<Conn>,
-    backoff: Backoff,
+    signals: Arc<Signals>,
+    /// A wake-up for each notified release of this flag (coalesced: one pending at most);
+    /// `None` once its route is gone, after which the flag only polls.
+    notifications: Option<mpsc::Receiver<()>>,
+    /// The core asked for the leader-only work to stop ([`Command::StopWork`]) and has not
+    /// been told it has.
+    stopping: bool,
+    link: Arc<Link>,
     metrics: Metrics,
     precheck: Option<PrecheckFn>,
     name: Arc<str>,
@@ -82,13 +87,12 @@ impl Driver {
     pub(crate) fn new(
         config: Config,
         seed: u64,
-        shared: Arc<LeaseCell>,
-        connector: Connector,
-        conn: Conn,
+        (shared, signals): (Arc<LeaseCell>, Arc<Signals>),
+        link: Arc<Link>,
+        notifications: Option<mpsc::Receiver<()>>,
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
     ) -> Driver {
-        let backoff = Backoff::new(config.retry_interval(), config.interval() / 2);
         metrics.state(false);
         Driver {
             name: config.name().into(),
@@ -97,9 +101,10 @@ impl Driver {
             timeout: config.timeout(),
             core: Core::new(config, seed, shared.now()),
             shared,
-            connector,
-            conn: Some(conn),
-            backoff,
+            signals,
+            notifications,
+            stopping: false,
+            link,
             metrics,
             precheck,
             release_failed: false,
@@ -110,7 +115,7 @@ impl Driver {
     pub(crate) async fn run(mut self, closed: oneshot::Receiver<()>) -> Result<(), Error> {
         let mut closed = Some(closed);
         let mut pending: Option<Pending> = None;
-        info!(name = %self.name, process = %self.process, table = %self.connector.statements().regclass, "competing for the flag");
+        info!(name = %self.name, process = %self.process, table = %self.link.connector().statements().regclass, "competing for the flag");
         loop {
             if let Some(next) = self.drain() {
                 pending = Some(next);
@@ -127,8 +132,6 @@ impl Driver {
                 .poll_timeout()
                 .and_then(|t| self.shared.at(t))
                 .map(tokio::time::Instant::from_std);
-            // A notification source (LISTEN) becomes one more arm here, feeding
-            // `Input::Notified`.
             tokio::select! {
                 biased;
                 asked = async { closed.as_mut().expect("guarded").await }, if closed.is_some() => {
@@ -142,6 +145,21 @@ impl Driver {
                 done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                     pending = None;
                     self.reply(done);
+                }
+                () = self.signals.guards_dropped(), if self.stopping => {
+                    self.stopping = false;
+                    debug!(name = %self.name, "leader-only work stopped");
+                    self.input(Input::WorkStopped);
+                }
+                note = recv(&mut self.notifications), if self.notifications.is_some() => {
+                    match note {
+                        Some(()) => {
+                            debug!(name = %self.name, "notified of a release; checking");
+                            self.input(Input::Notified);
+                        }
+                        // Cannot happen while the connector lives; stop listening if it does.
+                        None => self.notifications = None,
+                    }
                 }
                 () = sleep_until(wake), if wake.is_some() => {
                     self.core.handle_timeout(self.shared.now());
@@ -169,22 +187,28 @@ impl Driver {
                 Command::RunPrecheck => next = Some(self.run_precheck()),
                 Command::Raise(lease) => {
                     self.shared.publish(lease);
+                    self.publish_raised(lease);
                     info!(name = %self.name, process = %self.process, token = lease.token, won_by = ?lease.won_by, "raised: this process leads");
                 }
                 Command::Renewed(lease) => {
                     self.shared.publish(lease);
+                    self.publish_raised(lease);
                     debug!(name = %self.name, version = lease.version, "renewed");
                 }
                 Command::Lower(reason) => {
                     self.shared.clear();
+                    // Every guard's `lost()` fires now.
+                    self.signals.publish(State::Lowered);
                     info!(name = %self.name, process = %self.process, ?reason, "lowered: this process no longer leads");
                 }
-                // No leader-only work is tracked yet: it has stopped as soon as it is asked to.
-                Command::StopWork => self.input(Input::WorkStopped),
+                // The guards were told by the `Lower` before it; the loop waits for them to be
+                // dropped (the core bounds the wait by the lease's deadline).
+                Command::StopWork => self.stopping = true,
                 Command::Anomaly(anomaly) => {
                     warn!(name = %self.name, ?anomaly, "odd row in the flags table");
                 }
                 Command::Closed => {
+                    self.stopping = false;
                     info!(name = %self.name, process = %self.process, "closed");
                 }
             }
@@ -192,47 +216,49 @@ impl Driver {
         next
     }
 
-    /// The connection for the next statement: the current one, or a new one unless backing off.
-    fn connection(&mut self) -> Acquire {
-        // A connection the server closed (terminated backend, restart) is replaced before use,
-        // rather than failing one statement on it first.
-        match self.conn.take().filter(|c| !c.client.is_closed()) {
-            Some(conn) => Acquire::Have(conn),
-            None if self.backoff.ready(std::time::Instant::now()) => {
-                Acquire::Open(Box::pin(self.connector.open()))
-            }
-            None => Acquire::BackingOff,
+    fn publish_raised(&self, lease: leadership_core::Lease) {
+        if let Some(deadline) = self.shared.at(lease.deadline) {
+            self.signals.publish(State::Raised {
+                token: lease.token,
+                deadline,
+            });
         }
     }
 
     fn check(&mut self, renew: Option<i64>) -> Pending {
-        let acquire = self.connection();
         let (name, process, lease) = (self.name.clone(), self.process.clone(), self.lease_micros);
-        bounded(Statement::Check, self.timeout, async move {
-            let (conn, reconnected) = acquire.get().await?;
-            let row = conn
-                .client
-                .query_one(&conn.check, &[&&*name, &&*process, &renew, &lease])
-                .await
-                .map_err(Why::Statement)?;
-            let row = CheckRow::decode(&row).map_err(Why::Decode)?;
-            Ok((conn, reconnected, Reply::Checked(row)))
-        })
+        bounded(
+            Statement::Check,
+            self.timeout,
+            self.link.clone(),
+            move |conn| async move {
+                let row = conn
+                    .client
+                    .query_one(&conn.check, &[&&*name, &&*process, &renew, &lease])
+                    .await
+                    .map_err(Why::Statement)?;
+                let row = CheckRow::decode(&row).map_err(Why::Decode)?;
+                Ok(Reply::Checked(row))
+            },
+        )
     }
 
     fn release(&mut self, version: i64) -> Pending {
-        let acquire = self.connection();
         let (name, process) = (self.name.clone(), self.process.clone());
-        let channel = self.connector.statements().channel.clone();
-        bounded(Statement::Release, self.timeout, async move {
-            let (conn, reconnected) = acquire.get().await?;
-            let rows = conn
-                .client
-                .query(&conn.release, &[&&*name, &&*process, &version, &channel])
-                .await
-                .map_err(Why::Statement)?;
-            Ok((conn, reconnected, Reply::Released(!rows.is_empty())))
-        })
+        let channel = self.link.connector().statements().channel.clone();
+        bounded(
+            Statement::Release,
+            self.timeout,
+            self.link.clone(),
+            move |conn| async move {
+                let rows = conn
+                    .client
+                    .query(&conn.release, &[&&*name, &&*process, &version, &channel])
+                    .await
+                    .map_err(Why::Statement)?;
+                Ok(Reply::Released(!rows.is_empty()))
+            },
+        )
     }
 
     fn run_precheck(&mut self) -> Pending {
@@ -258,7 +284,6 @@ impl Driver {
             };
             Done {
                 reply: Reply::Precheck(answer),
-                conn: None,
                 statement: None,
                 elapsed: started.elapsed(),
                 failure: None,
@@ -268,23 +293,19 @@ impl Driver {
     }
 
     fn reply(&mut self, done: Done) {
-        if let Some(conn) = done.conn {
-            self.conn = Some(conn);
-        }
         if done.reconnected {
             self.metrics.reconnect();
         }
         let statement = done.statement.unwrap_or(Statement::Check);
         match &done.failure {
             _ if done.statement.is_none() => {}
-            None => self.backoff.succeeded(),
+            None => self.link.succeeded(),
             // Nothing was attempted: neither a new failure to back off from nor a statement
             // error to count.
             Some(why @ Why::BackingOff) => {
                 debug!(name = %self.name, process = %self.process, statement = statement.as_str(), "{why}");
             }
             Some(why) => {
-                self.backoff.failed(std::time::Instant::now());
                 let failure = match why {
                     Why::Timeout(_) => Failure::Timeout,
                     _ => Failure::Error,
@@ -298,6 +319,14 @@ impl Driver {
                 self.metrics.checked(row.won, done.elapsed);
                 debug!(name = %self.name, process = %self.process, won = row.won, holder = row.holder.as_deref(), version = row.version, latency = ?done.elapsed, "checked");
                 self.input(Input::Checked(row.as_input()));
+                if let Some(seen) = self.core.seen() {
+                    let at = self
+                        .shared
+                        .at(seen.at)
+                        .unwrap_or_else(std::time::Instant::now);
+                    self.signals
+                        .set_holder(Holder::from_seen(&seen, row.holder.as_deref(), at));
+                }
             }
             Reply::Released(released) => {
                 self.metrics.released(released, done.elapsed);
@@ -315,55 +344,54 @@ impl Driver {
     }
 }
 
-/// How a statement gets its connection.
-enum Acquire {
-    Have(Conn),
-    Open(Pin<Box<dyn Future<Output = Result<Conn, tokio_postgres::Error>> + Send>>),
-    BackingOff,
-}
-
-impl Acquire {
-    /// The connection, and whether it is new.
-    async fn get(self) -> Result<(Conn, bool), Why> {
-        match self {
-            Acquire::Have(conn) => Ok((conn, false)),
-            Acquire::Open(open) => open.await.map(|c| (c, true)).map_err(Why::Connect),
-            Acquire::BackingOff => Err(Why::BackingOff),
-        }
-    }
-}
-
-/// Bounds a statement (with its connecting) by the timeout. On expiry the future, and with it
-/// the connection and its socket, is dropped: a hung server or a black-holed network cannot
-/// hold a statement longer than the timeout.
-fn bounded(
-    statement: Statement,
-    timeout: Duration,
-    run: impl Future<Output = Result<(Conn, bool, Reply), Why>> + Send + 'static,
-) -> Pending {
+/// Bounds a statement (with its connecting) by the timeout. On a failure or expiry the
+/// connection is abandoned (its socket closed): a hung server or a black-holed network cannot
+/// hold a statement longer than the timeout, and the next statement reconnects.
+fn bounded<F, Fut>(statement: Statement, timeout: Duration, link: Arc<Link>, run: F) -> Pending
+where
+    F: FnOnce(Arc<Conn>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Reply, Why>> + Send + 'static,
+{
     Box::pin(async move {
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(timeout, run).await;
+        let mut used = None;
+        let result = tokio::time::timeout(timeout, async {
+            let (conn, reconnected) = link.get().await.map_err(|e| match e {
+                NoConn::BackingOff => Why::BackingOff,
+                NoConn::Connect(e) => Why::Connect(e),
+            })?;
+            used = Some(conn.clone());
+            run(conn).await.map(|reply| (reply, reconnected))
+        })
+        .await;
         let elapsed = started.elapsed();
-        let (reply, conn, failure, reconnected) = match result {
-            Ok(Ok((conn, reconnected, reply))) => (reply, Some(conn), None, reconnected),
-            Ok(Err(why)) => (Reply::Failed(Failure::Error), None, Some(why), false),
+        let (reply, failure, reconnected) = match result {
+            Ok(Ok((reply, reconnected))) => (reply, None, reconnected),
+            Ok(Err(why)) => (Reply::Failed(Failure::Error), Some(why), false),
             Err(_) => (
                 Reply::Failed(Failure::Timeout),
-                None,
                 Some(Why::Timeout(timeout)),
                 false,
             ),
         };
+        if let (Some(_), Some(conn)) = (&failure, &used) {
+            link.abandon(conn);
+        }
         Done {
             reply,
-            conn,
             statement: Some(statement),
             elapsed,
             failure,
             reconnected,
         }
     })
+}
+
+async fn recv(notifications: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match notifications {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

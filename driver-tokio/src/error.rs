@@ -86,6 +86,10 @@ pub enum Error {
     /// to expire.
     #[error("close did not finish within {0:?}; the flag is lowered, the row is left to expire")]
     CloseTimedOut(Duration),
+    /// [`FlagSet::add`](crate::FlagSet::add) was given the name of a flag of the set that is
+    /// still running: one process holds a flag once.
+    #[error("the set already runs flag {0:?}")]
+    DuplicateFlag(String),
     /// The driver task is gone (it panicked or its runtime shut down).
     #[error("the driver task is gone")]
     DriverGone,

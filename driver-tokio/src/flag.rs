@@ -4,23 +4,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::Config;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::{FlagBuilder, PrecheckFn};
-use crate::connection::{Conn, Connector};
+use crate::connection::Link;
 use crate::driver::Driver;
 use crate::error::Error;
+use crate::guard::{Guard, Signals};
 use crate::lease::{Lease, LeaseCell};
 use crate::metrics::Metrics;
+use crate::state::{Holder, State};
 
 /// A leadership flag competed for through a PostgreSQL table, driven by a tokio task.
 ///
-/// Build one with [`Flag::builder`]. Ask [`is_raised`](Flag::is_raised) before doing the
-/// leader's work; it is cheap and turns false at the lease's local deadline even while the
-/// driver is stuck in a statement. [`close`](Flag::close) hands the flag over at once;
-/// dropping the handle stops the task without releasing the row (others take over when the
-/// lease expires).
+/// Build one with [`Flag::builder`] (or add it to a [`FlagSet`](crate::FlagSet)). Ask
+/// [`is_raised`](Flag::is_raised) before doing the leader's work; it is cheap and turns false
+/// at the lease's local deadline even while the driver is stuck in a statement. Or wait with
+/// [`raised`](Flag::raised) for a [`Guard`] whose [`lost`](Guard::lost) fires when the term
+/// ends; [`subscribe`](Flag::subscribe) watches the [`State`]. [`close`](Flag::close) ends the
+/// guards, waits for them to be dropped and hands the flag over at once (the followers are
+/// notified); dropping the handle stops the task without releasing the row (others take over
+/// when the lease expires; guards see `lost()` fire).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), leadership_tokio::Error> {
@@ -42,6 +47,9 @@ use crate::metrics::Metrics;
 /// ```
 pub struct Flag {
     shared: Arc<LeaseCell>,
+    signals: Arc<Signals>,
+    /// Errs once the driver task has ended, whatever the way (its sender lives in the task).
+    alive: watch::Receiver<()>,
     close: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), Error>>>,
     close_bound: Duration,
@@ -69,28 +77,36 @@ impl Flag {
     pub(crate) fn spawn(
         config: Config,
         seed: u64,
-        connector: Connector,
-        conn: Conn,
+        link: Arc<Link>,
+        notifications: Option<mpsc::Receiver<()>>,
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
     ) -> Flag {
-        // A pending statement takes at most one timeout, the release another; one more for
-        // the scheduler's slack.
-        let close_bound = config.timeout() * 3;
+        // The leader-only work may take until the lease's deadline (less than one interval)
+        // to stop; a pending statement takes at most one timeout, the release another; one
+        // more for the scheduler's slack.
+        let close_bound = config.interval() + config.timeout() * 3;
         let shared = Arc::new(LeaseCell::new());
+        let signals = Arc::new(Signals::new());
         let (close, closed) = oneshot::channel();
+        let (alive_tx, alive) = watch::channel(());
         let driver = Driver::new(
             config,
             seed,
-            shared.clone(),
-            connector,
-            conn,
+            (shared.clone(), signals.clone()),
+            link,
+            notifications,
             metrics,
             precheck,
         );
-        let task = tokio::spawn(driver.run(closed));
+        let task = tokio::spawn(async move {
+            let _alive = alive_tx;
+            driver.run(closed).await
+        });
         Flag {
             shared,
+            signals,
+            alive,
             close: Some(close),
             task: Some(task),
             close_bound,
@@ -126,10 +142,87 @@ impl Flag {
         self.shared.lease()
     }
 
-    /// Lowers the flag, releases the row so another process takes over at once, and waits for
-    /// that, bounded by about three statement timeouts. `Ok` when the row was released or was
-    /// not ours; [`Error::ReleaseFailed`] or [`Error::CloseTimedOut`] when the others must wait
-    /// for the lease to expire instead. The flag is lowered in every case.
+    /// A receiver of the [`State`]: `Raised { token, deadline }` on a raise and on every
+    /// renew, `Lowered` when leadership ends. A watch keeps only the latest value, so a slow
+    /// reader may miss a short term; it never misses the latest state. The deadline is the
+    /// only authority while raised: a driver stuck in a hung statement publishes `Lowered`
+    /// late, but its deadline has passed on time (or use [`raised`](Flag::raised) and
+    /// [`Guard::lost`], which watch the clock too).
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: &leadership_tokio::Flag) {
+    /// use leadership_tokio::state::State;
+    /// let mut state = flag.subscribe();
+    /// while state.changed().await.is_ok() {
+    ///     match &*state.borrow() {
+    ///         State::Raised { token, .. } => println!("leading, token {token}"),
+    ///         State::Lowered => println!("following"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.signals.subscribe()
+    }
+
+    /// Resolves when this process leads, with a [`Guard`] for the term: its fencing token, its
+    /// deadline, and [`Guard::lost`], which fires when the term ends. Resolves at once if it
+    /// leads already. [`Error::DriverGone`] if the driver stopped (its task panicked).
+    ///
+    /// On [`close`](Flag::close) (and on a refused precheck) the row is released only after
+    /// every guard is dropped, or at the lease's deadline: drop the guard once the leader-only
+    /// work has stopped.
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
+    /// # async fn work(_token: i64) {}
+    /// let guard = flag.raised().await?;
+    /// tokio::select! {
+    ///     () = guard.lost() => println!("lost the lead"),
+    ///     () = work(guard.token()) => println!("done"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn raised(&self) -> Result<Guard, Error> {
+        let mut state = self.signals.subscribe();
+        let mut alive = self.alive.clone();
+        loop {
+            let raised = state.borrow_and_update().is_raised();
+            if raised {
+                if let Some(guard) = self.signals.guard() {
+                    return Ok(guard);
+                }
+            }
+            // Raised but past its deadline (the driver is stuck): wait for what comes next.
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return Err(Error::DriverGone) },
+                // Nobody sends on it: it returns only when the driver task has ended.
+                _ = alive.changed() => return Err(Error::DriverGone),
+            }
+        }
+    }
+
+    /// Who held the row at the last check, from what that check returned (no extra
+    /// statement): the holder's name, its token (the row's version), the lease's age by the
+    /// database's clock, whether it had expired. `None` before the first check returns.
+    ///
+    /// ```no_run
+    /// # fn demo(flag: &leadership_tokio::Flag) {
+    /// if let Some(holder) = flag.current_holder() {
+    ///     println!("{:?} holds it, lease {:?} old", holder.name, holder.lease_age);
+    /// }
+    /// # }
+    /// ```
+    pub fn current_holder(&self) -> Option<Holder> {
+        self.signals.holder()
+    }
+
+    /// Lowers the flag, ends every [`Guard`] (their [`lost`](Guard::lost) fires), waits until
+    /// they are dropped (at most until the lease's deadline), then releases the row so another
+    /// process takes over at once (its followers are notified), and waits for that, bounded by
+    /// one interval and three statement timeouts. `Ok` when the row was released or was not
+    /// ours; [`Error::ReleaseFailed`] or [`Error::CloseTimedOut`] when the others must wait for
+    /// the lease to expire instead. The flag is lowered in every case.
     ///
     /// ```no_run
     /// # async fn demo(flag: leadership_tokio::Flag) {
@@ -153,6 +246,7 @@ impl Flag {
             }
         };
         self.shared.clear();
+        self.signals.publish(State::Lowered);
         result
     }
 }
@@ -164,6 +258,8 @@ impl Drop for Flag {
             task.abort();
         }
         self.shared.clear();
+        // Guards outlive the handle: tell them the term is over.
+        self.signals.publish(State::Lowered);
     }
 }
 

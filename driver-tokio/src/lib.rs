@@ -39,13 +39,39 @@
 //!   exponential backoff after consecutive failures.
 //! - [`Flag::is_raised`] compares the lease's local deadline with the monotonic clock, so it
 //!   turns false at the deadline even while a statement hangs.
+//! - Every connection `LISTEN`s on the table's channel. A process that releases a flag (on
+//!   [`Flag::close`], or when its precheck refuses) notifies it, and the followers of that
+//!   flag check at once instead of at their next scheduled check: a graceful handover takes
+//!   milliseconds, not up to a lease. A lost notification only costs that time; Go processes
+//!   on the same table keep polling.
+//! - Leader-only work can be tied to the term: [`Flag::raised`] resolves with a [`Guard`]
+//!   (fencing token, deadline) whose [`Guard::lost`] fires when the term ends for any reason,
+//!   and on close the row is released only after every guard is dropped (bounded by the
+//!   lease's deadline), so the next leader never starts while this one's work still runs.
+//!   [`Flag::subscribe`] watches the [`State`]; [`Flag::current_holder`] says who held the row
+//!   at the last check.
+//! - A [`FlagSet`] runs many flags of one process over one connection.
+//!
+//! ```no_run
+//! # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
+//! # async fn leader_work(_token: i64) {}
+//! let guard = flag.raised().await?;
+//! tokio::select! {
+//!     () = guard.lost() => eprintln!("leadership ended; work abandoned"),
+//!     () = leader_work(guard.token()) => {}
+//! }
+//! drop(guard); // lets a close release the row
+//! flag.close().await?;
+//! # Ok(()) }
+//! ```
 //! - Logs go through `tracing` (info on raise, lower and release; debug per check), metrics
 //!   through `metrics` (see [`metrics`]).
 //!
 //! # Shared with the blocking driver
 //!
 //! [`pg`] (row decoding, error classification, connection settings), [`metrics`] (metric names
-//! and recording) and [`backoff`] have no async code; `leadership-blocking` uses them.
+//! and recording), [`backoff`], [`lease`] and [`state`] (what a flag reports: [`State`],
+//! [`Holder`]) have no async code; `leadership-blocking` uses them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -56,13 +82,19 @@ mod connection;
 mod driver;
 mod error;
 mod flag;
+mod guard;
 pub mod lease;
 pub mod metrics;
 pub mod pg;
 mod schema;
+mod set;
+pub mod state;
 
 pub use builder::FlagBuilder;
 pub use error::Error;
 pub use flag::Flag;
+pub use guard::Guard;
 pub use leadership_core::WonBy;
 pub use lease::Lease;
+pub use set::FlagSet;
+pub use state::{Holder, State};

@@ -405,3 +405,65 @@ fn the_go_flags_overlap_after_a_5s_pause_matches_the_measured_peer() {
     // the distribution is held to the single-pause prediction.
     assert!(q(10) > 1.7 && q(90) < 4.3, "p10 {} p90 {}", q(10), q(90));
 }
+
+// ---- Leader-only work and notifications ------------------------------------------------------
+
+#[test]
+fn without_release_after_work_the_next_leader_starts_while_the_work_runs() {
+    let report = first_failure(20, |seed| SimConfig {
+        safeguards: Safeguards {
+            release_after_work: false,
+            ..Safeguards::default()
+        },
+        ..config(seed, 3, 10, "close")
+    });
+    let f = report.failure.expect("found");
+    assert!(
+        matches!(f.violation, Violation::WorkStillRunning { .. }),
+        "{f}"
+    );
+    assert!(
+        f.replay.contains("--unsafe release-after-work"),
+        "{}",
+        f.replay
+    );
+}
+
+#[test]
+fn work_that_outlives_its_lease_is_cut_off_at_the_deadline_and_nobody_overlaps_it() {
+    // Closes and refusing prechecks stop the work; pauses freeze it; crashes end it.
+    let (mut stops, mut past) = (0, 0);
+    for seed in 0..200 {
+        let report = sim::run(&config(seed, 3, 10, "close,precheck,pause,crash,notify"));
+        clean(&report);
+        stops += report.stats.work_stops;
+        past += report.stats.work_past_deadline;
+    }
+    println!("{stops} stops of leader-only work, {past} outlived their lease");
+    assert!(stops > 500, "the work was told to stop often: {stops}");
+    assert!(past > 20, "the deadline bound was exercised: {past}");
+}
+
+#[test]
+fn lost_notifications_cost_only_time() {
+    let mean = |faults: &str| {
+        let mut handovers = Vec::new();
+        for seed in 0..100 {
+            let report = sim::run(&config(seed, 3, 10, faults));
+            clean(&report);
+            handovers.extend_from_slice(&report.stats.handovers);
+        }
+        assert!(
+            handovers.len() > 50,
+            "{faults}: {} handovers",
+            handovers.len()
+        );
+        Duration::from_nanos(handovers.iter().sum::<u64>() / handovers.len() as u64)
+    };
+    let (delivered, half_lost) = (mean("close"), mean("close,notify"));
+    println!("mean handover: {delivered:?} with every notification, {half_lost:?} with half lost");
+    // A follower whose notification is lost checks on its schedule: slower, never unsafe
+    // (`clean` above), and still within a lease and a check.
+    assert!(delivered < Duration::from_millis(20), "{delivered:?}");
+    assert!(half_lost > delivered * 5, "{half_lost:?} vs {delivered:?}");
+}

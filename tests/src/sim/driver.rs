@@ -6,9 +6,14 @@ use leadership_core::{Command, Failure as CoreFailure, Input, WonBy};
 use super::clock::db_time;
 use super::go_model::GoNext;
 use super::invariants::Violation;
-use super::process::{Core, Reply};
+use super::process::{Core, Reply, Work};
 use super::trace::{Op, Pid, What};
 use super::world::{Ev, World};
+
+/// How often the leader-only work takes long to stop (up to 1.5 leases), in ppm.
+const WORK_LONG_PPM: u64 = 200_000;
+/// The longest a quick stop takes (ns).
+const WORK_SHORT_MAX: u64 = 50_000_000;
 
 impl World {
     pub(super) fn start(&mut self, p: Pid) {
@@ -96,7 +101,6 @@ impl World {
                         self.send(p, Op::Release { version }, db_time(0));
                     }
                     Command::RunPrecheck => precheck = true,
-                    // The modelled process has no leader-only work to wind down.
                     Command::StopWork => stop_work = true,
                     Command::Raise(lease) => {
                         self.stats.raises += 1;
@@ -115,11 +119,13 @@ impl World {
                             }
                         }
                         self.last_token = Some(lease.token);
+                        self.rust[i].lease_deadline = lease.deadline;
                         self.believe(p);
                     }
                     Command::Renewed(lease) => {
                         self.stats.renewals += 1;
                         self.trace.push(t, p, What::Renewed(lease.version));
+                        self.rust[i].lease_deadline = lease.deadline;
                         self.believe(p);
                     }
                     Command::Lower(reason) => {
@@ -159,15 +165,7 @@ impl World {
                 }
             }
             if stop_work {
-                let local = self.rust[i].host.clock.local(t);
-                if let Some(flag) = &mut self.rust[i].flag {
-                    if let Err(e) = flag.handle_input(local, Input::WorkStopped) {
-                        self.violation = Some(Violation::Contract {
-                            who: self.rust[i].host.name.clone(),
-                            error: e.to_string(),
-                        });
-                    }
-                }
+                self.stop_work(p);
             }
             if precheck {
                 // The user's function runs on the process for up to a millisecond.
@@ -184,6 +182,82 @@ impl World {
                 who: self.rust[i].host.name.clone(),
                 what: b.to_string(),
             });
+        }
+    }
+
+    /// `StopWork`: the leader-only work winds down, for a while drawn by the seed: mostly
+    /// quickly, sometimes longer than the lease (then the core releases at the deadline).
+    /// With the `release-after-work` safeguard off, the driver tells the core at once that
+    /// it has stopped, as a driver without guards would.
+    fn stop_work(&mut self, p: Pid) {
+        let t = self.t;
+        let i = usize::from(p);
+        let long = self.rng.chance_ppm(WORK_LONG_PPM);
+        let most = if long {
+            self.interval_ns * 3 / 2
+        } else {
+            WORK_SHORT_MAX
+        };
+        let delay = self.rng.below(most).max(1);
+        self.stats.work_stops += 1;
+        let r = &mut self.rust[i];
+        r.works += 1;
+        let id = r.works;
+        r.work = Some(Work {
+            id,
+            until: r.lease_deadline,
+        });
+        self.trace.push(t, p, What::StopWork(t + delay));
+        self.push(t + delay, Ev::WorkStopped { p, work: id });
+        // Handing the flag over waits for the work, on purpose: no leader meanwhile.
+        let bound = delay.min(self.interval_ns);
+        self.quiet_until(t + bound);
+        if !self.config.safeguards.release_after_work {
+            // Inside `drain`: its loop carries out what the core says next.
+            self.tell_work_stopped(p, false);
+        }
+    }
+
+    /// The modelled work numbered `work` has stopped: it no longer runs, and the driver tells
+    /// the core (if it still listens: the process may have closed or crashed meanwhile).
+    pub(super) fn work_stopped(&mut self, p: Pid, work: u64) {
+        let t = self.t;
+        let i = usize::from(p);
+        if self.rust[i].work.map(|w| w.id) != Some(work) {
+            return; // ended by a crash, or superseded
+        }
+        if self.rust[i].host.up && self.rust[i].host.paused(t) {
+            // Frozen with its process.
+            let until = self.rust[i].host.paused_until;
+            return self.push(until, Ev::WorkStopped { p, work });
+        }
+        let w = self.rust[i].work.take().expect("checked above");
+        if self.rust[i].host.clock.local(t) >= w.until {
+            self.stats.work_past_deadline += 1;
+        }
+        self.trace.push(t, p, What::WorkStopped);
+        if self.config.safeguards.release_after_work {
+            self.tell_work_stopped(p, true);
+        }
+    }
+
+    fn tell_work_stopped(&mut self, p: Pid, drain: bool) {
+        let i = usize::from(p);
+        if !self.rust[i].host.up {
+            return;
+        }
+        let local = self.rust[i].host.clock.local(self.t);
+        if let Some(flag) = &mut self.rust[i].flag {
+            if let Err(e) = flag.handle_input(local, Input::WorkStopped) {
+                self.violation = Some(Violation::Contract {
+                    who: self.rust[i].host.name.clone(),
+                    error: e.to_string(),
+                });
+                return;
+            }
+        }
+        if drain {
+            self.drain(p);
         }
     }
 

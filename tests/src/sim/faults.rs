@@ -94,6 +94,7 @@ impl World {
                         let r = &mut self.rust[usize::from(p)];
                         r.flag = None;
                         r.believed = false;
+                        r.work = None; // the work dies with its process
                     } else {
                         self.go_mut(p).raised = false;
                         self.trace_go(p, false);

@@ -10,6 +10,11 @@
 //! - **liveness**: once no fault has been active for longer than a lease plus a check (plus
 //!   a retry), someone leads at every instant (in a fleet with Go peers: no leaderless
 //!   stretch lasts that long, since the Go flag may let its own lease lapse).
+//! - **work stops first**: no process leads while leader-only work that another term was told
+//!   to stop ([`Command::StopWork`](leadership_core::Command::StopWork)) still runs. Work runs
+//!   until its modelled stop, or until its lease's deadline by its process's clock (then its
+//!   guard is invalid, and the core releases the row whatever the work does); a paused
+//!   process's work is frozen, so it runs until that deadline.
 //! - **handover** (when asked): after a graceful release, another process leads within one
 //!   check.
 
@@ -53,6 +58,13 @@ pub enum Violation {
         /// Quiet for this long (ns).
         quiet_for: u64,
     },
+    /// A process led while the leader-only work of an earlier term, told to stop, still ran.
+    WorkStillRunning {
+        /// The process that leads.
+        leader: String,
+        /// The process whose work runs.
+        worker: String,
+    },
     /// After a graceful release, nobody else led within one check.
     SlowHandover {
         /// How long since the release (ns).
@@ -83,6 +95,7 @@ impl Violation {
             Violation::TookLiveLease { .. } => "go-rule",
             Violation::NoLeader { .. } => "liveness",
             Violation::SlowHandover { .. } => "handover",
+            Violation::WorkStillRunning { .. } => "work-stops-first",
             Violation::Contract { .. } => "contract",
             Violation::CorePromise { .. } => "core-promise",
         }
@@ -119,6 +132,10 @@ impl fmt::Display for Violation {
                 f,
                 "handover: nobody else leads {} after a graceful release",
                 Secs(*waited)
+            ),
+            Violation::WorkStillRunning { leader, worker } => write!(
+                f,
+                "{leader} leads while {worker}'s leader-only work, told to stop, still runs"
             ),
             Violation::CorePromise { who, what } => {
                 write!(f, "{who}'s core broke a promise: {what}")
@@ -202,6 +219,15 @@ impl World {
                 }
             }
         }
+        if let Some(leader) = first {
+            if let Some(worker) = (0..self.rust.len()).find(|&j| self.work_runs(j)) {
+                self.violation = Some(Violation::WorkStillRunning {
+                    leader: self.rust[leader].host.name.clone(),
+                    worker: self.rust[worker].host.name.clone(),
+                });
+                return;
+            }
+        }
         let go_leaders = self.go.iter().filter(|g| g.host.up && g.raised).count();
         if go_leaders > 0 {
             // A Go process took the released flag: that is a handover too.
@@ -265,6 +291,12 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Whether process `j`'s work, told to stop, still runs now (see [`Work`](super::process::Work)).
+    pub(super) fn work_runs(&self, j: usize) -> bool {
+        let r = &self.rust[j];
+        r.work.is_some_and(|w| r.host.clock.local(self.t) < w.until)
     }
 
     /// Rust process `who` won a check that displaced `holder` (a process id, if the row

@@ -11,8 +11,9 @@
 //!
 //! After every event the [`invariants`] are checked: never two Rust processes answering
 //! `is_leader(local_now) == true`, fencing tokens of successive leaders strictly increasing,
-//! no Rust takeover of a lease still live by the Go rule, someone leading after a quiet
-//! stretch, and (when asked) a quick handover after a graceful release.
+//! no Rust takeover of a lease still live by the Go rule, nobody leading while leader-only work
+//! told to stop still runs, someone leading after a quiet stretch, and (when asked) a quick
+//! handover after a graceful release.
 //!
 //! # Running it
 //!
@@ -34,10 +35,16 @@
 //!   ~20 s) and small forward steps. The core sees only its own clock, and the database's
 //!   time in rows. `dbstep` steps the database's clock forward.
 //! - Messages: every request, reply and notification has its own latency (0.1–1 ms, a tail
-//!   to 20 ms); `loss` and `slow` windows lose or delay them (past the timeout).
+//!   to 20 ms); `loss` and `slow` windows lose or delay them (past the timeout); `notify` loses
+//!   half the notifications besides.
 //! - The driver: one statement at a time; gives up after the timeout and replies
 //!   `Failed(Timeout)`; the statement may still run later. A crashed process's statements
 //!   still run. `RELEASE` notifies every other running Rust process.
+//! - Leader-only work: on `StopWork` (close, refused precheck) it winds down for a time the
+//!   seed draws (mostly under 50 ms, one time in five up to 1.5 leases), then the driver
+//!   answers `WorkStopped`. It is frozen while its process is paused, ends with a crash, and
+//!   outlives a close. Past its lease's deadline it no longer counts: its guard is invalid and
+//!   the core has released the row without it.
 //! - Faults, each on a schedule (mean gap, duration range; `--intensity` multiplies the
 //!   rate): `pause` (SIGSTOP: events wait, the clock runs, its belief is still judged),
 //!   `crash` (down, then a fresh core under the same name), `stall` (the database holds
@@ -334,6 +341,9 @@ pub struct Faults {
     /// [`DEFAULT_DB_STEP`] keeps that sum within 90% of the room (18 ms for a 2 s lease,
     /// 100 ms margin and 4% drift); any other maximum is used as given, with no budget.
     pub db_step: Option<Schedule>,
+    /// Each notification is lost with this probability (ppm), on top of the loss windows: a
+    /// listening connection dropped, a notification queue overflowed. Only speed may suffer.
+    pub notify_loss: Option<u64>,
 }
 
 /// The default maximum database clock step: stands for "within the budget the safety
@@ -341,8 +351,9 @@ pub struct Faults {
 pub const DEFAULT_DB_STEP: Duration = Duration::from_millis(10);
 
 /// The fault names [`Faults::parse`] knows.
-pub const FAULT_NAMES: [&str; 10] = [
+pub const FAULT_NAMES: [&str; 11] = [
     "pause", "crash", "stall", "drift", "loss", "conn", "close", "slow", "precheck", "dbstep",
+    "notify",
 ];
 
 impl Faults {
@@ -362,6 +373,7 @@ impl Faults {
             drift: Drift::default(),
             precheck: None,
             db_step: None,
+            notify_loss: None,
         }
     }
 
@@ -393,6 +405,7 @@ impl Faults {
                         ..Schedule::new(120_000, 0, 0)
                     })
                 }
+                "notify" => f.notify_loss = Some(500_000),
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}; known: {}, all, none",
@@ -441,6 +454,7 @@ impl Faults {
             self.slow.is_some(),
             self.precheck.is_some(),
             self.db_step.is_some(),
+            self.notify_loss.is_some(),
         ];
         FAULT_NAMES
             .iter()
@@ -464,6 +478,10 @@ pub struct Safeguards {
     /// The deadline counts from when the winning check was sent. Off: from when its reply
     /// arrived, so a slow reply stretches the belief past the lease.
     pub deadline_from_send: bool,
+    /// On a close or a refused precheck, the row is released only after the leader-only work
+    /// has stopped (or at the deadline). Off: the driver says the work stopped at once, as a
+    /// driver without guards would, so the next leader can start while it still runs.
+    pub release_after_work: bool,
 }
 
 impl Default for Safeguards {
@@ -472,12 +490,18 @@ impl Default for Safeguards {
             local_deadline: true,
             expiry_check: true,
             deadline_from_send: true,
+            release_after_work: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 3] = ["local-deadline", "expiry-check", "deadline-from-send"];
+pub const SAFEGUARD_NAMES: [&str; 4] = [
+    "local-deadline",
+    "expiry-check",
+    "deadline-from-send",
+    "release-after-work",
+];
 
 impl Safeguards {
     /// Switches off the safeguards in a comma-separated list of [`SAFEGUARD_NAMES`].
@@ -488,6 +512,7 @@ impl Safeguards {
                 "local-deadline" => s.local_deadline = false,
                 "expiry-check" => s.expiry_check = false,
                 "deadline-from-send" => s.deadline_from_send = false,
+                "release-after-work" => s.release_after_work = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -505,6 +530,7 @@ impl Safeguards {
             !self.local_deadline,
             !self.expiry_check,
             !self.deadline_from_send,
+            !self.release_after_work,
         ];
         SAFEGUARD_NAMES
             .iter()

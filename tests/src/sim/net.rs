@@ -208,6 +208,13 @@ impl World {
             if t < self.rust[usize::from(q)].host.conn_down_until {
                 continue; // its listening connection is down too
             }
+            if let Some(ppm) = self.faults.notify_loss {
+                if self.rng.chance_ppm(ppm) {
+                    self.stats.lost += 1;
+                    self.trace.push(t, q, What::Lost);
+                    continue;
+                }
+            }
             let inc = self.rust[usize::from(q)].host.inc;
             if let Some(d) = self.latency() {
                 self.push(t + d, Ev::Notify { p: q, inc });

@@ -237,6 +237,25 @@ pub struct RustProc {
     pub lead_until: Option<Instant>,
     /// Notifications handed to the core.
     pub notified: u64,
+    /// The deadline of the latest lease raised or renewed (local), for the work told to stop.
+    pub lease_deadline: Instant,
+    /// Leader-only work told to stop ([`Command::StopWork`]) and still running.
+    pub work: Option<Work>,
+    /// Numbers the work, so that a stop event of older work is not taken for newer.
+    pub works: u64,
+}
+
+/// Leader-only work winding down after `StopWork`: it runs until its stop event, or until the
+/// deadline of its lease by the process's clock, after which the work's guard is invalid and
+/// the work is the user's to fence (the core releases the row then whatever the work does). A
+/// paused process's work is frozen and so runs until that deadline. A crash ends it; a close
+/// does not (the program goes on after `close()` returns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Work {
+    /// Its number.
+    pub id: u64,
+    /// The lease's deadline, local.
+    pub until: Instant,
 }
 
 impl RustProc {
@@ -250,6 +269,9 @@ impl RustProc {
             leads: false,
             lead_until: None,
             notified: 0,
+            lease_deadline: Instant::ZERO,
+            work: None,
+            works: 0,
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct Stats {
     pub gaps: Vec<u64>,
     /// Release at the database → another process leads (ns).
     pub handovers: Vec<u64>,
+    /// Leader-only work told to stop (`StopWork`).
+    pub work_stops: u64,
+    /// Work that stopped only after its lease's deadline: the core released without it.
+    pub work_past_deadline: u64,
     /// Two Go processes raised at once: the stretches (ns).
     pub go_overlaps: Vec<u64>,
     /// A Rust and a Go process both leading at once (ns in total; the Go one's belief).
@@ -200,6 +204,13 @@ impl Report {
             s.anomalies,
             s.notified
         );
+        if s.work_stops > 0 {
+            let _ = writeln!(
+                out,
+                "  leader-only work   told to stop {} times; {} outlived the lease (released at the deadline)",
+                s.work_stops, s.work_past_deadline
+            );
+        }
         let _ = writeln!(out, "  trace digest       {:016x}", self.digest());
         match &self.failure {
             None => {

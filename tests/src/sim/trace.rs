@@ -114,6 +114,10 @@ pub enum What {
     DbStep(u64),
     /// The precheck answered (only refusals and errors are shown in the timeline).
     Precheck(leadership_core::Precheck),
+    /// The leader-only work was told to stop; it stops at the given true time.
+    StopWork(u64),
+    /// The leader-only work stopped (the driver then tells the core `WorkStopped`).
+    WorkStopped,
 }
 
 /// One record: when (true ns), who, what.
@@ -331,6 +335,8 @@ impl fmt::Display for Describe<'_> {
             What::Pause(until) => write!(f, "PAUSED until {}", Secs(until)),
             What::Crash(until) => write!(f, "CRASHED, restarts at {}", Secs(until)),
             What::Close => write!(f, "close() asked"),
+            What::StopWork(at) => write!(f, "work told to stop; stops at {}", Secs(at)),
+            What::WorkStopped => write!(f, "work stopped"),
             What::Closed(until) => write!(f, "closed; comes back at {}", Secs(until)),
             What::Stall(until, fail) => write!(
                 f,

@@ -68,6 +68,11 @@ pub(super) enum Ev {
         p: Pid,
         inc: u32,
     },
+    /// The leader-only work numbered `work` stops.
+    WorkStopped {
+        p: Pid,
+        work: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -487,6 +492,7 @@ impl World {
                 self.trace.push(t, p, What::Precheck(answer));
                 self.feed(p, Input::Precheck(answer));
             }
+            Ev::WorkStopped { p, work } => self.work_stopped(p, work),
             Ev::Drift(p) => {
                 let d = self.faults.drift;
                 let ppm = self.rng.signed(d.max_ppm);

@@ -1,0 +1,91 @@
+//! [`FlagSet`]: many flags of one process over one connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::builder::{random_seed, FlagBuilder};
+use crate::connection::Link;
+use crate::error::Error;
+use crate::flag::Flag;
+
+/// Many flags (different names, one process, one table) over one connection: a process that
+/// owns 100 shards competes for 100 flags without opening 100 connections.
+///
+/// Each flag keeps its own core and its own small driver task, and is a [`Flag`] like any
+/// other (`is_raised`, `lease`, `raised`, `subscribe`, `current_holder`, `close`). Their
+/// statements share the set's connection (pipelined by `tokio-postgres`) and its `LISTEN`;
+/// notifications are routed to the flag they name. A failed or timed-out statement abandons
+/// the shared connection, so the other flags' statements in flight on it fail too and are
+/// retried on a new one (a leader keeps its lease through that until its deadline). The
+/// connection lives while the set or any of its flags does.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), leadership_tokio::Error> {
+/// use leadership_tokio::FlagSet;
+/// let set = FlagSet::builder("pod-a")
+///     .connect_str("host=db user=app")
+///     .start_set(tokio_postgres::NoTls)
+///     .await?;
+/// let shards: Vec<_> = (0..100)
+///     .map(|i| set.add(format!("shard-{i}")))
+///     .collect::<Result<_, _>>()?;
+/// let leading = shards.iter().filter(|f| f.is_raised()).count();
+/// for shard in shards {
+///     shard.close().await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct FlagSet {
+    settings: FlagBuilder,
+    link: Arc<Link>,
+    added: AtomicU64,
+}
+
+impl std::fmt::Debug for FlagSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlagSet")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlagSet {
+    /// Starts building a set for process `process`: the same settings as
+    /// [`Flag::builder`] (connection, table, interval, metrics, precheck…), shared by every
+    /// flag of the set; finish with [`FlagBuilder::start_set`].
+    ///
+    /// ```
+    /// let builder = leadership_tokio::FlagSet::builder("pod-a");
+    /// ```
+    pub fn builder(process: impl Into<String>) -> FlagBuilder {
+        FlagBuilder::new(String::new(), process.into())
+    }
+
+    pub(crate) fn new(settings: FlagBuilder, link: Arc<Link>) -> FlagSet {
+        FlagSet {
+            settings,
+            link,
+            added: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts competing for flag `name` on the set's connection. Fails with
+    /// [`Error::Config`] for an invalid name, [`Error::DuplicateFlag`] if a flag of that name
+    /// added earlier is still running (close or drop it first). Needs to be called within a
+    /// tokio runtime.
+    ///
+    /// ```no_run
+    /// # fn demo(set: &leadership_tokio::FlagSet) -> Result<(), leadership_tokio::Error> {
+    /// let flag = set.add("shard-7")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add(&self, name: impl Into<String>) -> Result<Flag, Error> {
+        let n = self.added.fetch_add(1, Ordering::Relaxed);
+        // Flags of a set must not share a schedule: spread a given seed, or draw one.
+        self.settings
+            .spawn_on(&self.link, &name.into(), |seed| match seed {
+                Some(seed) => seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                None => random_seed(),
+            })
+    }
+}
