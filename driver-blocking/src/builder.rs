@@ -8,7 +8,7 @@ use std::time::Duration;
 use leadership_core::sql::{Statements, Table};
 use leadership_core::{Config, ConfigBuilder, Flag as Core};
 use leadership_tokio::metrics::Metrics;
-use leadership_tokio::pg::application_name;
+use leadership_tokio::pg::Tuning;
 use postgres::tls::{MakeTlsConnect, TlsConnect};
 use postgres::Socket;
 
@@ -235,28 +235,28 @@ fn open_bounded(setup: &Arc<Setup>, timeout: Duration) -> Result<Session, Error>
     })?
 }
 
-/// The settings of `leadership_tokio::pg::configure` (which takes a `tokio_postgres::Config`),
-/// keeping what the caller set: a name to find the backend by, a connect timeout, and TCP
-/// settings that make a dead peer or a black-holed network fail the socket within about one
-/// lease, so an abandoned connection does not linger.
+/// Applies the drivers' shared [`Tuning`] to a `postgres::Config`, keeping what the caller set:
+/// a name to find the backend by, a connect timeout, and TCP settings that make a dead peer or a
+/// black-holed network fail the socket within about one lease.
 fn tune(pg: &mut postgres::Config, config: &Config) {
+    // The policy is shared with the tokio driver; only the configuration type differs.
+    let t = Tuning::for_config(config);
     if pg.get_application_name().is_none() {
-        pg.application_name(&application_name(config.process()));
+        pg.application_name(&t.application_name);
     }
     if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(config.timeout());
+        pg.connect_timeout(t.connect_timeout);
     }
     if pg.get_tcp_user_timeout().is_none() {
-        pg.tcp_user_timeout(config.interval());
+        pg.tcp_user_timeout(t.tcp_user_timeout);
     }
     pg.keepalives(true);
-    // Keepalives only matter on an idle connection; a check runs every interval/2 at most.
-    pg.keepalives_idle((config.interval() / 2).max(Duration::from_secs(1)));
+    pg.keepalives_idle(t.keepalives_idle);
     if pg.get_keepalives_interval().is_none() {
-        pg.keepalives_interval((config.interval() / 4).max(Duration::from_secs(1)));
+        pg.keepalives_interval(t.keepalives_interval);
     }
     if pg.get_keepalives_retries().is_none() {
-        pg.keepalives_retries(3);
+        pg.keepalives_retries(t.keepalives_retries);
     }
 }
 

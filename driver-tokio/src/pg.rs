@@ -36,12 +36,55 @@ pub fn application_name(process: &str) -> String {
     name
 }
 
-/// Applies the driver's connection settings to the user's configuration, keeping what the user
-/// set explicitly: `application_name` ([`application_name`]), a connect timeout of
-/// `config.timeout()`, and TCP settings that make a dead peer or a black-holed network fail the
-/// socket within about one lease (`tcp_user_timeout` = interval, keepalives every interval/4
-/// after interval/2 idle). The driver also bounds every statement itself; these only make sure
-/// a connection it abandoned does not linger in the kernel.
+/// The connection settings a driver adds to the user's, unless the user set them:
+/// `application_name` ([`application_name`]), a connect timeout of `config.timeout()`, and TCP
+/// settings that make a dead peer or a black-holed network fail the socket within about one
+/// lease (`tcp_user_timeout` = interval, keepalives every interval/4 after interval/2 idle).
+/// The driver also bounds every statement itself; these only make sure a connection it
+/// abandoned does not linger in the kernel. One policy for both drivers: each applies it to its
+/// own configuration type ([`configure`] for tokio-postgres).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// `leadership:<process>`.
+    pub application_name: String,
+    /// The statement timeout.
+    pub connect_timeout: Duration,
+    /// The lease.
+    pub tcp_user_timeout: Duration,
+    /// Always set: keepalives only matter on an idle connection, and a check runs at least
+    /// every interval/2.
+    pub keepalives_idle: Duration,
+    /// Between probes.
+    pub keepalives_interval: Duration,
+    /// Probes before the socket fails.
+    pub keepalives_retries: u32,
+}
+
+impl Tuning {
+    /// The settings for a flag's configuration.
+    ///
+    /// ```
+    /// use leadership_core::Config;
+    /// use std::time::Duration;
+    /// let config = Config::builder("report", "pod-a").interval(Duration::from_secs(8)).build()?;
+    /// let tuning = leadership_tokio::pg::Tuning::for_config(&config);
+    /// assert_eq!(tuning.tcp_user_timeout, Duration::from_secs(8));
+    /// assert_eq!(tuning.keepalives_idle, Duration::from_secs(4));
+    /// # Ok::<(), leadership_core::ConfigError>(())
+    /// ```
+    pub fn for_config(config: &Config) -> Tuning {
+        Tuning {
+            application_name: application_name(config.process()),
+            connect_timeout: config.timeout(),
+            tcp_user_timeout: config.interval(),
+            keepalives_idle: (config.interval() / 2).max(Duration::from_secs(1)),
+            keepalives_interval: (config.interval() / 4).max(Duration::from_secs(1)),
+            keepalives_retries: 3,
+        }
+    }
+}
+
+/// Applies [`Tuning`] to a tokio-postgres configuration, keeping what the user set.
 ///
 /// ```
 /// use leadership_core::Config;
@@ -54,23 +97,23 @@ pub fn application_name(process: &str) -> String {
 /// # Ok::<(), leadership_core::ConfigError>(())
 /// ```
 pub fn configure(pg: &mut tokio_postgres::Config, config: &Config) {
+    let t = Tuning::for_config(config);
     if pg.get_application_name().is_none() {
-        pg.application_name(application_name(config.process()));
+        pg.application_name(&t.application_name);
     }
     if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(config.timeout());
+        pg.connect_timeout(t.connect_timeout);
     }
     if pg.get_tcp_user_timeout().is_none() {
-        pg.tcp_user_timeout(config.interval());
+        pg.tcp_user_timeout(t.tcp_user_timeout);
     }
     pg.keepalives(true);
-    // Keepalives only matter on an idle connection; a check runs every interval/2 at most.
-    pg.keepalives_idle((config.interval() / 2).max(Duration::from_secs(1)));
+    pg.keepalives_idle(t.keepalives_idle);
     if pg.get_keepalives_interval().is_none() {
-        pg.keepalives_interval((config.interval() / 4).max(Duration::from_secs(1)));
+        pg.keepalives_interval(t.keepalives_interval);
     }
     if pg.get_keepalives_retries().is_none() {
-        pg.keepalives_retries(3);
+        pg.keepalives_retries(t.keepalives_retries);
     }
 }
 
