@@ -11,7 +11,7 @@
 //! `seed`), `process` (default `peer-<pid>`), `interval` (`2s`), `timeout` (`1s`), `jitter`
 //! (`0.2`), `poll` (`10ms`), `duration` (`0` = until a signal), `flags` (hold this many flags,
 //! `<name>`, `<name>-1`, …, each its own connection; only the first is reported; for memory
-//! figures).
+//! and load figures), `set` (no value: hold them all in one `FlagSet`, over one connection).
 //!
 //! Output: one JSON line once started (`raised:false`), then one on every change of
 //! `is_raised()` seen by polling every `poll`, and one on every renewal while raised; raised
@@ -40,6 +40,7 @@ struct Args {
     poll: Duration,
     duration: Duration,
     flags: usize,
+    set: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -68,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
         poll: Duration::from_millis(10),
         duration: Duration::ZERO,
         flags: 1,
+        set: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -92,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
             "poll" => a.poll = duration(&value()?)?,
             "duration" => a.duration = duration(&value()?)?,
             "flags" => a.flags = value()?.parse().map_err(|e| format!("flags: {e}"))?,
+            "set" => a.set = true,
             _ => return Err(format!("unknown flag {arg}")),
         }
     }
@@ -113,13 +116,37 @@ async fn main() {
         eprintln!("peer: {e}");
         std::process::exit(2)
     });
+    let name = |i: usize| match i {
+        0 => args.name.clone(),
+        _ => format!("{}-{i}", args.name),
+    };
     let mut flags = Vec::with_capacity(args.flags);
-    for i in 0..args.flags {
-        let name = match i {
-            0 => args.name.clone(),
-            _ => format!("{}-{i}", args.name),
-        };
-        let started = Flag::builder(name, args.process.as_str())
+    // `--set`: every flag over one connection (a `FlagSet`) instead of one connection each.
+    let set = match args.set {
+        false => None,
+        true => {
+            let set = leadership_tokio::FlagSet::builder(args.process.as_str())
+                .connect_str(&args.url)
+                .interval(args.interval)
+                .timeout(args.timeout)
+                .jitter(args.jitter)
+                .start_set(tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("peer {}: start failed: {e}", args.process);
+                    std::process::exit(1);
+                });
+            for i in 0..args.flags {
+                flags.push(set.add(name(i)).unwrap_or_else(|e| {
+                    eprintln!("peer {}: add failed: {e}", args.process);
+                    std::process::exit(1);
+                }));
+            }
+            Some(set)
+        }
+    };
+    for i in 0..if set.is_some() { 0 } else { args.flags } {
+        let started = Flag::builder(name(i), args.process.as_str())
             .connect_str(&args.url)
             .interval(args.interval)
             .timeout(args.timeout)

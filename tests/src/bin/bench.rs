@@ -701,7 +701,8 @@ fn total_calls(pg: &PgServer) -> u64 {
 
 /// N flags at interval 2 s: Rust as one process holding N flags (N connections), Go as N
 /// processes. Server statements/s and CPU over 20 s.
-fn fleet(imp: &Arc<Impl>, pg: &PgServer, sizes: &[usize]) -> String {
+/// `set`: our flags in one `FlagSet` over one connection (`tokio_peer --set`).
+fn fleet(imp: &Arc<Impl>, pg: &PgServer, sizes: &[usize], set: bool) -> String {
     let mut out = String::new();
     let _ = pg.psql("create role f1 superuser login");
     for &n in sizes {
@@ -721,6 +722,9 @@ fn fleet(imp: &Arc<Impl>, pg: &PgServer, sizes: &[usize]) -> String {
                 .arg("f1");
             if flags > 1 {
                 c.arg("--flags").arg(flags.to_string());
+            }
+            if set {
+                c.arg("--set");
             }
             c.stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -746,8 +750,9 @@ fn fleet(imp: &Arc<Impl>, pg: &PgServer, sizes: &[usize]) -> String {
         let cpu = (t1.saturating_sub(t0)) as f64 / hz / secs * 100.0;
         let _ = writeln!(
             out,
-            "| {n} flags, interval 2 s | {} | {:.0} statements/s | server CPU {:.1}% of one core | {:.1} µs CPU per statement |",
+            "| {n} flags, interval 2 s | {}{} | {:.0} statements/s | server CPU {:.1}% of one core | {:.1} µs CPU per statement |",
             imp.name,
+            if set { " (one FlagSet)" } else { "" },
             stmts,
             cpu,
             cpu / 100.0 / stmts.max(1e-9) * 1e6
@@ -1084,6 +1089,8 @@ fn main() {
             .open(p)
             .expect("open csv")
     }));
+    // `fleet --set`: the Rust peers hold their flags in one `FlagSet`.
+    let set = args.iter().any(|a| a == "--set");
     let sizes: Vec<usize> = get("--sizes")
         .unwrap_or_else(|| "10,100".into())
         .split(',')
@@ -1130,7 +1137,7 @@ fn main() {
                 ),
                 "coldstart" => coldstart(imp, &pg, trials.unwrap_or(30)),
                 "memory" => memory(imp, &pg),
-                "fleet" => fleet(imp, &pg, &sizes),
+                "fleet" => fleet(imp, &pg, &sizes, set && imp.name != "go"),
                 "ceiling" => {
                     let _ = pg.psql(TABLE);
                     let secs = get("--secs").and_then(|s| s.parse().ok()).unwrap_or(30);
