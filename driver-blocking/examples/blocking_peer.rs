@@ -28,93 +28,24 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use leadership_blocking::Flag;
+
+#[path = "../../driver-tokio/examples/common/peer_args.rs"]
+mod peer_args;
+use peer_args::{parse_args, unix_ns};
 use tokio::signal::unix::{signal, SignalKind};
-
-struct Args {
-    url: String,
-    name: String,
-    process: String,
-    interval: Duration,
-    timeout: Duration,
-    jitter: f64,
-    poll: Duration,
-    duration: Duration,
-    flags: usize,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ns" => v / 1e9,
-        "us" | "µs" => v / 1e6,
-        "ms" => v / 1e3,
-        "s" | "" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        url: String::new(),
-        name: "seed".into(),
-        process: format!("peer-{}", std::process::id()),
-        interval: Duration::from_secs(2),
-        timeout: Duration::from_secs(1),
-        jitter: 0.2,
-        poll: Duration::from_millis(10),
-        duration: Duration::ZERO,
-        flags: 1,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let flag = arg.trim_start_matches('-');
-        let (key, inline) = match flag.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (flag.to_string(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or(format!("{arg} needs a value"))
-        };
-        match key.as_str() {
-            "url" => a.url = value()?,
-            "name" => a.name = value()?,
-            "process" => a.process = value()?,
-            "interval" => a.interval = duration(&value()?)?,
-            "timeout" => a.timeout = duration(&value()?)?,
-            "jitter" => a.jitter = value()?.parse().map_err(|e| format!("jitter: {e}"))?,
-            "poll" => a.poll = duration(&value()?)?,
-            "duration" => a.duration = duration(&value()?)?,
-            "flags" => a.flags = value()?.parse().map_err(|e| format!("flags: {e}"))?,
-            _ => return Err(format!("unknown flag {arg}")),
-        }
-    }
-    if a.url.is_empty() {
-        return Err("--url is required".into());
-    }
-    Ok(a)
-}
-
-fn unix_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
 
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("peer: {e}");
         std::process::exit(2)
     });
+    if args.set {
+        eprintln!("peer: --set is the tokio driver's FlagSet; the blocking driver has none");
+        std::process::exit(2);
+    }
     let mut flags = Vec::with_capacity(args.flags);
     for i in 0..args.flags {
         let name = match i {
