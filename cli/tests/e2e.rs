@@ -28,11 +28,13 @@ fn signal(child: &Child, signal: libc::c_int) {
 }
 
 /// The child both tools run: on start it records any earlier child still alive (an overlap),
-/// then its token and pid; on SIGTERM it records its stop and exits.
+/// then its token and pid; on SIGTERM it records its stop and exits. Alive means a process state
+/// other than zombie in `/proc/<pid>/stat`: a killed child whose parent died stays a zombie until
+/// init reaps it, and `kill -0` would count that corpse as running (stopped still counts).
 fn script(log: &Path) -> String {
     let log = log.display();
     format!(
-        r#"for p in $(awk '$1 == "start" {{print $3}}' {log}); do kill -0 $p 2>/dev/null && echo "overlap $p" >> {log}; done
+        r#"for p in $(awk '$1 == "start" {{print $3}}' {log}); do s=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ] && echo "overlap $p" >> {log}; done
 echo "start $LEADERSHIP_TOKEN $$ $LEADERSHIP_PROCESS" >> {log}
 trap 'echo "stop $LEADERSHIP_TOKEN $$" >> {log}; exit 0' TERM
 while :; do sleep 0.05; done"#
