@@ -57,6 +57,6 @@ impl From<leadership_tokio::Error> for Failure {
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Failure {
         // Before a session exists, every error is about reaching the server or logging in.
-        Failure::new(CONNECT, leadership_tokio::pg::Chain(&e).to_string())
+        Failure::new(CONNECT, leadership_tokio::internal::Chain(&e).to_string())
     }
 }

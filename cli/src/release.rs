@@ -4,7 +4,7 @@ use crate::args::Release;
 use crate::connect::{connect, table};
 use crate::exit::{Failure, FAILURE, NOT_HOLDER};
 use leadership_core::sql::Statements;
-use leadership_tokio::pg::Chain;
+use leadership_tokio::internal::Chain;
 
 pub async fn release(args: Release) -> Result<i32, Failure> {
     let client = connect(&args.connection).await?;

@@ -9,7 +9,7 @@ use crate::connect::{connect, table};
 use crate::exit::{Failure, FAILURE};
 use leadership_core::sql::Statements;
 use leadership_core::DbTime;
-use leadership_tokio::pg::{Chain, PgTime};
+use leadership_tokio::internal::{Chain, PgTime};
 
 /// One row, judged.
 struct Line {

@@ -11,7 +11,7 @@ use crate::connect::{connect, table};
 use crate::exit::Failure;
 use crate::signals::Signals;
 use leadership_core::sql::Statements;
-use leadership_tokio::pg::PgTime;
+use leadership_tokio::internal::PgTime;
 
 /// Nanoseconds since the Unix epoch, now.
 fn unix_ns() -> i64 {
@@ -98,7 +98,7 @@ async fn observe(args: &Watch, process: &str, signals: &mut Signals) -> Result<i
             .map_err(|e| {
                 Failure::new(
                     crate::exit::FAILURE,
-                    leadership_tokio::pg::Chain(&e).to_string(),
+                    leadership_tokio::internal::Chain(&e).to_string(),
                 )
             })?;
         let state = rows.first().map(|row| {

@@ -11,7 +11,7 @@
 //! `seed`), `process` (default `peer-<pid>`), `interval` (`2s`), `timeout` (`1s`), `jitter`
 //! (`0.2`), `poll` (`10ms`), `duration` (`0` = until a signal), `flags` (hold this many flags,
 //! `<name>`, `<name>-1`, …, each its own connection; only the first is reported; for memory
-//! figures).
+//! figures), `set` (hold them in one `FlagSet`: one connection and one thread).
 //!
 //! Output: one JSON line once started (`raised:false`), then one on every change of
 //! `is_raised()` seen by polling every `poll`, and one on every renewal while raised; raised
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use leadership_blocking::Flag;
+use leadership_blocking::{Flag, FlagSet};
 
 #[path = "../../driver-tokio/examples/common/peer_args.rs"]
 mod peer_args;
@@ -42,22 +42,33 @@ fn main() {
         eprintln!("peer: {e}");
         std::process::exit(2)
     });
-    if args.set {
-        eprintln!("peer: --set is the tokio driver's FlagSet; the blocking driver has none");
-        std::process::exit(2);
-    }
+    let set = args.set.then(|| {
+        FlagSet::builder(args.process.as_str())
+            .connect_str(&args.url)
+            .interval(args.interval)
+            .timeout(args.timeout)
+            .jitter(args.jitter)
+            .start_set(postgres::NoTls)
+            .unwrap_or_else(|e| {
+                eprintln!("peer {}: start failed: {e}", args.process);
+                std::process::exit(1);
+            })
+    });
     let mut flags = Vec::with_capacity(args.flags);
     for i in 0..args.flags {
         let name = match i {
             0 => args.name.clone(),
             _ => format!("{}-{i}", args.name),
         };
-        let started = Flag::builder(name, args.process.as_str())
-            .connect_str(&args.url)
-            .interval(args.interval)
-            .timeout(args.timeout)
-            .jitter(args.jitter)
-            .start(postgres::NoTls);
+        let started = match &set {
+            Some(set) => set.add(name),
+            None => Flag::builder(name, args.process.as_str())
+                .connect_str(&args.url)
+                .interval(args.interval)
+                .timeout(args.timeout)
+                .jitter(args.jitter)
+                .start(postgres::NoTls),
+        };
         match started {
             Ok(flag) => flags.push(flag),
             Err(e) => {

@@ -1,22 +1,20 @@
-//! The handle a program keeps: cheap questions answered from atomics, close and drop.
+//! [`Flag`] and [`FlagSet`]: handles on the tokio driver that block the calling thread.
 
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use leadership_tokio::lease::{Lease, LeaseCell};
-use leadership_tokio::state::{Holder, State};
-
 use crate::builder::FlagBuilder;
-use crate::driver::Msg;
-use crate::error::Error;
-use crate::guard::{Guard, Signals};
+use crate::guard::Guard;
+use crate::runtime::Runtime;
+use crate::subscription::Subscription;
+use crate::{Error, Holder, Lease};
 
-/// A leadership flag competed for by this process, run by a background thread.
+/// A leadership flag competed for by this process; the driver runs on a background thread.
 ///
 /// Create one with [`Flag::builder`]. Ask [`is_raised`](Flag::is_raised) before each piece of
-/// leader-only work; it is a couple of atomic loads and a clock read.
+/// leader-only work (an atomic load and a clock read), or wait for a [`Guard`] with
+/// [`wait_raised`](Flag::wait_raised). Behaviour, errors, logs and metrics are those of
+/// [`leadership_tokio::Flag`], which this handle drives.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -35,39 +33,42 @@ use crate::guard::{Guard, Signals};
 /// flag.close()?; // releases the row: the next leader starts at once
 /// # Ok::<(), leadership_blocking::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct Flag {
-    pub(crate) shared: Arc<LeaseCell>,
-    pub(crate) signals: Arc<Signals>,
-    pub(crate) tx: Sender<Msg>,
-    pub(crate) thread: Option<JoinHandle<()>>,
-    pub(crate) timeout: Duration,
-    pub(crate) interval: Duration,
+    inner: leadership_tokio::Flag,
+    runtime: Arc<Runtime>,
 }
 
 impl Flag {
     /// Starts configuring a flag `name` for process `process` (unique among the processes
     /// sharing the flag, e.g. a pod name).
-    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> FlagBuilder {
-        FlagBuilder::new(name.into(), process.into())
-    }
-
-    /// Whether this process leads now. It turns false at the lease's local deadline even if
-    /// the driver thread is stuck, so the answer can be trusted at the moment it is given.
-    pub fn is_raised(&self) -> bool {
-        self.shared.is_raised()
-    }
-
-    /// The current lease, if this process leads now.
-    pub fn lease(&self) -> Option<Lease> {
-        self.shared.lease()
-    }
-
-    /// Waits up to `timeout` for this process to lead, and returns a [`Guard`] on the term:
-    /// its fencing token and deadline, and whether it still holds. `None` if it did not lead
-    /// within `timeout` (or the flag was closed).
     ///
-    /// While a guard lives, a close or a refused precheck waits (at most until the lease's
-    /// deadline) for it to be dropped before releasing the row.
+    /// ```
+    /// let builder = leadership_blocking::Flag::builder("nightly-report", "pod-a");
+    /// ```
+    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> FlagBuilder {
+        FlagBuilder::wrap(leadership_tokio::Flag::builder(name, process))
+    }
+
+    pub(crate) fn wrap(inner: leadership_tokio::Flag, runtime: Arc<Runtime>) -> Flag {
+        Flag { inner, runtime }
+    }
+
+    /// Whether this process leads now; see [`leadership_tokio::Flag::is_raised`].
+    pub fn is_raised(&self) -> bool {
+        self.inner.is_raised()
+    }
+
+    /// The current lease, if this process leads now: fencing token and deadline.
+    pub fn lease(&self) -> Option<Lease> {
+        self.inner.lease()
+    }
+
+    /// Waits up to `timeout` for this process to lead and returns a [`Guard`] on the term, or
+    /// `None` if it did not lead in time or the driver has stopped.
+    ///
+    /// While a guard lives, a close or a refused precheck waits for it to be dropped before
+    /// releasing the row (see [`leadership_tokio::Flag::raised`]).
     ///
     /// ```no_run
     /// # fn demo(flag: &leadership_blocking::Flag) {
@@ -78,19 +79,18 @@ impl Flag {
     /// # }
     /// ```
     pub fn wait_raised(&self, timeout: Duration) -> Option<Guard> {
-        self.signals.wait_raised(timeout)
+        let raised = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, self.inner.raised()).await });
+        match raised {
+            Ok(Ok(guard)) => Some(Guard::wrap(guard, self.runtime.clone())),
+            _ => None,
+        }
     }
 
-    /// A channel of this process's state: the current one at once, then every change the
-    /// driver publishes (`Raised` on a raise and, with a later deadline, on each renew;
-    /// `Lowered` when the term ends, on close, and when the flag is dropped).
-    ///
-    /// A channel rather than a callback: a callback would run on the driver's thread, where a
-    /// slow one would delay the renewals; sending on an unbounded channel never blocks the
-    /// loop, and the receiver reads at its own pace. Drop the receiver to unsubscribe.
-    /// `Lowered` can arrive after the deadline has already passed (the deadline itself is in
-    /// `Raised`; [`is_raised`](Flag::is_raised) and [`Guard::is_valid`] compare it with the
-    /// clock).
+    /// The [`State`](crate::State) as it changes: the current one at once, then the latest
+    /// after each change (a slow reader skips intermediate states, never the latest; nothing
+    /// queues up). See [`leadership_tokio::Flag::subscribe`].
     ///
     /// ```no_run
     /// # fn demo(flag: &leadership_blocking::Flag) {
@@ -106,13 +106,12 @@ impl Flag {
     /// });
     /// # }
     /// ```
-    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<State> {
-        self.signals.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.inner.subscribe(), self.runtime.clone())
     }
 
-    /// Who held the row at the last check (name, token, lease age by the database's clock),
-    /// from what that check returned: no extra statement. `None` before the first check
-    /// returns.
+    /// Who held the row at the last check, from what that check returned: no extra statement.
+    /// `None` before the first check returns.
     ///
     /// ```no_run
     /// # fn demo(flag: &leadership_blocking::Flag) {
@@ -122,18 +121,13 @@ impl Flag {
     /// # }
     /// ```
     pub fn current_holder(&self) -> Option<Holder> {
-        self.signals.holder()
+        self.inner.current_holder()
     }
 
-    /// Lowers the flag and releases the row so that another process can lead at once.
-    ///
-    /// Every guard turns invalid at once; the release waits until they have all been dropped,
-    /// or until the lease's deadline if they linger, so the next leader never starts while
-    /// this one's leader-only work still runs. Then it waits for a statement in flight and
-    /// for the release: in all at most the time left on the lease plus about three statement
-    /// timeouts. The flag is lowered in every case; an error says the row was left to expire.
-    /// Drop (or hand to another thread) every guard this thread holds before calling it, or
-    /// it waits for the lease to run out.
+    /// Lowers the flag, waits for every [`Guard`] to be dropped (never past the lease's
+    /// deadline), releases the row so that another process leads at once, and returns; see
+    /// [`leadership_tokio::Flag::close`]. Drop (or hand to another thread) every guard this
+    /// thread holds before calling it, or it waits for the lease to run out.
     ///
     /// ```no_run
     /// # fn demo(flag: leadership_blocking::Flag) {
@@ -142,54 +136,54 @@ impl Flag {
     /// }
     /// # }
     /// ```
-    pub fn close(mut self) -> Result<(), Error> {
-        let mut left = self.shared.lease().map_or(Duration::ZERO, |l| {
-            l.deadline
-                .saturating_duration_since(std::time::Instant::now())
-        });
-        if self.signals.guards() > 0 {
-            // Work told to stop earlier (a refused precheck) may hold the release until a
-            // deadline the handle no longer sees; it is within one lease.
-            left = left.max(self.interval);
-        }
-        self.lower_now();
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Close(reply_tx)).is_err() {
-            return Err(Error::DriverGone);
-        }
-        let bound = left + self.timeout * 3 + Duration::from_millis(200);
-        match reply_rx.recv_timeout(bound) {
-            Ok(result) => {
-                if let Some(thread) = self.thread.take() {
-                    let _ = thread.join(); // it returns right after replying
-                }
-                result
-            }
-            Err(RecvTimeoutError::Timeout) => Err(Error::CloseTimedOut(bound)),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::DriverGone),
-        }
-    }
-
-    /// Ends belief at once, before the driver hears of it: `is_raised`, guards and watchers
-    /// see the flag lowered from this call on.
-    fn lower_now(&self) {
-        self.signals.end();
+    pub fn close(self) -> Result<(), Error> {
+        let Flag { inner, runtime } = self;
+        runtime.block_on(inner.close())
     }
 }
 
-impl Drop for Flag {
-    /// Stops the driver without releasing the row and without waiting: the lease expires and
-    /// another process takes over after one interval.
-    fn drop(&mut self) {
-        self.lower_now();
-        let _ = self.tx.send(Msg::Stop);
-    }
+/// Many flags of one process over one connection and one background thread: the blocking
+/// face of [`leadership_tokio::FlagSet`].
+///
+/// ```no_run
+/// let set = leadership_blocking::FlagSet::builder("pod-a")
+///     .connect_str("host=db user=app")
+///     .start_set(postgres::NoTls)?;
+/// let shards: Vec<_> = (0..8).map(|i| set.add(format!("shard-{i}"))).collect::<Result<_, _>>()?;
+/// # Ok::<(), leadership_blocking::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct FlagSet {
+    inner: leadership_tokio::FlagSet,
+    runtime: Arc<Runtime>,
 }
 
-impl std::fmt::Debug for Flag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flag")
-            .field("raised", &self.is_raised())
-            .finish_non_exhaustive()
+impl FlagSet {
+    /// Starts building a set for process `process`; finish with
+    /// [`FlagBuilder::start_set`].
+    ///
+    /// ```
+    /// let builder = leadership_blocking::FlagSet::builder("pod-a");
+    /// ```
+    pub fn builder(process: impl Into<String>) -> FlagBuilder {
+        FlagBuilder::wrap(leadership_tokio::FlagSet::builder(process))
+    }
+
+    pub(crate) fn wrap(inner: leadership_tokio::FlagSet, runtime: Arc<Runtime>) -> FlagSet {
+        FlagSet { inner, runtime }
+    }
+
+    /// Starts competing for flag `name` on the set's connection; see
+    /// [`leadership_tokio::FlagSet::add`].
+    ///
+    /// ```no_run
+    /// # fn demo(set: &leadership_blocking::FlagSet) -> Result<(), leadership_blocking::Error> {
+    /// let flag = set.add("shard-7")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add(&self, name: impl Into<String>) -> Result<Flag, Error> {
+        let _entered = self.runtime.enter();
+        let flag = self.inner.add(name)?;
+        Ok(Flag::wrap(flag, self.runtime.clone()))
     }
 }

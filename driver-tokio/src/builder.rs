@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::connection::{Connector, Link};
 use crate::error::Error;
 use crate::flag::Flag;
-use crate::metrics::Metrics;
+use crate::recorder::Metrics;
 use crate::set::FlagSet;
 
 /// The user's precheck, boxed: `Ok(true)` lets the check run, `Ok(false)` refuses, an error is
@@ -229,8 +229,9 @@ impl FlagBuilder {
     }
 
     /// The database as a `tokio_postgres::Config`. The driver sets `application_name`
-    /// (`leadership:<process>`), the connect timeout and `tcp_user_timeout` unless set, and
-    /// TCP keepalives; see [`pg::configure`](crate::pg::configure).
+    /// (`leadership:<process>`), the connect timeout and `tcp_user_timeout` (the lease) unless
+    /// set, and TCP keepalives (every interval/4 after interval/2 idle), so that a dead peer
+    /// or a black-holed network fails the socket within about one lease.
     ///
     /// ```
     /// let mut pg = tokio_postgres::Config::new();

@@ -16,8 +16,8 @@ use crate::connection::{Conn, Link, NoConn};
 use crate::error::Error;
 use crate::guard::Signals;
 use crate::lease::LeaseCell;
-use crate::metrics::{Metrics, Statement};
 use crate::pg::{Chain, CheckRow, DecodeError};
+use crate::recorder::{Metrics, Statement};
 use crate::state::{Holder, State};
 
 /// The one statement or precheck in flight (the core never asks for two at once).

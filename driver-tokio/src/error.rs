@@ -14,7 +14,7 @@ use crate::pg::Chain;
 
 /// Why a flag could not start, or did not close cleanly.
 ///
-/// Messages include the database's own message and SQLSTATE ([`pg::Chain`](crate::pg::Chain));
+/// Messages include the database's own message and SQLSTATE;
 /// the cause is also available as the error's `source()`.
 ///
 /// ```no_run
@@ -93,18 +93,16 @@ pub enum Error {
     /// The driver task is gone (it panicked or its runtime shut down).
     #[error("the driver task is gone")]
     DriverGone,
+    /// The thread that runs the driver for blocking code (`leadership-blocking`) could not be
+    /// started.
+    #[error("cannot start the driver's thread: {0}")]
+    DriverThread(#[source] std::io::Error),
 }
 
 impl Error {
     /// Classifies a failed connection attempt: a refused login (SQLSTATE class 28, e.g. a wrong
     /// password or an unknown role) or anything else.
-    ///
-    /// ```
-    /// // Only a server's answer can be a refused login; see `pg::is_login_refused`.
-    /// use leadership_tokio::Error;
-    /// let _ = |e: tokio_postgres::Error| Error::from_connect(e);
-    /// ```
-    pub fn from_connect(error: tokio_postgres::Error) -> Error {
+    pub(crate) fn from_connect(error: tokio_postgres::Error) -> Error {
         if crate::pg::is_login_refused(&error) {
             Error::Authentication(error)
         } else {

@@ -13,7 +13,7 @@ use crate::driver::Driver;
 use crate::error::Error;
 use crate::guard::{Guard, Signals};
 use crate::lease::{Lease, LeaseCell};
-use crate::metrics::Metrics;
+use crate::recorder::Metrics;
 use crate::state::{Holder, State};
 
 /// A leadership flag competed for through a PostgreSQL table, driven by a tokio task.
@@ -151,7 +151,7 @@ impl Flag {
     ///
     /// ```no_run
     /// # async fn demo(flag: &leadership_tokio::Flag) {
-    /// use leadership_tokio::state::State;
+    /// use leadership_tokio::State;
     /// let mut state = flag.subscribe();
     /// while state.changed().await.is_ok() {
     ///     match &*state.borrow() {

@@ -1,5 +1,5 @@
 //! The lease as a handle reports it, and the cell through which a driver publishes it to the
-//! handle. Shared with the blocking driver.
+//! handle.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -46,7 +46,7 @@ fn clock_nanos(origin: std::time::Instant) -> u64 {
 /// same clock, so [`LeaseCell::is_raised`] is the core's `is_leader` at the moment of the call,
 /// even while the driver is stuck.
 #[derive(Debug)]
-pub struct LeaseCell {
+pub(crate) struct LeaseCell {
     origin: std::time::Instant,
     /// [`clock_nanos`] at `origin`.
     base: u64,
@@ -54,15 +54,9 @@ pub struct LeaseCell {
     lease: Mutex<Option<leadership_core::Lease>>,
 }
 
-impl Default for LeaseCell {
-    fn default() -> LeaseCell {
-        LeaseCell::new()
-    }
-}
-
 impl LeaseCell {
     /// A lowered cell whose clock starts now.
-    pub fn new() -> LeaseCell {
+    pub(crate) fn new() -> LeaseCell {
         let origin = std::time::Instant::now();
         LeaseCell {
             origin,
@@ -73,31 +67,31 @@ impl LeaseCell {
     }
 
     /// The core's clock: nanoseconds since the cell was made, counting suspends on Linux.
-    pub fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         Instant::from_nanos(clock_nanos(self.origin).saturating_sub(self.base))
     }
 
     /// The `std` instant at which a core instant falls, counted from the present (the two
     /// clocks drift apart by any suspend since the cell was made); `None` if too far away.
-    pub fn at(&self, at: Instant) -> Option<std::time::Instant> {
+    pub(crate) fn at(&self, at: Instant) -> Option<std::time::Instant> {
         std::time::Instant::now().checked_add(at - self.now())
     }
 
     /// Publishes a lease (on `Raise` and `Renewed`).
-    pub fn publish(&self, lease: leadership_core::Lease) {
+    pub(crate) fn publish(&self, lease: leadership_core::Lease) {
         *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
         self.deadline
             .store(lease.deadline.as_nanos().max(1), Ordering::Release);
     }
 
     /// Clears the lease (on `Lower`).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.deadline.store(0, Ordering::Release);
         *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Whether the published lease holds at this instant: one atomic load and a clock read.
-    pub fn is_raised(&self) -> bool {
+    pub(crate) fn is_raised(&self) -> bool {
         let deadline = self.deadline.load(Ordering::Acquire);
         // The clock is read after the load, so a deadline published earlier is never compared
         // with a stale time.
@@ -105,7 +99,7 @@ impl LeaseCell {
     }
 
     /// The published lease, if it holds at this instant.
-    pub fn lease(&self) -> Option<Lease> {
+    pub(crate) fn lease(&self) -> Option<Lease> {
         let lease = (*self.lease.lock().unwrap_or_else(PoisonError::into_inner))?;
         let now = self.now();
         lease.is_valid(now).then(|| Lease {

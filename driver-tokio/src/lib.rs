@@ -65,30 +65,28 @@
 //! # Ok(()) }
 //! ```
 //! - Logs go through `tracing` (info on raise, lower and release; debug per check), metrics
-//!   through `metrics` (see [`metrics`]).
+//!   through `metrics` (names in [`metrics`]).
 //!
-//! # Shared with the blocking driver
-//!
-//! [`pg`] (row decoding, error classification, connection settings), [`metrics`] (metric names
-//! and recording), [`backoff`], [`lease`] and [`state`] (what a flag reports: [`State`],
-//! [`Holder`]) have no async code; `leadership-blocking` uses them.
+//! `leadership-blocking` is a thin layer over this crate: it runs this driver on a background
+//! thread and blocks on it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backoff;
+mod backoff;
 mod builder;
 mod connection;
 mod driver;
 mod error;
 mod flag;
 mod guard;
-pub mod lease;
+mod lease;
 pub mod metrics;
-pub mod pg;
+mod pg;
+mod recorder;
 mod schema;
 mod set;
-pub mod state;
+mod state;
 
 pub use builder::FlagBuilder;
 pub use error::Error;
@@ -98,3 +96,10 @@ pub use leadership_core::WonBy;
 pub use lease::Lease;
 pub use set::FlagSet;
 pub use state::{Holder, State};
+
+/// What the test kit and the command-line tool reach of this crate's insides (row decoding for
+/// the fuzzer, error formatting); not part of the API, and free to change.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::pg::{Chain, CheckRow, DecodeError, PgTime, CHECK_COLUMNS};
+}

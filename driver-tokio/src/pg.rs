@@ -1,7 +1,5 @@
-//! What both drivers need from PostgreSQL, without async: decoding the check's row and the
-//! table's shape, classifying errors, and the connection settings. Shared with the blocking
-//! driver, whose rows, errors and configuration are `tokio_postgres`'s too (the `postgres`
-//! crate is built on this one, and `postgres::Config` converts from `tokio_postgres::Config`).
+//! What the driver needs from PostgreSQL, without async: decoding the check's row and the
+//! table's shape, classifying errors, and the connection settings.
 
 use std::time::Duration;
 
@@ -11,22 +9,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 
 /// PostgreSQL truncates `application_name` to this many bytes (`NAMEDATALEN - 1`).
-///
-/// ```
-/// assert_eq!(leadership_tokio::pg::MAX_APPLICATION_NAME_BYTES, 63);
-/// ```
-pub const MAX_APPLICATION_NAME_BYTES: usize = 63;
+pub(crate) const MAX_APPLICATION_NAME_BYTES: usize = 63;
 
 /// The `application_name` a driver sets: `leadership:<process>`, cut at a character boundary
 /// to fit [`MAX_APPLICATION_NAME_BYTES`], so operators and tests find a process's backend in
 /// `pg_stat_activity`.
-///
-/// ```
-/// use leadership_tokio::pg::application_name;
-/// assert_eq!(application_name("pod-a"), "leadership:pod-a");
-/// assert_eq!(application_name(&"é".repeat(40)).len(), 63);
-/// ```
-pub fn application_name(process: &str) -> String {
+pub(crate) fn application_name(process: &str) -> String {
     let mut name = format!("leadership:{process}");
     let mut end = MAX_APPLICATION_NAME_BYTES.min(name.len());
     while !name.is_char_boundary(end) {
@@ -44,7 +32,7 @@ pub fn application_name(process: &str) -> String {
 /// abandoned does not linger in the kernel. One policy for both drivers: each applies it to its
 /// own configuration type ([`configure`] for tokio-postgres).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// `leadership:<process>`.
     pub application_name: String,
     /// The statement timeout.
@@ -62,17 +50,7 @@ pub struct Tuning {
 
 impl Tuning {
     /// The settings for a flag's configuration.
-    ///
-    /// ```
-    /// use leadership_core::Config;
-    /// use std::time::Duration;
-    /// let config = Config::builder("report", "pod-a").interval(Duration::from_secs(8)).build()?;
-    /// let tuning = leadership_tokio::pg::Tuning::for_config(&config);
-    /// assert_eq!(tuning.tcp_user_timeout, Duration::from_secs(8));
-    /// assert_eq!(tuning.keepalives_idle, Duration::from_secs(4));
-    /// # Ok::<(), leadership_core::ConfigError>(())
-    /// ```
-    pub fn for_config(config: &Config) -> Tuning {
+    pub(crate) fn for_config(config: &Config) -> Tuning {
         Tuning {
             application_name: application_name(config.process()),
             connect_timeout: config.timeout(),
@@ -85,18 +63,7 @@ impl Tuning {
 }
 
 /// Applies [`Tuning`] to a tokio-postgres configuration, keeping what the user set.
-///
-/// ```
-/// use leadership_core::Config;
-/// use std::time::Duration;
-/// let config = Config::builder("report", "pod-a").interval(Duration::from_secs(2)).build()?;
-/// let mut pg = tokio_postgres::Config::new();
-/// leadership_tokio::pg::configure(&mut pg, &config);
-/// assert_eq!(pg.get_application_name(), Some("leadership:pod-a"));
-/// assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(1)));
-/// # Ok::<(), leadership_core::ConfigError>(())
-/// ```
-pub fn configure(pg: &mut tokio_postgres::Config, config: &Config) {
+pub(crate) fn configure(pg: &mut tokio_postgres::Config, config: &Config) {
     let t = Tuning::for_config(config);
     if pg.get_application_name().is_none() {
         pg.application_name(&t.application_name);
@@ -125,7 +92,7 @@ pub fn configure(pg: &mut tokio_postgres::Config, config: &Config) {
 /// # async fn demo(client: tokio_postgres::Client) {
 /// if let Err(e) = client.simple_query("SELEC 1").await {
 ///     // db error: ERROR: syntax error at or near "SELEC" (SQLSTATE 42601)
-///     eprintln!("{}", leadership_tokio::pg::Chain(&e));
+///     eprintln!("{}", leadership_tokio::internal::Chain(&e));
 /// }
 /// # }
 /// ```
@@ -150,13 +117,7 @@ impl std::fmt::Display for Chain<'_> {
 
 /// Whether a failed connection attempt is a refused login: SQLSTATE class 28 (wrong password,
 /// unknown role, role not allowed to log in, no `pg_hba.conf` entry).
-///
-/// ```
-/// # fn demo(e: tokio_postgres::Error) {
-/// if leadership_tokio::pg::is_login_refused(&e) { /* fix the credentials, do not retry */ }
-/// # }
-/// ```
-pub fn is_login_refused(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_login_refused(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|c| c.code().starts_with("28"))
 }
 
@@ -164,13 +125,7 @@ pub fn is_login_refused(error: &tokio_postgres::Error) -> bool {
 /// without taking [`CREATE_LOCK`](leadership_core::sql::CREATE_LOCK) (the Go flag does not):
 /// `unique_violation` on the catalog (23505), `duplicate_table` (42P07) or `duplicate_object`
 /// (42710). Check again whether the table exists.
-///
-/// ```
-/// # fn demo(e: tokio_postgres::Error) {
-/// if leadership_tokio::pg::is_create_race(&e) { /* re-check TABLE_EXISTS */ }
-/// # }
-/// ```
-pub fn is_create_race(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_create_race(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|c| {
         *c == SqlState::UNIQUE_VIOLATION
             || *c == SqlState::DUPLICATE_TABLE
@@ -181,17 +136,7 @@ pub fn is_create_race(error: &tokio_postgres::Error) -> bool {
 /// Judges the table's shape from the rows of [`sql::COLUMNS`](leadership_core::sql::COLUMNS)
 /// and the bool of [`sql::NAME_IS_UNIQUE`](leadership_core::sql::NAME_IS_UNIQUE), with
 /// [`check_shape`]. A row that does not decode counts as a missing column.
-///
-/// ```no_run
-/// # async fn demo(client: tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
-/// use leadership_core::sql::{COLUMNS, NAME_IS_UNIQUE};
-/// let table = "\"leadership_flags\"";
-/// let columns = client.query(COLUMNS, &[&table]).await?;
-/// let unique: bool = client.query_one(NAME_IS_UNIQUE, &[&table]).await?.get(0);
-/// leadership_tokio::pg::shape_from_rows(&columns, unique)?;
-/// # Ok(()) }
-/// ```
-pub fn shape_from_rows(
+pub(crate) fn shape_from_rows(
     columns: &[tokio_postgres::Row],
     name_is_unique: bool,
 ) -> Result<(), ShapeError> {
@@ -223,7 +168,7 @@ pub fn shape_from_rows(
 ///
 /// ```
 /// use leadership_core::DbTime;
-/// use leadership_tokio::pg::PgTime;
+/// use leadership_tokio::internal::PgTime;
 /// use tokio_postgres::types::{FromSql, Type};
 /// let infinity = PgTime::from_sql(&Type::TIMESTAMPTZ, &i64::MAX.to_be_bytes()).unwrap();
 /// assert_eq!(infinity, PgTime(DbTime::INFINITY));
@@ -252,7 +197,7 @@ impl<'a> FromSql<'a> for PgTime {
 ///
 /// ```
 /// use leadership_core::DbTime;
-/// use leadership_tokio::pg::CheckRow;
+/// use leadership_tokio::internal::CheckRow;
 /// let row = CheckRow {
 ///     won: false,
 ///     found: true,
@@ -284,7 +229,7 @@ pub struct CheckRow {
 /// server sent something else than it should.
 ///
 /// ```
-/// use leadership_tokio::pg::CheckRow;
+/// use leadership_tokio::internal::CheckRow;
 /// use tokio_postgres::types::Type;
 /// let columns = std::array::from_fn(|_| (Type::INT4, Some(&[0u8, 0, 0, 1][..])));
 /// let e = CheckRow::from_columns(&columns).unwrap_err();
@@ -332,7 +277,7 @@ impl CheckRow {
     /// # -> Result<(), Box<dyn std::error::Error>> {
     /// let lease_micros = 30_000_000i64;
     /// let row = client.query_one(&check, &[&"report", &"pod-a", &None::<i64>, &lease_micros]).await?;
-    /// let row = leadership_tokio::pg::CheckRow::decode(&row)?;
+    /// let row = leadership_tokio::internal::CheckRow::decode(&row)?;
     /// println!("held by {:?}", row.holder);
     /// # Ok(()) }
     /// ```
@@ -368,7 +313,7 @@ impl CheckRow {
     ///
     /// ```
     /// use leadership_core::DbTime;
-    /// use leadership_tokio::pg::CheckRow;
+    /// use leadership_tokio::internal::CheckRow;
     /// use tokio_postgres::types::Type;
     /// let version = 7i64.to_be_bytes();
     /// let now = 0i64.to_be_bytes();
@@ -382,7 +327,7 @@ impl CheckRow {
     /// ])?;
     /// assert_eq!(row.holder.as_deref(), Some("pod-b"));
     /// assert_eq!(row.now, DbTime::from_pg_micros(0));
-    /// # Ok::<(), leadership_tokio::pg::DecodeError>(())
+    /// # Ok::<(), leadership_tokio::internal::DecodeError>(())
     /// ```
     pub fn from_columns(columns: &[(Type, Option<&[u8]>); 6]) -> Result<CheckRow, DecodeError> {
         fn get<'a, T: FromSql<'a>>(
@@ -410,7 +355,7 @@ impl CheckRow {
     ///
     /// ```
     /// use leadership_core::DbTime;
-    /// let row = leadership_tokio::pg::CheckRow {
+    /// let row = leadership_tokio::internal::CheckRow {
     ///     won: false, found: false, holder: None, version: None, timestamp: None,
     ///     now: DbTime::UNIX_EPOCH,
     /// };
@@ -426,5 +371,32 @@ impl CheckRow {
             }),
             now: self.now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_names_fit_what_postgresql_keeps() {
+        assert_eq!(application_name("pod-a"), "leadership:pod-a");
+        assert_eq!(application_name(&"é".repeat(40)).len(), 63);
+    }
+
+    #[test]
+    fn tuning_follows_the_lease_and_keeps_what_the_user_set() {
+        let config = Config::builder("report", "pod-a")
+            .interval(Duration::from_secs(8))
+            .build()
+            .unwrap();
+        let tuning = Tuning::for_config(&config);
+        assert_eq!(tuning.tcp_user_timeout, Duration::from_secs(8));
+        assert_eq!(tuning.keepalives_idle, Duration::from_secs(4));
+        let mut pg = tokio_postgres::Config::new();
+        pg.application_name("mine");
+        configure(&mut pg, &config);
+        assert_eq!(pg.get_application_name(), Some("mine"));
+        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(1)));
     }
 }

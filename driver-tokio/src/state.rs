@@ -1,5 +1,5 @@
 //! What a flag reports to its observers: whether this process leads ([`State`]) and who holds
-//! the row ([`Holder`]). Runtime-agnostic; shared with the blocking driver.
+//! the row ([`Holder`]).
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use leadership_core::Seen;
 /// the raise or the latest renew.
 ///
 /// ```
-/// use leadership_tokio::state::State;
+/// use leadership_tokio::State;
 /// let s = State::Raised { token: 7, deadline: std::time::Instant::now() };
 /// assert_eq!(s.token(), Some(7));
 /// assert!(!State::Lowered.is_raised());
@@ -35,7 +35,7 @@ impl State {
     /// Whether the state is `Raised` (regardless of the deadline).
     ///
     /// ```
-    /// assert!(!leadership_tokio::state::State::Lowered.is_raised());
+    /// assert!(!leadership_tokio::State::Lowered.is_raised());
     /// ```
     pub fn is_raised(&self) -> bool {
         matches!(self, State::Raised { .. })
@@ -44,7 +44,7 @@ impl State {
     /// The fencing token, if raised.
     ///
     /// ```
-    /// assert_eq!(leadership_tokio::state::State::Lowered.token(), None);
+    /// assert_eq!(leadership_tokio::State::Lowered.token(), None);
     /// ```
     pub fn token(&self) -> Option<i64> {
         match self {
@@ -59,7 +59,7 @@ impl State {
 ///
 /// ```
 /// use leadership_core::{DbTime, Instant as CoreInstant, Seen};
-/// use leadership_tokio::state::Holder;
+/// use leadership_tokio::Holder;
 /// let seen = Seen {
 ///     found: true,
 ///     holder_is_self: false,
@@ -98,7 +98,7 @@ impl Holder {
     /// # use leadership_core::{DbTime, Instant as CoreInstant, Seen};
     /// let seen = Seen { found: false, holder_is_self: false, version: None, timestamp: None,
     ///     db_now: DbTime::UNIX_EPOCH, expired: false, at: CoreInstant::ZERO };
-    /// let h = leadership_tokio::state::Holder::from_seen(&seen, None, std::time::Instant::now());
+    /// let h = leadership_tokio::Holder::from_seen(&seen, None, std::time::Instant::now());
     /// assert!(h.name.is_none() && h.lease_age.is_none());
     /// ```
     pub fn from_seen(seen: &Seen, holder: Option<&str>, checked_at: Instant) -> Holder {

@@ -10,7 +10,7 @@ use leadership_core::audit::AuditedFlag;
 use leadership_core::{
     Checked, Config, ConfigError, DbTime, Failure, Input, Instant, Precheck, Row, MAX_NAME_BYTES,
 };
-use leadership_tokio::pg::{CheckRow, CHECK_COLUMNS};
+use leadership_tokio::internal::{CheckRow, CHECK_COLUMNS};
 use tokio_postgres::types::Type;
 
 /// Builder inputs, as a user might type them.

@@ -10,7 +10,7 @@ use leadership_core::sql::{Statements, Table};
 use leadership_core::DbTime;
 use leadership_testkit::pg::PgServer;
 use leadership_testkit::table::{CheckResult, RefRow, RefTable};
-use leadership_tokio::pg::{CheckRow, PgTime};
+use leadership_tokio::internal::{CheckRow, PgTime};
 use postgres::{Client, NoTls, Transaction};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};

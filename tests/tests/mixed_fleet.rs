@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leadership_core::sql::{Statements, Table};
 use leadership_testkit::pg::PgServer;
-use leadership_tokio::pg::PgTime;
+use leadership_tokio::internal::PgTime;
 
 const INTERVAL: Duration = Duration::from_secs(2);
 const FLAG: &str = "fleet";

@@ -301,3 +301,29 @@ async fn lost_fires_at_the_deadline_while_the_database_hangs() {
     drop(guard);
     drop(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_bounded_when_the_backend_hangs() {
+    let pg = server();
+    let a = builder(&pg, "hung-close", "a").start(NoTls).await.unwrap();
+    a.raised().await.unwrap();
+    let pid: i32 = psql(
+        &pg,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'leadership:a'",
+    )
+    .parse()
+    .unwrap();
+    pg.signal_backend(pid, Signal::Stop).unwrap();
+    let closing = Instant::now();
+    let result = a.close().await;
+    let took = closing.elapsed();
+    pg.signal_backend(pid, Signal::Cont).unwrap();
+    eprintln!("close with a hung backend: {result:?} after {took:?}");
+    // A pending renew may take one timeout, the release another; then it is given up.
+    assert!(took < TIMEOUT * 3, "close took {took:?}");
+    match result {
+        // The release went through a fresh connection, or it was the one that hung.
+        Ok(()) | Err(leadership_tokio::Error::ReleaseFailed) => {}
+        Err(e) => panic!("unexpected: {e}"),
+    }
+}

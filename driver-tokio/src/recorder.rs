@@ -1,0 +1,222 @@
+//! Recording the metrics named in [`crate::metrics`] through the `metrics` facade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadership_core::{Command, Failure, WonBy};
+use metrics::{counter, gauge, histogram, Label};
+
+use crate::metrics::{
+    CHECKS, HANDOVERS, RECONNECTS, STATE, STATEMENT_ERRORS, STATEMENT_SECONDS, TAKEOVERS,
+};
+
+/// Which statement a measurement is about (the `statement` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Statement {
+    /// [`sql::CHECK`](leadership_core::sql::CHECK).
+    Check,
+    /// [`sql::RELEASE`](leadership_core::sql::RELEASE).
+    Release,
+}
+
+impl Statement {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Statement::Check => "check",
+            Statement::Release => "release",
+        }
+    }
+}
+
+/// The metrics of one flag in one process. Cheap to clone; every method is a no-op when built
+/// without a prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Metrics {
+    inner: Option<Arc<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    prefix: String,
+    labels: Vec<Label>,
+}
+
+impl Metrics {
+    /// Metrics for flag `name` in process `process`, named `<prefix>_…`; `None` (or an empty
+    /// prefix, as in Go) records nothing.
+    pub(crate) fn new(prefix: Option<&str>, name: &str, process: &str) -> Metrics {
+        let inner = prefix.filter(|p| !p.is_empty()).map(|prefix| {
+            Arc::new(Inner {
+                prefix: prefix.to_string(),
+                labels: vec![
+                    Label::new("name", name.to_string()),
+                    Label::new("process", process.to_string()),
+                ],
+            })
+        });
+        Metrics { inner }
+    }
+
+    /// The full name of metric `suffix` (one of this module's constants), or `None` when
+    /// disabled.
+    pub(crate) fn metric_name(&self, suffix: &str) -> Option<String> {
+        self.inner
+            .as_ref()
+            .map(|i| format!("{}_{suffix}", i.prefix))
+    }
+
+    fn labels_with(&self, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
+        let mut labels = self
+            .inner
+            .as_ref()
+            .map(|i| i.labels.clone())
+            .unwrap_or_default();
+        labels.extend(extra.iter().map(|(k, v)| Label::new(*k, *v)));
+        labels
+    }
+
+    /// Sets the state gauge: 1 raised, 0 lowered.
+    pub(crate) fn state(&self, raised: bool) {
+        if let Some(name) = self.metric_name(STATE) {
+            gauge!(name, self.labels_with(&[])).set(f64::from(u8::from(raised)));
+        }
+    }
+
+    /// A check returned: counts it by outcome and records its latency.
+    pub(crate) fn checked(&self, won: bool, latency: Duration) {
+        let Some(checks) = self.metric_name(CHECKS) else {
+            return;
+        };
+        let outcome = if won { "won" } else { "not_won" };
+        counter!(checks, self.labels_with(&[("outcome", outcome)])).increment(1);
+        self.latency(Statement::Check, latency);
+    }
+
+    /// A release returned (`released`: it changed the row): records its latency and counts a
+    /// handover if it freed the row.
+    pub(crate) fn released(&self, released: bool, latency: Duration) {
+        let Some(handovers) = self.metric_name(HANDOVERS) else {
+            return;
+        };
+        if released {
+            counter!(handovers, self.labels_with(&[])).increment(1);
+        }
+        self.latency(Statement::Release, latency);
+    }
+
+    /// A statement failed or timed out after `elapsed`.
+    pub(crate) fn failed(&self, statement: Statement, failure: Failure, elapsed: Duration) {
+        let (Some(errors), Some(checks)) =
+            (self.metric_name(STATEMENT_ERRORS), self.metric_name(CHECKS))
+        else {
+            return;
+        };
+        let kind = match failure {
+            Failure::Error => "error",
+            Failure::Timeout => "timeout",
+        };
+        counter!(
+            errors,
+            self.labels_with(&[("statement", statement.as_str()), ("kind", kind)])
+        )
+        .increment(1);
+        if statement == Statement::Check {
+            counter!(checks, self.labels_with(&[("outcome", kind)])).increment(1);
+        }
+        // The elapsed time of a failure says little about the server: not a latency sample.
+        let _ = elapsed;
+    }
+
+    /// The connection was replaced.
+    pub(crate) fn reconnect(&self) {
+        if let Some(name) = self.metric_name(RECONNECTS) {
+            counter!(name, self.labels_with(&[])).increment(1);
+        }
+    }
+
+    /// Follows a core command: the state gauge on raise and lower, a takeover on a term won
+    /// by taking over. Call it for every command drained.
+    pub(crate) fn command(&self, command: &Command) {
+        match command {
+            Command::Raise(lease) => {
+                self.state(true);
+                if lease.won_by == WonBy::TookOver {
+                    if let Some(name) = self.metric_name(TAKEOVERS) {
+                        counter!(name, self.labels_with(&[])).increment(1);
+                    }
+                }
+            }
+            Command::Lower(_) | Command::Closed => self.state(false),
+            _ => {}
+        }
+    }
+
+    fn latency(&self, statement: Statement, latency: Duration) {
+        if let Some(name) = self.metric_name(STATEMENT_SECONDS) {
+            histogram!(name, self.labels_with(&[("statement", statement.as_str())]))
+                .record(latency.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadership_core::{Instant, Lease, LowerReason};
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    fn render(f: impl FnOnce()) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, f);
+        handle.render()
+    }
+
+    #[test]
+    fn the_go_state_gauge_keeps_its_name_and_labels() {
+        let out = render(|| {
+            let m = Metrics::new(Some("jobs"), "report", "pod-a");
+            m.command(&Command::Raise(Lease {
+                token: 3,
+                version: 3,
+                deadline: Instant::from_nanos(1),
+                won_by: WonBy::TookOver,
+            }));
+            m.checked(true, Duration::from_millis(1));
+            m.failed(Statement::Check, Failure::Timeout, Duration::from_secs(1));
+            m.released(true, Duration::from_millis(1));
+            m.reconnect();
+        });
+        for line in [
+            r#"jobs_leadership_flag_state{name="report",process="pod-a"} 1"#,
+            r#"jobs_leadership_takeovers_total{name="report",process="pod-a"} 1"#,
+            r#"jobs_leadership_checks_total{name="report",process="pod-a",outcome="won"} 1"#,
+            r#"jobs_leadership_checks_total{name="report",process="pod-a",outcome="timeout"} 1"#,
+            r#"jobs_leadership_statement_errors_total{name="report",process="pod-a",statement="check",kind="timeout"} 1"#,
+            r#"jobs_leadership_handovers_total{name="report",process="pod-a"} 1"#,
+            r#"jobs_leadership_reconnects_total{name="report",process="pod-a"} 1"#,
+            r#"jobs_leadership_statement_seconds_count{name="report",process="pod-a",statement="release"} 1"#,
+        ] {
+            assert!(out.contains(line), "missing {line} in\n{out}");
+        }
+        let out = render(|| {
+            Metrics::new(Some("jobs"), "report", "pod-a")
+                .command(&Command::Lower(LowerReason::Lost))
+        });
+        assert!(out.contains(r#"jobs_leadership_flag_state{name="report",process="pod-a"} 0"#));
+    }
+
+    #[test]
+    fn no_prefix_records_nothing() {
+        for prefix in [None, Some("")] {
+            let out = render(|| {
+                let m = Metrics::new(prefix, "report", "pod-a");
+                m.state(true);
+                m.checked(true, Duration::from_millis(1));
+                m.reconnect();
+            });
+            assert!(out.trim().is_empty(), "{out}");
+        }
+    }
+}
