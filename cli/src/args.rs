@@ -32,6 +32,12 @@ pub enum Command {
     Status(Status),
     /// Release the lease a process holds (the operator's escape hatch).
     Release(Release),
+    /// The watchdog of `run` (internal): kills process group GROUP at the deadlines it reads.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The command's process group.
+        group: i32,
+    },
 }
 
 /// Where the table is.
@@ -62,9 +68,9 @@ pub struct FlagArgs {
     /// The lease: others take over when the holder has not renewed for this long.
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub interval: Duration,
-    /// The bound on each statement.
-    #[arg(long, value_parser = duration, default_value = "1s")]
-    pub timeout: Duration,
+    /// The bound on each statement (default: 1s, or a quarter of the interval if shorter).
+    #[arg(long, value_parser = duration)]
+    pub timeout: Option<Duration>,
     /// Randomisation of the schedule, between 0 and 1.
     #[arg(long, default_value_t = leadership_core::DEFAULT_JITTER)]
     pub jitter: f64,
@@ -81,15 +87,25 @@ pub struct FlagArgs {
 pub struct Run {
     #[command(flatten)]
     pub flag: FlagArgs,
-    /// After leadership is lost: SIGTERM the command, then SIGKILL it this much later.
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    pub grace: Duration,
+    /// The time the command gets to stop: it gets SIGTERM when no renew has won by this long
+    /// before the lease's deadline (the lease is at risk), and SIGKILL at the deadline
+    /// (default: a quarter of the interval; the leader renews early enough that a healthy
+    /// renew always lands before that).
+    #[arg(long, value_parser = duration)]
+    pub grace: Option<Duration>,
     /// Exit when leadership is lost instead of waiting to lead again.
     #[arg(long)]
     pub once: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+impl Run {
+    /// `--grace`, or a quarter of the interval.
+    pub fn grace_or_default(&self) -> Duration {
+        self.grace.unwrap_or(self.flag.interval / 4)
+    }
 }
 
 #[derive(Debug, Args)]

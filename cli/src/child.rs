@@ -57,6 +57,11 @@ pub fn spawn(argv: &[String], env: &[(&str, String)]) -> Result<Child, Failure> 
 }
 
 impl Child {
+    /// The command's process group (its pid).
+    pub fn group(&self) -> libc::pid_t {
+        self.group
+    }
+
     /// Sends `signal` to the command's whole process group.
     pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.

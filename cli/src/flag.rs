@@ -4,7 +4,8 @@ use leadership_tokio::Flag;
 
 use crate::args::FlagArgs;
 use crate::connect::{pg_config, table};
-use crate::exit::Failure;
+use crate::exit::{Failure, CONFIG};
+use leadership_core::ConfigError;
 
 /// This process's default name: host name and pid, unique on one host and across hosts.
 pub fn default_process() -> String {
@@ -16,15 +17,21 @@ pub fn default_process() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Starts competing for the flag; a bad setting, an unreachable server or a wrong table comes
-/// back as a typed failure with its exit code.
-pub async fn start(args: &FlagArgs, process: &str) -> Result<Flag, Failure> {
+/// Starts competing for the flag, with `grace` as the stop-ahead (`run`); a bad setting, an
+/// unreachable server or a wrong table comes back as a typed failure with its exit code.
+pub async fn start(
+    args: &FlagArgs,
+    process: &str,
+    grace: Option<std::time::Duration>,
+) -> Result<Flag, Failure> {
     let table = table(&args.connection)?;
     let mut builder = Flag::builder(args.name.clone(), process)
         .pg_config(pg_config(&args.connection, |k| std::env::var(k).ok())?)
         .interval(args.interval)
-        .timeout(args.timeout)
         .jitter(args.jitter);
+    if let Some(timeout) = args.timeout {
+        builder = builder.timeout(timeout);
+    }
     builder = match &args.connection.schema {
         Some(schema) => builder.table_in_schema(schema, table.name()),
         None => builder.table(table.name()),
@@ -35,5 +42,27 @@ pub async fn start(args: &FlagArgs, process: &str) -> Result<Flag, Failure> {
     if let Some(retry) = args.retry_interval {
         builder = builder.retry_interval(retry);
     }
-    Ok(builder.start(tokio_postgres::NoTls).await?)
+    if let Some(grace) = grace {
+        builder = builder.stop_ahead(grace);
+    }
+    builder
+        .start(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| match e {
+            leadership_tokio::Error::Config(ConfigError::StopAheadTooLong {
+                stop_ahead,
+                interval,
+                margin,
+                attempt,
+            }) => Failure::new(
+                CONFIG,
+                format!(
+                    "--grace {stop_ahead:?} is more than the lease can give: --interval \
+                     {interval:?} minus the margin ({margin:?}) minus one renew ({attempt:?}) \
+                     must exceed it, or a healthy leader would stop its command on every \
+                     renew; shorten --grace or lengthen --interval"
+                ),
+            ),
+            e => e.into(),
+        })
 }

@@ -11,12 +11,16 @@ mod run;
 mod signals;
 mod status;
 mod watch;
+mod watchdog;
 
 use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse(); // exits 2 on bad arguments
-                                  // One thread: the command is forked from it, and its parent-death signal follows it.
+    if let args::Command::Watchdog { group } = cli.command {
+        watchdog::serve(group);
+    }
+    // One thread: the command is forked from it, and its parent-death signal follows it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,6 +37,7 @@ fn main() {
             args::Command::Watch(a) => watch::watch(a).await,
             args::Command::Status(a) => status::status(a).await,
             args::Command::Release(a) => release::release(a).await,
+            args::Command::Watchdog { .. } => unreachable!("served above"),
         }
     });
     match result {

@@ -50,7 +50,7 @@ pub async fn watch(args: Watch) -> Result<i32, Failure> {
     if args.observe {
         return observe(&args, &process, &mut signals).await;
     }
-    let flag = crate::flag::start(&args.flag, &process).await?;
+    let flag = crate::flag::start(&args.flag, &process, None).await?;
     let mut last = None;
     loop {
         let lease = flag.lease();
@@ -112,7 +112,7 @@ async fn observe(args: &Watch, process: &str, signals: &mut Signals) -> Result<i
                 let ts: Option<PgTime> = row.get("timestamp");
                 let now: PgTime = row.get("now");
                 let lease = i64::try_from(args.flag.interval.as_micros()).unwrap_or(i64::MAX);
-                ts.map_or(true, |t| now.0.micros_since(t.0) > lease)
+                ts.is_none_or(|t| now.0.micros_since(t.0) > lease)
             });
             print(json!({
                 "t_unix_ns": unix_ns(),

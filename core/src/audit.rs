@@ -3,8 +3,9 @@
 //!
 //! [`AuditedFlag`] forwards every call to a [`Flag`] and returns a [`Violation`] the moment a
 //! promise breaks: a raise without a won check in flight, a lease raised already past, a leader
-//! at its own deadline, an unstable or past `poll_timeout`, or a refused input that changed the
-//! state.
+//! at its own deadline, an unstable or past `poll_timeout`, a refused input that changed the
+//! state, a lease said to be at risk before its time, or a release while the leader-only work
+//! told to stop has not said it has.
 //!
 //! ```
 //! use leadership_core::audit::AuditedFlag;
@@ -48,6 +49,12 @@ pub enum Violation {
     /// An input was refused as a contract error, yet the state changed.
     #[error("a refused input changed the state")]
     RefusalChangedState,
+    /// `AtRisk` came before the lease's at-risk instant, or after its deadline.
+    #[error("{0:?} emitted outside its lease's at-risk window")]
+    AtRiskOutOfTime(Command),
+    /// `Release` came after `StopWork` while the work had not said it stopped.
+    #[error("a release was emitted while the leader-only work told to stop still runs")]
+    ReleaseWhileWorking,
 }
 
 /// A [`Flag`] whose every call is checked against the core's promises.
@@ -60,6 +67,8 @@ pub struct AuditedFlag {
     won_in_flight: bool,
     /// A check was emitted and not yet answered.
     check_pending: bool,
+    /// `StopWork` was emitted and `WorkStopped` not yet handed in.
+    work_running: bool,
 }
 
 impl AuditedFlag {
@@ -70,6 +79,7 @@ impl AuditedFlag {
             now,
             won_in_flight: false,
             check_pending: false,
+            work_running: false,
         }
     }
 
@@ -101,6 +111,7 @@ impl AuditedFlag {
                         self.won_in_flight = reply.won;
                     }
                     Input::Failed(_) => self.check_pending = false,
+                    Input::WorkStopped => self.work_running = false,
                     _ => {}
                 }
             }
@@ -131,6 +142,13 @@ impl AuditedFlag {
                 if !lease.is_valid(self.now) {
                     return Err(Violation::RaisedPastDeadline(command));
                 }
+            }
+            Command::AtRisk(lease) if !lease.is_at_risk(self.now) || !lease.is_valid(self.now) => {
+                return Err(Violation::AtRiskOutOfTime(command));
+            }
+            Command::StopWork => self.work_running = true,
+            Command::Release { .. } if self.work_running => {
+                return Err(Violation::ReleaseWhileWorking)
             }
             Command::Check { .. } => self.check_pending = true,
             _ => {}
@@ -190,6 +208,7 @@ mod tests {
             token: 1,
             version: 1,
             deadline: Instant::MAX,
+            at_risk: Instant::MAX,
             won_by: WonBy::TookOver,
         };
         flag.flag.inject(Command::Raise(lease));
@@ -215,5 +234,27 @@ mod tests {
             flag.handle_input(Instant::MAX, reply),
             Err(Violation::ReplyWithoutCheck)
         );
+    }
+
+    #[test]
+    fn a_release_while_the_work_runs_and_an_early_risk_are_caught() {
+        let mut flag = audited();
+        flag.flag.inject(Command::StopWork);
+        flag.flag.inject(Command::Release { version: 0 });
+        assert_eq!(
+            flag.poll_command(),
+            Ok(Some(Command::Check { renew: None }))
+        );
+        assert_eq!(flag.poll_command(), Ok(Some(Command::StopWork)));
+        assert_eq!(flag.poll_command(), Err(Violation::ReleaseWhileWorking));
+        let early = Command::AtRisk(Lease {
+            token: 1,
+            version: 1,
+            deadline: Instant::MAX,
+            at_risk: Instant::MAX,
+            won_by: WonBy::TookOver,
+        });
+        flag.flag.inject(early);
+        assert_eq!(flag.poll_command(), Err(Violation::AtRiskOutOfTime(early)));
     }
 }

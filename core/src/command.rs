@@ -27,15 +27,23 @@ pub enum Command {
     RunPrecheck,
     /// This process now leads, until `lease.deadline` unless renewed.
     Raise(Lease),
-    /// The lease was renewed: same term (`token`), later deadline.
+    /// The lease was renewed: same term (`token`), later deadline. If the lease was at risk,
+    /// the risk is over: the new `at_risk` lies ahead.
     Renewed(Lease),
+    /// No renew has won by `lease.at_risk`: tell the leader-only work to begin stopping now,
+    /// so that it is over by `lease.deadline`, when this process stops believing it leads
+    /// (the deadline is the hard bound). The lease still holds until then; a renew that wins
+    /// meanwhile ends the risk ([`Command::Renewed`]), and a `Lower` follows otherwise.
+    /// Emitted once per lease, at most.
+    AtRisk(Lease),
     /// This process no longer leads.
     Lower(LowerReason),
     /// A release follows this `Lower` (close, or a refused precheck): end the leader-only work
     /// and reply [`Input::WorkStopped`](crate::Input::WorkStopped) once it has ended. The core
-    /// releases the row after that, or at the lease's deadline if the work takes longer, so the
-    /// next leader does not start while this one's work still runs. A driver with no work to
-    /// wait for replies at once.
+    /// releases the row only after that, so the next leader does not start while this one's
+    /// work still runs: if the work has not stopped a margin after the lease's deadline, the
+    /// release is given up and the lease left to expire by itself (nobody can take over before
+    /// then anyway). A driver with no work to wait for replies at once.
     StopWork,
     /// Something in the table is odd; log it. The core keeps going.
     Anomaly(Anomaly),
@@ -56,6 +64,10 @@ pub struct Lease {
     /// The local instant at which this process stops believing it leads, unless it renews:
     /// when it sent the winning statement, plus the lease, minus the margin.
     pub deadline: Instant,
+    /// The local instant from which the lease is at risk unless a renew has won by then: the
+    /// deadline minus the stop-ahead ([`Config::stop_ahead`](crate::Config::stop_ahead)). Work
+    /// told to stop then has until the deadline.
+    pub at_risk: Instant,
     /// How the term was won.
     pub won_by: WonBy,
 }
@@ -64,6 +76,12 @@ impl Lease {
     /// Whether the lease still holds at `now`.
     pub fn is_valid(&self, now: Instant) -> bool {
         now < self.deadline
+    }
+
+    /// Whether the lease is at risk at `now`: past `at_risk` (and so, unless renewed since,
+    /// told by [`Command::AtRisk`]).
+    pub fn is_at_risk(&self, now: Instant) -> bool {
+        now >= self.at_risk
     }
 }
 

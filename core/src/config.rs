@@ -3,9 +3,30 @@
 //! The defaults are the Go flag's: interval 30 s, timeout 1 s, jitter 0.2. The Go flag's
 //! `interval` is the lease: others may take the flag over once the holder has not renewed it
 //! for longer than `interval` by the database's clock. Everything else is derived from it unless
-//! set: the retry interval (interval/10, as in Go), the deadline margin (interval/20) and the
-//! renew interval (interval/2 as in Go, or less where the timeout would not leave a renew time
-//! to finish before the deadline).
+//! set, so a setting the user did not give never clashes with one they did: the timeout (1 s, or
+//! interval/4 for leases under 4 s), the retry interval (interval/10, as in Go), the deadline
+//! margin (interval/20), the stop-ahead (see [`Config::stop_ahead`]) and the renew interval
+//! (interval/2 as in Go, or less where a renew would otherwise not finish before the lease is
+//! at risk).
+//!
+//! # The lease's timeline
+//!
+//! A term's lease runs from the moment the winning statement was sent (`s`):
+//!
+//! ```text
+//! s ──── renew ──── at risk ──── deadline ── expiry
+//!        s + renew  deadline     s + interval s + interval, by the database's clock:
+//!                   - stop_ahead - margin     the earliest another process takes over
+//! ```
+//!
+//! - the leader renews at `s + renew`; each renew that wins starts the timeline again;
+//! - if no renew has won by the *at-risk* instant, the leader-only work is told to begin
+//!   stopping, so that it is over by the deadline ([`Command::AtRisk`](crate::Command::AtRisk));
+//! - at the *deadline* the leader stops believing it leads;
+//! - a margin later the lease expires by the database's clock, and another process may take over.
+//!
+//! A renew attempt takes at most one timeout (two with a precheck, which is bounded by the
+//! timeout too); the renew interval leaves room for one attempt before the at-risk instant.
 
 use alloc::string::String;
 use core::time::Duration;
@@ -14,7 +35,9 @@ use crate::time::duration_micros;
 
 /// Default lease (the Go flag's `interval`).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-/// Default bound on one statement.
+/// Default bound on one statement (the Go flag's); leases shorter than four times this get a
+/// quarter of the lease instead, so that a precheck and a check fit in one lease with room to
+/// spare.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default jitter factor.
 pub const DEFAULT_JITTER: f64 = 0.2;
@@ -107,6 +130,39 @@ pub enum ConfigError {
         /// The statement timeout.
         timeout: Duration,
     },
+    /// With a precheck, a renew attempt is a precheck and a check, each bounded by the
+    /// timeout: `interval - margin - 2 × timeout` leaves no time for it.
+    #[error(
+        "a precheck and a check, each bounded by the timeout {timeout:?}, cannot finish before \
+         the deadline: interval {interval:?} - margin {margin:?} leaves less than twice the \
+         timeout; lengthen the interval or shorten the timeout"
+    )]
+    PrecheckCannotFinish {
+        /// The lease.
+        interval: Duration,
+        /// The margin.
+        margin: Duration,
+        /// The statement timeout.
+        timeout: Duration,
+    },
+    /// The stop-ahead leaves no time for a renew before the lease is at risk: a healthy leader
+    /// would be at risk on every renew.
+    #[error(
+        "stop-ahead {stop_ahead:?} leaves no time to renew before the lease is at risk: \
+         interval {interval:?} - margin {margin:?} - stop-ahead must exceed one renew attempt \
+         ({attempt:?}: the timeout, twice with a precheck); shorten the stop-ahead or lengthen \
+         the interval"
+    )]
+    StopAheadTooLong {
+        /// The stop-ahead.
+        stop_ahead: Duration,
+        /// The lease.
+        interval: Duration,
+        /// The margin.
+        margin: Duration,
+        /// One renew attempt: the timeout, or twice it with a precheck.
+        attempt: Duration,
+    },
     /// The retry interval is not shorter than the lease, so a leader could not retry a failed
     /// renew before losing its lease.
     #[error("retry interval {retry:?} must be shorter than the interval {interval:?}")]
@@ -128,6 +184,7 @@ pub struct Config {
     jitter_ppm: u64,
     margin: Duration,
     retry: Duration,
+    stop_ahead: Duration,
     renew: Duration,
     precheck: bool,
 }
@@ -151,10 +208,11 @@ impl Config {
             name: name.into(),
             process: process.into(),
             interval: DEFAULT_INTERVAL,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: None,
             jitter: DEFAULT_JITTER,
             margin: None,
             retry: None,
+            stop_ahead: None,
             precheck: false,
         }
     }
@@ -197,9 +255,28 @@ impl Config {
         self.retry
     }
 
+    /// How long before the deadline the leader-only work is told to begin stopping when no
+    /// renew has won ([`Command::AtRisk`](crate::Command::AtRisk)): the time the work gets to
+    /// stop before the leader stops believing it leads.
+    ///
+    /// By default, the longest that keeps one failed renew (a whole attempt, the longest
+    /// jittered retry interval, another attempt) clear of the at-risk instant at the Go flag's
+    /// renew interval (interval/2), capped at interval/4, and zero when the lease leaves no such
+    /// room (the work is then told at the deadline): with the default 30 s lease, 7.5 s, and a
+    /// blip never puts the lease at risk.
+    pub fn stop_ahead(&self) -> Duration {
+        self.stop_ahead
+    }
+
+    /// The longest a renew attempt takes: the timeout, or twice it with a precheck (which is
+    /// bounded by the timeout too).
+    pub fn attempt(&self) -> Duration {
+        attempt(self.timeout, self.precheck)
+    }
+
     /// How often the leader renews (before jitter): half the interval as in the Go flag, or
-    /// `interval - margin - timeout` when that is shorter, so a renew that takes the whole
-    /// timeout still lands before the deadline.
+    /// `interval - margin - stop_ahead - attempt` when that is shorter, so a renew attempt
+    /// that takes its whole time still wins before the lease is at risk.
     pub fn renew_interval(&self) -> Duration {
         self.renew
     }
@@ -226,10 +303,11 @@ pub struct ConfigBuilder {
     name: String,
     process: String,
     interval: Duration,
-    timeout: Duration,
+    timeout: Option<Duration>,
     jitter: f64,
     margin: Option<Duration>,
     retry: Option<Duration>,
+    stop_ahead: Option<Duration>,
     precheck: bool,
 }
 
@@ -241,9 +319,10 @@ impl ConfigBuilder {
         self
     }
 
-    /// The bound on each statement (default 1 s); must be shorter than the interval.
+    /// The bound on each statement (default 1 s, or interval/4 if that is shorter); must be
+    /// shorter than the interval.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
         self
     }
 
@@ -265,24 +344,35 @@ impl ConfigBuilder {
         self
     }
 
+    /// How long before the deadline leader-only work is told to stop when no renew has won
+    /// (default: see [`Config::stop_ahead`]). Give it the time the work needs to stop.
+    pub fn stop_ahead(mut self, stop_ahead: Duration) -> Self {
+        self.stop_ahead = Some(stop_ahead);
+        self
+    }
+
     /// Whether the driver runs a precheck before each check (default no).
     pub fn precheck(mut self, precheck: bool) -> Self {
         self.precheck = precheck;
         self
     }
 
-    /// Validates everything and derives the renew interval.
+    /// Validates everything and derives what was not set (timeout, margin, retry interval,
+    /// stop-ahead, renew interval).
     pub fn build(self) -> Result<Config, ConfigError> {
         check_name("name", &self.name)?;
         check_name("process", &self.process)?;
         in_range("interval", self.interval, MIN_INTERVAL)?;
-        in_range("timeout", self.timeout, Duration::from_micros(1))?;
+        let timeout = self
+            .timeout
+            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval / 4));
+        in_range("timeout", timeout, Duration::from_micros(1))?;
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(ConfigError::Jitter(self.jitter));
         }
-        if self.timeout >= self.interval {
+        if timeout >= self.interval {
             return Err(ConfigError::TimeoutNotBelowInterval {
-                timeout: self.timeout,
+                timeout,
                 interval: self.interval,
             });
         }
@@ -295,11 +385,19 @@ impl ConfigBuilder {
             });
         }
         let room = self.interval - margin;
-        if self.timeout >= room {
+        if timeout >= room {
             return Err(ConfigError::RenewCannotFinish {
                 interval: self.interval,
                 margin,
-                timeout: self.timeout,
+                timeout,
+            });
+        }
+        let attempt = attempt(timeout, self.precheck);
+        if attempt >= room {
+            return Err(ConfigError::PrecheckCannotFinish {
+                interval: self.interval,
+                margin,
+                timeout,
             });
         }
         let retry = self.retry.unwrap_or(self.interval / 10);
@@ -310,19 +408,47 @@ impl ConfigBuilder {
                 interval: self.interval,
             });
         }
-        let renew = (self.interval / 2).min(room - self.timeout);
+        // Jitter is at most 100%, so this is exact enough for a bound.
+        let longest_retry = retry + retry.mul_f64(self.jitter);
+        let stop_ahead = match self.stop_ahead {
+            Some(stop_ahead) => {
+                in_range("stop-ahead", stop_ahead, Duration::ZERO)?;
+                if stop_ahead.saturating_add(attempt) >= room {
+                    return Err(ConfigError::StopAheadTooLong {
+                        stop_ahead,
+                        interval: self.interval,
+                        margin,
+                        attempt,
+                    });
+                }
+                stop_ahead
+            }
+            None => (room.saturating_sub(self.interval / 2 + attempt * 2 + longest_retry))
+                .min(self.interval / 4),
+        };
+        let renew = (self.interval / 2).min(room - stop_ahead - attempt);
         Ok(Config {
             name: self.name,
             process: self.process,
             interval: self.interval,
-            timeout: self.timeout,
+            timeout,
             // Exact for every factor with six decimals; `as` saturates and the range is checked.
             jitter_ppm: (self.jitter * 1e6) as u64,
             margin,
             retry,
+            stop_ahead,
             renew,
             precheck: self.precheck,
         })
+    }
+}
+
+/// One renew attempt: a check, after a precheck if there is one, each bounded by the timeout.
+fn attempt(timeout: Duration, precheck: bool) -> Duration {
+    if precheck {
+        timeout * 2
+    } else {
+        timeout
     }
 }
 
@@ -374,12 +500,119 @@ mod tests {
         assert_eq!(c.renew_interval(), secs(15));
         assert_eq!(c.margin(), Duration::from_millis(1500));
         assert_eq!(c.interval_micros(), 30_000_000);
+        assert_eq!(c.stop_ahead(), Duration::from_millis(7500));
+    }
+
+    #[test]
+    fn defaults_adapt_to_a_short_lease_instead_of_clashing_with_it() {
+        let c = Config::builder("n", "p")
+            .interval(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        assert_eq!(c.timeout(), Duration::from_millis(50));
+        assert_eq!(c.margin(), Duration::from_millis(10));
+        assert_eq!(c.retry_interval(), Duration::from_millis(20));
+        // A timeout the user gave still clashes, and the error names both values.
+        let e = Config::builder("n", "p")
+            .interval(Duration::from_millis(200))
+            .timeout(secs(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::TimeoutNotBelowInterval {
+                timeout: secs(1),
+                interval: Duration::from_millis(200)
+            }
+        );
+    }
+
+    #[test]
+    fn with_the_default_stop_ahead_one_failed_renew_never_puts_the_lease_at_risk() {
+        // For every lease long enough to give the work time to stop, a renew attempt that
+        // fails after its whole time, the longest retry interval and a second whole attempt
+        // end before the at-risk instant.
+        for ms in [400, 1_000, 2_000, 5_000, 10_000, 30_000, 120_000] {
+            for precheck in [false, true] {
+                let c = Config::builder("n", "p")
+                    .interval(Duration::from_millis(ms))
+                    .precheck(precheck)
+                    .build()
+                    .unwrap();
+                let at_risk = c.interval() - c.margin() - c.stop_ahead();
+                let blip = c.renew_interval()
+                    + c.attempt() * 2
+                    + c.retry_interval().mul_f64(1.0 + c.jitter());
+                if c.stop_ahead() > Duration::ZERO {
+                    assert!(blip <= at_risk, "{ms} ms: {blip:?} > {at_risk:?}");
+                }
+                if !precheck {
+                    // The Go flag's schedule whenever the default timeout allows it.
+                    assert_eq!(c.renew_interval(), Duration::from_millis(ms / 2), "{ms} ms");
+                }
+                assert!(c.renew_interval() + c.attempt() <= at_risk);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_stop_ahead_renews_earlier_and_one_that_leaves_no_time_is_refused() {
+        let c = Config::builder("n", "p")
+            .interval(secs(10))
+            .stop_ahead(secs(6))
+            .build()
+            .unwrap();
+        // 10 s - 0.5 s margin - 6 s - 1 s timeout
+        assert_eq!(c.renew_interval(), Duration::from_millis(2500));
+        let e = Config::builder("n", "p")
+            .interval(secs(10))
+            .stop_ahead(secs(9))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::StopAheadTooLong {
+                stop_ahead: secs(9),
+                interval: secs(10),
+                margin: Duration::from_millis(500),
+                attempt: secs(1)
+            }
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("stop-ahead 9s") && text.contains("interval 10s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_precheck_is_budgeted_in_the_schedule() {
+        // The issue's case: 2 s lease, 500 ms timeout, a precheck.
+        let c = Config::builder("n", "p")
+            .interval(secs(2))
+            .timeout(Duration::from_millis(500))
+            .precheck(true)
+            .build()
+            .unwrap();
+        assert_eq!(c.attempt(), secs(1));
+        assert!(c.renew_interval() + c.attempt() <= c.interval() - c.margin() - c.stop_ahead());
+        let e = Config::builder("n", "p")
+            .interval(secs(2))
+            .timeout(Duration::from_millis(950))
+            .precheck(true)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::PrecheckCannotFinish { .. }), "{e}");
     }
 
     #[test]
     fn renew_interval_shrinks_so_a_slow_renew_lands_before_the_deadline() {
         // The Go peer's benchmark settings: 2 s lease, 1 s timeout.
-        let c = Config::builder("n", "p").interval(secs(2)).build().unwrap();
+        let c = Config::builder("n", "p")
+            .interval(secs(2))
+            .timeout(secs(1))
+            .build()
+            .unwrap();
         assert_eq!(c.margin(), Duration::from_millis(100));
         assert_eq!(c.renew_interval(), Duration::from_millis(900));
         assert!(c.renew_interval() + c.timeout() <= c.interval() - c.margin());

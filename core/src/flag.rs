@@ -38,9 +38,12 @@ pub struct Flag {
     /// the row as of its start, so it may show one of our own writes: only a later version
     /// under our name is news.
     written: Option<i64>,
-    /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has; the
-    /// row is released once it has, or at this instant (the lease's deadline), whichever is
-    /// first, so the next leader never starts while this one's work still runs.
+    /// Whether [`Command::AtRisk`] was emitted for the current lease.
+    told_at_risk: bool,
+    /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has. The
+    /// row is released only once it has: never while the work is known to run. At this
+    /// instant (a margin after the lease's deadline, when the lease has expired by itself) the
+    /// release is given up.
     stopping: Option<Instant>,
     /// What the last check returned.
     seen: Option<Seen>,
@@ -132,6 +135,7 @@ impl Flag {
             recheck: false,
             uncertain: true,
             written: None,
+            told_at_risk: false,
             stopping: None,
             seen: None,
             now,
@@ -181,14 +185,18 @@ impl Flag {
     }
 
     /// When to call [`handle_timeout`](Flag::handle_timeout) next, if nothing else happens
-    /// first: the next check, or the leader's deadline. `None` when closed, or while a
-    /// statement is pending and this process does not lead (its reply comes first).
+    /// first: the next check, the leader's at-risk instant or deadline, or when a release that
+    /// waits for the work is given up. `None` when closed, or while a statement is pending and
+    /// this process does not lead (its reply comes first).
     ///
     /// It depends on the state alone: polling again without an input returns the same instant,
     /// and it is never earlier than the latest `now` handed in.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = match self.role {
+            Role::Leader(lease) if self.phase == Phase::Running && !self.told_at_risk => {
+                Some(lease.at_risk.min(lease.deadline))
+            }
             Role::Leader(lease) if self.phase == Phase::Running => Some(lease.deadline),
             _ => None,
         };
@@ -203,8 +211,8 @@ impl Flag {
         }
     }
 
-    /// A timer fired at `now`: lower if the deadline passed, start a check if one is due.
-    /// Calling it early, or more often than needed, is harmless.
+    /// A timer fired at `now`: lower if the deadline passed, say the lease is at risk, start a
+    /// check if one is due. Calling it early, or more often than needed, is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Closed {
             return;
@@ -268,8 +276,9 @@ impl Flag {
         Ok(())
     }
 
-    /// Moves the clock forward and lowers at the deadline. Every input starts here, so a reply
-    /// that arrives late is judged after the lease it would extend has already lapsed.
+    /// Moves the clock forward, says when the lease is at risk, and lowers at the deadline.
+    /// Every input starts here, so a reply that arrives late is judged after the lease it would
+    /// extend has already lapsed.
     fn advance(&mut self, now: Instant) -> Instant {
         let now = now.max(self.now);
         self.now = now;
@@ -280,9 +289,24 @@ impl Flag {
                 };
                 self.commands
                     .push(Command::Lower(LowerReason::DeadlinePassed));
+            } else {
+                self.tell_if_at_risk(now);
             }
         }
         now
+    }
+
+    /// Emits [`Command::AtRisk`] once the current lease reaches its at-risk instant without a
+    /// renew having won.
+    fn tell_if_at_risk(&mut self, now: Instant) {
+        if let (Role::Leader(lease), Phase::Running, false) =
+            (self.role, self.phase, self.told_at_risk)
+        {
+            if lease.is_valid(now) && lease.is_at_risk(now) {
+                self.told_at_risk = true;
+                self.commands.push(Command::AtRisk(lease));
+            }
+        }
     }
 
     /// Emits a command the protocol would not: lets tests prove the auditor catches it.
@@ -291,12 +315,14 @@ impl Flag {
         self.commands.push(command);
     }
 
-    /// Does what is due at `now`: the release that waited for work past its deadline, the next
-    /// check.
+    /// Does what is due at `now`: the at-risk signal, giving up a release the work still
+    /// holds, the next check.
     fn fire_due(&mut self, now: Instant) {
-        if self.stopping.is_some_and(|by| now >= by) {
-            // The work had its whole lease to stop; the row cannot wait longer.
-            self.work_stopped();
+        self.tell_if_at_risk(now);
+        if self.stopping.is_some_and(|by| now >= by)
+            && matches!(self.pending, Pending::AwaitStop { .. })
+        {
+            self.give_up_release(now);
         }
         if let (Pending::Nothing, Phase::Running, Some(due)) =
             (self.pending, self.phase, self.next_check)
@@ -391,6 +417,7 @@ impl Flag {
     fn on_won(&mut self, now: Instant, sent_at: Instant, renew: Option<i64>, row: Row<'_>) {
         let version = row.version.unwrap_or_default(); // check_contract guarantees Some
         let deadline = sent_at + self.config.interval() - self.config.margin();
+        let at_risk = deadline - self.config.stop_ahead();
         if now >= deadline {
             // The win came too late to lead on; renew at once with a fresh send time.
             self.step_down(LowerReason::DeadlinePassed);
@@ -404,9 +431,11 @@ impl Flag {
                 let lease = Lease {
                     version,
                     deadline,
+                    at_risk,
                     ..lease
                 };
                 self.role = Role::Leader(lease);
+                self.told_at_risk = false;
                 self.commands.push(Command::Renewed(lease));
             }
             _ => {
@@ -424,9 +453,11 @@ impl Flag {
                     token: version,
                     version,
                     deadline,
+                    at_risk,
                     won_by,
                 };
                 self.role = Role::Leader(lease);
+                self.told_at_risk = false;
                 self.commands.push(Command::Raise(lease));
             }
         }
@@ -529,21 +560,40 @@ impl Flag {
         }
     }
 
-    /// Releases now, or once the work has stopped if it was told to.
+    /// Releases now, or once the work has stopped if it was told to (and gives up if the
+    /// lease has expired by itself meanwhile).
     fn release_when_stopped(&mut self, version: i64) {
-        if self.stopping.is_some() {
-            self.pending = Pending::AwaitStop { version };
-        } else {
-            self.release(version);
+        match self.stopping {
+            None => self.release(version),
+            Some(by) if self.now >= by => {
+                self.pending = Pending::AwaitStop { version };
+                self.give_up_release(self.now);
+            }
+            Some(_) => self.pending = Pending::AwaitStop { version },
         }
     }
 
-    /// The leader-only work has stopped (or its time is up): release if that was all we
-    /// waited for.
+    /// The leader-only work has stopped: release if that was all we waited for.
     fn work_stopped(&mut self) {
         self.stopping = None;
         if let Pending::AwaitStop { version } = self.pending {
             self.release(version);
+        }
+    }
+
+    /// The work still runs a margin after the lease's deadline: the lease has expired by
+    /// itself, so the release would hand over nothing, and it must never go out while the
+    /// work is known to run. Forget the row. (`stopping` stays: only `WorkStopped` says the
+    /// work has ended.)
+    fn give_up_release(&mut self, now: Instant) {
+        if let Pending::AwaitStop { .. } = self.pending {
+            self.pending = Pending::Nothing;
+            self.role = Role::Follower { ours: None };
+            if self.phase == Phase::Closing {
+                self.closed();
+            } else {
+                self.schedule_retry(now);
+            }
         }
     }
 
@@ -572,7 +622,7 @@ impl Flag {
         if let Role::Leader(lease) = self.role {
             self.commands.push(Command::Lower(reason));
             self.commands.push(Command::StopWork);
-            self.stopping = Some(lease.deadline);
+            self.stopping = Some(lease.deadline + self.config.margin());
             self.role = Role::Follower {
                 ours: Some(lease.version),
             };

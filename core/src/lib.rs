@@ -43,6 +43,19 @@
 //!    table; the core detects it in steady state, [`Anomaly::DuplicateProcess`], and steps
 //!    aside, but not at the first check).
 //!
+//! # Why the leader's work stops before another leader starts
+//!
+//! Belief is not enough: users care that two leaders' *work* never overlaps. The lease
+//! carries an *at-risk* instant, the deadline minus the stop-ahead
+//! ([`Config::stop_ahead`]). If no renew has won by then, [`Command::AtRisk`] tells the driver
+//! to stop the leader-only work, which then has the stop-ahead to end before the deadline; the
+//! deadline is the hard bound (a driver may kill the work there, as `leadership run` does), and
+//! the next leader can only start a margin later. The renew schedule leaves room for one renew
+//! attempt (with its precheck) before the at-risk instant, and by default for a failed one and
+//! its retry too, so a blip does not stop the work. On a graceful release the row is released
+//! only after the work has said it stopped ([`Input::WorkStopped`]), never while it is known
+//! to run: if it has not stopped a margin after the deadline, the lease is left to expire.
+//!
 //! Nothing else is assumed: not message timing, not the delivery of notifications, not the
 //! behaviour of the other processes beyond following this rule. Go processes take over only
 //! by the same rule, judged even earlier (their `now()` is read before their update), so a

@@ -98,7 +98,7 @@ fn main() {
     let end = (!args.duration.is_zero()).then(|| Instant::now() + args.duration);
     let mut out = std::io::stdout().lock();
     let mut last: Option<(bool, Option<i64>)> = None;
-    while !stop.load(Ordering::SeqCst) && !end.is_some_and(|e| Instant::now() >= e) {
+    while !stop.load(Ordering::SeqCst) && end.is_none_or(|e| Instant::now() < e) {
         let lease = flags[0].lease();
         let (now, wall) = (Instant::now(), unix_ns());
         let state = (lease.is_some(), lease.map(|l| l.version));

@@ -79,6 +79,12 @@ impl FlagBuilder {
         self.map(|b| b.retry_interval(retry))
     }
 
+    /// How long before the deadline the work is told to stop when no renew has won; see
+    /// [`leadership_tokio::FlagBuilder::stop_ahead`].
+    pub fn stop_ahead(self, stop_ahead: Duration) -> Self {
+        self.map(|b| b.stop_ahead(stop_ahead))
+    }
+
     /// The table in the connection's `search_path` (default `leadership_flags`).
     pub fn table(self, name: &str) -> Self {
         self.map(|b| b.table(name))

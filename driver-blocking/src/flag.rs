@@ -33,7 +33,7 @@ use crate::{Error, Holder, Lease};
 /// flag.close()?; // releases the row: the next leader starts at once
 /// # Ok::<(), leadership_blocking::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Flag {
     inner: leadership_tokio::Flag,
     runtime: Arc<Runtime>,
@@ -51,6 +51,9 @@ impl Flag {
     }
 
     pub(crate) fn wrap(inner: leadership_tokio::Flag, runtime: Arc<Runtime>) -> Flag {
+        // If the last handle goes without a close, the driver closes in the background: the
+        // runtime's thread waits for that before it ends.
+        runtime.keep_until(inner.clone());
         Flag { inner, runtime }
     }
 
@@ -107,7 +110,7 @@ impl Flag {
     /// # }
     /// ```
     pub fn subscribe(&self) -> Subscription {
-        Subscription::new(self.inner.subscribe(), self.runtime.clone())
+        Subscription::new(&self.inner, self.runtime.clone())
     }
 
     /// Who held the row at the last check, from what that check returned: no extra statement.
@@ -124,10 +127,62 @@ impl Flag {
         self.inner.current_holder()
     }
 
-    /// Lowers the flag, waits for every [`Guard`] to be dropped (never past the lease's
-    /// deadline), releases the row so that another process leads at once, and returns; see
-    /// [`leadership_tokio::Flag::close`]. Drop (or hand to another thread) every guard this
-    /// thread holds before calling it, or it waits for the lease to run out.
+    /// Runs `work` on this thread while this process leads, until the flag is closed (by
+    /// another clone or thread): once for each term, and again within a term after the lease
+    /// was at risk and a renew won; see [`leadership_tokio::Flag::lead`]. The work should
+    /// return soon after [`Guard::is_at_risk`] turns true (check it between steps, or wait
+    /// with [`Guard::wait_at_risk`]) so that it is over by the deadline, and fence its writes
+    /// with [`Guard::token`]. A close releases the row only after the work has returned.
+    ///
+    /// ```no_run
+    /// # fn demo(flag: leadership_blocking::Flag) -> Result<(), leadership_blocking::Error> {
+    /// # fn step(_token: i64) {}
+    /// flag.lead(|guard| {
+    ///     while !guard.is_at_risk() {
+    ///         step(guard.token());
+    ///     }
+    /// })
+    /// # }
+    /// ```
+    pub fn lead(&self, mut work: impl FnMut(&Guard)) -> Result<(), Error> {
+        let mut last = None;
+        while let Some(guard) = self.runtime.block_on(self.inner.next_run(last))? {
+            let guard = Guard::wrap(guard, self.runtime.clone());
+            work(&guard);
+            last = Some(leadership_tokio::LastRun {
+                token: guard.token(),
+                stopped: guard.is_at_risk(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the first check to answer, then [`TryLead::Led`](crate::TryLead::Led) with the
+    /// term's guard or [`TryLead::HeldBy`](crate::TryLead::HeldBy) with the holder; see
+    /// [`leadership_tokio::Flag::try_lead`].
+    ///
+    /// ```no_run
+    /// # fn demo(flag: leadership_blocking::Flag) -> Result<(), leadership_blocking::Error> {
+    /// use leadership_blocking::TryLead;
+    /// match flag.try_lead()? {
+    ///     TryLead::Led(guard) => println!("running the job with token {}", guard.token()),
+    ///     TryLead::HeldBy(holder) => println!("{:?} runs it", holder.name),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_lead(&self) -> Result<crate::TryLead, Error> {
+        Ok(match self.runtime.block_on(self.inner.try_lead())? {
+            leadership_tokio::TryLead::Led(guard) => {
+                crate::TryLead::Led(Guard::wrap(guard, self.runtime.clone()))
+            }
+            leadership_tokio::TryLead::HeldBy(holder) => crate::TryLead::HeldBy(holder),
+        })
+    }
+
+    /// Lowers the flag, waits for every [`Guard`] to be dropped, releases the row so that
+    /// another process leads at once, and returns; see [`leadership_tokio::Flag::close`]. Safe
+    /// from any clone and idempotent. Drop (or hand to another thread) every guard this thread
+    /// holds before calling it, or the release waits for the lease to run out.
     ///
     /// ```no_run
     /// # fn demo(flag: leadership_blocking::Flag) {
@@ -136,9 +191,20 @@ impl Flag {
     /// }
     /// # }
     /// ```
-    pub fn close(self) -> Result<(), Error> {
-        let Flag { inner, runtime } = self;
-        runtime.block_on(inner.close())
+    pub fn close(&self) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.close())
+    }
+
+    /// [`close`](Flag::close), returning after `bound` at the latest; see
+    /// [`leadership_tokio::Flag::close_within`].
+    ///
+    /// ```no_run
+    /// # fn demo(flag: leadership_blocking::Flag) {
+    /// let _ = flag.close_within(std::time::Duration::from_secs(25));
+    /// # }
+    /// ```
+    pub fn close_within(&self, bound: Duration) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.close_within(bound))
     }
 }
 

@@ -54,6 +54,26 @@ impl Guard {
         self.inner.is_lost()
     }
 
+    /// Whether the work should be stopping: the lease is at risk (no renew has won by the
+    /// deadline minus the stop-ahead) or the term has ended.
+    pub fn is_at_risk(&self) -> bool {
+        self.inner.is_at_risk()
+    }
+
+    /// Waits up to `timeout` for the lease to be at risk (or the term to end); `true` if it
+    /// is.
+    ///
+    /// ```no_run
+    /// # fn demo(guard: &leadership_blocking::Guard) {
+    /// if guard.wait_at_risk(std::time::Duration::from_millis(100)) { /* stop the work */ }
+    /// # }
+    /// ```
+    pub fn wait_at_risk(&self, timeout: Duration) -> bool {
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, self.inner.at_risk()).await })
+            .is_ok()
+    }
+
     /// Waits up to `timeout` for the term to end; `true` if it has.
     ///
     /// ```no_run

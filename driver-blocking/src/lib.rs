@@ -69,4 +69,13 @@ pub use guard::Guard;
 pub use leadership_core::sql::{ShapeError, TableError};
 pub use leadership_core::{ConfigError, WonBy};
 pub use leadership_tokio::{Error, Holder, Lease, State};
+
+/// What [`Flag::try_lead`] found.
+#[derive(Debug)]
+pub enum TryLead {
+    /// This process leads: the guard of the term.
+    Led(Guard),
+    /// Another process holds the flag (as the last check saw it).
+    HeldBy(Holder),
+}
 pub use subscription::Subscription;

@@ -4,14 +4,16 @@
 //! The thread drives the runtime's I/O and timers for as long as any handle (flag, guard,
 //! subscription) holds it; the handles block on futures from their own threads with
 //! [`Handle::block_on`](tokio::runtime::Handle::block_on), which works on a current-thread
-//! runtime because this thread keeps driving it.
+//! runtime because this thread keeps driving it. When the last handle is gone, the thread
+//! lets the flags finish closing in the background (their drivers release the rows), then
+//! ends.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::Error;
 
@@ -19,8 +21,9 @@ use crate::Error;
 #[derive(Debug)]
 pub(crate) struct Runtime {
     handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<Vec<JoinHandle<()>>>>,
+    /// One task per flag, ending when its driver has finished closing.
+    closing: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Runtime {
@@ -32,21 +35,25 @@ impl Runtime {
             .build()
             .map_err(Error::DriverThread)?;
         let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
+        let (stop, stopped) = oneshot::channel::<Vec<JoinHandle<()>>>();
+        std::thread::Builder::new()
             .name("leadership".into())
             .spawn(move || {
-                // Runs until the last handle is dropped; dropping the runtime then ends
-                // whatever is left (connection tasks) without waiting for it.
                 runtime.block_on(async {
-                    let _ = stopped.await;
+                    // Runs until the last handle is gone, then waits for the background
+                    // closes; dropping the runtime ends whatever is left.
+                    if let Ok(closing) = stopped.await {
+                        for task in closing {
+                            let _ = task.await;
+                        }
+                    }
                 });
             })
             .map_err(Error::DriverThread)?;
         Ok(Arc::new(Runtime {
             handle,
             stop: Some(stop),
-            thread: Some(thread),
+            closing: Mutex::new(Vec::new()),
         }))
     }
 
@@ -61,19 +68,25 @@ impl Runtime {
     pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
         self.handle.enter()
     }
+
+    /// Keeps the thread alive, once the last handle is gone, until `flag` has finished
+    /// closing (bounded by its close bound).
+    pub(crate) fn keep_until(&self, flag: leadership_tokio::Flag) {
+        let task = self.handle.spawn(flag.finished());
+        self.closing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
 }
 
 impl Drop for Runtime {
+    /// Does not wait: the thread finishes the background closes on its own.
     fn drop(&mut self) {
+        let closing =
+            std::mem::take(&mut *self.closing.lock().unwrap_or_else(PoisonError::into_inner));
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            // The last handle may be dropped on the runtime's own thread (a guard moved into a
-            // spawned task): it must not wait for itself.
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
+            let _ = stop.send(closing);
         }
     }
 }

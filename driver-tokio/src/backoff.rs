@@ -29,7 +29,7 @@ impl Backoff {
 
     /// Whether an attempt may be made at `now`.
     pub(crate) fn ready(&self, now: Instant) -> bool {
-        self.not_before.map_or(true, |t| now >= t)
+        self.not_before.is_none_or(|t| now >= t)
     }
 
     /// An attempt (or the connection) failed at `now`.

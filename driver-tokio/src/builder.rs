@@ -15,6 +15,7 @@ use leadership_core::sql::{Statements, Table};
 use leadership_core::Config;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Socket;
+use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::connection::{Connector, Link};
@@ -56,6 +57,8 @@ pub struct FlagBuilder {
     jitter: Option<f64>,
     margin: Option<Duration>,
     retry: Option<Duration>,
+    stop_ahead: Option<Duration>,
+    shutdown: Option<CancellationToken>,
     table: Result<Table, Error>,
     metrics_prefix: Option<String>,
     precheck: Option<PrecheckFn>,
@@ -84,6 +87,8 @@ impl FlagBuilder {
             jitter: None,
             margin: None,
             retry: None,
+            stop_ahead: None,
+            shutdown: None,
             table: Ok(Table::default()),
             metrics_prefix: None,
             precheck: None,
@@ -146,6 +151,34 @@ impl FlagBuilder {
     /// ```
     pub fn retry_interval(mut self, retry: Duration) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// How long before the deadline the leader-only work is told to stop when no renew has won
+    /// ([`Guard::at_risk`](crate::Guard::at_risk)): give it the time the work needs to stop.
+    /// Default: as long as one failed renew allows without putting the lease at risk, at most
+    /// interval/4 (see [`leadership_core::Config::stop_ahead`]). A longer one renews earlier.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .interval(Duration::from_secs(30))
+    ///     .stop_ahead(Duration::from_secs(10));
+    /// ```
+    pub fn stop_ahead(mut self, stop_ahead: Duration) -> Self {
+        self.stop_ahead = Some(stop_ahead);
+        self
+    }
+
+    /// Closes the flag (as [`Flag::close`]) when `token` is cancelled: tie it to the service's
+    /// shutdown.
+    ///
+    /// ```
+    /// let shutdown = tokio_util::sync::CancellationToken::new();
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a").shutdown_on(shutdown.clone());
+    /// ```
+    pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
         self
     }
 
@@ -288,6 +321,7 @@ impl FlagBuilder {
             notifications,
             metrics,
             self.precheck,
+            self.shutdown,
         ))
     }
 
@@ -340,6 +374,9 @@ impl FlagBuilder {
         if let Some(v) = self.retry {
             config = config.retry_interval(v);
         }
+        if let Some(v) = self.stop_ahead {
+            config = config.stop_ahead(v);
+        }
         Ok(config.precheck(self.precheck.is_some()).build()?)
     }
 
@@ -368,6 +405,7 @@ impl FlagBuilder {
             Some(notifications),
             metrics,
             self.precheck.clone(),
+            self.shutdown.clone(),
         ))
     }
 }

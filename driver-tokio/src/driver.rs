@@ -8,17 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::builder::PrecheckFn;
 use crate::connection::{Conn, Link, NoConn};
-use crate::error::Error;
 use crate::guard::Signals;
-use crate::lease::LeaseCell;
 use crate::pg::{Chain, CheckRow, DecodeError};
 use crate::recorder::{Metrics, Statement};
-use crate::state::{Holder, State};
+use crate::state::Holder;
 
 /// The one statement or precheck in flight (the core never asks for two at once).
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -63,10 +62,23 @@ impl std::fmt::Display for Why {
     }
 }
 
+/// How the driver task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Closed: the row was released, or was not ours.
+    Closed,
+    /// Closed, but the release failed: the lease is left to expire.
+    ReleaseFailed,
+    /// The task is gone without an answer (it panicked).
+    Gone,
+}
+
 pub(crate) struct Driver {
     core: Core,
-    shared: Arc<LeaseCell>,
     signals: Arc<Signals>,
+    /// The holder the last check saw, published once the commands of that check are carried
+    /// out (so nobody sees the holder before the raise it brought).
+    holder: Option<Holder>,
     /// A wake-up for each notified release of this flag (coalesced: one pending at most);
     /// `None` once its route is gone, after which the flag only polls.
     notifications: Option<mpsc::Receiver<()>>,
@@ -87,7 +99,7 @@ impl Driver {
     pub(crate) fn new(
         config: Config,
         seed: u64,
-        (shared, signals): (Arc<LeaseCell>, Arc<Signals>),
+        signals: Arc<Signals>,
         link: Arc<Link>,
         notifications: Option<mpsc::Receiver<()>>,
         metrics: Metrics,
@@ -99,9 +111,9 @@ impl Driver {
             process: config.process().into(),
             lease_micros: config.interval_micros(),
             timeout: config.timeout(),
-            core: Core::new(config, seed, shared.now()),
-            shared,
+            core: Core::new(config, seed, signals.cell.now()),
             signals,
+            holder: None,
             notifications,
             stopping: false,
             link,
@@ -111,35 +123,35 @@ impl Driver {
         }
     }
 
-    /// Runs until the core says `Closed` (after the user's close) or the handle is dropped.
-    pub(crate) async fn run(mut self, closed: oneshot::Receiver<()>) -> Result<(), Error> {
-        let mut closed = Some(closed);
+    /// Runs until the core says `Closed`, after `close` is cancelled (by the user's close,
+    /// the last handle's drop, or the user's shutdown token).
+    pub(crate) async fn run(mut self, close: CancellationToken) -> Outcome {
+        let mut asked = false;
         let mut pending: Option<Pending> = None;
         info!(name = %self.name, process = %self.process, table = %self.link.connector().statements().regclass, "competing for the flag");
         loop {
             if let Some(next) = self.drain() {
                 pending = Some(next);
             }
+            if let Some(holder) = self.holder.take() {
+                self.signals.set_holder(holder);
+            }
             if self.core.is_closed() {
                 return if self.release_failed {
-                    Err(Error::ReleaseFailed)
+                    Outcome::ReleaseFailed
                 } else {
-                    Ok(())
+                    Outcome::Closed
                 };
             }
             let wake = self
                 .core
                 .poll_timeout()
-                .and_then(|t| self.shared.at(t))
+                .and_then(|t| self.signals.cell.at(t))
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
-                asked = async { closed.as_mut().expect("guarded").await }, if closed.is_some() => {
-                    closed = None;
-                    if asked.is_err() {
-                        // The handle was dropped: stop without releasing.
-                        return Ok(());
-                    }
+                () = close.cancelled(), if !asked => {
+                    asked = true;
                     self.input(Input::Close);
                 }
                 done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
@@ -162,14 +174,14 @@ impl Driver {
                     }
                 }
                 () = sleep_until(wake), if wake.is_some() => {
-                    self.core.handle_timeout(self.shared.now());
+                    self.core.handle_timeout(self.signals.cell.now());
                 }
             }
         }
     }
 
     fn input(&mut self, input: Input<'_>) {
-        if let Err(e) = self.core.handle_input(self.shared.now(), input) {
+        if let Err(e) = self.core.handle_input(self.signals.cell.now(), input) {
             // A bug of this driver, not of the database: say so loudly and carry on (the
             // core's state is unchanged).
             error!(error = %e, "leadership driver broke the core's contract");
@@ -186,19 +198,21 @@ impl Driver {
                 Command::Release { version } => next = Some(self.release(version)),
                 Command::RunPrecheck => next = Some(self.run_precheck()),
                 Command::Raise(lease) => {
-                    self.shared.publish(lease);
-                    self.publish_raised(lease);
+                    self.signals.raised(lease);
                     info!(name = %self.name, process = %self.process, token = lease.token, won_by = ?lease.won_by, "raised: this process leads");
                 }
                 Command::Renewed(lease) => {
-                    self.shared.publish(lease);
-                    self.publish_raised(lease);
+                    self.signals.raised(lease);
                     debug!(name = %self.name, version = lease.version, "renewed");
                 }
+                Command::AtRisk(lease) => {
+                    // Every guard's `at_risk()` fires now (they watch the clock too).
+                    self.signals.at_risk();
+                    warn!(name = %self.name, process = %self.process, token = lease.token, "lease at risk: no renew has won; leader-only work must stop before the deadline");
+                }
                 Command::Lower(reason) => {
-                    self.shared.clear();
                     // Every guard's `lost()` fires now.
-                    self.signals.publish(State::Lowered);
+                    self.signals.lowered();
                     info!(name = %self.name, process = %self.process, ?reason, "lowered: this process no longer leads");
                 }
                 // The guards were told by the `Lower` before it; the loop waits for them to be
@@ -214,15 +228,6 @@ impl Driver {
             }
         }
         next
-    }
-
-    fn publish_raised(&self, lease: leadership_core::Lease) {
-        if let Some(deadline) = self.shared.at(lease.deadline) {
-            self.signals.publish(State::Raised {
-                token: lease.token,
-                deadline,
-            });
-        }
     }
 
     fn check(&mut self, renew: Option<i64>) -> Pending {
@@ -321,11 +326,11 @@ impl Driver {
                 self.input(Input::Checked(row.as_input()));
                 if let Some(seen) = self.core.seen() {
                     let at = self
-                        .shared
+                        .signals
+                        .cell
                         .at(seen.at)
                         .unwrap_or_else(std::time::Instant::now);
-                    self.signals
-                        .set_holder(Holder::from_seen(&seen, row.holder.as_deref(), at));
+                    self.holder = Some(Holder::from_seen(&seen, row.holder.as_deref(), at));
                 }
             }
             Reply::Released(released) => {

@@ -1,31 +1,34 @@
-//! [`Flag`]: the handle the user holds while the driver task runs.
+//! [`Flag`]: the handle the user holds (and clones) while the driver task runs.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use leadership_core::Config;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::builder::{FlagBuilder, PrecheckFn};
 use crate::connection::Link;
-use crate::driver::Driver;
+use crate::driver::{Driver, Outcome};
 use crate::error::Error;
-use crate::guard::{Guard, Signals};
-use crate::lease::{Lease, LeaseCell};
+use crate::guard::{self, Guard, Signals};
+use crate::lease::Lease;
 use crate::recorder::Metrics;
 use crate::state::{Holder, State};
 
 /// A leadership flag competed for through a PostgreSQL table, driven by a tokio task.
 ///
-/// Build one with [`Flag::builder`] (or add it to a [`FlagSet`](crate::FlagSet)). Ask
-/// [`is_raised`](Flag::is_raised) before doing the leader's work; it is cheap and turns false
-/// at the lease's local deadline even while the driver is stuck in a statement. Or wait with
-/// [`raised`](Flag::raised) for a [`Guard`] whose [`lost`](Guard::lost) fires when the term
-/// ends; [`subscribe`](Flag::subscribe) watches the [`State`]. [`close`](Flag::close) ends the
-/// guards, waits for them to be dropped and hands the flag over at once (the followers are
-/// notified); dropping the handle stops the task without releasing the row (others take over
-/// when the lease expires; guards see `lost()` fire).
+/// Build one with [`Flag::builder`] (or add it to a [`FlagSet`](crate::FlagSet)). The handle
+/// is cheap to clone and share (a worker, a health endpoint, a shutdown task); every clone
+/// drives the same flag. Ask [`is_raised`](Flag::is_raised) before doing the leader's work; it
+/// is cheap and turns false at the lease's local deadline even while the driver is stuck in a
+/// statement. Or let [`lead`](Flag::lead) run the work for each term and stop it in time, or
+/// wait with [`raised`](Flag::raised) for a [`Guard`]. [`close`](Flag::close) (from any clone)
+/// ends the guards, waits for them to be dropped and hands the flag over at once (the
+/// followers are notified). Dropping the last clone without closing does the same in the
+/// background, best effort.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), leadership_tokio::Error> {
@@ -34,24 +37,30 @@ use crate::state::{Holder, State};
 ///     .connect_str("host=db user=app")
 ///     .start(tokio_postgres::NoTls)
 ///     .await?;
-/// loop {
-///     if let Some(lease) = flag.lease() {
-///         // Pass `lease.token` to systems that fence out deposed leaders.
-///         println!("leading with token {}", lease.token);
-///         break;
-///     }
-///     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-/// }
-/// flag.close().await?;
+/// let shutdown = flag.clone();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     let _ = shutdown.close_within(std::time::Duration::from_secs(20)).await;
+/// });
+/// flag.lead(|guard| async move {
+///     // Leader-only work; stop when `guard.at_risk()` fires, fence writes with the token.
+///     guard.at_risk().await;
+/// })
+/// .await?;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Flag {
-    shared: Arc<LeaseCell>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     signals: Arc<Signals>,
-    /// Errs once the driver task has ended, whatever the way (its sender lives in the task).
-    alive: watch::Receiver<()>,
-    close: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), Error>>>,
+    /// Cancelled to close: by `close`, by the last handle's drop, or by the user's token.
+    close: CancellationToken,
+    /// What the driver task ended with, once it has.
+    outcome: watch::Receiver<Option<Outcome>>,
+    task: Mutex<Option<JoinHandle<()>>>,
     close_bound: Duration,
 }
 
@@ -61,6 +70,25 @@ impl std::fmt::Debug for Flag {
             .field("raised", &self.is_raised())
             .finish_non_exhaustive()
     }
+}
+
+/// How the last run of the work in [`Flag::lead`] ended (the loop of both drivers' `lead`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastRun {
+    /// Its term.
+    pub token: i64,
+    /// It was told to stop (at risk, or the term ended), rather than returning by itself.
+    pub stopped: bool,
+}
+
+/// What [`Flag::try_lead`] found.
+#[derive(Debug)]
+pub enum TryLead {
+    /// This process leads: the guard of the term.
+    Led(Guard),
+    /// Another process holds the flag (as the last check saw it).
+    HeldBy(Holder),
 }
 
 impl Flag {
@@ -81,41 +109,43 @@ impl Flag {
         notifications: Option<mpsc::Receiver<()>>,
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
+        shutdown: Option<CancellationToken>,
     ) -> Flag {
-        // The leader-only work may take until the lease's deadline (less than one interval)
-        // to stop; a pending statement takes at most one timeout, the release another; one
-        // more for the scheduler's slack.
-        let close_bound = config.interval() + config.timeout() * 3;
-        let shared = Arc::new(LeaseCell::new());
+        // The leader-only work may take until a margin past the lease's deadline to stop (then
+        // the release is given up); a pending statement takes at most one timeout, the
+        // release another; one more for the scheduler's slack.
+        let close_bound = config.interval() + config.margin() + config.timeout() * 3;
         let signals = Arc::new(Signals::new());
-        let (close, closed) = oneshot::channel();
-        let (alive_tx, alive) = watch::channel(());
+        let close = shutdown.map_or_else(CancellationToken::new, |s| s.child_token());
+        let (outcome_tx, outcome) = watch::channel(None);
         let driver = Driver::new(
             config,
             seed,
-            (shared.clone(), signals.clone()),
+            signals.clone(),
             link,
             notifications,
             metrics,
             precheck,
         );
+        let closing = close.clone();
         let task = tokio::spawn(async move {
-            let _alive = alive_tx;
-            driver.run(closed).await
+            let ended = driver.run(closing).await;
+            outcome_tx.send_replace(Some(ended));
         });
         Flag {
-            shared,
-            signals,
-            alive,
-            close: Some(close),
-            task: Some(task),
-            close_bound,
+            inner: Arc::new(Inner {
+                signals,
+                close,
+                outcome,
+                task: Mutex::new(Some(task)),
+                close_bound,
+            }),
         }
     }
 
     /// Whether this process leads now: it holds a lease whose local deadline (when it sent the
     /// winning statement, plus the interval, minus the margin) is later than the monotonic
-    /// clock at this call. Two atomic loads and a clock read; callable from any thread.
+    /// clock at this call. An atomic load and a clock read; callable from any thread.
     ///
     /// ```no_run
     /// # fn demo(flag: &leadership_tokio::Flag) {
@@ -125,11 +155,13 @@ impl Flag {
     /// # }
     /// ```
     pub fn is_raised(&self) -> bool {
-        self.shared.is_raised()
+        self.inner.signals.cell.is_raised()
     }
 
     /// The current lease, if this process leads now: its fencing token (the row version at
-    /// which the term began; a later leader's is always larger) and its deadline.
+    /// which the term began; a later leader's is always larger), its deadline and its at-risk
+    /// instant. Both instants are computed once per lease, so they read the same until the
+    /// next renew.
     ///
     /// ```no_run
     /// # fn demo(flag: &leadership_tokio::Flag) {
@@ -139,72 +171,213 @@ impl Flag {
     /// # }
     /// ```
     pub fn lease(&self) -> Option<Lease> {
-        self.shared.lease()
+        self.inner.signals.cell.lease()
     }
 
-    /// A receiver of the [`State`]: `Raised { token, deadline }` on a raise and on every
-    /// renew, `Lowered` when leadership ends. A watch keeps only the latest value, so a slow
-    /// reader may miss a short term; it never misses the latest state. The deadline is the
-    /// only authority while raised: a driver stuck in a hung statement publishes `Lowered`
-    /// late, but its deadline has passed on time (or use [`raised`](Flag::raised) and
-    /// [`Guard::lost`], which watch the clock too).
+    /// A receiver of the [`State`], which changes on transitions only: a raise, a new term,
+    /// the lease at risk and back, a lower; not on each renewal. A watch keeps only the latest
+    /// value, so a slow reader may miss a short term; it never misses the latest state. The
+    /// deadline is the authority while raised: a driver stuck in a hung statement publishes
+    /// `Lowered` late, but its deadline has passed on time (see [`is_raised`](Flag::is_raised),
+    /// or use a [`Guard`], which watches the clock too).
     ///
     /// ```no_run
     /// # async fn demo(flag: &leadership_tokio::Flag) {
     /// use leadership_tokio::State;
     /// let mut state = flag.subscribe();
     /// while state.changed().await.is_ok() {
-    ///     match &*state.borrow() {
-    ///         State::Raised { token, .. } => println!("leading, token {token}"),
+    ///     match *state.borrow() {
+    ///         State::Raised { token, at_risk: false } => println!("leading, token {token}"),
+    ///         State::Raised { at_risk: true, .. } => println!("leading, at risk"),
     ///         State::Lowered => println!("following"),
     ///     }
     /// }
     /// # }
     /// ```
     pub fn subscribe(&self) -> watch::Receiver<State> {
-        self.signals.subscribe()
+        self.inner.signals.subscribe()
+    }
+
+    /// A receiver of the [`Lease`] as it changes: on every raise and renew (with the new
+    /// deadline) and on the lower (`None`). For a timer at the deadline, or a log line per
+    /// renewal; [`subscribe`](Flag::subscribe) is the quieter stream of transitions. The
+    /// deadline passes on time even if the driver is stuck and publishes nothing: compare it
+    /// with the clock.
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: &leadership_tokio::Flag) {
+    /// let mut leases = flag.subscribe_lease();
+    /// while leases.changed().await.is_ok() {
+    ///     if let Some(lease) = *leases.borrow() {
+    ///         println!("token {} until {:?}", lease.token, lease.deadline);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe_lease(&self) -> watch::Receiver<Option<Lease>> {
+        self.inner.signals.subscribe_lease()
     }
 
     /// Resolves when this process leads, with a [`Guard`] for the term: its fencing token, its
-    /// deadline, and [`Guard::lost`], which fires when the term ends. Resolves at once if it
-    /// leads already. [`Error::DriverGone`] if the driver stopped (its task panicked).
+    /// deadline, [`Guard::at_risk`] and [`Guard::lost`]. Resolves at once if it leads already.
+    /// [`Error::DriverGone`] once the driver has stopped (closed, or its task panicked).
     ///
     /// On [`close`](Flag::close) (and on a refused precheck) the row is released only after
-    /// every guard is dropped, or at the lease's deadline: drop the guard once the leader-only
-    /// work has stopped.
+    /// every guard is dropped: drop the guard once the leader-only work has stopped.
     ///
     /// ```no_run
     /// # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
     /// # async fn work(_token: i64) {}
     /// let guard = flag.raised().await?;
     /// tokio::select! {
-    ///     () = guard.lost() => println!("lost the lead"),
+    ///     () = guard.at_risk() => println!("stopping in time"),
     ///     () = work(guard.token()) => println!("done"),
     /// }
     /// # Ok(()) }
     /// ```
     pub async fn raised(&self) -> Result<Guard, Error> {
-        let mut state = self.signals.subscribe();
-        let mut alive = self.alive.clone();
+        self.guard_when(false).await
+    }
+
+    /// A guard as soon as this process leads (and, with `not_at_risk`, its lease is not at
+    /// risk); [`Error::DriverGone`] once the driver has stopped.
+    async fn guard_when(&self, not_at_risk: bool) -> Result<Guard, Error> {
+        let signals = &self.inner.signals;
+        let mut term = signals.subscribe_term();
+        let mut outcome = self.inner.outcome.clone();
         loop {
-            let raised = state.borrow_and_update().is_raised();
-            if raised {
-                if let Some(guard) = self.signals.guard() {
-                    return Ok(guard);
-                }
+            term.borrow_and_update();
+            if outcome.borrow_and_update().is_some() {
+                return Err(Error::DriverGone);
             }
-            // Raised but past its deadline (the driver is stuck): wait for what comes next.
+            if let Some(guard) = signals.guard(not_at_risk) {
+                return Ok(guard);
+            }
+            // Not raised, at risk, or raised past its deadline (the driver is stuck): wait for
+            // what comes next.
             tokio::select! {
-                changed = state.changed() => if changed.is_err() { return Err(Error::DriverGone) },
-                // Nobody sends on it: it returns only when the driver task has ended.
-                _ = alive.changed() => return Err(Error::DriverGone),
+                changed = term.changed() => if changed.is_err() { return Err(Error::DriverGone) },
+                _ = outcome.changed() => {}
+            }
+        }
+    }
+
+    /// Runs `work` while this process leads, until the flag is closed: once for each term, and
+    /// again within a term after the lease was at risk and a renew won. The work gets the
+    /// term's [`Guard`]: it should stop when [`Guard::at_risk`] fires (or its
+    /// [`Guard::stop_token`] is cancelled), so that it is over by the deadline, and fence its
+    /// writes with [`Guard::token`]. `lead` waits for the work to return before the next run
+    /// and before a [`close`](Flag::close) releases the row; a work that returns by itself
+    /// mid-term is not run again until the next term.
+    ///
+    /// Returns `Ok` once the flag is closed (by any clone, or by the shutdown token), or
+    /// [`Error::DriverGone`] if the driver task died.
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
+    /// flag.lead(|guard| async move {
+    ///     let stop = guard.stop_token();
+    ///     while !stop.is_cancelled() {
+    ///         // one step of the leader's work, fenced with guard.token()
+    ///         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    ///     }
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub async fn lead<F, Fut>(&self, mut work: F) -> Result<(), Error>
+    where
+        F: FnMut(Guard) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut last = None;
+        while let Some(guard) = self.next_run(last).await? {
+            let token = guard.token();
+            let run = work(guard);
+            tokio::pin!(run);
+            let stopped = tokio::select! {
+                () = &mut run => false,
+                () = guard::wait(&self.inner.signals, token, true) => {
+                    // Told to stop (its guard says so too): wait for it to return.
+                    run.await;
+                    true
+                }
+            };
+            last = Some(LastRun { token, stopped });
+        }
+        Ok(())
+    }
+
+    /// The guard for the next run of the leader-only work in [`lead`](Flag::lead): as soon as
+    /// this process leads and its lease is not at risk, except that a work that returned by
+    /// itself (not `stopped`) is not run again in the same term. `None` once the flag is
+    /// closed. The loop of both drivers' `lead`.
+    #[doc(hidden)]
+    pub async fn next_run(&self, last: Option<LastRun>) -> Result<Option<Guard>, Error> {
+        loop {
+            let guard = match self.guard_when(true).await {
+                Ok(guard) => guard,
+                Err(_) if self.inner.close.is_cancelled() => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match last {
+                Some(LastRun {
+                    token,
+                    stopped: false,
+                }) if token == guard.token() => {
+                    // Finished by itself in this term: wait for the term to end, holding no
+                    // guard (a close must not wait for this).
+                    drop(guard);
+                    guard::wait(&self.inner.signals, token, false).await;
+                }
+                _ => return Ok(Some(guard)),
+            }
+        }
+    }
+
+    /// Waits for the first check to answer, then: [`TryLead::Led`] with the term's guard if
+    /// this process leads, or [`TryLead::HeldBy`] with the holder the check saw. One round
+    /// trip on a fresh flag; at once afterwards. [`Error::DriverGone`] once the driver has
+    /// stopped. For jobs that run once across a fleet: do the work on `Led`, skip it on
+    /// `HeldBy`.
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
+    /// use leadership_tokio::TryLead;
+    /// match flag.try_lead().await? {
+    ///     TryLead::Led(guard) => println!("running the job with token {}", guard.token()),
+    ///     TryLead::HeldBy(holder) => println!("{:?} runs it", holder.name),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_lead(&self) -> Result<TryLead, Error> {
+        let mut term = self.inner.signals.subscribe_term();
+        let mut outcome = self.inner.outcome.clone();
+        loop {
+            term.borrow_and_update();
+            if outcome.borrow_and_update().is_some() {
+                return Err(Error::DriverGone);
+            }
+            if let Some(guard) = self.inner.signals.guard(false) {
+                return Ok(TryLead::Led(guard));
+            }
+            if let Some(holder) = self.current_holder() {
+                // A check answered without a win for us: the row's holder is someone else,
+                // or nobody could take it yet (a row of ours that lapsed counts as held).
+                return Ok(TryLead::HeldBy(holder));
+            }
+            let mut holder = self.inner.signals.subscribe_holder();
+            tokio::select! {
+                changed = term.changed() => if changed.is_err() { return Err(Error::DriverGone) },
+                _ = holder.changed() => {}
+                _ = outcome.changed() => {}
             }
         }
     }
 
     /// Who held the row at the last check, from what that check returned (no extra
-    /// statement): the holder's name, its token (the row's version), the lease's age by the
-    /// database's clock, whether it had expired. `None` before the first check returns.
+    /// statement): the holder's name, the row's version, the lease's age by the database's
+    /// clock, whether it had expired. `None` before the first check returns.
     ///
     /// ```no_run
     /// # fn demo(flag: &leadership_tokio::Flag) {
@@ -214,15 +387,20 @@ impl Flag {
     /// # }
     /// ```
     pub fn current_holder(&self) -> Option<Holder> {
-        self.signals.holder()
+        self.inner.signals.holder()
     }
 
     /// Lowers the flag, ends every [`Guard`] (their [`lost`](Guard::lost) fires), waits until
-    /// they are dropped (at most until the lease's deadline), then releases the row so another
-    /// process takes over at once (its followers are notified), and waits for that, bounded by
-    /// one interval and three statement timeouts. `Ok` when the row was released or was not
-    /// ours; [`Error::ReleaseFailed`] or [`Error::CloseTimedOut`] when the others must wait for
-    /// the lease to expire instead. The flag is lowered in every case.
+    /// they are dropped, then releases the row so another process takes over at once (its
+    /// followers are notified). The row is never released while a guard lives: if the work
+    /// has not stopped a margin after the lease's deadline, the lease is left to expire.
+    /// Waits for all that, bounded by one interval, a margin and three statement timeouts.
+    ///
+    /// Safe from any clone and idempotent: every call waits for the same close and gets the
+    /// same answer. `Ok` when the row was released or was not ours; [`Error::ReleaseFailed`]
+    /// or [`Error::CloseTimedOut`] when the others must wait for the lease to expire instead
+    /// (after a timeout the driver goes on in the background and may still release). The flag
+    /// is lowered in every case.
     ///
     /// ```no_run
     /// # async fn demo(flag: leadership_tokio::Flag) {
@@ -231,35 +409,78 @@ impl Flag {
     /// }
     /// # }
     /// ```
-    pub async fn close(mut self) -> Result<(), Error> {
-        let (Some(close), Some(mut task)) = (self.close.take(), self.task.take()) else {
-            return Ok(());
+    pub async fn close(&self) -> Result<(), Error> {
+        self.close_within(self.inner.close_bound).await
+    }
+
+    /// [`close`](Flag::close), returning after `bound` at the latest (for shutdowns with a
+    /// deadline of their own, such as a Kubernetes termination grace):
+    /// [`Error::CloseTimedOut`] then, with the flag lowered; the driver goes on in the
+    /// background and releases the row once the work has stopped, if the process lives on.
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: leadership_tokio::Flag) {
+    /// let _ = flag.close_within(std::time::Duration::from_secs(25)).await;
+    /// # }
+    /// ```
+    pub async fn close_within(&self, bound: Duration) -> Result<(), Error> {
+        self.inner.close.cancel();
+        let mut outcome = self.inner.outcome.clone();
+        let ended = tokio::time::timeout(bound, outcome.wait_for(Option::is_some)).await;
+        // Whatever the driver is doing, this process no longer leads.
+        self.inner.signals.lowered();
+        let outcome = match ended {
+            Ok(Ok(ended)) => *ended,
+            // The sender lives in the task: gone without an outcome means it panicked.
+            Ok(Err(_)) => Some(Outcome::Gone),
+            Err(_) => return Err(Error::CloseTimedOut(bound)),
         };
-        // If the task is gone, the join below says why.
-        let _ = close.send(());
-        let result = match tokio::time::timeout(self.close_bound, &mut task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::DriverGone),
-            Err(_) => {
-                task.abort();
-                Err(Error::CloseTimedOut(self.close_bound))
-            }
-        };
-        self.shared.clear();
-        self.signals.publish(State::Lowered);
-        result
+        match outcome {
+            Some(Outcome::Closed) => Ok(()),
+            Some(Outcome::ReleaseFailed) => Err(Error::ReleaseFailed),
+            Some(Outcome::Gone) | None => Err(Error::DriverGone),
+        }
+    }
+
+    /// Resolves once the driver task has ended after a close was asked for (by a clone, the
+    /// last drop or the shutdown token), or a close bound after that at the latest; holds no
+    /// handle. For a runtime that must outlive a background close (`leadership-blocking`).
+    #[doc(hidden)]
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut outcome = self.inner.outcome.clone();
+        let close = self.inner.close.clone();
+        let bound = self.inner.close_bound;
+        async move {
+            close.cancelled().await;
+            let _ = tokio::time::timeout(bound, outcome.wait_for(Option::is_some)).await;
+        }
+    }
+
+    /// Whether [`close`](Flag::close) was asked for (by any clone, the last drop, or the
+    /// shutdown token).
+    ///
+    /// ```no_run
+    /// # fn demo(flag: &leadership_tokio::Flag) {
+    /// if flag.is_closing() { return; }
+    /// # }
+    /// ```
+    pub fn is_closing(&self) -> bool {
+        self.inner.close.is_cancelled()
     }
 }
 
-impl Drop for Flag {
-    /// Stops the driver task without blocking and without releasing the row.
+impl Drop for Inner {
+    /// The last handle is gone without a close: close in the background (best effort: the
+    /// driver task goes on until it has released the row, if the runtime lives that long).
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-        self.shared.clear();
-        // Guards outlive the handle: tell them the term is over.
-        self.signals.publish(State::Lowered);
+        self.close.cancel();
+        // The task owns what it needs; detach it.
+        drop(
+            self.task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 }
 
@@ -269,8 +490,9 @@ mod tests {
 
     #[test]
     fn the_handle_can_be_shared_across_threads() {
-        fn shareable<T: Send + Sync + 'static>() {}
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
         shareable::<Flag>();
-        shareable::<crate::Error>();
+        fn sendable<T: Send + Sync + 'static>() {}
+        sendable::<crate::Error>();
     }
 }

@@ -1,34 +1,105 @@
 //! [`Guard`]: a term of leadership held by leader-only work, and the signals through which the
 //! driver tells the handle, watchers and guards what the core decided.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use leadership_core::Instant as CoreInstant;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::lease::{Lease, LeaseCell};
 use crate::state::{Holder, State};
 
-/// What the driver publishes besides the lease cell: the state for watchers and guards, the
-/// number of live guards (the leader-only work the core waits for before releasing), and the
-/// holder seen by the last check.
+/// The current term as the driver last published it: on every raise, renew, at-risk and
+/// lower. Judged against the lease cell's clock, the one `is_raised` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Term {
+    pub(crate) token: i64,
+    pub(crate) deadline: CoreInstant,
+    pub(crate) at_risk: CoreInstant,
+    /// The core said the lease is at risk, and no renew has won since.
+    pub(crate) told_at_risk: bool,
+}
+
+/// What the driver publishes: the lease cell (the fast path of `is_raised`), the current term
+/// for guards, the state for watchers (transitions only), the number of live guards (the
+/// leader-only work the core waits for before releasing), and the holder seen by the last
+/// check.
 #[derive(Debug)]
 pub(crate) struct Signals {
+    pub(crate) cell: LeaseCell,
+    term: watch::Sender<Option<Term>>,
+    /// The lease as the handle reports it: every raise, renew and lower.
+    lease: watch::Sender<Option<Lease>>,
     state: watch::Sender<State>,
     guards: watch::Sender<usize>,
-    holder: Mutex<Option<Holder>>,
+    holder: watch::Sender<Option<Holder>>,
 }
 
 impl Signals {
     pub(crate) fn new() -> Signals {
         Signals {
+            cell: LeaseCell::new(),
+            term: watch::Sender::new(None),
+            lease: watch::Sender::new(None),
             state: watch::Sender::new(State::Lowered),
             guards: watch::Sender::new(0),
-            holder: Mutex::new(None),
+            holder: watch::Sender::new(None),
         }
     }
 
-    /// Publishes the state; watchers and guards see it at once.
-    pub(crate) fn publish(&self, state: State) {
+    /// A raise or a renew: the lease and the term, and the state if it changed.
+    pub(crate) fn raised(&self, lease: leadership_core::Lease) -> Lease {
+        let reported = self.cell.publish(lease);
+        self.lease.send_replace(Some(reported));
+        self.publish_term(Some(Term {
+            token: lease.token,
+            deadline: lease.deadline,
+            at_risk: lease.at_risk,
+            told_at_risk: false,
+        }));
+        reported
+    }
+
+    /// The core said the lease is at risk.
+    pub(crate) fn at_risk(&self) {
+        self.term.send_if_modified(|term| match term {
+            Some(t) if !t.told_at_risk => {
+                t.told_at_risk = true;
+                true
+            }
+            _ => false,
+        });
+        self.publish_state();
+    }
+
+    /// Leadership ended: every guard's `lost()` fires now.
+    pub(crate) fn lowered(&self) {
+        self.cell.clear();
+        self.lease.send_if_modified(|l| l.take().is_some());
+        self.publish_term(None);
+    }
+
+    fn publish_term(&self, term: Option<Term>) {
+        self.term.send_if_modified(|t| {
+            let changed = *t != term;
+            *t = term;
+            changed
+        });
+        self.publish_state();
+    }
+
+    /// The state follows the term, and watchers see transitions only: a raise, a new term, the
+    /// lease at risk and back, a lower; not the deadline moved by each renew.
+    fn publish_state(&self) {
+        let state = match *self.term.borrow() {
+            Some(t) => State::Raised {
+                token: t.token,
+                at_risk: t.told_at_risk,
+            },
+            None => State::Lowered,
+        };
         self.state.send_if_modified(|s| {
             let changed = *s != state;
             *s = state;
@@ -40,6 +111,14 @@ impl Signals {
         self.state.subscribe()
     }
 
+    pub(crate) fn subscribe_lease(&self) -> watch::Receiver<Option<Lease>> {
+        self.lease.subscribe()
+    }
+
+    pub(crate) fn subscribe_term(&self) -> watch::Receiver<Option<Term>> {
+        self.term.subscribe()
+    }
+
     /// Resolves once no guard is alive.
     pub(crate) async fn guards_dropped(&self) {
         let mut guards = self.guards.subscribe();
@@ -47,52 +126,71 @@ impl Signals {
         let _ = guards.wait_for(|n| *n == 0).await;
     }
 
+    #[cfg(test)]
+    pub(crate) fn guards(&self) -> usize {
+        *self.guards.borrow()
+    }
+
     pub(crate) fn set_holder(&self, holder: Holder) {
-        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = Some(holder);
+        self.holder.send_replace(Some(holder));
     }
 
     pub(crate) fn holder(&self) -> Option<Holder> {
-        self.holder
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.holder.borrow().clone()
     }
 
-    /// A guard for the current term, if the state is raised and its deadline lies ahead.
+    pub(crate) fn subscribe_holder(&self) -> watch::Receiver<Option<Holder>> {
+        self.holder.subscribe()
+    }
+
+    /// A guard for the current term, if this process leads (the deadline lies ahead by the
+    /// clock). With `not_at_risk`, none while the lease is at risk either.
     ///
-    /// The guard is counted under the count's lock, after reading the state: the driver
-    /// publishes `Lowered` before it reads the count, so either it sees this guard and waits
-    /// for it, or this sees `Lowered` and makes no guard. No guard can slip past a release.
-    pub(crate) fn guard(self: &Arc<Self>) -> Option<Guard> {
+    /// The guard is counted under the count's lock, after reading the term: the driver
+    /// publishes the lowering before it reads the count, so either it sees this guard and waits
+    /// for it, or this sees the lowering and makes no guard. No guard can slip past a release.
+    pub(crate) fn guard(self: &Arc<Self>, not_at_risk: bool) -> Option<Guard> {
         let mut made = None;
         self.guards.send_if_modified(|n| {
-            let State::Raised { token, deadline } = *self.state.borrow() else {
+            let Some(term) = *self.term.borrow() else {
                 return false;
             };
-            if Instant::now() >= deadline {
+            let now = self.cell.now();
+            if now >= term.deadline || (not_at_risk && is_at_risk(&term, now)) {
                 return false;
             }
             *n += 1;
-            made = Some((token, deadline));
+            made = Some(term);
             true
         });
-        let (token, deadline) = made?;
+        let term = made?;
         Some(Guard {
-            token,
-            deadline,
+            token: term.token,
+            deadline: term.deadline,
             signals: self.clone(),
+            stop: OnceLock::new(),
         })
     }
 }
 
-/// A term of leadership held by leader-only work, from [`Flag::raised`](crate::Flag::raised).
+fn is_at_risk(term: &Term, now: CoreInstant) -> bool {
+    term.told_at_risk || now >= term.at_risk
+}
+
+/// A term of leadership held by leader-only work, from [`Flag::raised`](crate::Flag::raised),
+/// [`Flag::try_lead`](crate::Flag::try_lead) or [`Flag::lead`](crate::Flag::lead).
 ///
-/// It carries the term's fencing token and deadline, and [`lost`](Guard::lost) resolves when
-/// the term ends for any reason: the deadline passed (even while the driver is stuck in a hung
-/// statement), another process took over, the precheck refused, or the flag was closed or
-/// dropped. On a close or a refused precheck the driver releases the row only after every
-/// guard has been dropped (or at the lease's deadline, whichever is first), so drop the guard
-/// when the work has stopped, not before.
+/// It carries the term's fencing token and deadline; [`at_risk`](Guard::at_risk) resolves
+/// when the work should begin stopping (no renew has won by the deadline minus the
+/// stop-ahead), and [`lost`](Guard::lost) when the term has ended for any reason: the deadline
+/// passed (even while the driver is stuck in a hung statement), another process took over,
+/// the precheck refused, or the flag was closed or dropped. On a close or a refused precheck
+/// the driver releases the row only after every guard has been dropped, and never while one
+/// lives (the lease is left to expire instead), so drop the guard when the work has stopped,
+/// not before.
+///
+/// The pattern: stop when at risk; the deadline is the hard bound; fence writes elsewhere with
+/// the token.
 ///
 /// ```no_run
 /// # async fn demo(flag: leadership_tokio::Flag) {
@@ -100,7 +198,7 @@ impl Signals {
 /// loop {
 ///     let Ok(guard) = flag.raised().await else { break };
 ///     tokio::select! {
-///         () = guard.lost() => println!("lost the lead; work abandoned"),
+///         () = guard.at_risk() => println!("the lease is at risk; work stopped in time"),
 ///         () = work(guard.token()) => println!("work done"),
 ///     }
 ///     drop(guard); // now the row may be released to the next leader
@@ -110,8 +208,10 @@ impl Signals {
 #[derive(Debug)]
 pub struct Guard {
     token: i64,
-    deadline: Instant,
+    deadline: CoreInstant,
     signals: Arc<Signals>,
+    /// Cancelled when the term is at risk or lost, or the guard dropped; made on first use.
+    stop: OnceLock<CancellationToken>,
 }
 
 impl Guard {
@@ -127,6 +227,11 @@ impl Guard {
         self.token
     }
 
+    /// The term's current term, if it still holds by the state (not by the clock).
+    fn term(&self) -> Option<Term> {
+        (*self.signals.term.borrow()).filter(|t| t.token == self.token)
+    }
+
     /// The current lease's deadline: moved later by every renew of this term; once the term
     /// has ended, the last deadline it had.
     ///
@@ -136,9 +241,17 @@ impl Guard {
     /// # }
     /// ```
     pub fn deadline(&self) -> Instant {
-        match *self.signals.state.borrow() {
-            State::Raised { token, deadline } if token == self.token => deadline,
-            _ => self.deadline,
+        let deadline = self.term().map_or(self.deadline, |t| t.deadline);
+        self.std_instant(deadline)
+    }
+
+    fn std_instant(&self, at: CoreInstant) -> Instant {
+        let now = self.signals.cell.now();
+        let std_now = Instant::now();
+        if at >= now {
+            std_now + (at - now)
+        } else {
+            std_now.checked_sub(now - at).unwrap_or(std_now)
         }
     }
 
@@ -150,15 +263,43 @@ impl Guard {
     /// # }
     /// ```
     pub fn is_lost(&self) -> bool {
-        match *self.signals.state.borrow() {
-            State::Raised { token, deadline } if token == self.token => Instant::now() >= deadline,
-            _ => true,
-        }
+        self.term()
+            .is_none_or(|t| self.signals.cell.now() >= t.deadline)
     }
 
-    /// Resolves when the term ends: the state leaves `Raised` with this token, or the current
-    /// deadline passes (the driver may be stuck and unable to publish; the clock is enough).
-    /// Resolves at once if it already has. Cancel-safe; call it as often as needed.
+    /// Whether the work should be stopping now: the lease is at risk (no renew has won by its
+    /// at-risk instant), or the term has ended.
+    ///
+    /// ```no_run
+    /// # fn demo(guard: &leadership_tokio::Guard) {
+    /// if guard.is_at_risk() { /* finish the current step and stop */ }
+    /// # }
+    /// ```
+    pub fn is_at_risk(&self) -> bool {
+        let now = self.signals.cell.now();
+        self.term()
+            .is_none_or(|t| now >= t.deadline || is_at_risk(&t, now))
+    }
+
+    /// Resolves when the work should begin stopping so that it is over by the deadline: the
+    /// lease is at risk (no renew has won by the deadline minus the stop-ahead; judged by the
+    /// clock too, so it fires on time while the driver is stuck), or the term has ended.
+    /// Resolves at once if so already. A renew that wins before the at-risk instant moves it
+    /// later. Cancel-safe.
+    ///
+    /// ```no_run
+    /// # async fn demo(guard: leadership_tokio::Guard) {
+    /// guard.at_risk().await;
+    /// println!("stop now: the lease may end at {:?}", guard.deadline());
+    /// # }
+    /// ```
+    pub async fn at_risk(&self) {
+        self.wait(true).await
+    }
+
+    /// Resolves when the term ends: it is lowered or replaced, or the current deadline passes
+    /// (the driver may be stuck and unable to publish; the clock is enough). Resolves at once
+    /// if it already has. Cancel-safe; call it as often as needed.
     ///
     /// ```no_run
     /// # async fn demo(guard: leadership_tokio::Guard) {
@@ -167,26 +308,68 @@ impl Guard {
     /// # }
     /// ```
     pub async fn lost(&self) {
-        let mut state = self.signals.subscribe();
-        loop {
-            let deadline = match *state.borrow_and_update() {
-                State::Raised { token, deadline } if token == self.token => deadline,
-                _ => return,
-            };
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::select! {
-                changed = state.changed() => if changed.is_err() { return },
-                // A renew may have moved the deadline meanwhile: look again.
-                () = tokio::time::sleep_until(deadline.into()) => {}
-            }
+        self.wait(false).await
+    }
+
+    async fn wait(&self, risk: bool) {
+        wait(&self.signals, self.token, risk).await
+    }
+
+    /// A token cancelled when the work should stop: when the lease is at risk, the term ends,
+    /// or the guard is dropped. Pass it down to the tasks the work spawns. Call it within a
+    /// tokio runtime (a small task watches the term for it).
+    ///
+    /// ```no_run
+    /// # async fn demo(guard: leadership_tokio::Guard) {
+    /// let stop = guard.stop_token();
+    /// tokio::spawn(async move {
+    ///     stop.cancelled().await;
+    ///     println!("winding down");
+    /// });
+    /// # }
+    /// ```
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop
+            .get_or_init(|| {
+                let stop = CancellationToken::new();
+                let (signals, token, watcher) = (self.signals.clone(), self.token, stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = wait(&signals, token, true) => watcher.cancel(),
+                        () = watcher.cancelled() => {}
+                    }
+                });
+                stop
+            })
+            .clone()
+    }
+}
+
+/// Waits until the term `token` ends or, with `risk`, is at risk (by the state or the clock).
+pub(crate) async fn wait(signals: &Signals, token: i64, risk: bool) {
+    let mut term = signals.subscribe_term();
+    loop {
+        let current = (*term.borrow_and_update()).filter(|t| t.token == token);
+        let Some(t) = current else { return };
+        let now = signals.cell.now();
+        if now >= t.deadline || (risk && is_at_risk(&t, now)) {
+            return;
+        }
+        let wake = if risk { t.at_risk } else { t.deadline };
+        let wake = signals.cell.at(wake).unwrap_or_else(Instant::now);
+        tokio::select! {
+            changed = term.changed() => if changed.is_err() { return },
+            // A renew may have moved the instant meanwhile: look again.
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if let Some(stop) = self.stop.get() {
+            stop.cancel();
+        }
         self.signals
             .guards
             .send_modify(|n| *n = n.saturating_sub(1));
@@ -198,32 +381,89 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn raised(signals: &Signals, token: i64, ahead: Duration) {
-        signals.publish(State::Raised {
+    fn raised(signals: &Signals, token: i64, ahead: Duration, risk_ahead: Duration) {
+        let now = signals.cell.now();
+        signals.raised(leadership_core::Lease {
             token,
-            deadline: Instant::now() + ahead,
+            version: token,
+            deadline: now + ahead,
+            at_risk: now + risk_ahead,
+            won_by: leadership_core::WonBy::Created,
         });
     }
 
     #[test]
-    fn no_guard_while_lowered_or_past_the_deadline() {
+    fn no_guard_while_lowered_or_past_the_deadline_or_at_risk_if_asked() {
         let signals = Arc::new(Signals::new());
-        assert!(signals.guard().is_none());
-        signals.publish(State::Raised {
-            token: 1,
-            deadline: Instant::now(),
-        });
-        assert!(signals.guard().is_none());
-        assert_eq!(*signals.guards.borrow(), 0);
+        assert!(signals.guard(false).is_none());
+        raised(&signals, 1, Duration::ZERO, Duration::ZERO);
+        assert!(signals.guard(false).is_none());
+        raised(&signals, 2, Duration::from_secs(60), Duration::ZERO);
+        assert!(signals.guard(true).is_none(), "at risk");
+        let guard = signals.guard(false).expect("leading, at risk");
+        assert!(guard.is_at_risk() && !guard.is_lost());
+        drop(guard);
+        assert_eq!(signals.guards(), 0);
+    }
+
+    #[test]
+    fn the_state_changes_on_transitions_only() {
+        let signals = Arc::new(Signals::new());
+        let mut state = signals.subscribe();
+        raised(
+            &signals,
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(50),
+        );
+        assert!(state.has_changed().unwrap());
+        assert_eq!(
+            *state.borrow_and_update(),
+            State::Raised {
+                token: 1,
+                at_risk: false
+            }
+        );
+        // A renew of the same term moves the deadline: not a transition.
+        raised(
+            &signals,
+            1,
+            Duration::from_secs(90),
+            Duration::from_secs(80),
+        );
+        assert!(!state.has_changed().unwrap());
+        signals.at_risk();
+        assert_eq!(
+            *state.borrow_and_update(),
+            State::Raised {
+                token: 1,
+                at_risk: true
+            }
+        );
+        raised(
+            &signals,
+            1,
+            Duration::from_secs(90),
+            Duration::from_secs(80),
+        );
+        assert!(state.has_changed().unwrap(), "a renew ends the risk");
+        state.borrow_and_update();
+        signals.lowered();
+        assert_eq!(*state.borrow_and_update(), State::Lowered);
     }
 
     #[tokio::test]
     async fn guards_are_counted_until_dropped() {
         let signals = Arc::new(Signals::new());
-        raised(&signals, 3, Duration::from_secs(60));
-        let (a, b) = (signals.guard().unwrap(), signals.guard().unwrap());
-        assert_eq!((a.token(), *signals.guards.borrow()), (3, 2));
-        signals.publish(State::Lowered);
+        raised(
+            &signals,
+            3,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let (a, b) = (signals.guard(true).unwrap(), signals.guard(true).unwrap());
+        assert_eq!((a.token(), signals.guards()), (3, 2));
+        signals.lowered();
         drop(a);
         let waiting = tokio::spawn({
             let signals = signals.clone();
@@ -239,38 +479,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lost_fires_on_lowered_on_another_term_and_at_the_deadline() {
+    async fn at_risk_fires_before_lost_by_the_clock_alone() {
         let signals = Arc::new(Signals::new());
-        raised(&signals, 1, Duration::from_secs(60));
-        let guard = signals.guard().unwrap();
+        raised(
+            &signals,
+            6,
+            Duration::from_millis(200),
+            Duration::from_millis(100),
+        );
+        let guard = signals.guard(true).unwrap();
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), guard.at_risk())
+            .await
+            .unwrap();
+        let risk = started.elapsed();
+        assert!(!guard.is_lost() && guard.is_at_risk());
+        tokio::time::timeout(Duration::from_secs(5), guard.lost())
+            .await
+            .unwrap();
+        let lost = started.elapsed();
+        assert!(
+            risk >= Duration::from_millis(90) && lost >= Duration::from_millis(190),
+            "{risk:?} {lost:?}"
+        );
+        assert!(guard.is_lost());
+        assert!(guard.deadline() <= Instant::now());
+    }
+
+    #[tokio::test]
+    async fn lost_fires_on_lowered_and_on_another_term_not_on_a_renew() {
+        let signals = Arc::new(Signals::new());
+        raised(
+            &signals,
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let guard = signals.guard(false).unwrap();
         let lost = tokio::spawn(async move {
             guard.lost().await;
             guard
         });
         tokio::task::yield_now().await;
-        // A renew of the same term does not end it.
-        raised(&signals, 1, Duration::from_secs(90));
+        raised(
+            &signals,
+            1,
+            Duration::from_secs(90),
+            Duration::from_secs(90),
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!lost.is_finished());
-        // A term with another token is not this one.
-        raised(&signals, 5, Duration::from_secs(60));
+        raised(
+            &signals,
+            5,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         let guard = tokio::time::timeout(Duration::from_secs(5), lost)
             .await
             .unwrap()
             .unwrap();
         assert!(guard.is_lost());
-        drop(guard);
-
-        // Nobody publishes anything: the deadline alone ends the term.
-        raised(&signals, 6, Duration::from_millis(100));
-        let guard = signals.guard().unwrap();
-        let started = Instant::now();
-        tokio::time::timeout(Duration::from_secs(5), guard.lost())
-            .await
-            .unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(90));
-        assert!(guard.is_lost());
-        // The guard remembers the deadline of its term after it ended.
-        assert!(guard.deadline() <= Instant::now());
     }
 }

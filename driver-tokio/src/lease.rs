@@ -15,8 +15,12 @@ pub struct Lease {
     pub token: i64,
     /// The row version written by the latest renew of this term.
     pub version: i64,
-    /// When this process stops believing it leads, unless it renews first.
+    /// When this process stops believing it leads, unless it renews first. Computed once per
+    /// lease (each raise and renew), so it is stable between renewals.
     pub deadline: std::time::Instant,
+    /// From when the lease is at risk unless a renew has won by then: leader-only work should
+    /// begin stopping so that it is over by the deadline (the deadline minus the stop-ahead).
+    pub at_risk: std::time::Instant,
     /// How the term was won.
     pub won_by: WonBy,
 }
@@ -51,7 +55,8 @@ pub(crate) struct LeaseCell {
     /// [`clock_nanos`] at `origin`.
     base: u64,
     deadline: AtomicU64,
-    lease: Mutex<Option<leadership_core::Lease>>,
+    /// The core's lease and the same as the handle reports it.
+    lease: Mutex<Option<(leadership_core::Lease, Lease)>>,
 }
 
 impl LeaseCell {
@@ -77,11 +82,20 @@ impl LeaseCell {
         std::time::Instant::now().checked_add(at - self.now())
     }
 
-    /// Publishes a lease (on `Raise` and `Renewed`).
-    pub(crate) fn publish(&self, lease: leadership_core::Lease) {
-        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+    /// Publishes a lease (on `Raise` and `Renewed`) and returns it as the handle reports it.
+    pub(crate) fn publish(&self, lease: leadership_core::Lease) -> Lease {
+        let (now, std_now) = (self.now(), std::time::Instant::now());
+        let reported = Lease {
+            token: lease.token,
+            version: lease.version,
+            deadline: std_now + (lease.deadline - now),
+            at_risk: std_now + (lease.at_risk - now),
+            won_by: lease.won_by,
+        };
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some((lease, reported));
         self.deadline
             .store(lease.deadline.as_nanos().max(1), Ordering::Release);
+        reported
     }
 
     /// Clears the lease (on `Lower`).
@@ -100,14 +114,8 @@ impl LeaseCell {
 
     /// The published lease, if it holds at this instant.
     pub(crate) fn lease(&self) -> Option<Lease> {
-        let lease = (*self.lease.lock().unwrap_or_else(PoisonError::into_inner))?;
-        let now = self.now();
-        lease.is_valid(now).then(|| Lease {
-            token: lease.token,
-            version: lease.version,
-            deadline: std::time::Instant::now() + (lease.deadline - now),
-            won_by: lease.won_by,
-        })
+        let (lease, reported) = (*self.lease.lock().unwrap_or_else(PoisonError::into_inner))?;
+        lease.is_valid(self.now()).then_some(reported)
     }
 }
 
@@ -124,12 +132,19 @@ mod tests {
             token: 1,
             version: 1,
             deadline,
+            at_risk: deadline,
             won_by: WonBy::Created,
         };
         cell.publish(lease(cell.now() + Duration::from_secs(60)));
         assert!(cell.is_raised());
         let reported = cell.lease().unwrap();
         assert!(reported.deadline > std::time::Instant::now() + Duration::from_secs(59));
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(
+            cell.lease().unwrap(),
+            reported,
+            "the same lease reads the same, whenever it is asked"
+        );
         // A deadline already behind the clock is not leadership, whatever was published.
         cell.publish(lease(Instant::from_nanos(1)));
         assert!(!cell.is_raised() && cell.lease().is_none());

@@ -17,14 +17,21 @@
 //!         .interval(Duration::from_secs(10))
 //!         .start(tokio_postgres::NoTls)
 //!         .await?;
-//!     for _ in 0..100 {
-//!         if flag.is_raised() {
-//!             // One step of the leader's work; `is_raised` is cheap, ask before each step.
+//!     let shutdown = flag.clone(); // every clone drives the same flag
+//!     tokio::spawn(async move {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!         // Releases the row so another process takes over at once.
+//!         let _ = shutdown.close_within(Duration::from_secs(20)).await;
+//!     });
+//!     // The leader-only work, once per term, stopped in time when the lease is at risk.
+//!     flag.lead(|guard| async move {
+//!         let stop = guard.stop_token();
+//!         while !stop.is_cancelled() {
+//!             // One step of the leader's work; fence writes with `guard.token()`.
+//!             tokio::time::sleep(Duration::from_millis(100)).await;
 //!         }
-//!         tokio::time::sleep(Duration::from_millis(100)).await;
-//!     }
-//!     // Release the row so another process takes over at once.
-//!     flag.close().await
+//!     })
+//!     .await
 //! }
 //! ```
 //!
@@ -44,12 +51,15 @@
 //!   flag check at once instead of at their next scheduled check: a graceful handover takes
 //!   milliseconds, not up to a lease. A lost notification only costs that time; Go processes
 //!   on the same table keep polling.
-//! - Leader-only work can be tied to the term: [`Flag::raised`] resolves with a [`Guard`]
-//!   (fencing token, deadline) whose [`Guard::lost`] fires when the term ends for any reason,
-//!   and on close the row is released only after every guard is dropped (bounded by the
-//!   lease's deadline), so the next leader never starts while this one's work still runs.
-//!   [`Flag::subscribe`] watches the [`State`]; [`Flag::current_holder`] says who held the row
-//!   at the last check.
+//! - Leader-only work is tied to the term: [`Flag::lead`] runs it for each term and tells it
+//!   to stop when the lease is at risk (no renew has won by the deadline minus the stop-ahead,
+//!   so the work has the stop-ahead to end before the deadline); [`Flag::raised`] and
+//!   [`Flag::try_lead`] hand out a [`Guard`] (fencing token, deadline) whose
+//!   [`Guard::at_risk`] and [`Guard::lost`] fire on time even while the driver is stuck. On a
+//!   close the row is released only after every guard is dropped, and never while one lives
+//!   (the lease expires instead), so the next leader never starts while this one's work still
+//!   runs. [`Flag::subscribe`] watches the [`State`]; [`Flag::current_holder`] says who held
+//!   the row at the last check.
 //! - A [`FlagSet`] runs many flags of one process over one connection.
 //!
 //! ```no_run
@@ -57,7 +67,7 @@
 //! # async fn leader_work(_token: i64) {}
 //! let guard = flag.raised().await?;
 //! tokio::select! {
-//!     () = guard.lost() => eprintln!("leadership ended; work abandoned"),
+//!     () = guard.at_risk() => eprintln!("the lease is at risk; work stopped in time"),
 //!     () = leader_work(guard.token()) => {}
 //! }
 //! drop(guard); // lets a close release the row
@@ -90,7 +100,7 @@ mod state;
 
 pub use builder::FlagBuilder;
 pub use error::Error;
-pub use flag::Flag;
+pub use flag::{Flag, LastRun, TryLead};
 pub use guard::Guard;
 pub use leadership_core::WonBy;
 pub use lease::Lease;

@@ -181,6 +181,7 @@ mod tests {
                 token: 3,
                 version: 3,
                 deadline: Instant::from_nanos(1),
+                at_risk: Instant::from_nanos(1),
                 won_by: WonBy::TookOver,
             }));
             m.checked(true, Duration::from_millis(1));

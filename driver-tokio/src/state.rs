@@ -5,18 +5,17 @@ use std::time::{Duration, Instant};
 
 use leadership_core::Seen;
 
-/// Whether this process leads, as published to watchers (`Flag::subscribe` in the tokio
-/// driver). A watcher sees every change the driver publishes, but may miss intermediate ones
-/// (a watch keeps only the latest value); the deadline in `Raised` is the one published with
-/// the raise or the latest renew.
+/// Whether this process leads, as [`Flag::subscribe`](crate::Flag::subscribe) publishes it:
+/// transitions only (a raise, a new term, the lease at risk and back, a lower), not each
+/// renewal. The deadline is on [`Flag::lease`](crate::Flag::lease) and the [`Guard`](crate::Guard).
 ///
 /// ```
 /// use leadership_tokio::State;
-/// let s = State::Raised { token: 7, deadline: std::time::Instant::now() };
+/// let s = State::Raised { token: 7, at_risk: false };
 /// assert_eq!(s.token(), Some(7));
 /// assert!(!State::Lowered.is_raised());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
     /// This process does not lead.
     Lowered,
@@ -24,10 +23,9 @@ pub enum State {
     Raised {
         /// The fencing token: the row version at which the term was won.
         token: i64,
-        /// When this process stops believing it leads, unless it renews first (updated on
-        /// every renew). Compare it with the clock: a driver stuck in a hung statement cannot
-        /// publish `Lowered` on time, but the deadline still passes.
-        deadline: Instant,
+        /// No renew has won by the lease's at-risk instant: leader-only work should be
+        /// stopping. A renew that wins turns it back to `false`.
+        at_risk: bool,
     },
 }
 

@@ -24,6 +24,7 @@ struct ConfigInput {
     margin_ns: Option<u64>,
     retry_ns: Option<u64>,
     precheck: bool,
+    stop_ahead_ns: Option<u64>,
 }
 
 impl ConfigInput {
@@ -38,6 +39,9 @@ impl ConfigInput {
         }
         if let Some(r) = self.retry_ns {
             b = b.retry_interval(Duration::from_nanos(r));
+        }
+        if let Some(s) = self.stop_ahead_ns {
+            b = b.stop_ahead(Duration::from_nanos(s));
         }
         b.build()
     }
@@ -61,6 +65,10 @@ pub fn config(data: &[u8]) {
             assert!(
                 c.renew_interval() + c.timeout() <= c.interval() - c.margin(),
                 "a renew could land after the deadline: {c:?}"
+            );
+            assert!(
+                c.renew_interval() + c.attempt() <= c.interval() - c.margin() - c.stop_ahead(),
+                "a renew (with its precheck) could land after the at-risk instant: {c:?}"
             );
             assert!((0.0..=1.0).contains(&c.jitter()), "{c:?}");
         }
@@ -86,8 +94,9 @@ impl PlausibleConfig {
         let part = |pct: u8| interval * u32::from(pct % 100) / 100;
         Config::builder("flag", process)
             .interval(interval)
-            .timeout(part(self.timeout_pct).max(Duration::from_micros(1)))
-            .margin(part(self.margin_pct))
+            // Kept small enough that a precheck and a check fit in most leases.
+            .timeout(part(self.timeout_pct % 40).max(Duration::from_micros(1)))
+            .margin(part(self.margin_pct % 30))
             .jitter(f64::from(self.jitter_pct % 101) / 100.0)
             .retry_interval(part(self.retry_pct).max(Duration::from_micros(1)))
             .precheck(self.precheck)

@@ -244,3 +244,32 @@ fn errors_are_the_tokio_drivers_with_the_same_cause_text() {
         "{e}"
     );
 }
+
+#[test]
+fn lead_runs_the_work_on_this_thread_until_a_close_from_another() {
+    let server = server();
+    let flag = flag(&server, "p0");
+    let closer = thread::spawn({
+        let flag = flag.clone();
+        move || {
+            flag.wait_raised(3 * SECOND).expect("raised");
+            thread::sleep(Duration::from_millis(200));
+            flag.close()
+        }
+    });
+    let mut runs = Vec::new();
+    flag.lead(|guard| {
+        runs.push(guard.token());
+        // Work in steps until told to stop; the close tells it (the term ends).
+        while !guard.wait_at_risk(Duration::from_millis(10)) {}
+        assert!(guard.is_at_risk());
+        thread::sleep(Duration::from_millis(100)); // winding down
+    })
+    .expect("lead returns once the flag is closed");
+    closer
+        .join()
+        .unwrap()
+        .expect("released after the work returned");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(released(&server));
+}

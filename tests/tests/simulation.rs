@@ -241,9 +241,11 @@ fn the_drift_bound_is_exactly_margin_over_interval() {
         clean(&sim::run(&drifting(seed, 49_000)));
     }
     let report = first_failure(300, |seed| drifting(seed, 55_000));
+    // Two beliefs at once, or the work of the late one (killed at its late deadline) beside
+    // the new leader.
     assert!(matches!(
         report.failure.expect("found").violation,
-        Violation::TwoLeaders { .. }
+        Violation::TwoLeaders { .. } | Violation::WorkStillRunning { .. }
     ));
 }
 
@@ -430,18 +432,60 @@ fn without_release_after_work_the_next_leader_starts_while_the_work_runs() {
 }
 
 #[test]
-fn work_that_outlives_its_lease_is_cut_off_at_the_deadline_and_nobody_overlaps_it() {
-    // Closes and refusing prechecks stop the work; pauses freeze it; crashes end it.
-    let (mut stops, mut past) = (0, 0);
+fn leader_only_work_never_runs_while_another_leads_under_involuntary_losses() {
+    // Pauses freeze the supervisor (the watchdog kills the work at the deadline); stalls, slow
+    // replies, loss and broken connections put the lease at risk (the work is told to stop);
+    // closes and refusing prechecks release after the work; crashes kill it.
+    let faults = "pause,stall,slow,loss,conn,close,precheck,crash,notify";
+    let (mut stops, mut killed, mut at_risk) = (0, 0, 0);
     for seed in 0..200 {
-        let report = sim::run(&config(seed, 3, 10, "close,precheck,pause,crash,notify"));
+        let report = sim::run(&config(seed, 3, 10, faults));
         clean(&report);
         stops += report.stats.work_stops;
-        past += report.stats.work_past_deadline;
+        killed += report.stats.work_killed;
+        at_risk += report.stats.at_risk;
     }
-    println!("{stops} stops of leader-only work, {past} outlived their lease");
+    println!("{stops} stops of leader-only work, {at_risk} leases at risk, {killed} works killed at the deadline");
     assert!(stops > 500, "the work was told to stop often: {stops}");
-    assert!(past > 20, "the deadline bound was exercised: {past}");
+    assert!(at_risk > 50, "leases were at risk: {at_risk}");
+    assert!(killed > 20, "the deadline kill was exercised: {killed}");
+}
+
+/// The first failing seed under `faults` (`intensity` times as often as by default) with
+/// safeguard `name` off is a work overlap.
+fn work_overlap_without(name: &str, faults: &str, intensity: u32) {
+    let report = first_failure(20, |seed| SimConfig {
+        safeguards: Safeguards::without(name).unwrap(),
+        intensity,
+        ..config(seed, 3, 10, faults)
+    });
+    let f = report.failure.expect("found");
+    assert!(
+        matches!(f.violation, Violation::WorkStillRunning { .. }),
+        "{f}"
+    );
+    assert!(
+        f.replay.contains(&format!("--unsafe {name}")),
+        "{}",
+        f.replay
+    );
+}
+
+#[test]
+fn without_the_at_risk_stop_the_work_outlives_the_lease() {
+    work_overlap_without("at-risk-stop", "stall,slow,loss", 1);
+}
+
+#[test]
+fn without_the_watchdog_a_frozen_supervisors_work_outlives_the_lease() {
+    work_overlap_without("watchdog", "pause", 1);
+}
+
+#[test]
+fn releasing_at_the_deadline_while_the_work_runs_lets_the_next_leader_overlap_it() {
+    // The release races the kill at the deadline: the notified follower leads before the
+    // work is gone (about one seed in three at this rate of closes and refusals).
+    work_overlap_without("no-release-while-working", "close,precheck", 20);
 }
 
 #[test]

@@ -15,7 +15,8 @@ fn fleet() -> impl Strategy<Value = SimConfig> {
         0usize..=2,
         0u32..(1 << FAULT_NAMES.len()),
         prop::sample::select(vec![1_000u64, 2_000, 5_000, 30_000]),
-        prop::sample::select(vec![5u64, 30, 45]),
+        // Up to 40%: a precheck and a check (each bounded by the timeout) fit in a renew.
+        prop::sample::select(vec![5u64, 30, 40]),
         prop::sample::select(vec![0.0, 0.2, 1.0]),
         prop::option::of(prop::sample::select(vec![5u64, 10])),
         prop::sample::select(vec![1u32, 3, 10]),
@@ -107,7 +108,9 @@ fn regression_db_steps_add_up_within_one_lease() {
         go_peers: 2,
         duration: Duration::from_secs(300),
         interval: Duration::from_secs(30),
-        timeout: Duration::from_millis(13_500),
+        // 13.5 s when found; a precheck and a check must now fit in a renew (issue 12), so
+        // half of it. The bug was in the fault model, which no timeout reaches.
+        timeout: Duration::from_millis(6_750),
         margin: Some(Duration::from_secs(3)),
         faults: Faults::parse("loss,crash,stall,precheck,dbstep").expect("known"),
         intensity: 10,

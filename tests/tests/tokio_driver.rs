@@ -153,21 +153,52 @@ async fn election_raises_exactly_one_and_it_stays() {
     }
 }
 
+/// A flag on a runtime of its own, so that the test can crash it: shutting the runtime down
+/// drops the driver mid-flight, without a release, as a killed process would.
+struct Crashable {
+    runtime: tokio::runtime::Runtime,
+    flag: Flag,
+}
+
+fn start_crashable(builder: FlagBuilder) -> Crashable {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let flag = runtime.block_on(builder.start(NoTls)).unwrap();
+        Crashable { runtime, flag }
+    })
+    .join()
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_the_leader_fails_over_after_about_the_lease() {
+async fn a_crashed_leader_fails_over_after_about_the_lease() {
     let pg = server();
-    let mut flags = somes(start_all(&pg, 3).await);
+    let crashable: Vec<Crashable> = (0..3)
+        .map(|i| start_crashable(builder(&pg, &format!("p{i}")).seed(i)))
+        .collect();
+    let mut flags: Vec<Option<Flag>> = crashable.iter().map(|c| Some(c.flag.clone())).collect();
     let (leader, _) = wait_for_leader(&flags, Duration::from_secs(5)).await;
     let token = flags[leader].as_ref().unwrap().lease().unwrap().token;
-    // Drop without close: the row is not released, as if the process crashed.
+    let mut crashable: Vec<Option<Crashable>> = crashable.into_iter().map(Some).collect();
     let crashed = Instant::now();
+    let victim = crashable[leader].take().unwrap();
+    victim.runtime.shutdown_background();
     flags[leader] = None;
+    drop(victim.flag);
     let (next, at) = wait_for_leader(&flags, INTERVAL * 3).await;
     let took = at - crashed;
     eprintln!("crash failover: {took:?}");
     assert_ne!(next, leader);
     // The lease's remaining life (≤ interval) plus a follower's jitter: well under two leases.
     assert!(took <= INTERVAL * 2, "failover took {took:?}");
+    assert!(
+        took >= Duration::from_millis(100),
+        "no release: the lease had to run out"
+    );
     let lease = flags[next].as_ref().unwrap().lease().unwrap();
     assert!(
         lease.token > token,
@@ -175,6 +206,46 @@ async fn dropping_the_leader_fails_over_after_about_the_lease() {
         lease.token
     );
     assert_eq!(lease.won_by, leadership_tokio::WonBy::TookOver);
+    drop(flags);
+    for c in crashable.into_iter().flatten() {
+        let Crashable { runtime, flag } = c;
+        std::thread::spawn(move || {
+            runtime.block_on(flag.close()).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_releases_the_row_in_the_background() {
+    let pg = server();
+    let mut flags = somes(start_all(&pg, 2).await);
+    let (leader, _) = wait_for_leader(&flags, Duration::from_secs(5)).await;
+    let other = 1 - leader;
+    tokio::time::timeout(INTERVAL, async {
+        while flags[other].as_ref().unwrap().current_holder().is_none() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the follower checked");
+    // Two clones; only dropping the last one lets go of the flag.
+    let clone = flags[leader].clone().unwrap();
+    flags[leader] = None;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(clone.is_raised(), "a clone still holds the flag");
+    let dropped = Instant::now();
+    drop(clone);
+    let (next, at) = wait_for_leader(&flags, INTERVAL).await;
+    let took = at - dropped;
+    eprintln!("last handle dropped -> follower raised: {took:?}");
+    assert_eq!(next, other);
+    assert!(
+        took < Duration::from_millis(500),
+        "released, not expired: {took:?}"
+    );
+    flags[other].take().unwrap().close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,3 +4,4 @@
 mod behaviour;
 mod harness;
 mod properties;
+mod work;

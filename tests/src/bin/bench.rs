@@ -196,7 +196,7 @@ impl Fleet {
             let Some(p) = p else { continue };
             let last = ev.iter().rev().find(|e| e.slot == slot && e.gen == p.gen);
             if let Some(e) = last {
-                if e.raised && e.deadline.map_or(true, |d| d > now) {
+                if e.raised && e.deadline.is_none_or(|d| d > now) {
                     out.push(slot);
                 }
             }

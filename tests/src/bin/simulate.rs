@@ -19,7 +19,7 @@ use leadership_testkit::sim::{
 
 const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [--seeds K]
                 [--duration 10m] [--faults pause,crash,stall,drift,loss,conn,close,slow|all]
-                [--interval 2s] [--timeout 1s] [--jitter 0.2] [--margin 100ms]
+                [--interval 2s] [--timeout 1s] [--jitter 0.2] [--margin 100ms] [--stop-ahead interval/4]
                 [--drift-ppm PPM] [--db-step-max 10ms] [--unsafe SAFEGUARDS]
                 [--intensity F] [--assert-handover] [--audit] [--undeclared-outage 60s]
                 [--svg out.svg] [--trace] [--quiet]
@@ -77,6 +77,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--interval" => a.config.interval = parse_duration(&value()?)?,
             "--timeout" => a.config.timeout = parse_duration(&value()?)?,
             "--margin" => a.config.margin = Some(parse_duration(&value()?)?),
+            "--stop-ahead" => a.config.stop_ahead = Some(parse_duration(&value()?)?),
             "--jitter" => {
                 let v = value()?;
                 a.config.jitter = v.parse().map_err(|_| format!("bad jitter {v:?}"))?;

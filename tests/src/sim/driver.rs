@@ -14,6 +14,9 @@ use super::world::{Ev, World};
 const WORK_LONG_PPM: u64 = 200_000;
 /// The longest a quick stop takes (ns).
 const WORK_SHORT_MAX: u64 = 50_000_000;
+/// A killed work is gone after 0.1 ms to this (ns): the kernel tears its process group down
+/// (the margin must cover it, beside the clock drift).
+const KILL_LATENCY_MAX: u64 = 2_000_000;
 
 impl World {
     pub(super) fn start(&mut self, p: Pid) {
@@ -90,6 +93,7 @@ impl World {
             }
             let mut precheck = false;
             let mut stop_work = false;
+            let mut raised = false;
             for c in &commands {
                 match *c {
                     Command::Check { renew } => {
@@ -102,6 +106,13 @@ impl World {
                     }
                     Command::RunPrecheck => precheck = true,
                     Command::StopWork => stop_work = true,
+                    Command::AtRisk(_) => {
+                        self.stats.at_risk += 1;
+                        self.trace.push(t, p, What::AtRisk);
+                        if self.config.safeguards.at_risk_stop {
+                            self.term_work(p);
+                        }
+                    }
                     Command::Raise(lease) => {
                         self.stats.raises += 1;
                         if lease.won_by == WonBy::TookOver {
@@ -119,13 +130,14 @@ impl World {
                             }
                         }
                         self.last_token = Some(lease.token);
-                        self.rust[i].lease_deadline = lease.deadline;
+                        self.new_deadline(p, lease.deadline);
                         self.believe(p);
+                        raised = true;
                     }
                     Command::Renewed(lease) => {
                         self.stats.renewals += 1;
                         self.trace.push(t, p, What::Renewed(lease.version));
-                        self.rust[i].lease_deadline = lease.deadline;
+                        self.new_deadline(p, lease.deadline);
                         self.believe(p);
                     }
                     Command::Lower(reason) => {
@@ -138,6 +150,7 @@ impl World {
                         {
                             r.believed = false;
                         }
+                        self.term_work(p);
                     }
                     Command::Anomaly(a) => {
                         self.stats.anomalies += 1;
@@ -164,6 +177,9 @@ impl World {
                     }
                 }
             }
+            if raised {
+                self.start_work(p);
+            }
             if stop_work {
                 self.stop_work(p);
             }
@@ -185,13 +201,41 @@ impl World {
         }
     }
 
-    /// `StopWork`: the leader-only work winds down, for a while drawn by the seed: mostly
-    /// quickly, sometimes longer than the lease (then the core releases at the deadline).
-    /// With the `release-after-work` safeguard off, the driver tells the core at once that
-    /// it has stopped, as a driver without guards would.
-    fn stop_work(&mut self, p: Pid) {
+    /// A term began: its work starts, unless the work of an earlier term is still ending (the
+    /// supervisor waits for it; [`World::work_ends`] starts the next one then).
+    fn start_work(&mut self, p: Pid) {
+        let r = &mut self.rust[usize::from(p)];
+        if r.work.is_none() {
+            r.works += 1;
+            r.work = Some(Work {
+                id: r.works,
+                stops_at: None,
+                dies_at: None,
+            });
+        }
+    }
+
+    /// The lease's deadline moved (raise, renew): the kill waits for the new one.
+    fn new_deadline(&mut self, p: Pid, deadline: leadership_core::Instant) {
+        let t = self.t;
+        let r = &mut self.rust[usize::from(p)];
+        r.lease_deadline = deadline;
+        r.deadline_gen += 1;
+        let gen = r.deadline_gen;
+        let at = r.host.clock.true_at(deadline, t);
+        self.push(at, Ev::WorkDeadline { p, gen });
+    }
+
+    /// SIGTERM: the work winds down for a while drawn by the seed: mostly quickly, sometimes
+    /// longer than the lease. With the at-risk stop off, the old `run`: it is killed a grace
+    /// (the stop-ahead) after being told, instead of at the deadline.
+    fn term_work(&mut self, p: Pid) {
         let t = self.t;
         let i = usize::from(p);
+        let Some(w) = self.rust[i].work else { return };
+        if w.stops_at.is_some() {
+            return;
+        }
         let long = self.rng.chance_ppm(WORK_LONG_PPM);
         let most = if long {
             self.interval_ns * 3 / 2
@@ -200,48 +244,91 @@ impl World {
         };
         let delay = self.rng.below(most).max(1);
         self.stats.work_stops += 1;
-        let r = &mut self.rust[i];
-        r.works += 1;
-        let id = r.works;
-        r.work = Some(Work {
-            id,
-            until: r.lease_deadline,
-        });
+        let mut w = w;
+        w.stops_at = Some(t + delay);
+        if !self.config.safeguards.at_risk_stop {
+            let grace = self.core_configs[i].stop_ahead().as_nanos() as u64;
+            let latency = self.rng.between(100_000, KILL_LATENCY_MAX);
+            w.dies_at = Some(w.dies_at.unwrap_or(u64::MAX).min(t + grace + latency));
+        }
+        self.rust[i].work = Some(w);
         self.trace.push(t, p, What::StopWork(t + delay));
-        self.push(t + delay, Ev::WorkStopped { p, work: id });
+        let ends = w.ends_at().expect("just set");
+        self.push(ends, Ev::WorkEnds { p, work: w.id });
         // Handing the flag over waits for the work, on purpose: no leader meanwhile.
-        let bound = delay.min(self.interval_ns);
+        let bound = (ends - t).min(self.interval_ns);
         self.quiet_until(t + bound);
-        if !self.config.safeguards.release_after_work {
+    }
+
+    /// `StopWork`: a release waits for the work to end. With the `release-after-work`
+    /// safeguard off, the driver tells the core at once that it has, as a driver without
+    /// guards would.
+    fn stop_work(&mut self, p: Pid) {
+        self.term_work(p);
+        if self.rust[usize::from(p)].work.is_none() || !self.config.safeguards.release_after_work {
             // Inside `drain`: its loop carries out what the core says next.
             self.tell_work_stopped(p, false);
         }
     }
 
-    /// The modelled work numbered `work` has stopped: it no longer runs, and the driver tells
-    /// the core (if it still listens: the process may have closed or crashed meanwhile).
-    pub(super) fn work_stopped(&mut self, p: Pid, work: u64) {
+    /// The deadline of the lease numbered `gen` has come: the work is killed (SIGKILL) if it
+    /// still runs: by the supervisor, or by the watchdog while the supervisor is paused.
+    pub(super) fn work_deadline(&mut self, p: Pid, gen: u64) {
         let t = self.t;
         let i = usize::from(p);
-        if self.rust[i].work.map(|w| w.id) != Some(work) {
-            return; // ended by a crash, or superseded
+        let r = &self.rust[i];
+        if !r.host.up || r.deadline_gen != gen || !self.config.safeguards.at_risk_stop {
+            return;
         }
-        if self.rust[i].host.up && self.rust[i].host.paused(t) {
-            // Frozen with its process.
-            let until = self.rust[i].host.paused_until;
-            return self.push(until, Ev::WorkStopped { p, work });
+        let Some(w) = r.work else { return };
+        if w.dies_at.is_some() || r.host.clock.local(t) < r.lease_deadline {
+            // Killed already, or an event aimed before its clock changed: the one aimed
+            // after the change comes at the deadline.
+            return;
         }
-        let w = self.rust[i].work.take().expect("checked above");
-        if self.rust[i].host.clock.local(t) >= w.until {
-            self.stats.work_past_deadline += 1;
+        if r.host.paused(t) && !self.config.safeguards.watchdog {
+            // No watchdog: the supervisor's own timer fires when it runs again.
+            let until = r.host.paused_until;
+            return self.push(until, Ev::WorkDeadline { p, gen });
         }
-        self.trace.push(t, p, What::WorkStopped);
-        if self.config.safeguards.release_after_work {
+        let latency = self.rng.between(100_000, KILL_LATENCY_MAX);
+        let mut w = w;
+        w.dies_at = Some(t + latency);
+        self.rust[i].work = Some(w);
+        self.stats.work_killed += 1;
+        self.trace.push(t, p, What::KillWork);
+        self.push(t + latency, Ev::WorkEnds { p, work: w.id });
+        if !self.config.safeguards.no_release_while_working && !self.rust[i].host.paused(t) {
+            // The old core's bound: the release goes out now, the kill still in progress.
             self.tell_work_stopped(p, true);
         }
     }
 
-    fn tell_work_stopped(&mut self, p: Pid, drain: bool) {
+    /// The work numbered `work` has ended if its time has come: it no longer runs. The
+    /// supervisor learns of it (and tells the core) when it runs; a new term's work starts if
+    /// the process leads again meanwhile.
+    pub(super) fn work_ends(&mut self, p: Pid, work: u64) {
+        let t = self.t;
+        let i = usize::from(p);
+        let Some(w) = self.rust[i].work else { return };
+        if w.id != work || w.ends_at().is_none_or(|at| at > t) {
+            return; // ended by a crash, or rescheduled
+        }
+        self.rust[i].work = None;
+        self.trace.push(t, p, What::WorkStopped);
+        let inc = self.rust[i].host.inc;
+        self.push(t, Ev::Reaped { p, inc });
+        let local = self.rust[i].host.clock.local(t);
+        let leads = self.rust[i].flag.as_ref().and_then(|f| f.lease_at(local));
+        if self.rust[i].host.up
+            && !self.rust[i].host.paused(t)
+            && leads.is_some_and(|l| !l.is_at_risk(local))
+        {
+            self.start_work(p);
+        }
+    }
+
+    pub(super) fn tell_work_stopped(&mut self, p: Pid, drain: bool) {
         let i = usize::from(p);
         if !self.rust[i].host.up {
             return;
@@ -299,9 +386,17 @@ impl World {
     }
 
     pub(super) fn rearm_after_clock_change(&mut self, p: Pid) {
-        // Force a new wake-up: the same local instant now falls at another true time.
+        // Force a new wake-up: the same local instant now falls at another true time. The
+        // work's kill at the deadline moves with it.
         if self.is_rust(p) {
             self.host(p).armed = None;
+            let t = self.t;
+            let r = &self.rust[usize::from(p)];
+            if r.work.is_some_and(|w| w.dies_at.is_none()) {
+                let gen = r.deadline_gen;
+                let at = r.host.clock.true_at(r.lease_deadline, t).max(t);
+                self.push(at, Ev::WorkDeadline { p, gen });
+            }
         }
         self.rearm(p);
     }

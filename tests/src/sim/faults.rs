@@ -94,7 +94,7 @@ impl World {
                         let r = &mut self.rust[usize::from(p)];
                         r.flag = None;
                         r.believed = false;
-                        r.work = None; // the work dies with its process
+                        r.work = None; // the parent-death signal kills the work with it
                     } else {
                         self.go_mut(p).raised = false;
                         self.trace_go(p, false);

@@ -10,11 +10,9 @@
 //! - **liveness**: once no fault has been active for longer than a lease plus a check (plus
 //!   a retry), someone leads at every instant (in a fleet with Go peers: no leaderless
 //!   stretch lasts that long, since the Go flag may let its own lease lapse).
-//! - **work stops first**: no process leads while leader-only work that another term was told
-//!   to stop ([`Command::StopWork`](leadership_core::Command::StopWork)) still runs. Work runs
-//!   until its modelled stop, or until its lease's deadline by its process's clock (then its
-//!   guard is invalid, and the core releases the row whatever the work does); a paused
-//!   process's work is frozen, so it runs until that deadline.
+//! - **work stops first**: no process leads while the leader-only work of another runs (see
+//!   [`Work`](super::process::Work)): work runs until it has ended, by its own stop or by the
+//!   kill at its lease's deadline, whatever its process believes.
 //! - **handover** (when asked): after a graceful release, another process leads within one
 //!   check.
 
@@ -220,7 +218,7 @@ impl World {
             }
         }
         if let Some(leader) = first {
-            if let Some(worker) = (0..self.rust.len()).find(|&j| self.work_runs(j)) {
+            if let Some(worker) = (0..self.rust.len()).find(|&j| j != leader && self.work_runs(j)) {
                 self.violation = Some(Violation::WorkStillRunning {
                     leader: self.rust[leader].host.name.clone(),
                     worker: self.rust[worker].host.name.clone(),
@@ -293,10 +291,9 @@ impl World {
         }
     }
 
-    /// Whether process `j`'s work, told to stop, still runs now (see [`Work`](super::process::Work)).
+    /// Whether process `j`'s leader-only work runs now (see [`Work`](super::process::Work)).
     pub(super) fn work_runs(&self, j: usize) -> bool {
-        let r = &self.rust[j];
-        r.work.is_some_and(|w| r.host.clock.local(self.t) < w.until)
+        self.rust[j].work.is_some()
     }
 
     /// Rust process `who` won a check that displaced `holder` (a process id, if the row

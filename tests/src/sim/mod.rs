@@ -40,11 +40,13 @@
 //! - The driver: one statement at a time; gives up after the timeout and replies
 //!   `Failed(Timeout)`; the statement may still run later. A crashed process's statements
 //!   still run. `RELEASE` notifies every other running Rust process.
-//! - Leader-only work: on `StopWork` (close, refused precheck) it winds down for a time the
-//!   seed draws (mostly under 50 ms, one time in five up to 1.5 leases), then the driver
-//!   answers `WorkStopped`. It is frozen while its process is paused, ends with a crash, and
-//!   outlives a close. Past its lease's deadline it no longer counts: its guard is invalid and
-//!   the core has released the row without it.
+//! - Leader-only work, modelled on `leadership run`'s command (its own process group): it
+//!   starts with each term; it is told to stop (SIGTERM) when the lease is at risk
+//!   (`AtRisk`), when leadership ends and before a release (`StopWork`), and winds down for a
+//!   time the seed draws (mostly under 50 ms, one time in five up to 1.5 leases); at its
+//!   lease's deadline it is killed (by the supervisor, or by the watchdog while the supervisor
+//!   is paused) and is gone 0.1–2 ms later. It is not paused with its supervisor, dies with a
+//!   crash (the parent-death signal), and the driver answers `WorkStopped` once it has ended.
 //! - Faults, each on a schedule (mean gap, duration range; `--intensity` multiplies the
 //!   rate): `pause` (SIGSTOP: events wait, the clock runs, its belief is still judged),
 //!   `crash` (down, then a fresh core under the same name), `stall` (the database holds
@@ -86,7 +88,9 @@ pub use invariants::Violation;
 pub use report::{Failure, Report, Stats};
 
 /// One run's settings. `SimConfig::default()` is a fault-free fleet of five Rust processes
-/// for ten simulated minutes with the Go peer benchmark's settings (interval 2 s, timeout 1 s).
+/// for ten simulated minutes with the Go peer benchmark's lease (interval 2 s), a timeout of
+/// 500 ms (so that a precheck and a check fit in a renew) and a stop-ahead of 500 ms: the
+/// leader renews every 0.9 s, as the Go flag's peer with a 1 s timeout does.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Decides everything else that is random.
@@ -105,6 +109,11 @@ pub struct SimConfig {
     pub jitter: f64,
     /// The margin (`None`: the core's default, interval/20).
     pub margin: Option<Duration>,
+    /// How long before the deadline the leader-only work is told to stop when no renew has
+    /// won (`None`: a quarter of the lease, or less where a renew attempt would not fit
+    /// before it; 500 ms with the default lease). Also the grace of the old `run` when the
+    /// at-risk stop is off.
+    pub stop_ahead: Option<Duration>,
     /// What goes wrong, and how often.
     pub faults: Faults,
     /// The protections of the protocol; tests switch them off to prove the checker can fail.
@@ -133,9 +142,10 @@ impl Default for SimConfig {
             go_peers: 0,
             duration: Duration::from_secs(600),
             interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
             jitter: 0.2,
             margin: None,
+            stop_ahead: None,
             faults: Faults::none(),
             safeguards: Safeguards::default(),
             assert_handover: false,
@@ -157,8 +167,19 @@ impl SimConfig {
         if let Some(m) = self.margin {
             b = b.margin(m);
         }
+        b = b.stop_ahead(self.stop_ahead());
         b = b.precheck(self.faults.precheck.is_some());
         b.build().expect("the simulator's configuration is valid")
+    }
+
+    /// The stop-ahead the run uses (see [`SimConfig::stop_ahead`]).
+    pub fn stop_ahead(&self) -> Duration {
+        self.stop_ahead.unwrap_or_else(|| {
+            let margin = self.margin.unwrap_or(self.interval / 20);
+            let attempt = self.timeout * if self.faults.precheck.is_some() { 2 } else { 1 };
+            let room = self.interval.saturating_sub(margin + attempt);
+            (self.interval / 4).min(room.saturating_sub(room / 10))
+        })
     }
 
     /// Whether the core accepts these settings.
@@ -170,6 +191,8 @@ impl SimConfig {
         if let Some(m) = self.margin {
             b = b.margin(m);
         }
+        b = b.stop_ahead(self.stop_ahead());
+        b = b.precheck(self.faults.precheck.is_some());
         b.build().map(|_| ()).map_err(|e| e.to_string())
     }
 
@@ -196,6 +219,9 @@ impl SimConfig {
         }
         if let Some(m) = self.margin {
             s += &format!(" --margin {}ms", m.as_millis());
+        }
+        if let Some(sa) = self.stop_ahead {
+            s += &format!(" --stop-ahead {}ms", sa.as_millis());
         }
         let names = self.faults.names();
         if !names.is_empty() {
@@ -479,9 +505,19 @@ pub struct Safeguards {
     /// arrived, so a slow reply stretches the belief past the lease.
     pub deadline_from_send: bool,
     /// On a close or a refused precheck, the row is released only after the leader-only work
-    /// has stopped (or at the deadline). Off: the driver says the work stopped at once, as a
-    /// driver without guards would, so the next leader can start while it still runs.
+    /// has stopped. Off: the driver says the work stopped at once, as a driver without guards
+    /// would, so the next leader can start while it still runs.
     pub release_after_work: bool,
+    /// The work is told to stop when the lease is at risk (a stop-ahead before the deadline)
+    /// and killed at the deadline. Off: the old `run`: told when leadership ends, killed a
+    /// grace (the stop-ahead) later.
+    pub at_risk_stop: bool,
+    /// A watchdog outside the supervisor kills the work at the deadline even while the
+    /// supervisor is frozen. Off: the kill waits for the supervisor to run again.
+    pub watchdog: bool,
+    /// The row is never released while the work is known to run. Off: the old core's bound,
+    /// the release goes out at the lease's deadline whatever the work does.
+    pub no_release_while_working: bool,
 }
 
 impl Default for Safeguards {
@@ -491,16 +527,22 @@ impl Default for Safeguards {
             expiry_check: true,
             deadline_from_send: true,
             release_after_work: true,
+            at_risk_stop: true,
+            watchdog: true,
+            no_release_while_working: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 4] = [
+pub const SAFEGUARD_NAMES: [&str; 7] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
     "release-after-work",
+    "at-risk-stop",
+    "watchdog",
+    "no-release-while-working",
 ];
 
 impl Safeguards {
@@ -513,6 +555,9 @@ impl Safeguards {
                 "expiry-check" => s.expiry_check = false,
                 "deadline-from-send" => s.deadline_from_send = false,
                 "release-after-work" => s.release_after_work = false,
+                "at-risk-stop" => s.at_risk_stop = false,
+                "watchdog" => s.watchdog = false,
+                "no-release-while-working" => s.no_release_while_working = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -531,6 +576,9 @@ impl Safeguards {
             !self.expiry_check,
             !self.deadline_from_send,
             !self.release_after_work,
+            !self.at_risk_stop,
+            !self.watchdog,
+            !self.no_release_while_working,
         ];
         SAFEGUARD_NAMES
             .iter()

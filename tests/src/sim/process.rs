@@ -237,25 +237,41 @@ pub struct RustProc {
     pub lead_until: Option<Instant>,
     /// Notifications handed to the core.
     pub notified: u64,
-    /// The deadline of the latest lease raised or renewed (local), for the work told to stop.
+    /// The deadline of the latest lease raised or renewed (local): the work is killed then.
     pub lease_deadline: Instant,
-    /// Leader-only work told to stop ([`Command::StopWork`]) and still running.
+    /// Bumped when the deadline moves: older deadline events are stale.
+    pub deadline_gen: u64,
+    /// The leader-only work of its latest term, until it has ended.
     pub work: Option<Work>,
-    /// Numbers the work, so that a stop event of older work is not taken for newer.
+    /// Numbers the work, so that an event of older work is not taken for newer.
     pub works: u64,
 }
 
-/// Leader-only work winding down after `StopWork`: it runs until its stop event, or until the
-/// deadline of its lease by the process's clock, after which the work's guard is invalid and
-/// the work is the user's to fence (the core releases the row then whatever the work does). A
-/// paused process's work is frozen and so runs until that deadline. A crash ends it; a close
-/// does not (the program goes on after `close()` returns).
+/// The leader-only work of a term, modelled on `leadership run`'s command: a process group of
+/// its own, so it runs on while its supervisor is paused. It starts when the term is raised.
+/// It is told to stop (SIGTERM) when the lease is at risk, when leadership ends, and before a
+/// release, and then ends after a time the seed draws (mostly quickly, sometimes longer than
+/// the lease). At its lease's deadline it is killed (SIGKILL, by the supervisor or, while
+/// that is frozen, by the watchdog), and is gone a kill latency later. A crash of its process
+/// kills it at once (the parent-death signal); a close does not (it ends the work first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Work {
     /// Its number.
     pub id: u64,
-    /// The lease's deadline, local.
-    pub until: Instant,
+    /// Told to stop: it ends by itself at this true time.
+    pub stops_at: Option<u64>,
+    /// Killed: it is gone at this true time.
+    pub dies_at: Option<u64>,
+}
+
+impl Work {
+    /// When it ends, if that is decided.
+    pub fn ends_at(&self) -> Option<u64> {
+        match (self.stops_at, self.dies_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl RustProc {
@@ -270,6 +286,7 @@ impl RustProc {
             lead_until: None,
             notified: 0,
             lease_deadline: Instant::ZERO,
+            deadline_gen: 0,
             work: None,
             works: 0,
         }

@@ -50,10 +50,12 @@ pub struct Stats {
     pub gaps: Vec<u64>,
     /// Release at the database → another process leads (ns).
     pub handovers: Vec<u64>,
-    /// Leader-only work told to stop (`StopWork`).
+    /// Leader-only work told to stop (at risk, lowered, or before a release).
     pub work_stops: u64,
-    /// Work that stopped only after its lease's deadline: the core released without it.
-    pub work_past_deadline: u64,
+    /// Work killed at its lease's deadline because it had not stopped by then.
+    pub work_killed: u64,
+    /// Leases at risk: no renew had won by the deadline minus the stop-ahead.
+    pub at_risk: u64,
     /// Two Go processes raised at once: the stretches (ns).
     pub go_overlaps: Vec<u64>,
     /// A Rust and a Go process both leading at once (ns in total; the Go one's belief).
@@ -207,8 +209,8 @@ impl Report {
         if s.work_stops > 0 {
             let _ = writeln!(
                 out,
-                "  leader-only work   told to stop {} times; {} outlived the lease (released at the deadline)",
-                s.work_stops, s.work_past_deadline
+                "  leader-only work   told to stop {} times ({} leases at risk); {} killed at the deadline",
+                s.work_stops, s.at_risk, s.work_killed
             );
         }
         let _ = writeln!(out, "  trace digest       {:016x}", self.digest());

@@ -114,9 +114,13 @@ pub enum What {
     DbStep(u64),
     /// The precheck answered (only refusals and errors are shown in the timeline).
     Precheck(leadership_core::Precheck),
-    /// The leader-only work was told to stop; it stops at the given true time.
+    /// The lease is at risk: no renew has won by its at-risk instant.
+    AtRisk,
+    /// The leader-only work was told to stop (SIGTERM); it stops at the given true time.
     StopWork(u64),
-    /// The leader-only work stopped (the driver then tells the core `WorkStopped`).
+    /// The leader-only work was killed at its lease's deadline (SIGKILL).
+    KillWork,
+    /// The leader-only work ended (the driver then tells the core `WorkStopped`).
     WorkStopped,
 }
 
@@ -335,8 +339,10 @@ impl fmt::Display for Describe<'_> {
             What::Pause(until) => write!(f, "PAUSED until {}", Secs(until)),
             What::Crash(until) => write!(f, "CRASHED, restarts at {}", Secs(until)),
             What::Close => write!(f, "close() asked"),
+            What::AtRisk => write!(f, "lease at risk: no renew has won"),
             What::StopWork(at) => write!(f, "work told to stop; stops at {}", Secs(at)),
-            What::WorkStopped => write!(f, "work stopped"),
+            What::KillWork => write!(f, "work killed at the deadline"),
+            What::WorkStopped => write!(f, "work ended"),
             What::Closed(until) => write!(f, "closed; comes back at {}", Secs(until)),
             What::Stall(until, fail) => write!(
                 f,

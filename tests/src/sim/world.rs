@@ -68,10 +68,20 @@ pub(super) enum Ev {
         p: Pid,
         inc: u32,
     },
-    /// The leader-only work numbered `work` stops.
-    WorkStopped {
+    /// The leader-only work numbered `work` may have ended (stopped or killed).
+    WorkEnds {
         p: Pid,
         work: u64,
+    },
+    /// The supervisor learns that the work ended (SIGCHLD) and tells the core.
+    Reaped {
+        p: Pid,
+        inc: u32,
+    },
+    /// The deadline of process `p`'s lease, if `gen` is still current: kill the work.
+    WorkDeadline {
+        p: Pid,
+        gen: u64,
     },
 }
 
@@ -492,7 +502,21 @@ impl World {
                 self.trace.push(t, p, What::Precheck(answer));
                 self.feed(p, Input::Precheck(answer));
             }
-            Ev::WorkStopped { p, work } => self.work_stopped(p, work),
+            Ev::WorkEnds { p, work } => self.work_ends(p, work),
+            Ev::Reaped { p, inc } => {
+                let h = self.host(p);
+                if !h.up || h.inc != inc {
+                    return;
+                }
+                if h.paused(t) {
+                    let until = h.paused_until;
+                    return self.push(until, ev);
+                }
+                if self.config.safeguards.release_after_work {
+                    self.tell_work_stopped(p, true);
+                }
+            }
+            Ev::WorkDeadline { p, gen } => self.work_deadline(p, gen),
             Ev::Drift(p) => {
                 let d = self.faults.drift;
                 let ppm = self.rng.signed(d.max_ppm);

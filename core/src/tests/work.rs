@@ -1,0 +1,260 @@
+//! The rules about the leader-only work: it is told to stop early enough to be over by the
+//! deadline, and the row is never released while it is known to run.
+
+use alloc::vec::Vec;
+
+use super::harness::{db, ms, row, Harness, PROCESS};
+use crate::{Command, Config, Failure, Input, LowerReason, Precheck};
+
+/// Interval 2 s, timeout 200 ms, margin 100 ms, retry 200 ms, stop-ahead 500 ms: the lease
+/// from a send at `s` is at risk at `s + 1.4 s` and ends at `s + 1.9 s`.
+fn with_stop_ahead() -> Harness {
+    let mut h = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(200))
+            .stop_ahead(ms(500))
+            .jitter(0.0),
+    );
+    assert_eq!(h.commands(), [Command::Check { renew: None }]);
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert!(matches!(c[..], [Command::Raise(_)]), "{c:?}");
+    h
+}
+
+fn at_risk(commands: &[Command]) -> bool {
+    commands.iter().any(|c| matches!(c, Command::AtRisk(_)))
+}
+
+#[test]
+fn the_lease_is_at_risk_when_no_renew_has_won_by_its_deadline_minus_the_stop_ahead() {
+    let mut h = with_stop_ahead();
+    let start = h.now;
+    let lease = h.flag.lease_at(h.now).unwrap();
+    assert_eq!(lease.deadline, start + ms(1900));
+    assert_eq!(lease.at_risk, start + ms(1400));
+    // The renew interval leaves room for one attempt before the risk: 1.9 - 0.5 - 0.2.
+    assert_eq!(h.flag.config().renew_interval(), ms(1000));
+    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    // The renew hangs: nothing else is due until the at-risk instant.
+    assert_eq!(h.flag.poll_timeout(), Some(start + ms(1400)));
+    let c = h.wake();
+    assert_eq!(c, [Command::AtRisk(lease)]);
+    assert!(
+        h.flag.is_leader(h.now),
+        "still the leader until the deadline"
+    );
+    assert_eq!(h.flag.poll_timeout(), Some(start + ms(1900)), "told once");
+    assert_eq!(h.wake(), [Command::Lower(LowerReason::DeadlinePassed)]);
+}
+
+#[test]
+fn a_renew_that_wins_after_the_risk_ends_it() {
+    let mut h = with_stop_ahead();
+    h.wake(); // renew sent at +1.0 s
+    h.at(ms(150));
+    h.input(Input::Failed(Failure::Error));
+    // Retry at +1.35 s, answered after the risk began at +1.4 s.
+    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    let sent = h.now;
+    assert!(at_risk(&h.wake()));
+    h.at(ms(100));
+    let c = h.checked(true, Some(row(PROCESS, 1, db(1500))), db(1500));
+    let lease = match c[..] {
+        [Command::Renewed(lease)] => lease,
+        _ => panic!("{c:?}"),
+    };
+    assert_eq!(lease.token, 0, "the same term goes on");
+    assert_eq!(lease.at_risk, sent + ms(1400));
+    assert!(!lease.is_at_risk(h.now));
+    assert!(h.flag.is_leader(h.now));
+}
+
+#[test]
+fn a_win_that_arrives_past_its_at_risk_instant_raises_and_is_at_risk_at_once() {
+    let mut h = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(200))
+            .stop_ahead(ms(500))
+            .jitter(0.0),
+    );
+    h.commands();
+    h.at(ms(1500));
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    // Raised, past its renew time already (a renew goes out at once), and at risk.
+    assert!(
+        matches!(
+            c[..],
+            [Command::Raise(_), Command::Check { .. }, Command::AtRisk(_)]
+        ),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
+    // The default 30 s lease, with the most unlucky jitter the seed gives over many renews.
+    for seed in 0..50 {
+        let mut h = Harness {
+            flag: crate::Flag::new(
+                Config::builder("flag", PROCESS).build().unwrap(),
+                seed,
+                crate::Instant::from_nanos(1),
+            ),
+            now: crate::Instant::from_nanos(1),
+        };
+        h.commands();
+        h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+        let mut version = 0;
+        for round in 0..20 {
+            let c = h.wake();
+            assert_eq!(
+                c,
+                [Command::Check {
+                    renew: Some(version)
+                }],
+                "{seed}/{round}"
+            );
+            // Every other renew fails after its whole timeout; the retry wins in full time.
+            if round % 2 == 0 {
+                h.at(h.flag.config().timeout());
+                assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
+                let c = h.wake();
+                assert!(!at_risk(&c), "{seed}/{round}: {c:?}");
+                assert_eq!(
+                    c,
+                    [Command::Check {
+                        renew: Some(version)
+                    }]
+                );
+            }
+            h.at(h.flag.config().timeout());
+            version += 1;
+            let c = h.checked(true, Some(row(PROCESS, version, db(0))), db(0));
+            assert!(
+                matches!(c[..], [Command::Renewed(_)]),
+                "{seed}/{round}: {c:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_slow_precheck_never_makes_a_healthy_leader_lapse() {
+    // The case: 2 s lease, 500 ms timeout, a precheck taking 450 ms and a check taking
+    // its whole timeout, every time.
+    let mut h = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(500))
+            .precheck(true),
+    );
+    assert_eq!(h.commands(), [Command::RunPrecheck]);
+    h.at(ms(450));
+    h.input(Input::Precheck(Precheck::Pass));
+    h.at(ms(499));
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert!(matches!(c[..], [Command::Raise(_)]));
+    for version in 1..100 {
+        let mut c: Vec<Command> = h.wake();
+        if c.is_empty() {
+            c = h.wake();
+        }
+        assert_eq!(c, [Command::RunPrecheck], "renew {version}");
+        h.at(ms(450));
+        assert_eq!(h.input(Input::Precheck(Precheck::Pass)).len(), 1);
+        h.at(ms(499));
+        let c = h.checked(true, Some(row(PROCESS, version, db(0))), db(0));
+        assert!(
+            matches!(c[..], [Command::Renewed(_)]),
+            "renew {version}: {c:?}: no lapse, no new term"
+        );
+    }
+}
+
+#[test]
+fn a_close_never_releases_while_the_work_runs_and_releases_once_it_stops() {
+    let mut h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    assert_eq!(
+        h.input(Input::Close),
+        [Command::Lower(LowerReason::Closed), Command::StopWork]
+    );
+    // Nothing at the deadline: the work is known to run.
+    h.at(deadline - h.now);
+    h.flag.handle_timeout(h.now);
+    assert_eq!(h.commands(), []);
+    // The work stops after the deadline but before the lease has expired by itself.
+    h.at(ms(50));
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 0 }]
+    );
+    assert_eq!(
+        h.input(Input::Released { released: true }),
+        [Command::Closed]
+    );
+}
+
+#[test]
+fn a_work_that_never_stops_leaves_the_lease_to_expire_unreleased() {
+    let mut h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    h.input(Input::Close);
+    assert_eq!(
+        h.flag.poll_timeout(),
+        Some(deadline + ms(100)),
+        "gives up a margin after the deadline"
+    );
+    assert_eq!(h.wake(), [Command::Closed], "closed without a release");
+    assert_eq!(h.input(Input::WorkStopped), [], "a late answer is harmless");
+}
+
+#[test]
+fn a_refused_precheck_never_releases_while_the_work_runs() {
+    let mut h = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(500))
+            .jitter(0.0)
+            .precheck(true),
+    );
+    h.commands();
+    h.input(Input::Precheck(Precheck::Pass));
+    h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    assert_eq!(h.wake(), [Command::RunPrecheck]);
+    assert_eq!(
+        h.input(Input::Precheck(Precheck::Refuse)),
+        [
+            Command::Lower(LowerReason::PrecheckRefused),
+            Command::StopWork
+        ]
+    );
+    assert_eq!(h.flag.poll_timeout(), Some(deadline + ms(100)));
+    // Given up: no release; back to the schedule.
+    assert_eq!(h.wake(), []);
+    assert_eq!(h.input(Input::WorkStopped), []);
+    assert_eq!(h.wake(), [Command::RunPrecheck]);
+}
+
+/// Found by the core's proptest under the auditor: a close while a renew was in flight, the
+/// release given up at its bound, then the renew's reply: the release went out although the
+/// work had never said it stopped.
+#[test]
+fn regression_a_reply_after_the_release_was_given_up_releases_nothing() {
+    let mut h = Harness::leader();
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.input(Input::Close),
+        [Command::Lower(LowerReason::Closed), Command::StopWork]
+    );
+    // Past the give-up bound with the renew still in flight.
+    h.at(deadline + ms(200) - h.now);
+    h.flag.handle_timeout(h.now);
+    assert_eq!(h.commands(), []);
+    let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
+    assert_eq!(c, [Command::Closed], "no release while the work runs");
+}
