@@ -1,6 +1,7 @@
-use leadership_testkit::pg::{shared, PgServer, Signal};
+use leadership_testkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -268,4 +269,76 @@ fn restart_retries_while_port_is_taken() {
         log.contains("could not bind"),
         "expected a bind failure in the log:\n{log}"
     );
+}
+
+#[test]
+fn a_durable_server_syncs_and_lives_on_disk() {
+    let s = PgServer::start_with(&ServerOptions::new().durable(true)).unwrap();
+    let show = |name: &str| s.psql(&format!("show {name}")).unwrap().trim().to_string();
+    assert_eq!(show("fsync"), "on");
+    assert_eq!(show("synchronous_commit"), "on");
+    assert!(
+        !is_tmpfs(s.data_dir()),
+        "{} is on a tmpfs, where an fsync costs nothing",
+        s.data_dir().display()
+    );
+    // The default stays what every other test relies on.
+    let fast = PgServer::start().unwrap();
+    assert_eq!(fast.psql("show fsync").unwrap(), "off\n");
+}
+
+#[test]
+fn options_set_config_hba_and_files_and_survive_a_restart() {
+    let hba = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n";
+    let opts = ServerOptions::new()
+        .config("work_mem = '7MB'")
+        .hba(hba)
+        .file("certs/secret.pem", "not really a key\n");
+    let mut s = PgServer::start_with(&opts).unwrap();
+    s.psql("create role other login").unwrap();
+    for round in ["first start", "after restart"] {
+        assert_eq!(s.psql("show work_mem").unwrap(), "7MB\n", "{round}");
+        let err = s.psql_as("other", "select 1").unwrap_err().to_string();
+        assert!(
+            err.contains("pg_hba.conf rejects connection"),
+            "{round}: {err}"
+        );
+        let file = s.data_dir().join("certs/secret.pem");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "not really a key\n"
+        );
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{round}");
+        // Owned by whoever runs the server: the data dir's owner.
+        let owner = std::fs::metadata(s.data_dir()).unwrap().uid();
+        assert_eq!(meta.uid(), owner, "{round}");
+        s.restart().unwrap();
+    }
+    assert_eq!(
+        s.psql("select setting from pg_settings where name = 'hba_file'")
+            .unwrap()
+            .trim(),
+        s.data_dir().join("pg_hba.conf").display().to_string()
+    );
+    assert_eq!(
+        s.socket_dir(),
+        s.data_dir().parent().unwrap(),
+        "socket dir is the temp dir"
+    );
+    assert!(s
+        .socket_dir()
+        .join(format!(".s.PGSQL.{}", s.port()))
+        .exists());
+}
+
+#[test]
+fn a_file_outside_the_data_dir_is_refused() {
+    for name in ["../escape.pem", "/etc/escape.pem", ""] {
+        match PgServer::start_with(&ServerOptions::new().file(name, "x")) {
+            Err(PgError::Options(msg)) => assert!(msg.contains("relative path"), "{msg}"),
+            Err(e) => panic!("{name:?}: wrong error {e}"),
+            Ok(_) => panic!("{name:?} was accepted"),
+        }
+    }
 }
