@@ -3,11 +3,13 @@
 //! - [`fuzz`]: the bodies of the fuzz targets, shared by `fuzz/` and the replay tests.
 //! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
 //!   127.0.0.1, torn down when dropped or when the test process dies), with [`pg::ServerOptions`].
+//! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 //! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
 //! - [`watchdog`]: cleanup that survives a SIGKILLed test process, and [`watchdog::ScratchDir`].
 
 pub mod fuzz;
+pub mod helpers;
 pub mod pg;
 pub mod sim;
 pub mod table;

@@ -8,13 +8,10 @@ use std::time::{Duration, Instant};
 
 use leadership_blocking::{Error, Flag, ShapeError, TableError};
 use leadership_core::ConfigError;
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"))
-}
 
 /// A flag with a 1 s lease (timeout 300 ms, so a renew fits before the deadline).
 fn flag(server: &PgServer, process: &str) -> Flag {
@@ -65,14 +62,6 @@ fn assert_never_two(flags: &[Flag], duration: Duration) {
         assert!(r.len() <= 1, "two raised at once: {r:?}");
         thread::sleep(Duration::from_millis(1));
     }
-}
-
-fn psql(server: &PgServer, sql: &str) -> String {
-    server
-        .psql(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .trim()
-        .to_string()
 }
 
 fn row(server: &PgServer, name: &str) -> String {

@@ -11,13 +11,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leadership_blocking::{Flag, State};
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"))
-}
 
 fn flag(server: &PgServer, process: &str, interval: Duration) -> Flag {
     Flag::builder("jobs", process)
@@ -26,14 +23,6 @@ fn flag(server: &PgServer, process: &str, interval: Duration) -> Flag {
         .connect_str(&server.conn_string())
         .start(postgres::NoTls)
         .unwrap_or_else(|e| panic!("starting {process}: {e}"))
-}
-
-fn psql(server: &PgServer, sql: &str) -> String {
-    server
-        .psql(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .trim()
-        .to_string()
 }
 
 fn released(server: &PgServer) -> bool {

@@ -10,22 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::PgServer;
 use leadership_tokio::Flag;
 use tokio_postgres::NoTls;
 
 const INTERVAL: Duration = Duration::from_secs(2);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
-}
-
-fn psql(pg: &PgServer, sql: &str) -> String {
-    pg.psql(sql)
-        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
-        .trim()
-        .to_string()
-}
 
 /// A TCP proxy to the server counting the client's writes as the server receives them: with
 /// the client's requests pipelined into one write per exchange, each is one round trip.
