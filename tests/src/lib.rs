@@ -3,6 +3,8 @@
 //! - [`fuzz`]: the bodies of the fuzz targets, shared by `fuzz/` and the replay tests.
 //! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
 //!   127.0.0.1, torn down when dropped or when the test process dies), with [`pg::ServerOptions`].
+//! - [`standby`]: a streaming standby of such a server (base backup), pausable, detachable,
+//!   promotable; what a client can learn about a promotion.
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
@@ -14,5 +16,6 @@ pub mod helpers;
 pub mod pg;
 pub mod proxy;
 pub mod sim;
+pub mod standby;
 pub mod table;
 pub mod watchdog;

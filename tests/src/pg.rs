@@ -285,6 +285,7 @@ pub fn is_tmpfs(path: &Path) -> bool {
 }
 
 /// Whether `dir` is a writable tmpfs with at least 1 GiB free (Docker's default /dev/shm is 64 MiB).
+#[allow(clippy::unnecessary_cast)] // statfs's field types differ between architectures
 fn roomy_tmpfs(dir: &str) -> bool {
     let Some(st) = statfs(Path::new(dir)) else {
         return false;
@@ -516,6 +517,31 @@ fn chown(path: &Path, run_as: Option<(u32, u32)>) -> io::Result<()> {
 /// creates `data` itself (a base backup).
 pub(crate) type Fill<'a> = &'a dyn Fn(&Path) -> Result<(), PgError>;
 
+fn psql_command_at(env: &Env, port: u16, user: &str) -> Command {
+    let args = format!("-X -A -t -v ON_ERROR_STOP=1 -h {HOST} -p {port} -d postgres -U");
+    let mut cmd = sanitized(Command::new(env.bin.join("psql")));
+    cmd.args(args.split(' '))
+        .arg(user)
+        .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+fn run_psql(mut cmd: Command, sql: &str) -> Result<String, PgError> {
+    let out = cmd.arg("-c").arg(sql).output()?;
+    if !out.status.success() {
+        return Err(PgError::Psql {
+            stderr: String::from_utf8_lossy(&out.stderr).trim_end().into(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`PgServer::psql`] for a server known only by its port on 127.0.0.1 (say, a primary that a
+/// standby follows), as the kit's superuser.
+pub(crate) fn psql_at(port: u16, sql: &str) -> Result<String, PgError> {
+    run_psql(psql_command_at(env()?, port, PG_USER), sql)
+}
+
 /// A throwaway PostgreSQL server; see the module docs.
 pub struct PgServer {
     /// The temp dir: socket dir and parent of `data`; removed on drop.
@@ -645,15 +671,7 @@ impl PgServer {
     /// [`psql_command`](PgServer::psql_command) logging in as `user` (trusted by the default
     /// `pg_hba.conf`).
     pub fn psql_command_as(&self, user: &str) -> Command {
-        let args = format!(
-            "-X -A -t -v ON_ERROR_STOP=1 -h {HOST} -p {} -d postgres -U",
-            self.port
-        );
-        let mut cmd = sanitized(Command::new(self.env.bin.join("psql")));
-        cmd.args(args.split(' '))
-            .arg(user)
-            .env("PGCONNECT_TIMEOUT", "10");
-        cmd
+        psql_command_at(self.env, self.port, user)
     }
 
     /// Runs `sql` with `psql -c` and returns its stdout verbatim (`-A -t`: unaligned, tuples
@@ -665,13 +683,7 @@ impl PgServer {
     /// [`psql`](PgServer::psql) as `user`; the error carries psql's stderr (the server's
     /// message, e.g. `ERROR:  permission denied for function pg_ls_waldir`).
     pub fn psql_as(&self, user: &str, sql: &str) -> Result<String, PgError> {
-        let out = self.psql_command_as(user).arg("-c").arg(sql).output()?;
-        if !out.status.success() {
-            return Err(PgError::Psql {
-                stderr: String::from_utf8_lossy(&out.stderr).trim_end().into(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_psql(psql_command_at(self.env, self.port, user), sql)
     }
 
     /// `pg_ctl stop -m fast`, falling back to `-m immediate`, then SIGKILL. Idempotent.

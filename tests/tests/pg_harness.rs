@@ -1,4 +1,5 @@
 use leadership_testkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
+use leadership_testkit::standby::{ReplicationMode, Standby};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -198,7 +199,9 @@ fn sigkill_child_helper() {
         return;
     }
     let own = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
-    for s in [shared(), &own] {
+    // A standby is a server built from a base backup: the same guarantees.
+    let standby = Standby::start(&own, ReplicationMode::Async).unwrap_or_else(|e| panic!("{e}"));
+    for s in [shared(), &own, &standby] {
         println!(
             "LEADERSHIP_PG_READY {} {} {}",
             s.port(),
@@ -238,7 +241,7 @@ fn servers_die_with_sigkilled_process() {
             ));
         }
     }
-    assert_eq!(servers.len(), 2, "child did not start its servers");
+    assert_eq!(servers.len(), 3, "child did not start its servers");
     for (port, pid, data) in &servers {
         assert!(accepts(*port) && alive(*pid) && data.is_dir());
     }

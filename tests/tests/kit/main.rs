@@ -3,3 +3,4 @@
 //! real server, network namespaces with iptables. Each component's file is named after it.
 
 mod proxy;
+mod standby;
