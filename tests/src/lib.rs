@@ -5,6 +5,8 @@
 //!   127.0.0.1, torn down when dropped or when the test process dies), with [`pg::ServerOptions`].
 //! - [`standby`]: a streaming standby of such a server (base backup), pausable, detachable,
 //!   promotable; what a client can learn about a promotion.
+//! - [`pgbouncer`]: a throwaway pgbouncer in front of a server, transaction or session pooling;
+//!   what pgbouncer 1.18 does with prepared statements, LISTEN, startup options, cancels.
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
@@ -14,6 +16,7 @@
 pub mod fuzz;
 pub mod helpers;
 pub mod pg;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod sim;
 pub mod standby;

@@ -1,4 +1,5 @@
 use leadership_testkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
+use leadership_testkit::pgbouncer::{PgBouncer, PoolMode};
 use leadership_testkit::standby::{ReplicationMode, Standby};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -201,6 +202,13 @@ fn sigkill_child_helper() {
     let own = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
     // A standby is a server built from a base backup: the same guarantees.
     let standby = Standby::start(&own, ReplicationMode::Async).unwrap_or_else(|e| panic!("{e}"));
+    let bouncer = PgBouncer::start(&own, PoolMode::Transaction).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "LEADERSHIP_BOUNCER_READY {} {} {}",
+        bouncer.port(),
+        bouncer.pid().unwrap(),
+        bouncer.dir().display()
+    );
     for s in [shared(), &own, &standby] {
         println!(
             "LEADERSHIP_PG_READY {} {} {}",
@@ -227,10 +235,19 @@ fn servers_die_with_sigkilled_process() {
         .spawn()
         .unwrap();
     let mut servers = Vec::new();
+    let mut bouncer = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if line == "LEADERSHIP_PG_DONE" {
             break;
+        }
+        if let Some(rest) = line.strip_prefix("LEADERSHIP_BOUNCER_READY ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            bouncer = Some((
+                f[0].parse::<u16>().unwrap(),
+                f[1].parse::<u32>().unwrap(),
+                PathBuf::from(f[2]),
+            ));
         }
         if let Some(rest) = line.strip_prefix("LEADERSHIP_PG_READY ") {
             let f: Vec<&str> = rest.split(' ').collect();
@@ -245,8 +262,17 @@ fn servers_die_with_sigkilled_process() {
     for (port, pid, data) in &servers {
         assert!(accepts(*port) && alive(*pid) && data.is_dir());
     }
+    let (b_port, b_pid, b_dir) = bouncer.expect("child did not start its pgbouncer");
+    assert!(accepts(b_port) && alive(b_pid) && b_dir.is_dir());
     child.kill().unwrap(); // SIGKILL: no unwinding, no destructors
     child.wait().unwrap();
+    wait_until("pgbouncer cleanup", Duration::from_secs(30), || {
+        !alive(b_pid) && !b_dir.exists()
+    });
+    assert!(
+        !accepts(b_port),
+        "pgbouncer's port still accepts connections"
+    );
     for (port, pid, data) in &servers {
         wait_until("watchdog cleanup", Duration::from_secs(30), || {
             !alive(*pid) && !data.exists()
