@@ -7,6 +7,7 @@
 //!   promotable; what a client can learn about a promotion.
 //! - [`pgbouncer`]: a throwaway pgbouncer in front of a server, transaction or session pooling;
 //!   what pgbouncer 1.18 does with prepared statements, LISTEN, startup options, cancels.
+//! - [`tls`]: a server that only accepts TLS, with certificates made by `openssl`.
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
@@ -21,4 +22,5 @@ pub mod proxy;
 pub mod sim;
 pub mod standby;
 pub mod table;
+pub mod tls;
 pub mod watchdog;

@@ -389,6 +389,7 @@ pub struct ServerOptions {
     hba_lines: Vec<String>,
     files: Vec<(PathBuf, Vec<u8>)>,
     listen: Vec<IpAddr>,
+    client_env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -437,6 +438,14 @@ impl ServerOptions {
     /// server starts (e.g. the host end of a [`NetNs`](crate::netns::NetNs)).
     pub fn listen_on(mut self, addr: IpAddr) -> ServerOptions {
         self.listen.push(addr);
+        self
+    }
+
+    /// Sets `key=value` in the environment of the kit's own psql for this server
+    /// ([`PgServer::psql`], [`PgServer::psql_command`]), e.g. `PGSSLCERT` for a server that
+    /// demands a client certificate. The caller's own PG* variables never reach psql.
+    pub fn client_env(mut self, key: impl Into<String>, value: impl Into<String>) -> ServerOptions {
+        self.client_env.push((key.into(), value.into()));
         self
     }
 
@@ -550,6 +559,8 @@ pub struct PgServer {
     port: u16,
     /// Addresses listened on besides 127.0.0.1.
     listen: Vec<IpAddr>,
+    /// Environment of the kit's psql for this server.
+    client_env: Vec<(String, String)>,
     running: bool,
     watchdog: Option<Watchdog>,
     env: &'static Env,
@@ -580,6 +591,7 @@ impl PgServer {
             data,
             port: 0,
             listen: options.listen.clone(),
+            client_env: options.client_env.clone(),
             running: false,
             watchdog,
             env,
@@ -671,7 +683,9 @@ impl PgServer {
     /// [`psql_command`](PgServer::psql_command) logging in as `user` (trusted by the default
     /// `pg_hba.conf`).
     pub fn psql_command_as(&self, user: &str) -> Command {
-        psql_command_at(self.env, self.port, user)
+        let mut cmd = psql_command_at(self.env, self.port, user);
+        cmd.envs(self.client_env.iter().map(|(k, v)| (k, v)));
+        cmd
     }
 
     /// Runs `sql` with `psql -c` and returns its stdout verbatim (`-A -t`: unaligned, tuples
@@ -683,7 +697,7 @@ impl PgServer {
     /// [`psql`](PgServer::psql) as `user`; the error carries psql's stderr (the server's
     /// message, e.g. `ERROR:  permission denied for function pg_ls_waldir`).
     pub fn psql_as(&self, user: &str, sql: &str) -> Result<String, PgError> {
-        run_psql(psql_command_at(self.env, self.port, user), sql)
+        run_psql(self.psql_command_as(user), sql)
     }
 
     /// `pg_ctl stop -m fast`, falling back to `-m immediate`, then SIGKILL. Idempotent.

@@ -5,4 +5,5 @@
 mod pgbouncer;
 mod proxy;
 mod standby;
+mod tls;
 mod wire;
