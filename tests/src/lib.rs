@@ -9,6 +9,7 @@
 //!   what pgbouncer 1.18 does with prepared statements, LISTEN, startup options, cancels.
 //! - [`tls`]: a server that only accepts TLS, with certificates made by `openssl`.
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
+//! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 //! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
@@ -16,6 +17,7 @@
 
 pub mod fuzz;
 pub mod helpers;
+pub mod netns;
 pub mod pg;
 pub mod pgbouncer;
 pub mod proxy;

@@ -1,3 +1,4 @@
+use leadership_testkit::netns::NetNs;
 use leadership_testkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
 use leadership_testkit::pgbouncer::{PgBouncer, PoolMode};
 use leadership_testkit::standby::{ReplicationMode, Standby};
@@ -192,7 +193,7 @@ fn shared_is_shared() {
     assert_eq!(a.psql("select 1").unwrap(), "1\n");
 }
 
-/// Runs only as the child of `servers_die_with_sigkilled_process`.
+/// Runs only as the child of `servers_pooler_and_namespace_die_with_a_sigkilled_process`.
 #[test]
 #[ignore]
 fn sigkill_child_helper() {
@@ -209,6 +210,15 @@ fn sigkill_child_helper() {
         bouncer.pid().unwrap(),
         bouncer.dir().display()
     );
+    // A network namespace (root only): its watchdog deletes it.
+    let ns = (unsafe { libc::geteuid() } == 0).then(|| NetNs::create().unwrap());
+    if let Some(ns) = &ns {
+        println!(
+            "LEADERSHIP_NETNS_READY {} {}",
+            ns.name(),
+            ns.host_interface()
+        );
+    }
     for s in [shared(), &own, &standby] {
         println!(
             "LEADERSHIP_PG_READY {} {} {}",
@@ -221,8 +231,25 @@ fn sigkill_child_helper() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
+fn netns_listed(name: &str) -> bool {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 #[test]
-fn servers_die_with_sigkilled_process() {
+fn servers_pooler_and_namespace_die_with_a_sigkilled_process() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -236,10 +263,15 @@ fn servers_die_with_sigkilled_process() {
         .unwrap();
     let mut servers = Vec::new();
     let mut bouncer = None;
+    let mut netns = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if line == "LEADERSHIP_PG_DONE" {
             break;
+        }
+        if let Some(rest) = line.strip_prefix("LEADERSHIP_NETNS_READY ") {
+            let (name, host_if) = rest.split_once(' ').unwrap();
+            netns = Some((name.to_string(), host_if.to_string()));
         }
         if let Some(rest) = line.strip_prefix("LEADERSHIP_BOUNCER_READY ") {
             let f: Vec<&str> = rest.split(' ').collect();
@@ -263,6 +295,9 @@ fn servers_die_with_sigkilled_process() {
         assert!(accepts(*port) && alive(*pid) && data.is_dir());
     }
     let (b_port, b_pid, b_dir) = bouncer.expect("child did not start its pgbouncer");
+    if let Some((name, host_if)) = &netns {
+        assert!(netns_listed(name) && link_exists(host_if));
+    }
     assert!(accepts(b_port) && alive(b_pid) && b_dir.is_dir());
     child.kill().unwrap(); // SIGKILL: no unwinding, no destructors
     child.wait().unwrap();
@@ -273,6 +308,16 @@ fn servers_die_with_sigkilled_process() {
         !accepts(b_port),
         "pgbouncer's port still accepts connections"
     );
+    assert_eq!(
+        netns.is_some(),
+        unsafe { libc::geteuid() } == 0,
+        "a namespace exactly when root"
+    );
+    if let Some((name, host_if)) = &netns {
+        wait_until("netns cleanup", Duration::from_secs(30), || {
+            !netns_listed(name) && !link_exists(host_if)
+        });
+    }
     for (port, pid, data) in &servers {
         wait_until("watchdog cleanup", Duration::from_secs(30), || {
             !alive(*pid) && !data.exists()
