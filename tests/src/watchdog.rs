@@ -1,14 +1,14 @@
 //! Cleanup that happens even when the test process dies hard, shared by every component of the
 //! kit that leaves something behind (a server, a pooler, a temp dir, a network namespace).
 //!
-//! A [`Watchdog`] is a tiny `/bin/sh` child blocked reading its stdin, a pipe whose only write
+//! A `Watchdog` is a tiny `/bin/sh` child blocked reading its stdin, a pipe whose only write
 //! end is in this process (std opens it close-on-exec, so no other child inherits it). The kernel
 //! closes that end on *any* exit of this process (normal exit without destructors, as for a
 //! `static`; panic; abort; SIGKILL from a nextest timeout), the watchdog reads EOF, runs its
 //! cleanup and removes its directory. It has its own process group and ignores HUP/INT/QUIT/TERM,
 //! so signals sent to the test's process group (Ctrl-C, nextest killing a timed-out test) do not
 //! take it down first. Unlike polling `kill -0 $PPID`, there is no PID-reuse race and no polling
-//! delay. Dropping (or [`Watchdog::fire`]) closes the pipe and waits, so the crash path is the
+//! delay. Dropping it (or `Watchdog::fire`) closes the pipe and waits, so the crash path is the
 //! path every test exercises.
 
 use std::ffi::OsString;

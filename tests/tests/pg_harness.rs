@@ -2,6 +2,7 @@ use leadership_testkit::netns::NetNs;
 use leadership_testkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
 use leadership_testkit::pgbouncer::{PgBouncer, PoolMode};
 use leadership_testkit::standby::{ReplicationMode, Standby};
+use leadership_testkit::watchdog::ScratchDir;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -415,4 +416,20 @@ fn a_file_outside_the_data_dir_is_refused() {
             Ok(_) => panic!("{name:?} was accepted"),
         }
     }
+}
+
+#[test]
+fn a_scratch_dir_is_private_to_the_server_user_and_removed_on_drop() {
+    let dir = ScratchDir::new("scratch-test-").unwrap();
+    let path = dir.path().to_path_buf();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    // Servers run as its owner: the owner of a server's data dir.
+    let pg = PgServer::start().unwrap();
+    let server_uid = std::fs::metadata(pg.data_dir()).unwrap().uid();
+    assert_eq!(meta.uid(), server_uid);
+    std::fs::write(path.join("file"), "x").unwrap();
+    drop(dir);
+    assert!(!path.exists(), "{} left behind", path.display());
 }
