@@ -2,11 +2,27 @@
 //!
 //! - [`fuzz`]: the bodies of the fuzz targets, shared by `fuzz/` and the replay tests.
 //! - [`pg`]: a throwaway PostgreSQL server per test (initdb into a temp dir, free port on
-//!   127.0.0.1, torn down when dropped or when the test process dies).
+//!   127.0.0.1, torn down when dropped or when the test process dies), with [`pg::ServerOptions`].
+//! - [`standby`]: a streaming standby of such a server (base backup), pausable, detachable,
+//!   promotable; what a client can learn about a promotion.
+//! - [`pgbouncer`]: a throwaway pgbouncer in front of a server, transaction or session pooling;
+//!   what pgbouncer 1.18 does with prepared statements, LISTEN, startup options, cancels.
+//! - [`tls`]: a server that only accepts TLS, with certificates made by `openssl`.
+//! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
+//! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
+//! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 //! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
+//! - [`watchdog`]: cleanup that survives a SIGKILLed test process, and [`watchdog::ScratchDir`].
 
 pub mod fuzz;
+pub mod helpers;
+pub mod netns;
 pub mod pg;
+pub mod pgbouncer;
+pub mod proxy;
 pub mod sim;
+pub mod standby;
 pub mod table;
+pub mod tls;
+pub mod watchdog;

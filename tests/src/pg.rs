@@ -3,19 +3,15 @@
 //! [`PgServer::start`] creates a private cluster in a fresh temp dir (trust auth, UTF8, C locale,
 //! `fsync=off`, `max_connections=300`, `pg_stat_statements` preloaded and created in db
 //! `postgres`), listening on 127.0.0.1 on a free port, its unix socket inside the temp dir.
-//! Dropping it stops the server and deletes the dir. [`shared`] is one lazily started server per
-//! test process.
+//! Dropping it stops the server and deletes the dir. [`PgServer::start_with`] takes
+//! [`ServerOptions`]: a durable server (fsync on, on disk), extra `postgresql.conf` lines, a
+//! replaced or extended `pg_hba.conf`, files placed in the data dir (certificates), more listen
+//! addresses. [`shared`] is one lazily started server per test process.
 //!
 //! **Cleanup even when the test process dies hard.** Every server (and the template data dir)
-//! gets a *watchdog*: a tiny `/bin/sh` child blocked reading its stdin, a pipe whose only write
-//! end is in this process (std opens it close-on-exec, so no other child inherits it). The kernel
-//! closes that end on *any* exit of this process (normal exit without destructors, as for the
-//! `static` shared server; panic; abort; SIGKILL from a nextest timeout), the watchdog reads EOF
-//! and runs `pg_ctl stop -m immediate` and `rm -rf`. It has its own process group and ignores
-//! HUP/INT/QUIT/TERM, so signals sent to the test's process group (Ctrl-C, nextest killing a
-//! timed-out test) do not take it down first. Unlike polling `kill -0 $PPID`, there is no
-//! PID-reuse race and no polling delay. `Drop` just closes the pipe and waits for the watchdog,
-//! so the crash path is the path every test exercises.
+//! gets a [watchdog](crate::watchdog): a `/bin/sh` child that runs `pg_ctl stop -m immediate`
+//! and `rm -rf` when this process closes its pipe or dies in any way (even SIGKILL). `Drop` just
+//! closes the pipe and waits for it, so the crash path is the path every test exercises.
 //!
 //! **Root.** PostgreSQL refuses to run as root. When `geteuid() == 0`, `initdb` and `pg_ctl` (and
 //! so `postgres`) run via `runuser -u postgres --` (util-linux, always on Debian; as root it
@@ -26,18 +22,22 @@
 //! **Speed.** Clusters live on `/dev/shm` when it is a tmpfs with at least 1 GiB free (ext4
 //! `/tmp` is 2-4x slower here). `initdb` runs once per process into a template dir, and each
 //! server gets a `cp -a` of it (set `LEADERSHIP_PG_NO_TEMPLATE=1` to initdb every server instead).
+//! A [durable](ServerOptions::durable) server lives on disk instead, since an fsync on tmpfs
+//! costs nothing and would make a benchmark of the server's cost meaningless.
 //!
 //! Binaries come from `$PGBIN`, else the newest `/usr/lib/postgresql/*/bin`, else `$PATH`.
 
 use std::ffi::{CString, OsString};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::{fs::PermissionsExt, process::CommandExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::{atomic::AtomicU64, atomic::Ordering, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::watchdog::Watchdog;
 
 const HOST: &str = "127.0.0.1";
 /// Database superuser created by initdb, and the OS user servers run as when we are root.
@@ -46,6 +46,8 @@ const PORT_ATTEMPTS: usize = 10;
 const CONFIG: &str =
     "\n# leadership test kit: throwaway test server\nfsync = off\nmax_connections = 300\n\
     shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n";
+/// What [`ServerOptions::durable`] appends: later lines win over the template's `fsync = off`.
+const DURABLE: &str = "fsync = on\nsynchronous_commit = on\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -68,6 +70,15 @@ pub enum PgError {
     Start { log: String },
     #[error("psql failed: {stderr}")]
     Psql { stderr: String },
+    /// [`ServerOptions`] that cannot be applied (e.g. a file path leaving the data dir).
+    #[error("invalid server options: {0}")]
+    Options(String),
+    /// A program the kit needs (pgbouncer, openssl, ip, iptables...) is not installed.
+    #[error("{what} not found: {fix}")]
+    Missing { what: String, fix: String },
+    /// A kit component or one of its commands failed; `log` has its output.
+    #[error("{what} failed:\n{log}")]
+    Failed { what: String, log: String },
     #[error("test PostgreSQL: {0}")]
     Io(#[from] io::Error),
 }
@@ -184,9 +195,26 @@ impl Env {
     }
 }
 
+/// A server-side tool (`pg_basebackup`, `pg_ctl`...) from the kit's PostgreSQL, run as the
+/// server's OS user when we are root, without the caller's PG* settings, in cwd `/`.
+pub(crate) fn server_command(tool: &str) -> Result<Command, PgError> {
+    Ok(env()?.server_cmd(tool))
+}
+
+/// The path of a PostgreSQL program (`psql`, `pgbench`...) of the kit's installation.
+pub fn tool_path(tool: &str) -> Result<PathBuf, PgError> {
+    Ok(env()?.bin.join(tool))
+}
+
+/// `(uid, gid)` of the OS user servers (and poolers) run as when we are root; `None` when we
+/// are not root and everything runs as ourselves.
+pub(crate) fn server_user() -> Result<Option<(u32, u32)>, PgError> {
+    Ok(env()?.run_as)
+}
+
 /// Children must not pick up the developer's PG* settings (PGDATA, PGOPTIONS, PGSSLMODE...);
 /// cwd `/` because `postgres` may not be allowed into the caller's cwd (e.g. under /root).
-fn sanitized(mut cmd: Command) -> Command {
+pub(crate) fn sanitized(mut cmd: Command) -> Command {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {
             cmd.env_remove(k);
@@ -197,18 +225,25 @@ fn sanitized(mut cmd: Command) -> Command {
 }
 
 /// stdout + stderr of a finished command, for error messages.
-fn output_text(out: &Output) -> String {
+pub(crate) fn output_text(out: &Output) -> String {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.trim_end().to_string()
 }
 
-fn make_temp_dir(env: &Env, kind: &str) -> Result<PathBuf, PgError> {
+/// A fresh dir, mode 700, owned by the server's user when we are root. With `on_disk` its parent
+/// is a disk-backed dir (`/var/tmp`, `/tmp`) when there is one, else tmpfs like the others.
+pub(crate) fn make_temp_dir(kind: &str, on_disk: bool) -> Result<PathBuf, PgError> {
     static N: AtomicU64 = AtomicU64::new(0);
-    let base = match (roomy_tmpfs("/dev/shm"), env.run_as) {
-        (true, _) => PathBuf::from("/dev/shm"),
-        (false, Some(_)) => PathBuf::from("/tmp"),
-        (false, None) => std::env::temp_dir(),
+    let env = env()?;
+    let disk = ["/var/tmp", "/tmp"]
+        .into_iter()
+        .find(|d| on_disk && writable(d) && !is_tmpfs(Path::new(d)));
+    let base = match (disk, roomy_tmpfs("/dev/shm"), env.run_as) {
+        (Some(d), _, _) => PathBuf::from(d),
+        (None, true, _) => PathBuf::from("/dev/shm"),
+        (None, false, Some(_)) => PathBuf::from("/tmp"),
+        (None, false, None) => std::env::temp_dir(),
     };
     loop {
         let nanos = SystemTime::now()
@@ -232,42 +267,43 @@ fn make_temp_dir(env: &Env, kind: &str) -> Result<PathBuf, PgError> {
     }
 }
 
-/// Whether `dir` is a writable tmpfs with at least 1 GiB free (Docker's default /dev/shm is 64 MiB).
-fn roomy_tmpfs(dir: &str) -> bool {
-    let c = CString::new(dir).unwrap();
+fn statfs(dir: &Path) -> Option<libc::statfs> {
+    let c = CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let ok = unsafe {
-        libc::statfs(c.as_ptr(), &mut st) == 0
-            && libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0
-    };
-    #[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
-    let tmpfs = st.f_type as i64 == libc::TMPFS_MAGIC as i64;
-    ok && tmpfs && (st.f_bavail as u64).saturating_mul(st.f_bsize as u64) >= 1 << 30
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st)
 }
 
-/// Spawns the watchdog described in the module docs for `dir`; with `stop_server` it first
-/// stops the server in `dir/data`. On failure `dir` is removed here.
-fn spawn_watchdog(env: &Env, dir: &Path, stop_server: bool) -> Result<Child, PgError> {
-    const SCRIPT: &str = r#"trap '' HUP INT QUIT TERM PIPE
-read -r _ || true  # returns at EOF: the owning process closed the pipe or died
-dir=$1; shift
-[ $# -gt 0 ] && "$@" -D "$dir/data" stop -m immediate -w -t 30
-rm -rf -- "$dir""#;
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", SCRIPT, "leadership-pg-watchdog"]).arg(dir);
+fn writable(dir: &str) -> bool {
+    let c = CString::new(dir).unwrap();
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// Whether `path` lies on a tmpfs (RAM: an fsync there costs nothing).
+pub fn is_tmpfs(path: &Path) -> bool {
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
+    statfs(path).is_some_and(|st| st.f_type as i64 == libc::TMPFS_MAGIC as i64)
+}
+
+/// Whether `dir` is a writable tmpfs with at least 1 GiB free (Docker's default /dev/shm is 64 MiB).
+#[allow(clippy::unnecessary_cast)] // statfs's field types differ between architectures
+fn roomy_tmpfs(dir: &str) -> bool {
+    let Some(st) = statfs(Path::new(dir)) else {
+        return false;
+    };
+    writable(dir)
+        && is_tmpfs(Path::new(dir))
+        && (st.f_bavail as u64).saturating_mul(st.f_bsize as u64) >= 1 << 30
+}
+
+/// The watchdog of a server in `dir/data` (or, without `stop_server`, of a plain dir): stops the
+/// server, then removes `dir`. On failure `dir` is removed here.
+fn spawn_watchdog(env: &Env, dir: &Path, stop_server: bool) -> Result<Watchdog, PgError> {
     if stop_server {
-        cmd.args(env.server_argv("pg_ctl"));
+        let stop = r#""$@" -D "$dir/data" stop -m immediate -w -t 30"#;
+        Watchdog::spawn(Some(dir), stop, &env.server_argv("pg_ctl"))
+    } else {
+        Watchdog::spawn(Some(dir), "", &[])
     }
-    let spawned = sanitized(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn();
-    spawned.map_err(|e| {
-        let _ = fs::remove_dir_all(dir);
-        io_err(format!("spawning watchdog /bin/sh: {e}"))
-    })
 }
 
 fn initdb(env: &Env, data: &Path) -> Result<(), PgError> {
@@ -291,9 +327,9 @@ fn initdb(env: &Env, data: &Path) -> Result<(), PgError> {
 
 /// The per-process template data dir: initdb'd once, removed by its watchdog at process exit.
 fn template(env: &Env) -> Result<&'static Path, PgError> {
-    static TEMPLATE: OnceLock<Result<(PathBuf, Child), String>> = OnceLock::new();
+    static TEMPLATE: OnceLock<Result<(PathBuf, Watchdog), String>> = OnceLock::new();
     let t = TEMPLATE.get_or_init(|| {
-        let dir = make_temp_dir(env, "template-").map_err(|e| e.to_string())?;
+        let dir = make_temp_dir("template-", false).map_err(|e| e.to_string())?;
         let watchdog = spawn_watchdog(env, &dir, false).map_err(|e| e.to_string())?;
         initdb(env, &dir.join("data")).map_err(|e| e.to_string())?;
         Ok((dir.join("data"), watchdog))
@@ -305,13 +341,19 @@ fn template(env: &Env) -> Result<&'static Path, PgError> {
         })
 }
 
-fn free_port() -> io::Result<u16> {
+/// A port on 127.0.0.1 that was free a moment ago (another process may take it before we bind:
+/// callers retry on "address in use").
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((HOST, 0))?.local_addr()?.port())
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> bool {
+pub(crate) fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    wait_for_addr(SocketAddr::from(([127, 0, 0, 1], port)), timeout)
+}
+
+/// Whether `addr` accepts a TCP connection within `timeout` (polling).
+pub(crate) fn wait_for_addr(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
             return false;
@@ -322,7 +364,7 @@ fn wait_for_port(port: u16, timeout: Duration) -> bool {
 }
 
 /// The last `n` lines of `path` after byte offset `from`.
-fn log_tail(path: &Path, from: u64, n: usize) -> String {
+pub(crate) fn log_tail(path: &Path, from: u64, n: usize) -> String {
     let mut bytes = Vec::new();
     if let Ok(mut f) = fs::File::open(path) {
         let _ = f
@@ -334,22 +376,213 @@ fn log_tail(path: &Path, from: u64, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// How [`PgServer::start_with`] sets a server up; [`Default`] is what [`PgServer::start`] does.
+///
+/// Everything is applied to the data dir before the first start and stays there, so
+/// [`PgServer::restart`] keeps it. Config lines are appended to `postgresql.conf` after the kit's
+/// own, so they win over them (PostgreSQL takes the last setting of a name).
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    durable: bool,
+    config: Vec<String>,
+    hba: Option<String>,
+    hba_lines: Vec<String>,
+    files: Vec<(PathBuf, Vec<u8>)>,
+    listen: Vec<IpAddr>,
+    client_env: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    /// `fsync = on` and `synchronous_commit = on` (instead of the kit's `fsync = off`), with the
+    /// data dir on disk (`/var/tmp` or `/tmp` when one is not a tmpfs): for benchmarks of what a
+    /// commit costs the server. Slower; off by default.
+    pub fn durable(mut self, on: bool) -> ServerOptions {
+        self.durable = on;
+        self
+    }
+
+    /// Appends one line to `postgresql.conf`, e.g. `"wal_level = replica"`.
+    pub fn config(mut self, line: impl Into<String>) -> ServerOptions {
+        self.config.push(line.into());
+        self
+    }
+
+    /// Replaces `pg_hba.conf` with `text`. The kit's own `psql` connects over TCP to 127.0.0.1
+    /// as `postgres` to database `postgres` (with libpq's default `sslmode=prefer`), so `text`
+    /// must let that in for [`PgServer::psql`] (and the start, which creates an extension) to
+    /// work.
+    pub fn hba(mut self, text: impl Into<String>) -> ServerOptions {
+        self.hba = Some(text.into());
+        self
+    }
+
+    /// Appends one line to `pg_hba.conf` (after a replacement, if any), e.g.
+    /// `"host all all 10.0.0.0/30 trust"`.
+    pub fn hba_line(mut self, line: impl Into<String>) -> ServerOptions {
+        self.hba_lines.push(line.into());
+        self
+    }
+
+    /// Writes `contents` to `name` (relative, inside the data dir; parent dirs are created) with
+    /// mode 0600, owned by the server's OS user: what PostgreSQL demands of a key file.
+    pub fn file(mut self, name: impl Into<PathBuf>, contents: impl Into<Vec<u8>>) -> ServerOptions {
+        self.files.push((name.into(), contents.into()));
+        self
+    }
+
+    /// Listens on `addr` too (127.0.0.1 always). The address must exist on this host when the
+    /// server starts (e.g. the host end of a [`NetNs`](crate::netns::NetNs)).
+    pub fn listen_on(mut self, addr: IpAddr) -> ServerOptions {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Sets `key=value` in the environment of the kit's own psql for this server
+    /// ([`PgServer::psql`], [`PgServer::psql_command`]), e.g. `PGSSLCERT` for a server that
+    /// demands a client certificate. The caller's own PG* variables never reach psql.
+    pub fn client_env(mut self, key: impl Into<String>, value: impl Into<String>) -> ServerOptions {
+        self.client_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// What a primary of streaming replication needs, explicitly (PostgreSQL 15's defaults
+    /// already allow it, but a test should not depend on that): `wal_level = replica`,
+    /// `max_wal_senders = 10`, `hot_standby = on` (used by its standbys, which copy this
+    /// config), `wal_keep_size = 256MB` (so a standby paused or detached for a while can catch
+    /// up without a slot), and a `host replication all 127.0.0.1/32 trust` line in `pg_hba.conf`.
+    pub fn replication(self) -> ServerOptions {
+        self.config("wal_level = replica")
+            .config("max_wal_senders = 10")
+            .config("hot_standby = on")
+            .config("wal_keep_size = '256MB'")
+            .hba_line("host replication all 127.0.0.1/32 trust")
+    }
+
+    /// Writes the options into `data` (a data dir not yet started).
+    fn apply(&self, data: &Path, run_as: Option<(u32, u32)>) -> Result<(), PgError> {
+        let mut conf = String::from("\n# leadership test kit: ServerOptions\n");
+        if self.durable {
+            conf.push_str(DURABLE);
+        }
+        for line in &self.config {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&data.join("postgresql.conf"), &conf)?;
+        let hba = data.join("pg_hba.conf");
+        if let Some(text) = &self.hba {
+            // Truncating keeps the file's owner (the server's user).
+            fs::write(&hba, text)?;
+        }
+        if !self.hba_lines.is_empty() {
+            let mut lines = String::from("\n# leadership test kit: ServerOptions\n");
+            for line in &self.hba_lines {
+                lines.push_str(line);
+                lines.push('\n');
+            }
+            append(&hba, &lines)?;
+        }
+        for (name, contents) in &self.files {
+            let inside = name.components().all(|c| matches!(c, Component::Normal(_)));
+            if !inside || name.as_os_str().is_empty() {
+                return Err(PgError::Options(format!(
+                    "file {} must be a relative path inside the data dir",
+                    name.display()
+                )));
+            }
+            let path = data.join(name);
+            if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+                fs::create_dir_all(parent)?;
+                chown(parent, run_as)?;
+            }
+            fs::write(&path, contents)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            chown(&path, run_as)?;
+        }
+        Ok(())
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<(), PgError> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| io_err(format!("appending to {}: {e}", path.display())))
+}
+
+fn chown(path: &Path, run_as: Option<(u32, u32)>) -> io::Result<()> {
+    match run_as {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
+}
+
+/// How a new server's data dir comes to be: a copy of the template (or initdb), or `fill`, which
+/// creates `data` itself (a base backup).
+pub(crate) type Fill<'a> = &'a dyn Fn(&Path) -> Result<(), PgError>;
+
+fn psql_command_at(env: &Env, port: u16, user: &str) -> Command {
+    let args = format!("-X -A -t -v ON_ERROR_STOP=1 -h {HOST} -p {port} -d postgres -U");
+    let mut cmd = sanitized(Command::new(env.bin.join("psql")));
+    cmd.args(args.split(' '))
+        .arg(user)
+        .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+fn run_psql(mut cmd: Command, sql: &str) -> Result<String, PgError> {
+    let out = cmd.arg("-c").arg(sql).output()?;
+    if !out.status.success() {
+        return Err(PgError::Psql {
+            stderr: String::from_utf8_lossy(&out.stderr).trim_end().into(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`PgServer::psql`] for a server known only by its port on 127.0.0.1 (say, a primary that a
+/// standby follows), as the kit's superuser.
+pub(crate) fn psql_at(port: u16, sql: &str) -> Result<String, PgError> {
+    run_psql(psql_command_at(env()?, port, PG_USER), sql)
+}
+
 /// A throwaway PostgreSQL server; see the module docs.
 pub struct PgServer {
     /// The temp dir: socket dir and parent of `data`; removed on drop.
     root: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Addresses listened on besides 127.0.0.1.
+    listen: Vec<IpAddr>,
+    /// Environment of the kit's psql for this server.
+    client_env: Vec<(String, String)>,
     running: bool,
-    watchdog: Option<Child>,
+    watchdog: Option<Watchdog>,
     env: &'static Env,
 }
 
 impl PgServer {
     /// Starts a fresh cluster on a free port, with `pg_stat_statements` created in db `postgres`.
     pub fn start() -> Result<PgServer, PgError> {
+        PgServer::start_with(&ServerOptions::default())
+    }
+
+    /// [`start`](PgServer::start) with `options` applied before the first start.
+    pub fn start_with(options: &ServerOptions) -> Result<PgServer, PgError> {
+        PgServer::create(options, None)
+    }
+
+    /// A new server in its own temp dir with its own watchdog and free port: from the template
+    /// when `fill` is `None` (then `pg_stat_statements` is created), else from what `fill` puts
+    /// into the data dir.
+    pub(crate) fn create(options: &ServerOptions, fill: Option<Fill>) -> Result<PgServer, PgError> {
         let env = env()?;
-        let root = make_temp_dir(env, "")?;
+        let root = make_temp_dir("", options.durable)?;
         let watchdog = Some(spawn_watchdog(env, &root, true)?);
         let data = root.join("data");
         // From here on, Drop cleans up whatever happens.
@@ -357,27 +590,36 @@ impl PgServer {
             root,
             data,
             port: 0,
+            listen: options.listen.clone(),
+            client_env: options.client_env.clone(),
             running: false,
             watchdog,
             env,
         };
-        if std::env::var_os("LEADERSHIP_PG_NO_TEMPLATE").is_some() {
-            initdb(env, &s.data)?;
-        } else {
-            let out = Command::new("cp")
-                .arg("-a")
-                .arg(template(env)?)
-                .arg(&s.data)
-                .output()?;
-            if !out.status.success() {
-                return Err(io_err(format!(
-                    "cp -a of the template failed: {}",
-                    output_text(&out)
-                )));
+        match fill {
+            Some(fill) => fill(&s.data)?,
+            None if std::env::var_os("LEADERSHIP_PG_NO_TEMPLATE").is_some() => {
+                initdb(env, &s.data)?
+            }
+            None => {
+                let out = Command::new("cp")
+                    .arg("-a")
+                    .arg(template(env)?)
+                    .arg(&s.data)
+                    .output()?;
+                if !out.status.success() {
+                    return Err(io_err(format!(
+                        "cp -a of the template failed: {}",
+                        output_text(&out)
+                    )));
+                }
             }
         }
+        options.apply(&s.data, env.run_as)?;
         s.start_server(true)?;
-        s.psql("create extension if not exists pg_stat_statements")?;
+        if fill.is_none() {
+            s.psql("create extension if not exists pg_stat_statements")?;
+        }
         Ok(s)
     }
 
@@ -403,32 +645,59 @@ impl PgServer {
         )
     }
 
+    /// The superuser the kit connects as (`postgres`, trusted).
+    pub fn user(&self) -> &str {
+        PG_USER
+    }
+
+    /// The data dir (`PGDATA`); `server.log` is in it.
     pub fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    /// The dir of the server's unix socket (`.s.PGSQL.<port>`): the server's temp dir, parent of
+    /// the data dir.
+    pub fn socket_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The server's log (`pg_ctl -l`), appended to across restarts.
+    pub fn log_file(&self) -> PathBuf {
+        self.data.join("server.log")
+    }
+
+    /// The addresses the server listens on: 127.0.0.1 first, then those of
+    /// [`ServerOptions::listen_on`].
+    pub fn listen_addresses(&self) -> Vec<IpAddr> {
+        let mut all = vec![IpAddr::from([127, 0, 0, 1])];
+        all.extend(&self.listen);
+        all
     }
 
     /// `psql -X -A -t -v ON_ERROR_STOP=1` connected to this server; add `-c SQL` (or pipe
     /// stdin) and spawn it, e.g. for a long-running session in a separate process.
     pub fn psql_command(&self) -> Command {
-        let args = format!(
-            "-X -A -t -v ON_ERROR_STOP=1 -h {HOST} -p {} -U {PG_USER} -d postgres",
-            self.port
-        );
-        let mut cmd = sanitized(Command::new(self.env.bin.join("psql")));
-        cmd.args(args.split(' ')).env("PGCONNECT_TIMEOUT", "10");
+        self.psql_command_as(PG_USER)
+    }
+
+    /// [`psql_command`](PgServer::psql_command) logging in as `user` (trusted by the default
+    /// `pg_hba.conf`).
+    pub fn psql_command_as(&self, user: &str) -> Command {
+        let mut cmd = psql_command_at(self.env, self.port, user);
+        cmd.envs(self.client_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
     /// Runs `sql` with `psql -c` and returns its stdout verbatim (`-A -t`: unaligned, tuples
     /// only, so `select 1` gives `"1\n"`).
     pub fn psql(&self, sql: &str) -> Result<String, PgError> {
-        let out = self.psql_command().arg("-c").arg(sql).output()?;
-        if !out.status.success() {
-            return Err(PgError::Psql {
-                stderr: String::from_utf8_lossy(&out.stderr).trim_end().into(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.psql_as(PG_USER, sql)
+    }
+
+    /// [`psql`](PgServer::psql) as `user`; the error carries psql's stderr (the server's
+    /// message, e.g. `ERROR:  permission denied for function pg_ls_waldir`).
+    pub fn psql_as(&self, user: &str, sql: &str) -> Result<String, PgError> {
+        run_psql(self.psql_command_as(user), sql)
     }
 
     /// `pg_ctl stop -m fast`, falling back to `-m immediate`, then SIGKILL. Idempotent.
@@ -488,7 +757,7 @@ impl PgServer {
                 std::thread::sleep(Duration::from_millis(300));
             }
             match self.pg_ctl_start() {
-                Err(PgError::Start { log }) if log.contains("could not bind") => last = log,
+                Err(PgError::Start { log }) if log.contains("Address already in use") => last = log,
                 other => return other,
             }
         }
@@ -499,7 +768,17 @@ impl PgServer {
     fn pg_ctl_start(&mut self) -> Result<(), PgError> {
         let log = self.data.join("server.log");
         let from = fs::metadata(&log).map_or(0, |m| m.len());
-        let opts = format!("-p {} -k '{}' -h {HOST}", self.port, self.root.display());
+        let hosts: Vec<String> = self
+            .listen_addresses()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let opts = format!(
+            "-p {} -k '{}' -h {}",
+            self.port,
+            self.root.display(),
+            hosts.join(",")
+        );
         let mut cmd = self.env.server_cmd("pg_ctl");
         cmd.arg("-D")
             .arg(&self.data)
@@ -510,7 +789,16 @@ impl PgServer {
         let out = cmd.args(["-w", "-t", "60", "start"]).output()?;
         // Set even on failure: a postmaster still coming up (pg_ctl timeout) must be stopped.
         self.running = true;
-        if out.status.success() && wait_for_port(self.port, Duration::from_secs(10)) {
+        // With several listen addresses the postmaster starts when any one binds; the kit
+        // promises all of them, so a failed bind (in the log since this start) is a failure.
+        let listening = self
+            .listen_addresses()
+            .into_iter()
+            .all(|a| wait_for_addr(SocketAddr::new(a, self.port), Duration::from_secs(10)));
+        if out.status.success()
+            && listening
+            && !log_tail(&log, from, 1000).contains("could not bind")
+        {
             return Ok(());
         }
         self.stop();
@@ -546,8 +834,7 @@ impl Drop for PgServer {
     /// (`pg_ctl stop -m immediate`, `rm -rf`); waiting for it keeps Drop synchronous.
     fn drop(&mut self) {
         if let Some(mut w) = self.watchdog.take() {
-            drop(w.stdin.take());
-            let _ = w.wait();
+            w.fire();
         }
         if self.root.exists() {
             // The watchdog was killed or failed: clean up here.

@@ -7,21 +7,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leadership_blocking::{ConfigError, Error, Flag, FlagSet, State};
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::PgServer;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"))
-}
 
-fn psql(server: &PgServer, sql: &str) -> String {
-    server
-        .psql(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .trim()
-        .to_string()
-}
 
 fn flag(server: &PgServer, process: &str) -> Flag {
     Flag::builder("jobs", process)

@@ -8,6 +8,7 @@
 
 use leadership_core::sql::{Statements, Table};
 use leadership_core::DbTime;
+use leadership_testkit::helpers::server;
 use leadership_testkit::pg::PgServer;
 use leadership_testkit::table::{CheckResult, RefRow, RefTable};
 use leadership_tokio::internal::{CheckRow, PgTime};
@@ -274,7 +275,7 @@ fn calls(start: &Option<Start>) -> Vec<Call> {
 #[test]
 fn the_reference_table_matches_the_server_on_every_listed_case() {
     // Its own server: the tests run in parallel and each clears the table per case.
-    let server = &PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let server = &server();
     let mut client = client(server);
     let st = statements();
     let mut failures = Vec::new();
@@ -333,7 +334,7 @@ fn call_strategy() -> impl Strategy<Value = Call> {
 #[test]
 fn the_reference_table_matches_the_server_on_random_cases() {
     // Its own server: the tests run in parallel and each clears the table per case.
-    let server = &PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let server = &server();
     let client = std::cell::RefCell::new(client(server));
     let st = statements();
     let mut runner = TestRunner::new(ProptestConfig {

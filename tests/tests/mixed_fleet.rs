@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leadership_core::sql::{Statements, Table};
-use leadership_testkit::pg::PgServer;
+use leadership_testkit::helpers::server;
 use leadership_tokio::internal::PgTime;
 
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -240,7 +240,7 @@ fn go_and_rust_processes_share_a_flag_safely() {
         started.elapsed(),
         seedpeer.display()
     );
-    let server = PgServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let server = server();
     // The table first: the Go flag's own `create table if not exists` races with itself.
     let st = Statements::new(&Table::default());
     server.psql(&st.create_table).unwrap();

@@ -1,6 +1,11 @@
-use leadership_testkit::pg::{shared, PgServer, Signal};
+use leadership_testkit::netns::NetNs;
+use leadership_testkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
+use leadership_testkit::pgbouncer::{PgBouncer, PoolMode};
+use leadership_testkit::standby::{ReplicationMode, Standby};
+use leadership_testkit::watchdog::ScratchDir;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -189,7 +194,7 @@ fn shared_is_shared() {
     assert_eq!(a.psql("select 1").unwrap(), "1\n");
 }
 
-/// Runs only as the child of `servers_die_with_sigkilled_process`.
+/// Runs only as the child of `servers_pooler_and_namespace_die_with_a_sigkilled_process`.
 #[test]
 #[ignore]
 fn sigkill_child_helper() {
@@ -197,7 +202,25 @@ fn sigkill_child_helper() {
         return;
     }
     let own = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
-    for s in [shared(), &own] {
+    // A standby is a server built from a base backup: the same guarantees.
+    let standby = Standby::start(&own, ReplicationMode::Async).unwrap_or_else(|e| panic!("{e}"));
+    let bouncer = PgBouncer::start(&own, PoolMode::Transaction).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "LEADERSHIP_BOUNCER_READY {} {} {}",
+        bouncer.port(),
+        bouncer.pid().unwrap(),
+        bouncer.dir().display()
+    );
+    // A network namespace (root only): its watchdog deletes it.
+    let ns = (unsafe { libc::geteuid() } == 0).then(|| NetNs::create().unwrap());
+    if let Some(ns) = &ns {
+        println!(
+            "LEADERSHIP_NETNS_READY {} {}",
+            ns.name(),
+            ns.host_interface()
+        );
+    }
+    for s in [shared(), &own, &standby] {
         println!(
             "LEADERSHIP_PG_READY {} {} {}",
             s.port(),
@@ -209,8 +232,25 @@ fn sigkill_child_helper() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
+fn netns_listed(name: &str) -> bool {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 #[test]
-fn servers_die_with_sigkilled_process() {
+fn servers_pooler_and_namespace_die_with_a_sigkilled_process() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -223,10 +263,24 @@ fn servers_die_with_sigkilled_process() {
         .spawn()
         .unwrap();
     let mut servers = Vec::new();
+    let mut bouncer = None;
+    let mut netns = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if line == "LEADERSHIP_PG_DONE" {
             break;
+        }
+        if let Some(rest) = line.strip_prefix("LEADERSHIP_NETNS_READY ") {
+            let (name, host_if) = rest.split_once(' ').unwrap();
+            netns = Some((name.to_string(), host_if.to_string()));
+        }
+        if let Some(rest) = line.strip_prefix("LEADERSHIP_BOUNCER_READY ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            bouncer = Some((
+                f[0].parse::<u16>().unwrap(),
+                f[1].parse::<u32>().unwrap(),
+                PathBuf::from(f[2]),
+            ));
         }
         if let Some(rest) = line.strip_prefix("LEADERSHIP_PG_READY ") {
             let f: Vec<&str> = rest.split(' ').collect();
@@ -237,12 +291,34 @@ fn servers_die_with_sigkilled_process() {
             ));
         }
     }
-    assert_eq!(servers.len(), 2, "child did not start its servers");
+    assert_eq!(servers.len(), 3, "child did not start its servers");
     for (port, pid, data) in &servers {
         assert!(accepts(*port) && alive(*pid) && data.is_dir());
     }
+    let (b_port, b_pid, b_dir) = bouncer.expect("child did not start its pgbouncer");
+    if let Some((name, host_if)) = &netns {
+        assert!(netns_listed(name) && link_exists(host_if));
+    }
+    assert!(accepts(b_port) && alive(b_pid) && b_dir.is_dir());
     child.kill().unwrap(); // SIGKILL: no unwinding, no destructors
     child.wait().unwrap();
+    wait_until("pgbouncer cleanup", Duration::from_secs(30), || {
+        !alive(b_pid) && !b_dir.exists()
+    });
+    assert!(
+        !accepts(b_port),
+        "pgbouncer's port still accepts connections"
+    );
+    assert_eq!(
+        netns.is_some(),
+        unsafe { libc::geteuid() } == 0,
+        "a namespace exactly when root"
+    );
+    if let Some((name, host_if)) = &netns {
+        wait_until("netns cleanup", Duration::from_secs(30), || {
+            !netns_listed(name) && !link_exists(host_if)
+        });
+    }
     for (port, pid, data) in &servers {
         wait_until("watchdog cleanup", Duration::from_secs(30), || {
             !alive(*pid) && !data.exists()
@@ -268,4 +344,92 @@ fn restart_retries_while_port_is_taken() {
         log.contains("could not bind"),
         "expected a bind failure in the log:\n{log}"
     );
+}
+
+#[test]
+fn a_durable_server_syncs_and_lives_on_disk() {
+    let s = PgServer::start_with(&ServerOptions::new().durable(true)).unwrap();
+    let show = |name: &str| s.psql(&format!("show {name}")).unwrap().trim().to_string();
+    assert_eq!(show("fsync"), "on");
+    assert_eq!(show("synchronous_commit"), "on");
+    assert!(
+        !is_tmpfs(s.data_dir()),
+        "{} is on a tmpfs, where an fsync costs nothing",
+        s.data_dir().display()
+    );
+    // The default stays what every other test relies on.
+    let fast = PgServer::start().unwrap();
+    assert_eq!(fast.psql("show fsync").unwrap(), "off\n");
+}
+
+#[test]
+fn options_set_config_hba_and_files_and_survive_a_restart() {
+    let hba = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n";
+    let opts = ServerOptions::new()
+        .config("work_mem = '7MB'")
+        .hba(hba)
+        .file("certs/secret.pem", "not really a key\n");
+    let mut s = PgServer::start_with(&opts).unwrap();
+    s.psql("create role other login").unwrap();
+    for round in ["first start", "after restart"] {
+        assert_eq!(s.psql("show work_mem").unwrap(), "7MB\n", "{round}");
+        let err = s.psql_as("other", "select 1").unwrap_err().to_string();
+        assert!(
+            err.contains("pg_hba.conf rejects connection"),
+            "{round}: {err}"
+        );
+        let file = s.data_dir().join("certs/secret.pem");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "not really a key\n"
+        );
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{round}");
+        // Owned by whoever runs the server: the data dir's owner.
+        let owner = std::fs::metadata(s.data_dir()).unwrap().uid();
+        assert_eq!(meta.uid(), owner, "{round}");
+        s.restart().unwrap();
+    }
+    assert_eq!(
+        s.psql("select setting from pg_settings where name = 'hba_file'")
+            .unwrap()
+            .trim(),
+        s.data_dir().join("pg_hba.conf").display().to_string()
+    );
+    assert_eq!(
+        s.socket_dir(),
+        s.data_dir().parent().unwrap(),
+        "socket dir is the temp dir"
+    );
+    assert!(s
+        .socket_dir()
+        .join(format!(".s.PGSQL.{}", s.port()))
+        .exists());
+}
+
+#[test]
+fn a_file_outside_the_data_dir_is_refused() {
+    for name in ["../escape.pem", "/etc/escape.pem", ""] {
+        match PgServer::start_with(&ServerOptions::new().file(name, "x")) {
+            Err(PgError::Options(msg)) => assert!(msg.contains("relative path"), "{msg}"),
+            Err(e) => panic!("{name:?}: wrong error {e}"),
+            Ok(_) => panic!("{name:?} was accepted"),
+        }
+    }
+}
+
+#[test]
+fn a_scratch_dir_is_private_to_the_server_user_and_removed_on_drop() {
+    let dir = ScratchDir::new("scratch-test-").unwrap();
+    let path = dir.path().to_path_buf();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    // Servers run as its owner: the owner of a server's data dir.
+    let pg = PgServer::start().unwrap();
+    let server_uid = std::fs::metadata(pg.data_dir()).unwrap().uid();
+    assert_eq!(meta.uid(), server_uid);
+    std::fs::write(path.join("file"), "x").unwrap();
+    drop(dir);
+    assert!(!path.exists(), "{} left behind", path.display());
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use leadership_core::sql::ShapeError;
 use leadership_core::ConfigError;
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagBuilder};
 use tokio_postgres::NoTls;
@@ -16,17 +17,6 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// The leader's deadline after it sends a renew: interval - margin (interval/20).
 const DEADLINE: Duration = Duration::from_millis(1900);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
-}
-
-fn psql(pg: &PgServer, sql: &str) -> String {
-    pg.psql(sql)
-        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
-        .trim()
-        .to_string()
-}
 
 fn builder(pg: &PgServer, process: &str) -> FlagBuilder {
     Flag::builder("job", process)

@@ -4,72 +4,15 @@
 //!
 //! `LEADERSHIP_FIGURES_TRIALS` sets the number of handover and failover trials (default 3).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::PgServer;
+use leadership_testkit::proxy::Proxy;
 use leadership_tokio::Flag;
 use tokio_postgres::NoTls;
 
 const INTERVAL: Duration = Duration::from_secs(2);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
-}
-
-fn psql(pg: &PgServer, sql: &str) -> String {
-    pg.psql(sql)
-        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
-        .trim()
-        .to_string()
-}
-
-/// A TCP proxy to the server counting the client's writes as the server receives them: with
-/// the client's requests pipelined into one write per exchange, each is one round trip.
-struct Proxy {
-    port: u16,
-    writes: Arc<AtomicU64>,
-}
-
-impl Proxy {
-    fn start(to: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let writes = Arc::new(AtomicU64::new(0));
-        let counter = writes.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
-                    continue;
-                };
-                client.set_nodelay(true).unwrap();
-                server.set_nodelay(true).unwrap();
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let counter = counter.clone();
-                std::thread::spawn(move || pipe(client, server, Some(counter)));
-                std::thread::spawn(move || pipe(s2, c2, None));
-            }
-        });
-        Proxy { port, writes }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
-    let mut buf = [0u8; 65536];
-    while let Ok(n @ 1..) = from.read(&mut buf) {
-        if let Some(c) = &count {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
 
 fn check_calls(pg: &PgServer, role: &str) -> (i64, i64) {
     let out = psql(
@@ -91,11 +34,13 @@ async fn statements_and_round_trips_per_check() {
     let mut proxies = Vec::new();
     for role in ["leader", "follower"] {
         psql(&pg, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
-        let proxy = Proxy::start(pg.port());
+        // Counts the client's writes as the server receives them: with the client's requests
+        // pipelined into one write per exchange, each is one round trip.
+        let proxy = Proxy::start(([127, 0, 0, 1], pg.port())).unwrap();
         let flag = Flag::builder("job", role)
             .connect_str(&format!(
                 "host=127.0.0.1 port={} user={role} dbname=postgres",
-                proxy.port
+                proxy.port()
             ))
             .interval(INTERVAL)
             .start(NoTls)
@@ -109,15 +54,12 @@ async fn statements_and_round_trips_per_check() {
         proxies.push(proxy);
     }
     psql(&pg, "SELECT pg_stat_statements_reset()");
-    let writes: Vec<u64> = proxies
-        .iter()
-        .map(|p| p.writes.load(Ordering::Relaxed))
-        .collect();
+    let writes: Vec<u64> = proxies.iter().map(|p| p.client_writes()).collect();
     let window = Duration::from_secs(12);
     tokio::time::sleep(window).await;
     for (i, role) in ["leader", "follower"].into_iter().enumerate() {
         let (checks, statements) = check_calls(&pg, role);
-        let trips = proxies[i].writes.load(Ordering::Relaxed) - writes[i];
+        let trips = proxies[i].client_writes() - writes[i];
         eprintln!(
             "FIGURE {role}: {window:?}, {checks} checks, {statements} statements \
              ({:.2}/check), {trips} round trips ({:.2}/check)",

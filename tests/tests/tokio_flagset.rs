@@ -11,23 +11,13 @@
 
 use std::time::{Duration, Instant};
 
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagSet};
 use tokio_postgres::NoTls;
 
 const INTERVAL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_millis(500);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
-}
-
-fn psql(pg: &PgServer, sql: &str) -> String {
-    pg.psql(sql)
-        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
-        .trim()
-        .to_string()
-}
 
 async fn set(pg: &PgServer, process: &str) -> FlagSet {
     FlagSet::builder(process)

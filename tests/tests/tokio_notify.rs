@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Flag, FlagBuilder, State};
 use tokio_postgres::NoTls;
@@ -24,17 +25,6 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// The leader's deadline after it sends a renew: interval - margin (interval/20).
 const DEADLINE: Duration = Duration::from_millis(1900);
-
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
-}
-
-fn psql(pg: &PgServer, sql: &str) -> String {
-    pg.psql(sql)
-        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
-        .trim()
-        .to_string()
-}
 
 fn builder(pg: &PgServer, name: &str, process: &str) -> FlagBuilder {
     Flag::builder(name, process)

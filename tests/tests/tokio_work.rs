@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use leadership_testkit::helpers::{psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagBuilder};
 use tokio_postgres::NoTls;
@@ -14,16 +15,7 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_millis(300);
 const STOP_AHEAD: Duration = Duration::from_millis(800);
 
-fn server() -> PgServer {
-    PgServer::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
-}
 
-fn psql(pg: &PgServer, sql: &str) -> String {
-    pg.psql(sql)
-        .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
-        .trim()
-        .to_string()
-}
 
 /// A flag connecting as its own role, so the test can cut it off (`NOLOGIN` and a frozen
 /// backend).
