@@ -1,0 +1,2 @@
+//! TLS against a throwaway PostgreSQL that accepts only `hostssl` connections (feature `rustls`).
+#![cfg(feature = "rustls")]
