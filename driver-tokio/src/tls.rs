@@ -1,15 +1,18 @@
-//! TLS the way libpq users expect it (feature `rustls`): `sslmode`, `sslrootcert`, `sslcert` and
-//! `sslkey` from a connection string or from `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and
-//! `PGSSLKEY`, and a rustls connector that checks what the mode asks for.
+//! TLS the way libpq users expect it (features `rustls` and `native-tls`): `sslmode`,
+//! `sslrootcert`, `sslcert` and `sslkey` from a connection string or from `PGSSLMODE`,
+//! `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`, and a connector that checks what the mode asks
+//! for: `TlsSettings::connector` with rustls (feature `rustls`, no system library needed) or
+//! `TlsSettings::native_tls_connector` with the platform's library (feature `native-tls`:
+//! OpenSSL on Linux, whose headers it needs to build).
 //!
 //! `tokio_postgres::Config` knows only `sslmode` `disable`, `prefer` and `require` and refuses the
 //! other TLS keys, so [`TlsSettings::from_conn_str`] takes them out of the string, hands the rest
 //! to `tokio_postgres` and returns both halves: the `Config` (with the matching
 //! `tokio_postgres` mode) for [`FlagBuilder::pg_config`](crate::FlagBuilder::pg_config) and the
-//! settings whose [`connector`](TlsSettings::connector) goes to
-//! [`start`](crate::FlagBuilder::start).
+//! settings whose connector goes to [`start`](crate::FlagBuilder::start).
 //!
 //! ```no_run
+//! # #[cfg(feature = "rustls")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use leadership_tokio::{tls::TlsSettings, Flag};
 //!
@@ -48,13 +51,19 @@
 //! login, an `sslcert` or `sslkey` that names a missing file is an error rather than ignored, and
 //! the other TLS keys (`sslpassword`, `sslcrl`, `sslcrldir`, `sslsni`, `sslcertmode`,
 //! `sslcompression`, `ssl_min_protocol_version`, `ssl_max_protocol_version`) are refused.
+//! Both connectors use TLS 1.2 or later.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 mod conn_str;
+#[cfg(feature = "rustls")]
 mod connector;
+mod files;
+#[cfg(feature = "native-tls")]
+mod native;
 
+#[cfg(feature = "rustls")]
 pub use connector::RustlsConnector;
 
 /// libpq's `sslmode`: whether to use TLS and what to check of the server's certificate.
@@ -184,8 +193,7 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
-    /// Settings of `mode`, without roots (see [`connector`](TlsSettings::connector) for what
-    /// that means) and without a client certificate. Unlike
+    /// Settings of `mode`, without roots (see the [module](self) docs for what that means) and without a client certificate. Unlike
     /// [`from_conn_str`](TlsSettings::from_conn_str), no default file is looked up.
     ///
     /// ```
@@ -293,7 +301,7 @@ impl TlsSettings {
     /// `postgresql.key` (used when they exist, see the [module](self) docs). Pass
     /// `|name| std::env::var(name).ok()` for the process's environment. An empty value counts as
     /// not set. Files are only looked up here; they are read by
-    /// [`connector`](TlsSettings::connector).
+    /// the connector.
     ///
     /// Errors name the key and the file, never a value of another key (so never a password).
     ///
@@ -441,7 +449,7 @@ pub enum TlsError {
     #[error("sslmode {0:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")]
     UnknownMode(String),
     /// A libpq TLS key this connector does not implement.
-    #[error("{0} is not supported by the rustls connector")]
+    #[error("{0} is not supported by leadership-tokio: remove it from the connection string")]
     Unsupported(&'static str),
     /// The connection string does not parse; the message names the key or the position, never
     /// a value.
@@ -492,8 +500,13 @@ pub enum TlsError {
     SystemRoots(String),
     /// rustls refused the configuration (e.g. a client certificate that does not match its
     /// key).
+    #[cfg(feature = "rustls")]
     #[error("TLS configuration: {0}")]
     Rustls(#[source] rustls::Error),
+    /// native-tls refused the configuration.
+    #[cfg(feature = "native-tls")]
+    #[error("TLS configuration: {0}")]
+    NativeTls(#[source] native_tls::Error),
 }
 
 #[cfg(test)]

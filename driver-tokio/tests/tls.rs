@@ -303,13 +303,44 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
+/// The TLS library a connection goes through: rustls always, native-tls too when its feature is
+/// on (`--features rustls,native-tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    Rustls,
+    #[cfg(feature = "native-tls")]
+    NativeTls,
+}
+
+const STACKS: &[Stack] = &[
+    Stack::Rustls,
+    #[cfg(feature = "native-tls")]
+    Stack::NativeTls,
+];
+
 /// Connects the way a user of the module would: settings from the string (the environment left
 /// out, so this machine's `PGSSL*` and `~/.postgresql` play no part), then its connector.
 async fn connect(conn: &str) -> Result<tokio_postgres::Client, ConnectError> {
+    connect_with(Stack::Rustls, conn).await
+}
+
+async fn connect_with(stack: Stack, conn: &str) -> Result<tokio_postgres::Client, ConnectError> {
     let (pg, tls) = TlsSettings::from_conn_str(conn, |_| None).map_err(ConnectError::Settings)?;
-    let connector = tls.connector().map_err(ConnectError::Settings)?;
-    let (client, connection) = pg.connect(connector).await.map_err(ConnectError::Server)?;
-    tokio::spawn(connection);
+    let client = match stack {
+        Stack::Rustls => {
+            let connector = tls.connector().map_err(ConnectError::Settings)?;
+            let (client, connection) = pg.connect(connector).await.map_err(ConnectError::Server)?;
+            tokio::spawn(connection);
+            client
+        }
+        #[cfg(feature = "native-tls")]
+        Stack::NativeTls => {
+            let connector = tls.native_tls_connector().map_err(ConnectError::Settings)?;
+            let (client, connection) = pg.connect(connector).await.map_err(ConnectError::Server)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -325,21 +356,36 @@ async fn encrypted(client: &tokio_postgres::Client) -> bool {
         .get(0)
 }
 
-async fn connects_encrypted(conn: &str) {
-    let client = connect(conn)
+async fn connects_encrypted_with(stack: Stack, conn: &str) {
+    let client = connect_with(stack, conn)
         .await
-        .unwrap_or_else(|e| panic!("{conn}: {e}"));
-    assert!(encrypted(&client).await, "{conn}: not encrypted");
+        .unwrap_or_else(|e| panic!("{stack:?} {conn}: {e}"));
+    assert!(encrypted(&client).await, "{stack:?} {conn}: not encrypted");
 }
 
-async fn fails_on_the_certificate(conn: &str, why: &str) {
-    match connect(conn).await {
+/// Why a certificate is refused, in the words of each library.
+#[derive(Clone, Copy)]
+enum Refusal {
+    UnknownIssuer,
+    WrongName,
+}
+
+async fn fails_on_the_certificate(stack: Stack, conn: &str, why: Refusal) {
+    let expected = match (stack, why) {
+        (Stack::Rustls, Refusal::UnknownIssuer) => "UnknownIssuer",
+        (Stack::Rustls, Refusal::WrongName) => "certificate not valid for name",
+        #[cfg(feature = "native-tls")]
+        (Stack::NativeTls, Refusal::UnknownIssuer) => "certificate verify failed",
+        #[cfg(feature = "native-tls")]
+        (Stack::NativeTls, Refusal::WrongName) => "hostname mismatch",
+    };
+    match connect_with(stack, conn).await {
         Err(ConnectError::Server(e)) => {
             let message = Chain(&e).to_string();
-            assert!(message.contains(why), "{conn}: {message}");
+            assert!(message.contains(expected), "{stack:?} {conn}: {message}");
         }
-        Err(e) => panic!("{conn}: failed before connecting: {e}"),
-        Ok(_) => panic!("{conn}: connected"),
+        Err(e) => panic!("{stack:?} {conn}: failed before connecting: {e}"),
+        Ok(_) => panic!("{stack:?} {conn}: connected"),
     }
 }
 
@@ -349,75 +395,99 @@ async fn each_sslmode_checks_the_server_as_libpq_does() {
     let ca = server.ca().display().to_string();
     let other_ca = server.other_ca().display().to_string();
 
-    // require: encrypted, nothing checked, whatever the name.
-    connects_encrypted(&server.conn("localhost", "postgres", "sslmode=require")).await;
-    connects_encrypted(&server.conn(FOREIGN_NAME, "postgres", "sslmode=require")).await;
-    // prefer (the default): the server offers TLS, so TLS.
-    connects_encrypted(&server.conn("localhost", "postgres", "sslmode=prefer")).await;
-    connects_encrypted(&server.conn("localhost", "postgres", "")).await;
+    for &stack in STACKS {
+        // require: encrypted, nothing checked, whatever the name.
+        connects_encrypted_with(
+            stack,
+            &server.conn("localhost", "postgres", "sslmode=require"),
+        )
+        .await;
+        connects_encrypted_with(
+            stack,
+            &server.conn(FOREIGN_NAME, "postgres", "sslmode=require"),
+        )
+        .await;
+        // prefer (the default): the server offers TLS, so TLS.
+        connects_encrypted_with(
+            stack,
+            &server.conn("localhost", "postgres", "sslmode=prefer"),
+        )
+        .await;
+        connects_encrypted_with(stack, &server.conn("localhost", "postgres", "")).await;
 
-    // verify-full: chain and name, for a DNS name and an IP address.
-    for host in ["localhost", "127.0.0.1"] {
-        let tls = format!("sslmode=verify-full sslrootcert={ca}");
-        connects_encrypted(&server.conn(host, "postgres", &tls)).await;
+        // verify-full: chain and name, for a DNS name and an IP address.
+        for host in ["localhost", "127.0.0.1"] {
+            let tls = format!("sslmode=verify-full sslrootcert={ca}");
+            connects_encrypted_with(stack, &server.conn(host, "postgres", &tls)).await;
+        }
+        let url = format!(
+            "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
+            server.port
+        );
+        connects_encrypted_with(stack, &url).await;
+        fails_on_the_certificate(
+            stack,
+            &server.conn(
+                "localhost",
+                "postgres",
+                &format!("sslmode=verify-full sslrootcert={other_ca}"),
+            ),
+            Refusal::UnknownIssuer,
+        )
+        .await;
+        fails_on_the_certificate(
+            stack,
+            &server.conn(
+                FOREIGN_NAME,
+                "postgres",
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
+            Refusal::WrongName,
+        )
+        .await;
+
+        // verify-ca: the chain only, so a name the certificate does not hold passes.
+        connects_encrypted_with(
+            stack,
+            &server.conn(
+                FOREIGN_NAME,
+                "postgres",
+                &format!("sslmode=verify-ca sslrootcert={ca}"),
+            ),
+        )
+        .await;
+        fails_on_the_certificate(
+            stack,
+            &server.conn(
+                FOREIGN_NAME,
+                "postgres",
+                &format!("sslmode=verify-ca sslrootcert={other_ca}"),
+            ),
+            Refusal::UnknownIssuer,
+        )
+        .await;
+
+        // require with a root certificate checks the chain, as libpq (verify-ca).
+        connects_encrypted_with(
+            stack,
+            &server.conn(
+                FOREIGN_NAME,
+                "postgres",
+                &format!("sslmode=require sslrootcert={ca}"),
+            ),
+        )
+        .await;
+        fails_on_the_certificate(
+            stack,
+            &server.conn(
+                "localhost",
+                "postgres",
+                &format!("sslmode=require sslrootcert={other_ca}"),
+            ),
+            Refusal::UnknownIssuer,
+        )
+        .await;
     }
-    let url = format!(
-        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
-        server.port
-    );
-    connects_encrypted(&url).await;
-    fails_on_the_certificate(
-        &server.conn(
-            "localhost",
-            "postgres",
-            &format!("sslmode=verify-full sslrootcert={other_ca}"),
-        ),
-        "UnknownIssuer",
-    )
-    .await;
-    fails_on_the_certificate(
-        &server.conn(
-            FOREIGN_NAME,
-            "postgres",
-            &format!("sslmode=verify-full sslrootcert={ca}"),
-        ),
-        "certificate not valid for name",
-    )
-    .await;
-
-    // verify-ca: the chain only, so a name the certificate does not hold passes.
-    connects_encrypted(&server.conn(
-        FOREIGN_NAME,
-        "postgres",
-        &format!("sslmode=verify-ca sslrootcert={ca}"),
-    ))
-    .await;
-    fails_on_the_certificate(
-        &server.conn(
-            FOREIGN_NAME,
-            "postgres",
-            &format!("sslmode=verify-ca sslrootcert={other_ca}"),
-        ),
-        "UnknownIssuer",
-    )
-    .await;
-
-    // require with a root certificate checks the chain, as libpq (verify-ca).
-    connects_encrypted(&server.conn(
-        FOREIGN_NAME,
-        "postgres",
-        &format!("sslmode=require sslrootcert={ca}"),
-    ))
-    .await;
-    fails_on_the_certificate(
-        &server.conn(
-            "localhost",
-            "postgres",
-            &format!("sslmode=require sslrootcert={other_ca}"),
-        ),
-        "UnknownIssuer",
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -480,17 +550,19 @@ async fn a_client_certificate_is_presented_when_the_server_asks_for_one() {
         "certuser",
         &format!("sslmode=verify-full sslrootcert={ca}"),
     );
-    assert!(
-        connect(&without).await.is_err(),
-        "certuser connected without a client certificate"
-    );
     let certs = server.certs();
     let with = format!(
         "{without} sslcert={} sslkey={}",
         certs.join("client.crt").display(),
         certs.join("client.key").display()
     );
-    connects_encrypted(&with).await;
+    for &stack in STACKS {
+        assert!(
+            connect_with(stack, &without).await.is_err(),
+            "{stack:?}: certuser connected without a client certificate"
+        );
+        connects_encrypted_with(stack, &with).await;
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::files::{check_key_permissions, content, read};
 use super::{RootCert, SslMode, TlsError, TlsSettings};
 
 impl TlsSettings {
@@ -111,22 +112,6 @@ where
     }
 }
 
-fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::File {
-        setting,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn content(setting: &'static str, path: &Path, what: impl Into<String>) -> TlsError {
-    TlsError::Content {
-        setting,
-        path: path.to_path_buf(),
-        what: what.into(),
-    }
-}
-
 fn certificates(
     setting: &'static str,
     path: &Path,
@@ -187,31 +172,6 @@ fn client_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             "no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file",
         )
     })
-}
-
-/// libpq's rule: a key file readable by group or others is refused, except group-readable
-/// when owned by root (for system-wide keys shared through a group).
-#[cfg(unix)]
-pub(super) fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|source| TlsError::File {
-        setting: "sslkey",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(content("sslkey", path, "not a regular file"));
-    }
-    let forbidden = if meta.uid() == 0 { 0o037 } else { 0o077 };
-    if meta.mode() & forbidden != 0 {
-        return Err(TlsError::KeyPermissions(path.to_path_buf()));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-pub(super) fn check_key_permissions(_path: &Path) -> Result<(), TlsError> {
-    Ok(())
 }
 
 /// Checks the server's certificate as the mode asks: without roots not at all (`prefer`,

@@ -260,8 +260,18 @@ fn system_roots_mean_verify_full_and_refuse_weaker_modes() {
 fn verify_ca_without_roots_is_refused_and_verify_full_falls_back_to_the_system() {
     let err = TlsSettings::from_conn_str("host=db sslmode=verify-ca", no_env).unwrap_err();
     assert!(matches!(err, TlsError::NoRootCert), "{err:?}");
-    let err = TlsSettings::new(SslMode::VerifyCa).connector().unwrap_err();
-    assert!(matches!(err, TlsError::NoRootCert), "{err:?}");
+    #[cfg(feature = "rustls")]
+    {
+        let err = TlsSettings::new(SslMode::VerifyCa).connector().unwrap_err();
+        assert!(matches!(err, TlsError::NoRootCert), "{err:?}");
+    }
+    #[cfg(feature = "native-tls")]
+    {
+        let Err(err) = TlsSettings::new(SslMode::VerifyCa).native_tls_connector() else {
+            panic!("verify-ca without roots built a connector");
+        };
+        assert!(matches!(err, TlsError::NoRootCert), "{err:?}");
+    }
 
     let (_, tls) = parse("host=db sslmode=verify-full");
     assert_eq!(tls.root_cert(), None);
@@ -322,12 +332,12 @@ fn unsupported_tls_keys_are_refused_by_name() {
     let err = TlsSettings::from_conn_str("host=db sslcrl=/crl.pem", no_env).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "sslcrl is not supported by the rustls connector"
+        "sslcrl is not supported by leadership-tokio: remove it from the connection string"
     );
     let err = TlsSettings::from_conn_str("postgres://db/?sslpassword=hunter2", no_env).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "sslpassword is not supported by the rustls connector"
+        "sslpassword is not supported by leadership-tokio: remove it from the connection string"
     );
 }
 
@@ -354,6 +364,7 @@ fn no_error_shows_the_password() {
     }
 }
 
+#[cfg(feature = "rustls")]
 #[test]
 fn connector_names_the_setting_and_the_file() {
     let dir = TempDir::new("files");
@@ -407,11 +418,11 @@ fn a_key_file_readable_by_others_is_refused() {
     let dir = TempDir::new("perm");
     let key = dir.write("c.key", "");
     set_mode(&key, 0o644);
-    let err = super::connector::check_key_permissions(&key).unwrap_err();
+    let err = super::files::check_key_permissions(&key).unwrap_err();
     assert!(matches!(err, TlsError::KeyPermissions(_)), "{err:?}");
     assert!(err.to_string().contains("0600"), "{err}");
     set_mode(&key, 0o600);
-    super::connector::check_key_permissions(&key).unwrap();
+    super::files::check_key_permissions(&key).unwrap();
 }
 
 #[test]
@@ -422,6 +433,9 @@ fn connectors_without_files_build() {
         SslMode::Prefer,
         SslMode::Require,
     ] {
+        #[cfg(feature = "rustls")]
         TlsSettings::new(mode).connector().unwrap();
+        #[cfg(feature = "native-tls")]
+        TlsSettings::new(mode).native_tls_connector().unwrap();
     }
 }
