@@ -300,8 +300,11 @@ impl TlsSettings {
     /// also asked for `HOME`, to find `~/.postgresql/root.crt`, `postgresql.crt` and
     /// `postgresql.key` (used when they exist, see the [module](self) docs). Pass
     /// `|name| std::env::var(name).ok()` for the process's environment. An empty value counts as
-    /// not set. Files are only looked up here; they are read by
-    /// the connector.
+    /// not set. Files are only looked up here; the connector reads them.
+    ///
+    /// `FlagBuilder::connect_str` hands its string to `tokio_postgres` as it is, so it refuses
+    /// `verify-ca`, `verify-full` and the file keys: give this function's `Config` to
+    /// [`FlagBuilder::pg_config`](crate::FlagBuilder::pg_config) instead.
     ///
     /// Errors name the key and the file, never a value of another key (so never a password).
     ///
