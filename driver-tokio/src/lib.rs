@@ -61,6 +61,8 @@
 //!   runs. [`Flag::subscribe`] watches the [`State`]; [`Flag::current_holder`] says who held
 //!   the row at the last check.
 //! - A [`FlagSet`] runs many flags of one process over one connection.
+//! - With the feature `rustls` (or `native-tls`), `tls` reads libpq's `sslmode`, `sslrootcert`,
+//!   `sslcert` and `sslkey` (connection string or `PGSSL*`) and builds the matching connector.
 //!
 //! ```no_run
 //! # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
@@ -97,6 +99,8 @@ mod recorder;
 mod schema;
 mod set;
 mod state;
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+pub mod tls;
 
 pub use builder::FlagBuilder;
 pub use error::Error;

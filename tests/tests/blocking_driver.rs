@@ -12,8 +12,6 @@ use leadership_testkit::pg::PgServer;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-
-
 fn flag(server: &PgServer, process: &str) -> Flag {
     Flag::builder("jobs", process)
         .interval(2 * SECOND)

@@ -15,8 +15,6 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_millis(300);
 const STOP_AHEAD: Duration = Duration::from_millis(800);
 
-
-
 /// A flag connecting as its own role, so the test can cut it off (`NOLOGIN` and a frozen
 /// backend).
 fn builder(pg: &PgServer, name: &str, role: &str) -> FlagBuilder {
