@@ -88,9 +88,10 @@ pub struct Run {
     #[command(flatten)]
     pub flag: FlagArgs,
     /// The time the command gets to stop: it gets SIGTERM when no renew has won by this long
-    /// before the lease's deadline (the lease is at risk), and SIGKILL at the deadline
-    /// (default: a quarter of the interval; the leader renews early enough that a healthy
-    /// renew always lands before that).
+    /// before the lease's deadline (the lease is at risk), and SIGKILL at the deadline.
+    /// Default: as long as one failed renew and its retry leave (7.5s at the default 30s
+    /// interval; about interval/8 for short ones), so a blip never stops the command. A longer
+    /// grace makes the leader renew earlier; one the lease cannot give is refused.
     #[arg(long, value_parser = duration)]
     pub grace: Option<Duration>,
     /// Exit when leadership is lost instead of waiting to lead again.
@@ -99,13 +100,6 @@ pub struct Run {
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
-}
-
-impl Run {
-    /// `--grace`, or a quarter of the interval.
-    pub fn grace_or_default(&self) -> Duration {
-        self.grace.unwrap_or(self.flag.interval / 4)
-    }
 }
 
 #[derive(Debug, Args)]

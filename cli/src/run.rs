@@ -24,7 +24,7 @@ pub async fn run(args: Run) -> Result<i32, Failure> {
         .clone()
         .unwrap_or_else(crate::flag::default_process);
     let mut signals = Signals::new()?;
-    let flag = crate::flag::start(&args.flag, &process, Some(args.grace_or_default())).await?;
+    let flag = crate::flag::start(&args.flag, &process, args.grace).await?;
     let mut last = None;
     loop {
         // Wait to lead, with the lease not at risk; a signal now just stops competing.

@@ -4,7 +4,7 @@
 //! `interval` is the lease: others may take the flag over once the holder has not renewed it
 //! for longer than `interval` by the database's clock. Everything else is derived from it unless
 //! set, so a setting the user did not give never clashes with one they did: the timeout (1 s, or
-//! interval/4 for leases under 4 s), the retry interval (interval/10, as in Go), the deadline
+//! interval/10 for leases under 10 s), the retry interval (interval/10, as in Go), the deadline
 //! margin (interval/20), the stop-ahead (see [`Config::stop_ahead`]) and the renew interval
 //! (interval/2 as in Go, or less where a renew would otherwise not finish before the lease is
 //! at risk).
@@ -35,9 +35,9 @@ use crate::time::duration_micros;
 
 /// Default lease (the Go flag's `interval`).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-/// Default bound on one statement (the Go flag's); leases shorter than four times this get a
-/// quarter of the lease instead, so that a precheck and a check fit in one lease with room to
-/// spare.
+/// Default bound on one statement (the Go flag's); leases shorter than ten times this get a
+/// tenth of the lease instead (as much as the retry interval), so that a failed renew and its
+/// retry still leave the leader-only work time to stop before the deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default jitter factor.
 pub const DEFAULT_JITTER: f64 = 0.2;
@@ -319,7 +319,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// The bound on each statement (default 1 s, or interval/4 if that is shorter); must be
+    /// The bound on each statement (default 1 s, or interval/10 if that is shorter); must be
     /// shorter than the interval.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -365,7 +365,7 @@ impl ConfigBuilder {
         in_range("interval", self.interval, MIN_INTERVAL)?;
         let timeout = self
             .timeout
-            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval / 4));
+            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval / 10));
         in_range("timeout", timeout, Duration::from_micros(1))?;
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(ConfigError::Jitter(self.jitter));
@@ -509,7 +509,7 @@ mod tests {
             .interval(Duration::from_millis(200))
             .build()
             .unwrap();
-        assert_eq!(c.timeout(), Duration::from_millis(50));
+        assert_eq!(c.timeout(), Duration::from_millis(20));
         assert_eq!(c.margin(), Duration::from_millis(10));
         assert_eq!(c.retry_interval(), Duration::from_millis(20));
         // A timeout the user gave still clashes, and the error names both values.
@@ -529,9 +529,9 @@ mod tests {
 
     #[test]
     fn with_the_default_stop_ahead_one_failed_renew_never_puts_the_lease_at_risk() {
-        // For every lease long enough to give the work time to stop, a renew attempt that
-        // fails after its whole time, the longest retry interval and a second whole attempt
-        // end before the at-risk instant.
+        // For every lease, a renew attempt that fails after its whole time, the longest retry
+        // interval and a second whole attempt end before the at-risk instant; without a
+        // precheck, the work gets time to stop at every lease length.
         for ms in [400, 1_000, 2_000, 5_000, 10_000, 30_000, 120_000] {
             for precheck in [false, true] {
                 let c = Config::builder("n", "p")
@@ -545,6 +545,9 @@ mod tests {
                     + c.retry_interval().mul_f64(1.0 + c.jitter());
                 if c.stop_ahead() > Duration::ZERO {
                     assert!(blip <= at_risk, "{ms} ms: {blip:?} > {at_risk:?}");
+                }
+                if !precheck {
+                    assert!(c.stop_ahead() > Duration::ZERO, "{ms} ms: no stop-ahead");
                 }
                 if !precheck {
                     // The Go flag's schedule whenever the default timeout allows it.
