@@ -58,15 +58,7 @@ fn tool(pg: &PgServer, role: &str, name: &str, extra: &[&str], command: &str) ->
         "postgres://{role}@127.0.0.1:{}/postgres?sslmode=disable",
         pg.port()
     );
-    let mut args = vec![
-        "run",
-        "--url",
-        &url,
-        "--name",
-        name,
-        "--process",
-        role,
-    ];
+    let mut args = vec!["run", "--url", &url, "--name", name, "--process", role];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "sh", "-c", command]);
     Command::new(BIN)
@@ -205,10 +197,14 @@ fn trials_in_parallel(cut: Cut) {
             .filter(|l| l[0] == "start")
             .map(|l| l[1].parse().unwrap())
             .collect();
-        assert!(starts.windows(2).all(|w| w[0] < w[1]), "tokens grow: {starts:?}");
+        assert!(
+            starts.windows(2).all(|w| w[0] < w[1]),
+            "tokens grow: {starts:?}"
+        );
         if let Cut::Backend = cut {
             // The tool ran: it told the command in time, and the command said it stopped.
-            let a_stop = a_stop.unwrap_or_else(|| panic!("trial {i}: a's command never stopped: {seen:?}"));
+            let a_stop =
+                a_stop.unwrap_or_else(|| panic!("trial {i}: a's command never stopped: {seen:?}"));
             assert!(
                 a_stop < *b_start,
                 "trial {i}: b started before a's command had stopped"
@@ -239,11 +235,22 @@ fn a_single_failed_renew_with_the_default_settings_does_not_stop_the_command() {
     let log = dir.join("commands.log");
     std::fs::write(&log, "").unwrap();
     // Defaults but the interval: timeout 0.8 s, renew every 4 s, stop-ahead 1.04 s.
-    let mut a = tool(&pg, "blip", "blip", &["--interval", "8s"], &script(&log, 0.1));
+    let mut a = tool(
+        &pg,
+        "blip",
+        "blip",
+        &["--interval", "8s"],
+        &script(&log, 0.1),
+    );
     wait_for("the command", Duration::from_secs(10), || {
         lines(&log).iter().any(|l| l[0] == "start")
     });
-    let version = || psql(&pg, "SELECT version FROM leadership_flags WHERE name = 'blip'");
+    let version = || {
+        psql(
+            &pg,
+            "SELECT version FROM leadership_flags WHERE name = 'blip'",
+        )
+    };
     // Just after a renew, hold the row's lock across the next one (due 3.6–4 s later) for
     // longer than the timeout: that renew fails, its retry (0.64–0.96 s later) wins.
     let v = version();

@@ -110,7 +110,7 @@ impl AuditedFlag {
                         self.check_pending = false;
                         self.won_in_flight = reply.won;
                     }
-                    Input::Failed(_) => self.check_pending = false,
+                    Input::Failed(_) | Input::Connected(_) => self.check_pending = false,
                     Input::WorkStopped => self.work_running = false,
                     _ => {}
                 }
@@ -202,7 +202,11 @@ mod tests {
         let mut flag = audited();
         assert_eq!(
             flag.poll_command(),
-            Ok(Some(Command::Check { renew: None }))
+            Ok(Some(Command::Check {
+                renew: None,
+                floor: 0,
+                may_take: true
+            }))
         );
         let lease = Lease {
             token: 1,
@@ -243,7 +247,11 @@ mod tests {
         flag.flag.inject(Command::Release { version: 0 });
         assert_eq!(
             flag.poll_command(),
-            Ok(Some(Command::Check { renew: None }))
+            Ok(Some(Command::Check {
+                renew: None,
+                floor: 0,
+                may_take: true
+            }))
         );
         assert_eq!(flag.poll_command(), Ok(Some(Command::StopWork)));
         assert_eq!(flag.poll_command(), Err(Violation::ReleaseWhileWorking));

@@ -7,14 +7,21 @@ use crate::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run [`sql::CHECK`](crate::sql::CHECK) with `($1 name, $2 process, $3 renew, $4 interval
-    /// in µs)` and reply with [`Input::Checked`](crate::Input::Checked) or
-    /// [`Input::Failed`](crate::Input::Failed). It inserts the row if there is none, renews it
-    /// if it is ours at version `renew`, takes it over if its lease has expired by the
-    /// database's clock, and always returns the row and `now()`.
+    /// in µs, $5 floor, $6 may_take)` and reply with [`Input::Checked`](crate::Input::Checked)
+    /// or [`Input::Failed`](crate::Input::Failed). It renews the row if it is ours at version
+    /// `renew`; with `may_take`, it inserts the row if there is none and takes it over if its
+    /// lease has expired by the database's clock; it always returns the row and `now()`.
     Check {
         /// The version this process last wrote (or found under its name): the renew's
         /// compare-and-set. `None` renews nothing.
         renew: Option<i64>,
+        /// The lowest version a win may write: one above the highest this process has seen,
+        /// so its fencing tokens never go backwards, even after the database lost writes.
+        floor: i64,
+        /// Whether this check may take the flag (insert a missing row, take over an expired
+        /// lease). `false` for one lease after evidence that committed writes were lost, so
+        /// that any lease granted on the lost history has ended first.
+        may_take: bool,
     },
     /// Run [`sql::RELEASE`](crate::sql::RELEASE) with `($1 name, $2 process, $3 version, $4
     /// channel)` and reply with [`Input::Released`](crate::Input::Released) or
@@ -127,4 +134,10 @@ pub enum Anomaly {
     /// none of its statements in doubt: another process uses the same name. Process names
     /// must be unique per flag; this one steps aside.
     DuplicateProcess,
+    /// Committed writes may have been lost: the row went back to a version below one this
+    /// process has seen, or the connection landed on another server, a promoted standby, or a
+    /// restarted server that does not make every commit durable. This process takes nothing
+    /// for one lease (any lease granted on the lost history has ended by then) and never writes
+    /// a version below one it has seen.
+    LostWrites,
 }

@@ -7,7 +7,7 @@ use core::time::Duration;
 use crate::command::{Anomaly, Command, Lease, LowerReason, WonBy};
 use crate::config::Config;
 use crate::error::ContractError;
-use crate::input::{Checked, Failure, Input, InputKind, Precheck, Row};
+use crate::input::{Checked, Failure, Input, InputKind, Precheck, Row, Server};
 use crate::queue::Queue;
 use crate::rng::Rng;
 use crate::time::{DbTime, Instant};
@@ -38,6 +38,17 @@ pub struct Flag {
     /// the row as of its start, so it may show one of our own writes: only a later version
     /// under our name is news.
     written: Option<i64>,
+    /// The highest row version this process has seen, in any row: no check of ours writes a
+    /// version at or below it, so its fencing tokens never go backwards.
+    seen_max: Option<i64>,
+    /// The highest row version seen since the last evidence of lost writes: a row below it
+    /// means the database went back in time (again).
+    history_max: Option<i64>,
+    /// After evidence of lost writes: take nothing (no insert, no takeover) before this
+    /// instant, when every lease granted on the lost history has ended.
+    fenced_until: Option<Instant>,
+    /// What the server of the latest connection said about itself.
+    server: Option<Server>,
     /// Whether [`Command::AtRisk`] was emitted for the current lease.
     told_at_risk: bool,
     /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has. The
@@ -135,6 +146,10 @@ impl Flag {
             recheck: false,
             uncertain: true,
             written: None,
+            seen_max: None,
+            history_max: None,
+            fenced_until: None,
+            server: None,
             told_at_risk: false,
             stopping: None,
             seen: None,
@@ -239,6 +254,7 @@ impl Flag {
             Input::Precheck(answer) => self.on_precheck(now, answer),
             Input::Notified => self.on_notified(now),
             Input::WorkStopped => self.work_stopped(),
+            Input::Connected(server) => self.on_connected(now, server),
             Input::Close => self.on_close(now),
         }
         // An input may arrive after a check fell due: serve it now, so that poll_timeout
@@ -355,7 +371,13 @@ impl Flag {
             sent_at: now,
             renew,
         };
-        self.commands.push(Command::Check { renew });
+        let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
+        let may_take = !self.is_fenced(now);
+        self.commands.push(Command::Check {
+            renew,
+            floor,
+            may_take,
+        });
     }
 
     fn on_precheck(&mut self, now: Instant, answer: Precheck) {
@@ -382,6 +404,7 @@ impl Flag {
         };
         self.pending = Pending::Nothing;
         self.record(now, &reply);
+        self.judge_history(now, reply.row.and_then(|r| r.version));
         if reply.won {
             self.uncertain = false;
             self.note_written(reply.row.and_then(|r| r.version));
@@ -406,7 +429,12 @@ impl Flag {
         match (reply.won, reply.row) {
             (true, _) => self.on_won(now, sent_at, renew, row),
             (false, None) => {
-                // A row inserted concurrently, not yet in our snapshot: look again soon.
+                // No row. After we saw one, it vanished (a lost history, or a DELETE): take
+                // nothing for a lease. Before, a row inserted concurrently, not yet in our
+                // snapshot: look again soon.
+                if self.history_max.take().is_some() {
+                    self.lost_writes(now);
+                }
                 self.step_down(LowerReason::Lost);
                 self.schedule_retry(now);
             }
@@ -528,6 +556,7 @@ impl Flag {
     fn on_released(&mut self, now: Instant, released: bool) {
         if let (Pending::Release { version }, true) = (self.pending, released) {
             self.note_written(version.checked_add(1));
+            self.note_seen(version.checked_add(1));
         }
         self.pending = Pending::Nothing;
         self.role = Role::Follower { ours: None };
@@ -612,6 +641,74 @@ impl Flag {
         } else {
             self.recheck = true;
         }
+    }
+
+    // ---- Lost writes -----------------------------------------------------------------------
+
+    /// A row version came back. Below the highest one seen, the database went back in time:
+    /// committed writes were lost (a failover to a lagging standby, a restored backup).
+    fn judge_history(&mut self, now: Instant, version: Option<i64>) {
+        if let (Some(v), Some(max)) = (version, self.history_max) {
+            if v < max {
+                self.lost_writes(now);
+                // The new history starts here: only a step back from it is news.
+                self.history_max = Some(v);
+            }
+        }
+        self.note_seen(version);
+    }
+
+    /// A new connection: another server, another timeline, a restart that may have lost
+    /// commits, or a recent promotion is evidence; a promotion within the last lease fences even
+    /// a process that never saw the old history. A statement answered this way was not run:
+    /// send it again, decided with what is known now.
+    fn on_connected(&mut self, now: Instant, server: Server) {
+        self.judge_server(now, server);
+        match self.pending {
+            Pending::Check { .. } if self.phase == Phase::Closing => {
+                self.pending = Pending::Nothing;
+                self.finish_close();
+            }
+            Pending::Check { .. } => self.send_check(now),
+            Pending::Release { version } => self.release(version),
+            _ => {}
+        }
+    }
+
+    fn judge_server(&mut self, now: Instant, server: Server) {
+        if let Some(before) = self.server {
+            let restarted = before.started != server.started && !server.durable;
+            if before.system != server.system || before.timeline != server.timeline || restarted {
+                self.lost_writes(now);
+            }
+        }
+        self.server = Some(server);
+        if let Some(ago) = server.promoted_ago {
+            if let Some(left) = self.config.interval().checked_sub(ago) {
+                // Leases granted by the old primary run until a lease after the promotion.
+                self.fence(now + left + self.config.margin());
+            }
+        }
+    }
+
+    /// Evidence that committed writes may be lost: say so, and take nothing for one lease
+    /// from now (the versions written meanwhile stay above every version seen: the floor).
+    fn lost_writes(&mut self, now: Instant) {
+        self.commands.push(Command::Anomaly(Anomaly::LostWrites));
+        self.fence(now + self.config.interval() + self.config.margin());
+    }
+
+    fn fence(&mut self, until: Instant) {
+        self.fenced_until = self.fenced_until.max(Some(until));
+    }
+
+    fn is_fenced(&self, now: Instant) -> bool {
+        self.fenced_until.is_some_and(|until| now < until)
+    }
+
+    fn note_seen(&mut self, version: Option<i64>) {
+        self.seen_max = self.seen_max.max(version);
+        self.history_max = self.history_max.max(version);
     }
 
     // ---- Helpers ---------------------------------------------------------------------------
@@ -706,13 +803,18 @@ impl Flag {
         }
         let remaining = self.expiry(timestamp).micros_since(db_now);
         let Ok(remaining) = u64::try_from(remaining) else {
-            // Expired, yet we did not win: another process got there first. Look again soon.
-            return self.schedule_retry(now);
+            // Expired, yet we did not win: another process got there first, or we may not
+            // take it yet (fenced). Look again soon, or when the fence ends.
+            return match self.fenced_until.filter(|until| now < *until) {
+                Some(until) => self.schedule(now, until),
+                None => self.schedule_retry(now),
+            };
         };
         let wait = Duration::from_micros(remaining)
             + Duration::from_millis(1)
             + self.jitter_of(self.config.retry_interval());
-        self.schedule(now, now + wait.min(self.config.interval()));
+        let at = (now + wait.min(self.config.interval())).max(self.fenced_until.unwrap_or(now));
+        self.schedule(now, at);
     }
 
     /// The leader renews every renew interval, made up to `jitter / 2` earlier (never later:

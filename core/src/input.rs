@@ -3,6 +3,8 @@
 //! Timers are not an input variant: the driver calls [`Flag::handle_timeout`](crate::Flag::handle_timeout)
 //! when [`Flag::poll_timeout`](crate::Flag::poll_timeout) passes.
 
+use core::time::Duration;
+
 use crate::time::DbTime;
 
 /// One input to [`Flag::handle_input`](crate::Flag::handle_input).
@@ -31,6 +33,33 @@ pub enum Input<'a> {
     /// The leader-only work asked to stop by [`Command::StopWork`](crate::Command::StopWork)
     /// has stopped. Never a contract error: a late one is ignored.
     WorkStopped,
+    /// The driver opened a connection (the first, or a reconnect), and this is what the server
+    /// said about itself. A statement (check or release) is never run on a connection the core
+    /// has not heard of: the driver answers it with this instead, and the core sends it again,
+    /// knowing the server. Handed in with no statement pending, it is news all the same. A
+    /// change from the previous connection's server, or a recent promotion, is evidence that
+    /// committed writes may be lost ([`Anomaly::LostWrites`](crate::Anomaly::LostWrites)).
+    Connected(Server),
+}
+
+/// What a server says about itself when a connection opens: enough to tell whether it is the
+/// same server, with the same history, as the last connection's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Server {
+    /// The cluster's identity (`pg_control_system().system_identifier`); a standby has its
+    /// primary's.
+    pub system: Option<u64>,
+    /// The WAL timeline: a promotion starts a new one.
+    pub timeline: Option<u32>,
+    /// When the server's postmaster started, by its clock: a restart changes it.
+    pub started: Option<DbTime>,
+    /// Whether every commit is durable (`fsync` and `synchronous_commit` on): then a restart of
+    /// the same server loses nothing committed.
+    pub durable: bool,
+    /// How long ago, by the server's clock, it was promoted from a standby, if it was and can
+    /// tell (a promotion within the last lease means leases granted by the old primary may
+    /// still be believed).
+    pub promoted_ago: Option<Duration>,
 }
 
 /// What the check statement returned.
@@ -98,7 +127,7 @@ impl Input<'_> {
             Input::Released { .. } => Some(InputKind::Released),
             Input::Failed(_) => Some(InputKind::Failed),
             Input::Precheck(_) => Some(InputKind::Precheck),
-            Input::Notified | Input::Close | Input::WorkStopped => None,
+            Input::Notified | Input::Close | Input::WorkStopped | Input::Connected(_) => None,
         }
     }
 }

@@ -105,7 +105,7 @@
 //!     // 1. Carry out every command the last input produced.
 //!     while let Some(command) = flag.poll_command() {
 //!         match command {
-//!             Command::Check { renew } => {
+//!             Command::Check { renew, .. } => {
 //!                 let won = db.check("pod-a", renew, lease_us);
 //!                 let row = db.row.as_ref().map(|(holder, version, ts)| Row {
 //!                     holder: Some(holder.as_str()),
@@ -170,5 +170,5 @@ pub use config::{
 };
 pub use error::ContractError;
 pub use flag::{Flag, Seen};
-pub use input::{Checked, Failure, Input, InputKind, Precheck, Row};
+pub use input::{Checked, Failure, Input, InputKind, Precheck, Row, Server};
 pub use time::{DbTime, Instant};

@@ -21,7 +21,11 @@ fn first_check_takes_a_missing_flag_at_once() {
     let start = h.now;
     assert_eq!(
         h.commands(),
-        [Command::Check { renew: None }],
+        [Command::Check {
+            renew: None,
+            floor: 0,
+            may_take: true
+        }],
         "no waiting at start-up"
     );
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -52,7 +56,9 @@ fn leader_renews_with_one_statement_per_check() {
         assert_eq!(
             c,
             [Command::Check {
-                renew: Some(version - 1)
+                renew: Some(version - 1),
+                floor: version,
+                may_take: true,
             }],
             "one statement"
         );
@@ -79,7 +85,15 @@ fn follower_checks_with_one_statement_and_wakes_when_the_lease_expires() {
         Some(woke_at),
         "wakes 1 ms after expiry"
     );
-    assert_eq!(h.wake(), [Command::Check { renew: None }], "one statement");
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: None,
+            floor: 6,
+            may_take: true
+        }],
+        "one statement"
+    );
     let raised = lease_of(&h.checked(true, Some(row(PROCESS, 6, db(1501))), db(1501)));
     assert_eq!((raised.token, raised.won_by), (6, WonBy::TookOver));
 }
@@ -110,7 +124,14 @@ fn leader_stops_believing_at_its_deadline_without_any_input() {
 fn a_hung_renew_lowers_at_the_deadline() {
     let mut h = Harness::leader();
     let deadline = h.flag.lease_at(h.now).unwrap().deadline;
-    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
     // No reply: the driver is stuck. The next wake-up is the deadline.
     assert_eq!(h.flag.poll_timeout(), Some(deadline));
     assert_eq!(h.wake(), [Command::Lower(LowerReason::DeadlinePassed)]);
@@ -118,7 +139,14 @@ fn a_hung_renew_lowers_at_the_deadline() {
     // The statement times out; the next check still tries to renew the row it may hold.
     h.at(ms(100));
     assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
-    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
 }
 
 #[test]
@@ -146,7 +174,11 @@ fn a_win_that_arrives_after_its_own_deadline_raises_nothing() {
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
     assert_eq!(
         c,
-        [Command::Check { renew: Some(0) }],
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }],
         "renews at once instead"
     );
     assert!(!h.flag.is_leader(h.now));
@@ -164,7 +196,14 @@ fn a_failed_renew_keeps_leadership_until_the_deadline_and_retries() {
         if c == [Command::Lower(LowerReason::DeadlinePassed)] {
             break;
         }
-        assert_eq!(c, [Command::Check { renew: Some(0) }]);
+        assert_eq!(
+            c,
+            [Command::Check {
+                renew: Some(0),
+                floor: 1,
+                may_take: true
+            }]
+        );
         assert_eq!(
             h.input(Input::Failed(Failure::Error)),
             [],
@@ -248,7 +287,15 @@ fn a_row_naming_us_after_a_restart_is_adopted_and_renewed() {
     let mut h = Harness::new();
     h.commands();
     let c = h.checked(false, Some(row(PROCESS, 41, db(-100))), db(0));
-    assert_eq!(c, [Command::Check { renew: Some(41) }], "adopts at once");
+    assert_eq!(
+        c,
+        [Command::Check {
+            renew: Some(41),
+            floor: 42,
+            may_take: true
+        }],
+        "adopts at once"
+    );
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 42, db(0))), db(0)));
     assert_eq!((lease.token, lease.won_by), (42, WonBy::Renewed));
 }
@@ -258,9 +305,23 @@ fn a_renew_whose_reply_was_lost_is_adopted_without_lowering() {
     let mut h = Harness::leader();
     h.wake();
     h.input(Input::Failed(Failure::Timeout)); // it did commit version 1
-    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
     let c = h.checked(false, Some(row(PROCESS, 1, db(1000))), db(1200));
-    assert_eq!(c, [Command::Check { renew: Some(1) }]);
+    assert_eq!(
+        c,
+        [Command::Check {
+            renew: Some(1),
+            floor: 2,
+            may_take: true
+        }]
+    );
     assert!(h.flag.is_leader(h.now), "the row never left us");
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 2, db(1200))), db(1200)));
     assert_eq!((lease.token, lease.version), (0, 2));
@@ -280,7 +341,11 @@ fn another_process_using_our_name_is_reported_and_we_step_aside() {
     );
     assert_eq!(
         h.wake(),
-        [Command::Check { renew: None }],
+        [Command::Check {
+            renew: None,
+            floor: 6,
+            may_take: true
+        }],
         "no renew of a row it did not write"
     );
 }
@@ -297,7 +362,11 @@ fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
     assert_eq!(h.commands(), [Command::RunPrecheck]);
     assert_eq!(
         h.input(Input::Precheck(Precheck::Pass)),
-        [Command::Check { renew: None }]
+        [Command::Check {
+            renew: None,
+            floor: 0,
+            may_take: true
+        }]
     );
     h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
     assert_eq!(h.wake(), [Command::RunPrecheck]);
@@ -332,12 +401,23 @@ fn a_notification_makes_a_follower_check_at_once() {
     let mut h = Harness::new();
     h.commands();
     h.checked(false, Some(row(OTHER, 3, db(0))), db(0));
-    assert_eq!(h.input(Input::Notified), [Command::Check { renew: None }]);
+    assert_eq!(
+        h.input(Input::Notified),
+        [Command::Check {
+            renew: None,
+            floor: 4,
+            may_take: true
+        }]
+    );
     assert_eq!(h.input(Input::Notified), [], "one check at a time");
     let c = h.checked(false, Some(row(OTHER, 3, db(0))), db(10));
     assert_eq!(
         c,
-        [Command::Check { renew: None }],
+        [Command::Check {
+            renew: None,
+            floor: 4,
+            may_take: true
+        }],
         "the waiting notification is served"
     );
 }
@@ -372,7 +452,14 @@ fn odd_rows_are_reported_and_never_taken() {
         [Command::Anomaly(Anomaly::NullInRow)]
     );
     assert_eq!(h.flag.poll_timeout(), Some(h.now + ms(1000)));
-    assert_eq!(h.wake(), [Command::Check { renew: None }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: None,
+            floor: 4,
+            may_take: true
+        }]
+    );
     assert_eq!(
         h.checked(false, Some(row(OTHER, i64::MAX, db(-10_000))), db(0)),
         [Command::Anomaly(Anomaly::VersionExhausted)]

@@ -98,7 +98,14 @@ impl Harness {
     /// Start as leader: the first check inserts the row at version 0.
     pub fn leader() -> Harness {
         let mut h = Harness::new();
-        assert_eq!(h.commands(), [Command::Check { renew: None }]);
+        assert_eq!(
+            h.commands(),
+            [Command::Check {
+                renew: None,
+                floor: 0,
+                may_take: true
+            }]
+        );
         let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
         assert!(matches!(c[..], [Command::Raise(_)]), "{c:?}");
         h

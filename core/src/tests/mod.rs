@@ -3,5 +3,6 @@
 
 mod behaviour;
 mod harness;
+mod history;
 mod properties;
 mod work;

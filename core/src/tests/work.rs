@@ -16,7 +16,14 @@ fn with_stop_ahead() -> Harness {
             .stop_ahead(ms(500))
             .jitter(0.0),
     );
-    assert_eq!(h.commands(), [Command::Check { renew: None }]);
+    assert_eq!(
+        h.commands(),
+        [Command::Check {
+            renew: None,
+            floor: 0,
+            may_take: true
+        }]
+    );
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
     assert!(matches!(c[..], [Command::Raise(_)]), "{c:?}");
     h
@@ -35,7 +42,14 @@ fn the_lease_is_at_risk_when_no_renew_has_won_by_its_deadline_minus_the_stop_ahe
     assert_eq!(lease.at_risk, start + ms(1400));
     // The renew interval leaves room for one attempt before the risk: 1.9 - 0.5 - 0.2.
     assert_eq!(h.flag.config().renew_interval(), ms(1000));
-    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
     // The renew hangs: nothing else is due until the at-risk instant.
     assert_eq!(h.flag.poll_timeout(), Some(start + ms(1400)));
     let c = h.wake();
@@ -55,7 +69,14 @@ fn a_renew_that_wins_after_the_risk_ends_it() {
     h.at(ms(150));
     h.input(Input::Failed(Failure::Error));
     // Retry at +1.35 s, answered after the risk began at +1.4 s.
-    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
     let sent = h.now;
     assert!(at_risk(&h.wake()));
     h.at(ms(100));
@@ -112,7 +133,9 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
             assert_eq!(
                 c,
                 [Command::Check {
-                    renew: Some(version)
+                    renew: Some(version),
+                    floor: version + 1,
+                    may_take: true,
                 }],
                 "{seed}/{round}"
             );
@@ -125,7 +148,9 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                 assert_eq!(
                     c,
                     [Command::Check {
-                        renew: Some(version)
+                        renew: Some(version),
+                        floor: version + 1,
+                        may_take: true,
                     }]
                 );
             }
@@ -246,7 +271,14 @@ fn a_refused_precheck_never_releases_while_the_work_runs() {
 fn regression_a_reply_after_the_release_was_given_up_releases_nothing() {
     let mut h = Harness::leader();
     let deadline = h.flag.lease_at(h.now).unwrap().deadline;
-    assert_eq!(h.wake(), [Command::Check { renew: Some(0) }]);
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
     assert_eq!(
         h.input(Input::Close),
         [Command::Lower(LowerReason::Closed), Command::StopWork]

@@ -1,0 +1,192 @@
+//! Lost writes: a database that went back in time (a failover to a lagging standby, a
+//! restored backup, a deleted row) or a connection to another server must never give two
+//! leaders or a fencing token lower than one handed out before.
+
+use core::time::Duration;
+
+use super::harness::{db, ms, row, Harness, OTHER, PROCESS};
+use crate::{Anomaly, Command, Input, LowerReason, Server};
+
+fn server(timeline: u32, started_ms: i64) -> Server {
+    Server {
+        system: Some(7),
+        timeline: Some(timeline),
+        started: Some(db(started_ms)),
+        durable: true,
+        promoted_ago: None,
+    }
+}
+
+fn check(renew: Option<i64>, floor: i64, may_take: bool) -> Command {
+    Command::Check {
+        renew,
+        floor,
+        may_take,
+    }
+}
+
+/// A leader that renewed up to version 10.
+fn leader_at_10() -> Harness {
+    let mut h = Harness::leader();
+    for version in 1..=10 {
+        assert_eq!(h.wake(), [check(Some(version - 1), version, true)]);
+        h.checked(true, Some(row(PROCESS, version, db(0))), db(0));
+    }
+    h
+}
+
+#[test]
+fn a_row_below_a_version_seen_is_lost_writes_and_fences_takeovers_for_a_lease() {
+    let mut h = leader_at_10();
+    assert_eq!(h.wake(), [check(Some(10), 11, true)]);
+    // The database lost the last writes: the row names us at version 5, long expired.
+    let c = h.checked(false, Some(row(PROCESS, 5, db(-10_000))), db(0));
+    assert_eq!(
+        c,
+        [
+            Command::Anomaly(Anomaly::LostWrites),
+            Command::Lower(LowerReason::Lost),
+        ]
+    );
+    let fenced_at = h.now;
+    // Looking again while fenced (a notification) takes nothing, whatever the row's age.
+    h.at(ms(10));
+    assert_eq!(h.input(Input::Notified), [check(None, 11, false)]);
+    let c = h.checked(false, Some(row(PROCESS, 5, db(-10_000))), db(10));
+    assert_eq!(c, []);
+    // The next look is when the fence ends, a lease (and a margin) after the evidence.
+    let c = h.wake();
+    assert_eq!(c, [check(None, 11, true)], "a lease later, it may take");
+    assert_eq!(h.now, fenced_at + ms(2000) + ms(100));
+    // The takeover writes at least the floor: the token never goes backwards.
+    let c = h.checked(true, Some(row(PROCESS, 11, db(2200))), db(2200));
+    assert!(
+        matches!(c[..], [Command::Raise(l)] if l.token == 11),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn a_renew_of_an_intact_row_goes_on_through_a_server_change() {
+    // Failover to a current standby: the row is as we left it; the term goes on.
+    let mut h = leader_at_10();
+    assert_eq!(h.input(Input::Connected(server(1, 0))), []);
+    assert_eq!(h.wake(), [check(Some(10), 11, true)]);
+    let c = h.input(Input::Connected(server(2, 0)));
+    assert_eq!(
+        c,
+        [
+            Command::Anomaly(Anomaly::LostWrites),
+            check(Some(10), 11, false)
+        ],
+        "the check was not run: it goes again, fenced"
+    );
+    let c = h.checked(true, Some(row(PROCESS, 11, db(0))), db(0));
+    assert!(
+        matches!(c[..], [Command::Renewed(l)] if l.token == 0),
+        "{c:?}"
+    );
+    assert!(h.flag.is_leader(h.now));
+}
+
+#[test]
+fn another_timeline_or_a_non_durable_restart_is_evidence_a_durable_restart_is_not() {
+    let mut h = Harness::new();
+    h.commands();
+    h.checked(false, Some(row(OTHER, 3, db(0))), db(0));
+    assert_eq!(h.input(Input::Connected(server(1, 0))), []);
+    assert_eq!(
+        h.input(Input::Connected(server(1, 0))),
+        [],
+        "the same server"
+    );
+    assert_eq!(
+        h.input(Input::Connected(server(1, 500))),
+        [],
+        "a restart of a durable server loses nothing committed"
+    );
+    let fragile = Server {
+        durable: false,
+        ..server(1, 900)
+    };
+    assert_eq!(
+        h.input(Input::Connected(fragile)),
+        [Command::Anomaly(Anomaly::LostWrites)]
+    );
+    assert_eq!(
+        h.input(Input::Connected(server(2, 900))),
+        [Command::Anomaly(Anomaly::LostWrites)]
+    );
+    let other = Server {
+        system: Some(8),
+        ..server(2, 900)
+    };
+    assert_eq!(
+        h.input(Input::Connected(other)),
+        [Command::Anomaly(Anomaly::LostWrites)]
+    );
+}
+
+#[test]
+fn a_fresh_process_on_a_recently_promoted_server_takes_nothing_until_a_lease_after_it() {
+    let mut h = Harness::new();
+    let start = h.now;
+    assert_eq!(h.commands(), [check(None, 0, true)]);
+    // The first check's connection: a server promoted 500 ms ago. The check was not run.
+    let promoted = Server {
+        promoted_ago: Some(ms(500)),
+        ..server(2, 0)
+    };
+    assert_eq!(
+        h.input(Input::Connected(promoted)),
+        [check(None, 0, false)],
+        "no insert or takeover yet: the old primary's leases may be believed"
+    );
+    let c = h.checked(false, Some(row(OTHER, 4, db(-5_000))), db(0));
+    assert_eq!(c, []);
+    let c = h.wake();
+    assert_eq!(c, [check(None, 5, true)]);
+    assert!(
+        h.now >= start + ms(1500) + ms(100),
+        "a lease after the promotion: {}",
+        h.now
+    );
+}
+
+#[test]
+fn a_deleted_row_never_brings_the_token_below_one_handed_out() {
+    let mut h = leader_at_10();
+    assert_eq!(h.wake(), [check(Some(10), 11, true)]);
+    // Someone ran DELETE: the renew inserted the row again, at the floor.
+    let c = h.checked(true, Some(row(PROCESS, 11, db(0))), db(0));
+    assert!(
+        matches!(c[..], [Command::Renewed(l)] if l.version == 11),
+        "{c:?}"
+    );
+    // A follower that saw version 10 and then finds no row may take it, at version 11 or
+    // more: never 0.
+    let mut f = Harness::new();
+    assert_eq!(f.commands(), [check(None, 0, true)]);
+    f.checked(false, Some(row(OTHER, 10, db(0))), db(0));
+    let c = f.wake();
+    assert_eq!(c, [check(None, 11, true)]);
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn a_row_that_vanished_after_it_was_seen_is_evidence_once() {
+    let mut f = Harness::new();
+    f.commands();
+    f.checked(false, Some(row(OTHER, 10, db(0))), db(0));
+    f.at(ms(10));
+    assert_eq!(f.input(Input::Notified), [check(None, 11, true)]);
+    // It found no row, and did not insert one: the row it saw is gone.
+    let c = f.checked(false, None, db(10));
+    assert_eq!(c, [Command::Anomaly(Anomaly::LostWrites)]);
+    assert_eq!(f.wake(), [check(None, 11, false)]);
+    assert_eq!(
+        f.checked(false, None, db(300)),
+        [],
+        "the same evidence, not news"
+    );
+}
