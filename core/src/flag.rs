@@ -51,6 +51,8 @@ pub struct Flag {
     server: Option<Server>,
     /// Whether [`Command::AtRisk`] was emitted for the current lease.
     told_at_risk: bool,
+    /// Closing looked at the row once more because a statement was in doubt.
+    close_rechecked: bool,
     /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has. The
     /// row is released only once it has: never while the work is known to run. At this
     /// instant (a margin after the lease's deadline, when the lease has expired by itself) the
@@ -151,6 +153,7 @@ impl Flag {
             fenced_until: None,
             server: None,
             told_at_risk: false,
+            close_rechecked: false,
             stopping: None,
             seen: None,
             now,
@@ -363,16 +366,21 @@ impl Flag {
     }
 
     fn send_check(&mut self, now: Instant) {
+        let fenced = self.is_fenced(now);
         let renew = match self.role {
             Role::Leader(lease) => Some(lease.version),
-            Role::Follower { ours } => ours,
+            // Renewing a row that is ours but not a live lease (a lapsed one, or one from an
+            // earlier life) is taking the flag: not while fenced, for the row may come from a
+            // history in which someone else holds a lease since.
+            Role::Follower { ours } if !fenced => ours,
+            Role::Follower { .. } => None,
         };
         self.pending = Pending::Check {
             sent_at: now,
             renew,
         };
         let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
-        let may_take = !self.is_fenced(now);
+        let may_take = !fenced;
         self.commands.push(Command::Check {
             renew,
             floor,
@@ -518,7 +526,11 @@ impl Flag {
                     Role::Leader(lease) => lease.version = version,
                     Role::Follower { ours } => *ours = Some(version),
                 }
-                return self.start_check(now);
+                // A follower takes nothing while fenced, adoptions included: once it ends.
+                return match (self.role, self.fenced_until.filter(|until| now < *until)) {
+                    (Role::Follower { .. }, Some(until)) => self.schedule(now, until),
+                    _ => self.start_check(now),
+                };
             }
             // Nothing of ours is in doubt, yet the row moved under our name: another process
             // uses it. Step aside rather than fight over one identity.
@@ -579,9 +591,16 @@ impl Flag {
         }
     }
 
-    /// Releases the row if it may be ours, else closes.
+    /// Releases the row if it may be ours, else closes. With a statement in doubt (a renew
+    /// abandoned at its timeout may still commit a later version under our name), it looks at
+    /// the row once more first, so the release names the version that is really there: a
+    /// release of an older one would match nothing and leave the closed process a fresh lease.
     fn finish_close(&mut self) {
         match self.role {
+            Role::Follower { ours: Some(_) } if self.uncertain && !self.close_rechecked => {
+                self.close_rechecked = true;
+                self.send_check(self.now);
+            }
             Role::Follower {
                 ours: Some(version),
             } => self.release_when_stopped(version),

@@ -89,6 +89,10 @@ WHERE NOT EXISTS (SELECT FROM won) AND NOT EXISTS (SELECT FROM seen)"#;
 /// fails any compare-and-set based on an earlier read; the timestamp becomes the Unix epoch, which
 /// the Go flag (lib/pq, `time.Time`) parses and sees as expired by 56 years. The `NOTIFY`
 /// carries the flag name and is delivered when the statement commits.
+///
+/// It releases exactly version `$3`: a release abandoned at its timeout that lands later (a
+/// zombie) must not release a lease this process won since, in this life or the next. After
+/// a renew in doubt the core reads the row again first, to release the version really there.
 pub const RELEASE: &str = r#"WITH released AS (
     UPDATE {table}
     SET version = version + 1, "timestamp" = '1970-01-01 00:00:00+00'
@@ -104,10 +108,23 @@ SELECT pg_notify($4, name) FROM released"#;
 pub const STATUS: &str = r#"SELECT name, holder, version, "timestamp", now() AS now FROM {table}
 WHERE $1::text IS NULL OR name = $1 ORDER BY name"#;
 
-/// The operator's release (`leadership release`): like [`RELEASE`], but without knowing the
-/// version, so it needs no holder's cooperation; it still refuses unless `$2` holds the flag.
-/// Parameters: `$1` flag name, `$2` the holder to release, `$3` the notification channel.
-/// Returns one row per released row (zero or one), carrying the new `version`.
+/// The operator's revoke (`leadership release`): takes the lease from a live holder without
+/// giving anyone an overlap. The timestamp stays, so nobody takes over before the lease runs
+/// out; `version + 1` and a holder no process has (the empty name: the configuration refuses
+/// it, and the Go flag never writes it) make the holder's next renew fail, Go's too, so it
+/// steps down. Refuses unless `$2` holds the flag. Parameters: `$1` flag name, `$2` the holder
+/// to revoke. Returns one row per revoked row (zero or one), carrying the new `version`.
+pub const REVOKE: &str = r#"UPDATE {table}
+SET holder = '', version = version + 1
+WHERE name = $1 AND holder = $2 AND version < 9223372036854775807
+RETURNING version"#;
+
+/// The operator's immediate release (`leadership release --now`), for a holder known to be
+/// dead: like [`RELEASE`], but without knowing the version, so it needs no holder's
+/// cooperation; it still refuses unless `$2` holds the flag. A live holder would go on
+/// believing until its deadline while a notified follower leads: two leaders. Parameters:
+/// `$1` flag name, `$2` the holder to release, `$3` the notification channel. Returns one row
+/// per released row (zero or one), carrying the new `version`.
 pub const FORCE_RELEASE: &str = r#"WITH released AS (
     UPDATE {table}
     SET version = version + 1, "timestamp" = '1970-01-01 00:00:00+00'
@@ -115,6 +132,37 @@ pub const FORCE_RELEASE: &str = r#"WITH released AS (
     RETURNING name, version
 )
 SELECT version, pg_notify($3, name) FROM released"#;
+
+/// What the server says about itself, once per connection (the core's
+/// [`Server`](crate::Server)): the cluster's identity, the WAL timeline, when the postmaster
+/// started, whether commits are durable, and whether a promotion is so recent that its
+/// end-of-recovery checkpoint has not finished (the checkpoint's timeline is behind the WAL's,
+/// for a few seconds after `pg_ctl promote`). Every function here is open to any role. On a
+/// standby (in recovery) the timeline is NULL.
+///
+/// Returns `system` (text: the numeric system identifier), `timeline` (integer), `started`
+/// (timestamptz), `durable` (bool), `promoting` (bool), `can_list_wal` (bool: whether
+/// [`PROMOTED_AGO`] may run; PostgreSQL checks a function's privilege when the statement
+/// starts, even in a branch not taken, so it is a statement of its own).
+pub const SERVER: &str = r#"WITH tli AS (
+    SELECT CASE WHEN pg_is_in_recovery() THEN NULL
+           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
+           END AS timeline
+)
+SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system,
+       tli.timeline,
+       pg_postmaster_start_time() AS started,
+       current_setting('fsync') = 'on' AND current_setting('synchronous_commit') <> 'off' AS durable,
+       coalesce((SELECT timeline_id FROM pg_control_checkpoint()) < tli.timeline, false) AS promoting,
+       has_function_privilege('pg_catalog.pg_ls_waldir()', 'execute') AS can_list_wal
+FROM tli"#;
+
+/// How long ago the server was promoted to timeline `$1` (integer), by its clock, in
+/// microseconds: the age of that timeline's history file. Needs `pg_ls_waldir()` (superusers
+/// and `pg_monitor`; see [`SERVER`]'s `can_list_wal`). Returns one bigint, NULL if there is no
+/// such file.
+pub const PROMOTED_AGO: &str = r#"SELECT (extract(epoch FROM now() - max(modification)) * 1000000)::bigint
+FROM pg_ls_waldir() WHERE name = lpad(upper(to_hex($1::integer)), 8, '0') || '.history'"#;
 
 /// Creates the table as the Go flag does. Run it inside a transaction after
 /// [`CREATE_LOCK`], so processes starting together on an empty database do not race
@@ -263,6 +311,8 @@ pub struct Statements {
     pub status: String,
     /// [`FORCE_RELEASE`].
     pub force_release: String,
+    /// [`REVOKE`].
+    pub revoke: String,
     /// `LISTEN` on [`Statements::channel`], quoted.
     pub listen: String,
     /// The notification channel: the table's own name, so flags in different tables do not
@@ -282,6 +332,7 @@ impl Statements {
             create_table: CREATE_TABLE.replace("{table}", &quoted),
             status: STATUS.replace("{table}", &quoted),
             force_release: FORCE_RELEASE.replace("{table}", &quoted),
+            revoke: REVOKE.replace("{table}", &quoted),
             listen: format!("LISTEN {}", quote(table.name())),
             channel: table.name().to_string(),
             regclass: quoted,
@@ -470,6 +521,7 @@ mod tests {
             &s.create_table,
             &s.status,
             &s.force_release,
+            &s.revoke,
         ] {
             assert!(!text.contains("{table}"), "{text}");
         }

@@ -18,9 +18,11 @@ use tokio_postgres::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::connection::{Connector, Link};
+use crate::connection::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
+use crate::link::Link;
+use crate::pooler::Pooler;
 use crate::recorder::Metrics;
 use crate::set::FlagSet;
 
@@ -58,6 +60,8 @@ pub struct FlagBuilder {
     margin: Option<Duration>,
     retry: Option<Duration>,
     stop_ahead: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    pooler: Pooler,
     shutdown: Option<CancellationToken>,
     table: Result<Table, Error>,
     metrics_prefix: Option<String>,
@@ -88,6 +92,8 @@ impl FlagBuilder {
             margin: None,
             retry: None,
             stop_ahead: None,
+            connect_timeout: None,
+            pooler: Pooler::Auto,
             shutdown: None,
             table: Ok(Table::default()),
             metrics_prefix: None,
@@ -167,6 +173,33 @@ impl FlagBuilder {
     /// ```
     pub fn stop_ahead(mut self, stop_ahead: Duration) -> Self {
         self.stop_ahead = Some(stop_ahead);
+        self
+    }
+
+    /// The bound on connecting to each host of the connection string, apart from the statement
+    /// timeout (a black-holed first host must not eat the budget of the second). The whole
+    /// connection set-up is bounded by this for each host, plus once more. Default: twice the
+    /// timeout, or half the lease up to 5 s if that is longer.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .connect_timeout(Duration::from_secs(3));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether a connection pooler (pgbouncer) sits in between, and of which kind; see
+    /// [`Pooler`]. Default: found out.
+    ///
+    /// ```
+    /// let b = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .pooler(leadership_tokio::Pooler::Session);
+    /// ```
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
         self
     }
 
@@ -303,16 +336,17 @@ impl FlagBuilder {
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
         let config = self.config_for(&self.name)?;
+        let connect_timeout = self.connect_timeout_for(&config);
         let table = self.table?;
         let mut pg = self.database.ok_or(Error::NoDatabase)??;
-        crate::pg::configure(&mut pg, &config);
+        crate::pg::configure(&mut pg, &config, connect_timeout);
         let metrics = Metrics::new(
             self.metrics_prefix.as_deref(),
             config.name(),
             config.process(),
         );
         let seed = self.seed.unwrap_or_else(random_seed);
-        let link = connect(pg, tls, &table, &config).await?;
+        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
         let notifications = link.connector().listen(config.name());
         Ok(Flag::spawn(
             config,
@@ -351,9 +385,15 @@ impl FlagBuilder {
         let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
         self.table = Ok(table.clone());
         let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
-        crate::pg::configure(&mut pg, &config);
-        let link = connect(pg, tls, &table, &config).await?;
+        let connect_timeout = self.connect_timeout_for(&config);
+        crate::pg::configure(&mut pg, &config, connect_timeout);
+        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
         Ok(FlagSet::new(self, link))
+    }
+
+    fn connect_timeout_for(&self, config: &Config) -> Duration {
+        self.connect_timeout
+            .unwrap_or_else(|| crate::pg::default_connect_timeout(config))
     }
 
     /// The core's configuration for flag `name` with these settings.
@@ -417,6 +457,8 @@ async fn connect<T>(
     tls: T,
     table: &Table,
     config: &Config,
+    connect_timeout: Duration,
+    pooler: Pooler,
 ) -> Result<Arc<Link>, Error>
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -425,7 +467,14 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     let statements = Arc::new(Statements::new(table));
-    let connector = Connector::new(pg, tls, statements, config.timeout());
+    let connector = Connector::new(
+        pg,
+        tls,
+        statements,
+        config.timeout(),
+        connect_timeout,
+        pooler,
+    );
     let conn = connector.start(table).await?;
     let backoff = Backoff::new(config.retry_interval(), config.interval() / 2);
     Ok(Arc::new(Link::new(connector, conn, backoff)))

@@ -1,42 +1,133 @@
-//! The driver's connection: connecting, preparing the two statements, `LISTEN`, the
-//! connection task, which routes notifications to the flags by name, and the [`Link`] through
-//! which every flag of a set shares one connection.
+//! The driver's connections: connecting (with the server's own statement and lock timeouts
+//! where the server takes them), learning what the server is ([`Server`]), preparing the two
+//! statements or running them unnamed behind a transaction pooler, `LISTEN`, and the
+//! connection task, which routes notifications to the flags by name.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use leadership_core::sql::{Statements, Table};
+use leadership_core::sql::{Statements, Table, PROMOTED_AGO, SERVER};
+use leadership_core::Server;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, Client, Socket, Statement};
-use tracing::debug;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, CancelToken, Client, Socket, Statement};
+use tracing::{debug, info};
 
-use crate::backoff::Backoff;
 use crate::error::Error;
+use crate::pg::PgTime;
+use crate::pooler::{self, Pooler, Route};
 use crate::schema::{bounded, ensure_table};
 
 type Connecting =
     Pin<Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send>>;
+type Cancelling = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A live connection with the check and the release prepared, so each statement is one
-/// Bind/Execute round trip, and listening on the table's channel.
+/// How a connection runs the check and the release: prepared once (one Bind/Execute round
+/// trip each), or unnamed behind a transaction pooler, where a prepared statement lives on one
+/// server connection and the next transaction may run on another (still one round trip:
+/// Parse/Bind/Execute pipelined, at the cost of planning each time).
+enum Prepared {
+    Named {
+        check: Statement,
+        release: Statement,
+    },
+    Unnamed,
+}
+
+/// A live connection: its number (the driver tells the core about each new one), what the
+/// server said about itself, and its statements.
 pub(crate) struct Conn {
+    pub(crate) id: u64,
     pub(crate) client: Client,
-    pub(crate) check: Statement,
-    pub(crate) release: Statement,
+    pub(crate) server: Server,
+    statements: Arc<Statements>,
+    prepared: Prepared,
+    /// How to cancel a statement abandoned on this connection; `None` behind a pooler (a
+    /// pgbouncer 1.18 may drop, or even crash on, a cancel sent the way tokio-postgres sends
+    /// it; there the role's own `statement_timeout` has to end zombies).
+    cancel: Option<CancelToken>,
     task: JoinHandle<()>,
 }
 
+/// The check's parameters, in the order of [`sql::CHECK`](leadership_core::sql::CHECK).
+pub(crate) struct CheckParams<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) process: &'a str,
+    pub(crate) renew: Option<i64>,
+    pub(crate) lease_micros: i64,
+    pub(crate) floor: i64,
+    pub(crate) may_take: bool,
+}
+
 impl Conn {
+    /// Runs the check: one round trip, one row.
+    pub(crate) async fn check(
+        &self,
+        p: &CheckParams<'_>,
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+            (&p.name, Type::TEXT),
+            (&p.process, Type::TEXT),
+            (&p.renew, Type::INT8),
+            (&p.lease_micros, Type::INT8),
+            (&p.floor, Type::INT8),
+            (&p.may_take, Type::BOOL),
+        ];
+        match &self.prepared {
+            Prepared::Named { check, .. } => self.client.query_one(check, &values(&params)).await,
+            Prepared::Unnamed => {
+                self.client
+                    .query_typed_one(&self.statements.check, &params)
+                    .await
+            }
+        }
+    }
+
+    /// Runs the release: one round trip; whether it released the row.
+    pub(crate) async fn release(
+        &self,
+        name: &str,
+        process: &str,
+        version: i64,
+        channel: &str,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
+            (&name, Type::TEXT),
+            (&process, Type::TEXT),
+            (&version, Type::INT8),
+            (&channel, Type::TEXT),
+        ];
+        let rows = match &self.prepared {
+            Prepared::Named { release, .. } => self.client.query(release, &values(&params)).await?,
+            Prepared::Unnamed => {
+                self.client
+                    .query_typed(&self.statements.release, &params)
+                    .await?
+            }
+        };
+        Ok(!rows.is_empty())
+    }
+
     /// Closes the socket now: statements of other flags in flight on it fail at once rather
-    /// than at their timeouts, and retry on a new connection.
-    pub(crate) fn abandon(&self) {
+    /// than at their timeouts, and retry on a new connection. The statement that was abandoned
+    /// is cancelled on the server too (direct connections), so that it cannot commit later: a
+    /// zombie renew would hand the closed process a fresh lease.
+    pub(crate) fn abandon(&self, connector: &Connector) {
+        if let Some(token) = &self.cancel {
+            tokio::spawn((connector.cancel)(token.clone()));
+        }
         self.task.abort();
     }
+}
+
+fn values<'a>(params: &'a [(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(v, _)| *v).collect()
 }
 
 impl Drop for Conn {
@@ -57,10 +148,35 @@ type Routes = Arc<Mutex<HashMap<String, mpsc::Sender<()>>>>;
 /// registered with [`Connector::listen`].
 #[derive(Clone)]
 pub(crate) struct Connector {
-    connect: Arc<dyn Fn() -> Connecting + Send + Sync>,
+    /// Connects; with `true`, asking the server for its own statement and lock timeouts in the
+    /// startup packet (`options`), which a pooler refuses.
+    connect: Arc<dyn Fn(bool) -> Connecting + Send + Sync>,
+    cancel: Arc<dyn Fn(CancelToken) -> Cancelling + Send + Sync>,
     statements: Arc<Statements>,
-    timeout: Duration,
+    /// The bound on connecting and setting a connection up: the connect timeout for each host,
+    /// plus one for the rest of the set-up.
+    connect_budget: Duration,
     routes: Routes,
+    /// How statements reach the server: asked for, or learned (see [`Pooler`]).
+    route: Arc<Mutex<Route>>,
+    pooler: Pooler,
+    ids: Arc<AtomicU64>,
+}
+
+/// The connection settings the driver adds to the user's: the server's `statement_timeout` and
+/// `lock_timeout` set to the statement timeout, so the server abandons what the client
+/// abandoned (unless the user set `options` themselves).
+fn with_server_timeouts(pg: &tokio_postgres::Config, timeout: Duration) -> tokio_postgres::Config {
+    let mut pg = pg.clone();
+    let ms = timeout.as_millis().max(1);
+    let ours = format!("-c statement_timeout={ms} -c lock_timeout={ms}");
+    let options = match pg.get_options() {
+        Some(theirs) if theirs.contains("statement_timeout") => theirs.to_string(),
+        Some(theirs) => format!("{theirs} {ours}"),
+        None => ours,
+    };
+    pg.options(&options);
+    pg
 }
 
 impl Connector {
@@ -69,6 +185,8 @@ impl Connector {
         tls: T,
         statements: Arc<Statements>,
         timeout: Duration,
+        connect_timeout: Duration,
+        pooler: Pooler,
     ) -> Connector
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -76,11 +194,19 @@ impl Connector {
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        let pg = Arc::new(pg);
+        let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let plain = Arc::new(pg.clone());
+        let timed = Arc::new(with_server_timeouts(&pg, timeout));
         let routes = Routes::default();
         let forward = routes.clone();
-        let connect = move || -> Connecting {
-            let (pg, tls, forward) = (pg.clone(), tls.clone(), forward.clone());
+        let connect_tls = tls.clone();
+        let connect = move |server_timeouts: bool| -> Connecting {
+            let pg = if server_timeouts {
+                timed.clone()
+            } else {
+                plain.clone()
+            };
+            let (tls, forward) = (connect_tls.clone(), forward.clone());
             Box::pin(async move {
                 let (client, mut connection) = pg.connect(tls).await?;
                 // The connection task drives the socket. `connection.await` would drop
@@ -101,11 +227,23 @@ impl Connector {
                 Ok((client, task))
             })
         };
+        let cancel = move |token: CancelToken| -> Cancelling {
+            let tls = tls.clone();
+            Box::pin(async move {
+                if let Err(e) = token.cancel_query(tls).await {
+                    debug!(error = %crate::pg::Chain(&e), "cancelling an abandoned statement failed");
+                }
+            })
+        };
         Connector {
             connect: Arc::new(connect),
+            cancel: Arc::new(cancel),
             statements,
-            timeout,
+            connect_budget: connect_timeout.saturating_mul(hosts.saturating_add(1)),
             routes,
+            route: Arc::new(Mutex::new(pooler.initial_route())),
+            pooler,
+            ids: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -126,57 +264,173 @@ impl Connector {
         &self.statements
     }
 
-    /// Connects, prepares and listens, unbounded: the driver bounds it together with the
-    /// statement it connects for.
-    pub(crate) fn open(&self) -> impl Future<Output = Result<Conn, tokio_postgres::Error>> + Send {
-        let connecting = (self.connect)();
-        let statements = self.statements.clone();
-        async move {
-            let (client, task) = connecting.await?;
-            let (check, release) = prepare(&client, &statements).await?;
-            Ok(Conn {
-                client,
-                check,
-                release,
-                task,
-            })
+    /// The bound on opening a connection (every host of the list in turn, and the set-up).
+    pub(crate) fn connect_budget(&self) -> Duration {
+        self.connect_budget
+    }
+
+    pub(crate) fn route(&self) -> Route {
+        *self.route.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A statement failed in a way only a transaction pooler causes (a prepared statement that
+    /// another client's session already has, or that this one's server connection lacks): from
+    /// now on, unnamed statements and no `LISTEN`.
+    pub(crate) fn learned_transaction_pooling(&self, error: &tokio_postgres::Error) -> bool {
+        if !pooler::is_transaction_pooling(error) || self.pooler != Pooler::Auto {
+            return false;
+        }
+        let mut route = self.route.lock().unwrap_or_else(PoisonError::into_inner);
+        if *route != Route::Transaction {
+            *route = Route::Transaction;
+            pooler::log_route(
+                Route::Transaction,
+                "a prepared statement was not where it was prepared",
+            );
+        }
+        true
+    }
+
+    /// Connects, asking for the server's own timeouts where the route allows; behind a pooler
+    /// that refuses them (`options`), learns the pooler and connects again without.
+    async fn connect(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let route = self.route();
+        match (self.connect)(route == Route::Direct).await {
+            Err(e) if route == Route::Direct && pooler::refused_options(&e) => {
+                match self.pooler {
+                    // Told it is direct: the error says what to set.
+                    Pooler::Direct => Err(e),
+                    _ => {
+                        let (client, task) = (self.connect)(false).await?;
+                        let learned = pooler::probe(&client, || (self.connect)(false)).await;
+                        *self.route.lock().unwrap_or_else(PoisonError::into_inner) = learned;
+                        pooler::log_route(
+                            learned,
+                            "the server refused the startup parameter `options`",
+                        );
+                        Ok((client, task))
+                    }
+                }
+            }
+            other => other,
         }
     }
 
-    /// The first connection, at start-up: every step bounded by the timeout and failing with a
-    /// typed error, and the table created or checked.
+    /// Prepares (or not), listens (or not) and learns what the server is, on a connection;
+    /// the connection's task is aborted if that fails.
+    async fn set_up(
+        &self,
+        client: Client,
+        task: JoinHandle<()>,
+    ) -> Result<Conn, tokio_postgres::Error> {
+        let task = AbortOnDrop(Some(task));
+        let route = self.route();
+        let named = route != Route::Transaction;
+        // Pipelined: the exchanges share the round trips.
+        let (check, release, listen, server) = tokio::join!(
+            async {
+                match named {
+                    true => client.prepare(&self.statements.check).await.map(Some),
+                    false => Ok(None),
+                }
+            },
+            async {
+                match named {
+                    true => client.prepare(&self.statements.release).await.map(Some),
+                    false => Ok(None),
+                }
+            },
+            async {
+                match named {
+                    // A transaction pooler would deliver notifications to whoever shares the
+                    // server connection next, not to us: the lease schedule has to do.
+                    true => client.batch_execute(&self.statements.listen).await,
+                    false => Ok(()),
+                }
+            },
+            client.query_one(SERVER, &[]),
+        );
+        listen?;
+        let prepared = match (check?, release?) {
+            (Some(check), Some(release)) => Prepared::Named { check, release },
+            _ => Prepared::Unnamed,
+        };
+        let server = server?;
+        let timeline: Option<i32> = server.try_get("timeline")?;
+        let promoting: bool = server.try_get("promoting")?;
+        let promoted_ago = if promoting {
+            Some(Duration::ZERO)
+        } else if server.try_get::<_, bool>("can_list_wal")? && timeline.is_some_and(|t| t > 1) {
+            let row = client.query_one(PROMOTED_AGO, &[&timeline]).await?;
+            row.try_get::<_, Option<i64>>(0)?
+                .and_then(|us| u64::try_from(us).ok())
+                .map(Duration::from_micros)
+        } else {
+            None
+        };
+        let server = Server {
+            system: server
+                .try_get::<_, Option<String>>("system")?
+                .and_then(|s| s.parse().ok()),
+            timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+            started: server.try_get::<_, Option<PgTime>>("started")?.map(|t| t.0),
+            durable: server.try_get("durable")?,
+            promoted_ago,
+        };
+        let cancel = (route == Route::Direct).then(|| client.cancel_token());
+        Ok(Conn {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            client,
+            server,
+            statements: self.statements.clone(),
+            prepared,
+            cancel,
+            task: task.take(),
+        })
+    }
+
+    /// Connects and sets up, unbounded: the caller bounds it by the connect budget.
+    pub(crate) async fn open(&self) -> Result<Conn, tokio_postgres::Error> {
+        let (client, task) = self.connect().await?;
+        self.set_up(client, task).await
+    }
+
+    /// The first connection, at start-up: every step bounded by the connect budget and failing
+    /// with a typed error that names the budget, and the table created or checked.
     pub(crate) async fn start(&self, table: &Table) -> Result<Conn, Error> {
-        let (mut client, task) = match tokio::time::timeout(self.timeout, (self.connect)()).await {
+        let budget = self.connect_budget;
+        let (mut client, task) = match tokio::time::timeout(budget, self.connect()).await {
             Ok(Ok(c)) => c,
+            Ok(Err(e)) if pooler::refused_options(&e) => {
+                return Err(Error::PoolerRefusedOptions(e));
+            }
             Ok(Err(e)) => return Err(Error::from_connect(e)),
             Err(_) => {
                 return Err(Error::Timeout {
                     what: "connecting",
-                    after: self.timeout,
+                    after: budget,
+                    setting: "connect_timeout",
                 })
             }
         };
         // From here on, `task` must not outlive a failure: wrap it at once.
         let guard = AbortOnDrop(Some(task));
         debug!(table = %table.quoted(), "connected; checking the table");
-        ensure_table(&mut client, &self.statements, self.timeout).await?;
-        let (check, release) = bounded(
+        ensure_table(&mut client, &self.statements, budget).await?;
+        let task = guard.take();
+        let conn = bounded(
             "preparing the statements",
-            self.timeout,
-            prepare(&client, &self.statements),
+            budget,
+            self.set_up(client, task),
         )
         .await?;
-        Ok(Conn {
-            client,
-            check,
-            release,
-            task: guard.take(),
-        })
+        if conn.server.promoted_ago.is_some() || conn.server.timeline.is_some_and(|t| t > 1) {
+            info!(timeline = ?conn.server.timeline, promoted_ago = ?conn.server.promoted_ago, "connected to a promoted server");
+        }
+        Ok(conn)
     }
 }
 
-/// Prepares the check and the release and listens on the table's channel: a connection
-/// opened after a release was notified misses it, and the core's schedule covers that.
 /// Wakes the flag a notification names, if it listens here. Full: a wake-up is pending
 /// already. Closed: its driver is gone, forget it.
 fn route(routes: &Routes, payload: &str) {
@@ -188,128 +442,7 @@ fn route(routes: &Routes, payload: &str) {
     }
 }
 
-/// One connection shared by every flag of a set (or by one flag), opened again on demand after
-/// a failure, with one backoff. Each flag's statement takes the current connection, so the
-/// statements of different flags are pipelined on it.
-///
-/// The backoff counts incidents, not statements: a connection that fails counts once however
-/// many flags had statements on it, and each failed attempt to connect counts once, so a set
-/// of 100 flags backs off like a single flag.
-pub(crate) struct Link {
-    connector: Connector,
-    conn: Mutex<Option<Arc<Conn>>>,
-    /// Held while connecting, so flags that need a connection at once open one, not many.
-    connecting: tokio::sync::Mutex<()>,
-    backoff: Mutex<Backoff>,
-}
-
-/// Why no connection could be had.
-pub(crate) enum NoConn {
-    /// Backing off after consecutive failures: nothing was attempted.
-    BackingOff,
-    /// Connecting or preparing failed.
-    Connect(tokio_postgres::Error),
-}
-
-impl Link {
-    pub(crate) fn new(connector: Connector, conn: Conn, backoff: Backoff) -> Link {
-        Link {
-            connector,
-            conn: Mutex::new(Some(Arc::new(conn))),
-            connecting: tokio::sync::Mutex::new(()),
-            backoff: Mutex::new(backoff),
-        }
-    }
-
-    pub(crate) fn connector(&self) -> &Connector {
-        &self.connector
-    }
-
-    fn current(&self) -> Option<Arc<Conn>> {
-        // A connection the server closed (terminated backend, restart) is replaced before use,
-        // rather than failing one statement on it first.
-        self.conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .filter(|c| !c.client.is_closed())
-    }
-
-    /// The connection for a statement: the current one, or a new one unless backing off; and
-    /// whether it is new. Unbounded: the caller bounds it with the statement.
-    pub(crate) async fn get(&self) -> Result<(Arc<Conn>, bool), NoConn> {
-        if let Some(conn) = self.current() {
-            return Ok((conn, false));
-        }
-        let _connecting = self.connecting.lock().await;
-        // Another flag may have connected while this one waited.
-        if let Some(conn) = self.current() {
-            return Ok((conn, false));
-        }
-        if !self.backoff().ready(std::time::Instant::now()) {
-            return Err(NoConn::BackingOff);
-        }
-        // An attempt that fails, or is abandoned at the statement's timeout (dropped mid-way),
-        // counts as one failure.
-        let attempt = Attempt(Some(self));
-        let conn = Arc::new(self.connector.open().await.map_err(NoConn::Connect)?);
-        attempt.succeeded();
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok((conn, true))
-    }
-
-    /// A statement on `conn` failed or timed out: close it, so the next statement reconnects.
-    /// The first flag to give up on a connection counts the failure.
-    pub(crate) fn abandon(&self, conn: &Arc<Conn>) {
-        conn.abandon();
-        let mut current = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *current = None;
-            self.backoff().failed(std::time::Instant::now());
-        }
-    }
-
-    /// A statement returned: the connection works, start the backoff over.
-    pub(crate) fn succeeded(&self) {
-        self.backoff().succeeded();
-    }
-
-    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Counts a failure on drop, unless the attempt succeeded.
-struct Attempt<'a>(Option<&'a Link>);
-
-impl Attempt<'_> {
-    fn succeeded(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if let Some(link) = self.0 {
-            link.backoff().failed(std::time::Instant::now());
-        }
-    }
-}
-
-async fn prepare(
-    client: &Client,
-    statements: &Statements,
-) -> Result<(Statement, Statement), tokio_postgres::Error> {
-    // Pipelined: the three exchanges share the round trips.
-    let (check, release, listen) = tokio::join!(
-        client.prepare(&statements.check),
-        client.prepare(&statements.release),
-        client.batch_execute(&statements.listen)
-    );
-    listen?;
-    Ok((check?, release?))
-}
-
+/// Aborts the connection task when a set-up step fails, so it never outlives a failure.
 struct AbortOnDrop(Option<JoinHandle<()>>);
 
 impl AbortOnDrop {
@@ -337,6 +470,8 @@ mod tests {
             tokio_postgres::NoTls,
             Arc::new(Statements::new(&table)),
             Duration::from_secs(1),
+            Duration::from_secs(2),
+            Pooler::Auto,
         )
     }
 
@@ -357,5 +492,24 @@ mod tests {
         route(&c.routes, "b");
         assert!(!c.routes.lock().unwrap().contains_key("b"));
         assert!(c.listen("b").is_some());
+    }
+
+    #[test]
+    fn the_server_is_asked_for_its_own_timeouts_unless_the_user_set_them() {
+        let mut pg = tokio_postgres::Config::new();
+        let timed = with_server_timeouts(&pg, Duration::from_millis(750));
+        assert_eq!(
+            timed.get_options(),
+            Some("-c statement_timeout=750 -c lock_timeout=750")
+        );
+        pg.options("-c search_path=ops");
+        let timed = with_server_timeouts(&pg, Duration::from_millis(750));
+        assert_eq!(
+            timed.get_options(),
+            Some("-c search_path=ops -c statement_timeout=750 -c lock_timeout=750")
+        );
+        pg.options("-c statement_timeout=5s");
+        let timed = with_server_timeouts(&pg, Duration::from_millis(750));
+        assert_eq!(timed.get_options(), Some("-c statement_timeout=5s"));
     }
 }

@@ -7,14 +7,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck};
+use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck, Server};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::builder::PrecheckFn;
-use crate::connection::{Conn, Link, NoConn};
+use crate::connection::{CheckParams, Conn};
 use crate::guard::Signals;
+use crate::link::{Link, NoConn};
 use crate::pg::{Chain, CheckRow, DecodeError};
 use crate::recorder::{Metrics, Statement};
 use crate::state::Holder;
@@ -39,6 +40,12 @@ enum Reply {
     Released(bool),
     Failed(Failure),
     Precheck(Precheck),
+    /// The statement was not run: its connection (number `id`) is one the core has not heard
+    /// of yet ([`Input::Connected`]).
+    Connected {
+        id: u64,
+        server: Server,
+    },
 }
 
 /// Why a statement failed, for the log.
@@ -48,6 +55,7 @@ enum Why {
     Statement(tokio_postgres::Error),
     Decode(DecodeError),
     Timeout(Duration),
+    ConnectTimeout(Duration),
 }
 
 impl std::fmt::Display for Why {
@@ -58,6 +66,11 @@ impl std::fmt::Display for Why {
             Why::Statement(e) => write!(f, "{}", Chain(e)),
             Why::Decode(e) => write!(f, "{e}"),
             Why::Timeout(t) => write!(f, "no reply within {t:?}; connection abandoned"),
+            Why::ConnectTimeout(t) => write!(
+                f,
+                "could not connect within {t:?} (the connect timeout for each host, and one for \
+                 the set-up); raise connect_timeout if the server is far or slow"
+            ),
         }
     }
 }
@@ -93,6 +106,8 @@ pub(crate) struct Driver {
     lease_micros: i64,
     timeout: Duration,
     release_failed: bool,
+    /// The connection the core last heard of ([`Input::Connected`]): statements run only on it.
+    known_conn: Option<u64>,
 }
 
 impl Driver {
@@ -120,6 +135,7 @@ impl Driver {
             metrics,
             precheck,
             release_failed: false,
+            known_conn: None,
         }
     }
 
@@ -194,7 +210,11 @@ impl Driver {
         while let Some(command) = self.core.poll_command() {
             self.metrics.command(&command);
             match command {
-                Command::Check { renew } => next = Some(self.check(renew)),
+                Command::Check {
+                    renew,
+                    floor,
+                    may_take,
+                } => next = Some(self.check(renew, floor, may_take)),
                 Command::Release { version } => next = Some(self.release(version)),
                 Command::RunPrecheck => next = Some(self.run_precheck()),
                 Command::Raise(lease) => {
@@ -230,23 +250,24 @@ impl Driver {
         next
     }
 
-    fn check(&mut self, renew: Option<i64>) -> Pending {
-        let (name, process, lease) = (self.name.clone(), self.process.clone(), self.lease_micros);
-        // Until the core decides them: the floor a renew writes anyway, and may take over.
-        let (floor, may_take) = (renew.map_or(0, |v| v.saturating_add(1)), true);
+    fn check(&mut self, renew: Option<i64>, floor: i64, may_take: bool) -> Pending {
+        let (name, process, lease_micros) =
+            (self.name.clone(), self.process.clone(), self.lease_micros);
         bounded(
             Statement::Check,
             self.timeout,
             self.link.clone(),
+            self.known_conn,
             move |conn| async move {
-                let row = conn
-                    .client
-                    .query_one(
-                        &conn.check,
-                        &[&&*name, &&*process, &renew, &lease, &floor, &may_take],
-                    )
-                    .await
-                    .map_err(Why::Statement)?;
+                let params = CheckParams {
+                    name: &name,
+                    process: &process,
+                    renew,
+                    lease_micros,
+                    floor,
+                    may_take,
+                };
+                let row = conn.check(&params).await.map_err(Why::Statement)?;
                 let row = CheckRow::decode(&row).map_err(Why::Decode)?;
                 Ok(Reply::Checked(row))
             },
@@ -260,13 +281,13 @@ impl Driver {
             Statement::Release,
             self.timeout,
             self.link.clone(),
+            self.known_conn,
             move |conn| async move {
-                let rows = conn
-                    .client
-                    .query(&conn.release, &[&&*name, &&*process, &version, &channel])
+                let released = conn
+                    .release(&name, &process, version, &channel)
                     .await
                     .map_err(Why::Statement)?;
-                Ok(Reply::Released(!rows.is_empty()))
+                Ok(Reply::Released(released))
             },
         )
     }
@@ -317,9 +338,14 @@ impl Driver {
             }
             Some(why) => {
                 let failure = match why {
-                    Why::Timeout(_) => Failure::Timeout,
+                    Why::Timeout(_) | Why::ConnectTimeout(_) => Failure::Timeout,
                     _ => Failure::Error,
                 };
+                if let Why::Statement(e) = why {
+                    // Behind a transaction pooler a prepared statement goes missing: the next
+                    // connection runs them unnamed.
+                    self.link.connector().learned_transaction_pooling(e);
+                }
                 self.metrics.failed(statement, failure, done.elapsed);
                 warn!(name = %self.name, process = %self.process, statement = statement.as_str(), error = %why, "statement failed");
             }
@@ -350,47 +376,74 @@ impl Driver {
                 self.input(Input::Failed(failure));
             }
             Reply::Precheck(answer) => self.input(Input::Precheck(answer)),
+            Reply::Connected { id, server } => {
+                info!(name = %self.name, process = %self.process, ?server, "connected");
+                self.known_conn = Some(id);
+                self.input(Input::Connected(server));
+            }
         }
     }
 }
 
-/// Bounds a statement (with its connecting) by the timeout. On a failure or expiry the
-/// connection is abandoned (its socket closed): a hung server or a black-holed network cannot
-/// hold a statement longer than the timeout, and the next statement reconnects.
-fn bounded<F, Fut>(statement: Statement, timeout: Duration, link: Arc<Link>, run: F) -> Pending
+/// Runs a statement: gets the connection (opening one if needed, bounded by the connect
+/// budget), then runs the statement on it, bounded by the statement timeout. On a connection
+/// the core has not heard of (`known` is another), the statement is not run: the reply says
+/// what the server is, and the core sends the statement again knowing it. On a failure or
+/// expiry the connection is abandoned (its socket closed, the statement cancelled on the
+/// server): a hung server or a black-holed network cannot hold a statement longer than its
+/// bound, and the next statement reconnects.
+fn bounded<F, Fut>(
+    statement: Statement,
+    timeout: Duration,
+    link: Arc<Link>,
+    known: Option<u64>,
+    run: F,
+) -> Pending
 where
     F: FnOnce(Arc<Conn>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Reply, Why>> + Send + 'static,
 {
     Box::pin(async move {
         let started = std::time::Instant::now();
-        let mut used = None;
-        let result = tokio::time::timeout(timeout, async {
-            let (conn, reconnected) = link.get().await.map_err(|e| match e {
-                NoConn::BackingOff => Why::BackingOff,
-                NoConn::Connect(e) => Why::Connect(e),
-            })?;
-            used = Some(conn.clone());
-            run(conn).await.map(|reply| (reply, reconnected))
-        })
-        .await;
-        let elapsed = started.elapsed();
-        let (reply, failure, reconnected) = match result {
-            Ok(Ok((reply, reconnected))) => (reply, None, reconnected),
-            Ok(Err(why)) => (Reply::Failed(Failure::Error), Some(why), false),
-            Err(_) => (
-                Reply::Failed(Failure::Timeout),
-                Some(Why::Timeout(timeout)),
-                false,
-            ),
+        let budget = link.connector().connect_budget();
+        let connected = match tokio::time::timeout(budget, link.get()).await {
+            Ok(Ok(connected)) => Ok(connected),
+            Ok(Err(NoConn::BackingOff)) => Err(Why::BackingOff),
+            Ok(Err(NoConn::Connect(e))) => Err(Why::Connect(e)),
+            Err(_) => Err(Why::ConnectTimeout(budget)),
         };
-        if let (Some(_), Some(conn)) = (&failure, &used) {
-            link.abandon(conn);
-        }
+        let (reply, failure, reconnected) = match connected {
+            Err(why) => (Reply::Failed(Failure::Error), Some(why), false),
+            Ok((conn, reconnected)) if Some(conn.id) != known => (
+                Reply::Connected {
+                    id: conn.id,
+                    server: conn.server,
+                },
+                None,
+                reconnected,
+            ),
+            Ok((conn, reconnected)) => {
+                match tokio::time::timeout(timeout, run(conn.clone())).await {
+                    Ok(Ok(reply)) => (reply, None, reconnected),
+                    Ok(Err(why)) => {
+                        link.abandon(&conn);
+                        (Reply::Failed(Failure::Error), Some(why), reconnected)
+                    }
+                    Err(_) => {
+                        link.abandon(&conn);
+                        (
+                            Reply::Failed(Failure::Timeout),
+                            Some(Why::Timeout(timeout)),
+                            reconnected,
+                        )
+                    }
+                }
+            }
+        };
         Done {
             reply,
             statement: Some(statement),
-            elapsed,
+            elapsed: started.elapsed(),
             failure,
             reconnected,
         }

@@ -70,14 +70,22 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
     /// A step of the start-up (connecting, creating or inspecting the table, preparing) took
-    /// longer than the configured timeout.
-    #[error("{what} took longer than {after:?}")]
+    /// longer than its bound: the connect budget (the connect timeout for each host, and one
+    /// more for the set-up).
+    #[error("{what} took longer than {after:?}; raise the builder's {setting} if the server is far or slow")]
     Timeout {
         /// What was being done.
         what: &'static str,
         /// The bound.
         after: Duration,
+        /// The setting that sets the bound.
+        setting: &'static str,
     },
+    /// The server refused the startup parameter `options` (with the server's own statement and
+    /// lock timeouts): a connection pooler such as pgbouncer is in between, but the builder
+    /// says the connection is direct.
+    #[error("the server refused the startup parameter `options`, so a connection pooler is in between: set pooler(Pooler::Transaction) or pooler(Pooler::Session) (or leave it to Pooler::Auto): {}", Chain(.0))]
+    PoolerRefusedOptions(#[source] tokio_postgres::Error),
     /// The release statement failed on close: the row stays until its lease expires, so the
     /// next leader waits up to one interval. Leadership was given up all the same.
     #[error("the flag was lowered, but releasing the row failed; others take over when the lease expires")]

@@ -10,11 +10,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::{FlagBuilder, PrecheckFn};
-use crate::connection::Link;
 use crate::driver::{Driver, Outcome};
 use crate::error::Error;
 use crate::guard::{self, Guard, Signals};
 use crate::lease::Lease;
+use crate::link::Link;
 use crate::recorder::Metrics;
 use crate::state::{Holder, State};
 

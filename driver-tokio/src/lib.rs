@@ -93,8 +93,10 @@ mod error;
 mod flag;
 mod guard;
 mod lease;
+mod link;
 pub mod metrics;
 mod pg;
+mod pooler;
 mod recorder;
 mod schema;
 mod set;
@@ -108,6 +110,7 @@ pub use flag::{Flag, LastRun, TryLead};
 pub use guard::Guard;
 pub use leadership_core::WonBy;
 pub use lease::Lease;
+pub use pooler::Pooler;
 pub use set::FlagSet;
 pub use state::{Holder, State};
 

@@ -24,63 +24,42 @@ pub(crate) fn application_name(process: &str) -> String {
     name
 }
 
-/// The connection settings a driver adds to the user's, unless the user set them:
-/// `application_name` ([`application_name`]), a connect timeout of `config.timeout()`, and TCP
+/// The default connect timeout for each host: what a multi-host failover needs (a black-holed
+/// first host must not eat the whole budget), at least twice the statement timeout, at most
+/// 5 s, and no more than half a lease otherwise.
+pub(crate) fn default_connect_timeout(config: &Config) -> Duration {
+    (config.interval() / 2)
+        .min(Duration::from_secs(5))
+        .max(config.timeout() * 2)
+}
+
+/// The connection settings the driver adds to the user's, unless the user set them:
+/// `application_name` ([`application_name`]), the connect timeout for each host, and TCP
 /// settings that make a dead peer or a black-holed network fail the socket within about one
 /// lease (`tcp_user_timeout` = interval, keepalives every interval/4 after interval/2 idle).
 /// The driver also bounds every statement itself; these only make sure a connection it
-/// abandoned does not linger in the kernel. One policy for both drivers: each applies it to its
-/// own configuration type ([`configure`] for tokio-postgres).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Tuning {
-    /// `leadership:<process>`.
-    pub application_name: String,
-    /// The statement timeout.
-    pub connect_timeout: Duration,
-    /// The lease.
-    pub tcp_user_timeout: Duration,
-    /// Always set: keepalives only matter on an idle connection, and a check runs at least
-    /// every interval/2.
-    pub keepalives_idle: Duration,
-    /// Between probes.
-    pub keepalives_interval: Duration,
-    /// Probes before the socket fails.
-    pub keepalives_retries: u32,
-}
-
-impl Tuning {
-    /// The settings for a flag's configuration.
-    pub(crate) fn for_config(config: &Config) -> Tuning {
-        Tuning {
-            application_name: application_name(config.process()),
-            connect_timeout: config.timeout(),
-            tcp_user_timeout: config.interval(),
-            keepalives_idle: (config.interval() / 2).max(Duration::from_secs(1)),
-            keepalives_interval: (config.interval() / 4).max(Duration::from_secs(1)),
-            keepalives_retries: 3,
-        }
-    }
-}
-
-/// Applies [`Tuning`] to a tokio-postgres configuration, keeping what the user set.
-pub(crate) fn configure(pg: &mut tokio_postgres::Config, config: &Config) {
-    let t = Tuning::for_config(config);
+/// abandoned does not linger in the kernel.
+pub(crate) fn configure(
+    pg: &mut tokio_postgres::Config,
+    config: &Config,
+    connect_timeout: Duration,
+) {
     if pg.get_application_name().is_none() {
-        pg.application_name(&t.application_name);
+        pg.application_name(application_name(config.process()));
     }
     if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(t.connect_timeout);
+        pg.connect_timeout(connect_timeout);
     }
     if pg.get_tcp_user_timeout().is_none() {
-        pg.tcp_user_timeout(t.tcp_user_timeout);
+        pg.tcp_user_timeout(config.interval());
     }
     pg.keepalives(true);
-    pg.keepalives_idle(t.keepalives_idle);
+    pg.keepalives_idle((config.interval() / 2).max(Duration::from_secs(1)));
     if pg.get_keepalives_interval().is_none() {
-        pg.keepalives_interval(t.keepalives_interval);
+        pg.keepalives_interval((config.interval() / 4).max(Duration::from_secs(1)));
     }
     if pg.get_keepalives_retries().is_none() {
-        pg.keepalives_retries(t.keepalives_retries);
+        pg.keepalives_retries(3);
     }
 }
 
@@ -385,18 +364,26 @@ mod tests {
     }
 
     #[test]
-    fn tuning_follows_the_lease_and_keeps_what_the_user_set() {
+    fn connection_settings_follow_the_lease_and_keep_what_the_user_set() {
         let config = Config::builder("report", "pod-a")
             .interval(Duration::from_secs(8))
             .build()
             .unwrap();
-        let tuning = Tuning::for_config(&config);
-        assert_eq!(tuning.tcp_user_timeout, Duration::from_secs(8));
-        assert_eq!(tuning.keepalives_idle, Duration::from_secs(4));
+        assert_eq!(default_connect_timeout(&config), Duration::from_secs(4));
         let mut pg = tokio_postgres::Config::new();
         pg.application_name("mine");
-        configure(&mut pg, &config);
+        configure(&mut pg, &config, Duration::from_secs(4));
         assert_eq!(pg.get_application_name(), Some("mine"));
-        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(1)));
+        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(4)));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(8)));
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(4));
+        let go = Config::builder("report", "pod-a")
+            .interval(Duration::from_secs(2))
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        assert_eq!(default_connect_timeout(&go), Duration::from_secs(2));
+        let default = Config::builder("report", "pod-a").build().unwrap();
+        assert_eq!(default_connect_timeout(&default), Duration::from_secs(5));
     }
 }

@@ -98,6 +98,7 @@ pub(crate) async fn bounded<T>(
         Err(_) => Err(Error::Timeout {
             what,
             after: timeout,
+            setting: "connect_timeout",
         }),
     }
 }

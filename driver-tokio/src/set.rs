@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::builder::{random_seed, FlagBuilder};
-use crate::connection::Link;
 use crate::error::Error;
 use crate::flag::Flag;
+use crate::link::Link;
 
 /// Many flags (different names, one process, one table) over one connection: a process that
 /// owns 100 shards competes for 100 flags without opening 100 connections.

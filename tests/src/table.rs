@@ -160,7 +160,7 @@ impl RefTable {
                     && row.version == Some(version)
                     && version < i64::MAX =>
             {
-                row.version = Some(version + 1);
+                row.version = row.version.map(|v| v + 1);
                 row.timestamp = Some(DbTime::UNIX_EPOCH);
                 true
             }

@@ -489,6 +489,41 @@ fn releasing_at_the_deadline_while_the_work_runs_lets_the_next_leader_overlap_it
 }
 
 #[test]
+fn failovers_to_a_lagging_standby_give_no_overlap_and_no_token_a_process_knew_to_be_old() {
+    let (mut failovers, mut behind) = (0, 0);
+    for seed in 0..300 {
+        let report = sim::run(&SimConfig {
+            intensity: 3,
+            ..config(seed, 3, 10, "failover,crash,close,pause,stall")
+        });
+        clean(&report);
+        failovers += report.stats.failovers;
+        behind += report.stats.tokens_behind_after_failover;
+    }
+    println!("{failovers} failovers; {behind} tokens behind, from processes that never saw the older one");
+    assert!(failovers > 300, "{failovers}");
+}
+
+#[test]
+fn without_the_lost_writes_rule_a_failover_gives_two_leaders() {
+    let report = first_failure(20, |seed| SimConfig {
+        safeguards: Safeguards::without("lost-writes-rule").unwrap(),
+        intensity: 5,
+        ..config(seed, 3, 10, "failover")
+    });
+    let f = report.failure.expect("found");
+    assert!(
+        matches!(
+            f.violation,
+            Violation::TwoLeaders { .. }
+                | Violation::WorkStillRunning { .. }
+                | Violation::TokenNotIncreasing { .. }
+        ),
+        "{f}"
+    );
+}
+
+#[test]
 fn lost_notifications_cost_only_time() {
     let mean = |faults: &str| {
         let mut handovers = Vec::new();

@@ -190,3 +190,26 @@ fn a_row_that_vanished_after_it_was_seen_is_evidence_once() {
         "the same evidence, not news"
     );
 }
+
+/// Found by the simulator (a failover fault, seed 916907619): a process restarted right after
+/// a failover to a lagging standby found the row naming it from an earlier life, adopted it
+/// and renewed it, while the leader of the lost history still believed.
+#[test]
+fn regression_a_fresh_process_renews_no_row_of_an_earlier_life_while_fenced() {
+    let mut h = Harness::new();
+    assert_eq!(h.commands(), [check(None, 0, true)]);
+    let promoted = Server {
+        promoted_ago: Some(ms(300)),
+        ..server(2, 0)
+    };
+    assert_eq!(h.input(Input::Connected(promoted)), [check(None, 0, false)]);
+    // The row names us at a version this life did not write: normally adopted and renewed.
+    let c = h.checked(false, Some(row(PROCESS, 241, db(-500))), db(0));
+    assert_eq!(c, [], "no renew of it while fenced");
+    let c = h.wake();
+    assert_eq!(
+        c,
+        [check(Some(241), 242, true)],
+        "a lease after the promotion"
+    );
+}

@@ -290,3 +290,43 @@ fn regression_a_reply_after_the_release_was_given_up_releases_nothing() {
     let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
     assert_eq!(c, [Command::Closed], "no release while the work runs");
 }
+
+#[test]
+fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there() {
+    let mut h = Harness::leader();
+    assert_eq!(
+        h.wake(),
+        [Command::Check {
+            renew: Some(0),
+            floor: 1,
+            may_take: true
+        }]
+    );
+    // The renew is abandoned at its timeout, yet it may commit later (a zombie).
+    h.at(ms(500));
+    assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
+    assert_eq!(
+        h.input(Input::Close),
+        [
+            Command::Lower(LowerReason::Closed),
+            Command::StopWork,
+            Command::Check {
+                renew: Some(0),
+                floor: 1,
+                may_take: true
+            }
+        ],
+        "the row once more, before releasing"
+    );
+    // The zombie landed: the row names us at version 1. The work still runs: no release yet.
+    let c = h.checked(false, Some(row(PROCESS, 1, db(600))), db(700));
+    assert_eq!(c, []);
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 1 }]
+    );
+    assert_eq!(
+        h.input(Input::Released { released: true }),
+        [Command::Closed]
+    );
+}

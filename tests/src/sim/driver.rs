@@ -35,6 +35,7 @@ impl World {
                 self.config.audit,
             ));
             proc_.believed = false;
+            proc_.observed = None;
             self.drain(p);
         } else {
             let g = self.go_mut(p);
@@ -68,7 +69,21 @@ impl World {
             return self.go_act(p, next);
         }
         match reply {
-            Reply::Check(result) => self.feed(p, Input::Checked(result.as_input())),
+            Reply::Check(result) => {
+                // What the process has seen, for judging its tokens: a row it won counts
+                // after the raise it brings is judged.
+                let version = result.row.as_ref().and_then(|row| row.version);
+                let i = usize::from(p);
+                if !result.won {
+                    self.rust[i].observed = self.rust[i].observed.max(version);
+                }
+                self.feed(p, Input::Checked(result.as_input()));
+                self.rust[i].observed = self.rust[i].observed.max(version);
+            }
+            Reply::Connected(server) => {
+                self.rust[usize::from(p)].host.known_timeline = server.timeline.unwrap_or(0);
+                self.feed(p, Input::Connected(server))
+            }
             Reply::Released(released) => self.feed(p, Input::Released { released }),
             Reply::Error => self.feed(p, Input::Failed(CoreFailure::Error)),
             other => unreachable!("a Rust process got {other:?}"),
@@ -96,9 +111,24 @@ impl World {
             let mut raised = false;
             for c in &commands {
                 match *c {
-                    Command::Check { renew } => {
+                    Command::Check {
+                        renew,
+                        floor,
+                        may_take,
+                    } => {
                         self.stats.checks += 1;
-                        self.send(p, Op::Check { renew }, db_time(0));
+                        let (floor, may_take) = if self.config.safeguards.lost_writes_rule {
+                            (floor, may_take)
+                        } else {
+                            // Without the rule: no floor above what a renew writes, no fence.
+                            (renew.map_or(0, |v| v.saturating_add(1)), true)
+                        };
+                        let op = Op::Check {
+                            renew,
+                            floor,
+                            may_take,
+                        };
+                        self.send(p, op, db_time(0));
                     }
                     Command::Release { version } => {
                         self.stats.releases += 1;
@@ -121,15 +151,24 @@ impl World {
                         self.trace
                             .push(t, p, What::Raise(lease.token, lease.won_by));
                         if let Some(before) = self.last_token {
-                            if lease.token <= before && self.violation.is_none() {
-                                self.violation = Some(Violation::TokenNotIncreasing {
-                                    who: self.rust[i].host.name.clone(),
-                                    token: lease.token,
-                                    before,
-                                });
+                            // After a failover that lost writes, a process that never saw the
+                            // higher token cannot know it: that residue is counted, not a
+                            // broken rule. A process that saw it must never go below it.
+                            let knew = self.rust[i].observed.is_some_and(|o| o >= before);
+                            if lease.token <= before && (knew || !self.lossy_failover) {
+                                if self.violation.is_none() {
+                                    self.violation = Some(Violation::TokenNotIncreasing {
+                                        who: self.rust[i].host.name.clone(),
+                                        token: lease.token,
+                                        before,
+                                    });
+                                }
+                            } else if lease.token <= before {
+                                self.stats.tokens_behind_after_failover += 1;
                             }
                         }
-                        self.last_token = Some(lease.token);
+                        self.last_token =
+                            Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
                         self.new_deadline(p, lease.deadline);
                         self.believe(p);
                         raised = true;
@@ -169,6 +208,16 @@ impl World {
                         );
                         self.trace.push(t, p, What::Closed(t + down));
                         self.quiet_until(t + down);
+                        // The tool exits: a command still running (told to stop when leadership
+                        // ended, not yet gone) is killed with it (the watchdog's closed input).
+                        if let Some(mut w) = self.rust[i].work {
+                            if w.dies_at.is_none() {
+                                let latency = self.rng.between(100_000, KILL_LATENCY_MAX);
+                                w.dies_at = Some(t + latency);
+                                self.rust[i].work = Some(w);
+                                self.push(t + latency, Ev::WorkEnds { p, work: w.id });
+                            }
+                        }
                         let r = &mut self.rust[i];
                         r.host.die();
                         r.flag = None;

@@ -72,6 +72,7 @@ impl World {
             }),
             FaultKind::Precheck => None,
             FaultKind::DbStep => f.db_step,
+            FaultKind::Failover => f.failover,
         };
         let Some(s) = schedule else { return };
         let d = self.duration(s);
@@ -161,6 +162,35 @@ impl World {
                     self.db_steps.push((t, d));
                     self.trace.push(t, DB, What::DbStep(d));
                 }
+            }
+            FaultKind::Failover => {
+                self.stats.faults[counter] += 1;
+                self.stats.failovers += 1;
+                // The standby is `d` behind: it has the table as it was then (or as first
+                // snapshotted), and nothing after.
+                let since = t.saturating_sub(d);
+                let standby = self
+                    .snapshots
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| *at <= since)
+                    .or(self.snapshots.front())
+                    .map(|(_, table)| table.clone());
+                if let Some(standby) = standby {
+                    self.lossy_failover |= standby != self.table;
+                    self.table = standby;
+                }
+                self.snapshots.clear();
+                self.timeline += 1;
+                self.db_started = t;
+                // Another machine's clock, up to a millisecond ahead.
+                self.db_offset += self.rng.below(1_000_000);
+                // The old primary is gone with what it held; every connection breaks.
+                self.stalled.clear();
+                self.stall_until = 0;
+                self.trace.push(t, DB, What::Failover(d));
+                // A lease (any lease of the old primary ends) and the fence that follows.
+                self.quiet_until(t + 2 * self.interval_ns);
             }
             FaultKind::Step => {
                 if let Some(p) = self.victim(false) {

@@ -52,7 +52,8 @@
 //!   `crash` (down, then a fresh core under the same name), `stall` (the database holds
 //!   statements, then runs or fails them all), `conn` (one process's statements fail),
 //!   `close` (graceful close, then a restart), `precheck` (refusals and errors), `drift`,
-//!   `dbstep`, `loss`, `slow`.
+//!   `dbstep`, `loss`, `slow`, `failover` (to a standby lagging up to 3 s: the last writes
+//!   are lost, connections break, processes reconnect and hear of the new server).
 //!
 //! ```
 //! use leadership_testkit::sim::{Faults, SimConfig};
@@ -370,6 +371,11 @@ pub struct Faults {
     /// Each notification is lost with this probability (ppm), on top of the loss windows: a
     /// listening connection dropped, a notification queue overflowed. Only speed may suffer.
     pub notify_loss: Option<u64>,
+    /// Failovers of the database to an asynchronous standby that lags by up to the schedule's
+    /// duration: the writes of that last stretch are lost (acknowledged or not), statements on
+    /// their way are lost, every connection breaks, and the new primary's clock is another
+    /// machine's (a millisecond off); it is on a new timeline and says when it was promoted.
+    pub failover: Option<Schedule>,
 }
 
 /// The default maximum database clock step: stands for "within the budget the safety
@@ -377,9 +383,9 @@ pub struct Faults {
 pub const DEFAULT_DB_STEP: Duration = Duration::from_millis(10);
 
 /// The fault names [`Faults::parse`] knows.
-pub const FAULT_NAMES: [&str; 11] = [
+pub const FAULT_NAMES: [&str; 12] = [
     "pause", "crash", "stall", "drift", "loss", "conn", "close", "slow", "precheck", "dbstep",
-    "notify",
+    "notify", "failover",
 ];
 
 impl Faults {
@@ -400,6 +406,7 @@ impl Faults {
             precheck: None,
             db_step: None,
             notify_loss: None,
+            failover: None,
         }
     }
 
@@ -432,6 +439,7 @@ impl Faults {
                     })
                 }
                 "notify" => f.notify_loss = Some(500_000),
+                "failover" => f.failover = Some(Schedule::new(120_000, 0, 3_000)),
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}; known: {}, all, none",
@@ -455,6 +463,7 @@ impl Faults {
             &mut self.slow,
             &mut self.close,
             &mut self.db_step,
+            &mut self.failover,
         ]
         .into_iter()
         .flatten()
@@ -481,6 +490,7 @@ impl Faults {
             self.precheck.is_some(),
             self.db_step.is_some(),
             self.notify_loss.is_some(),
+            self.failover.is_some(),
         ];
         FAULT_NAMES
             .iter()
@@ -518,6 +528,9 @@ pub struct Safeguards {
     /// The row is never released while the work is known to run. Off: the old core's bound,
     /// the release goes out at the lease's deadline whatever the work does.
     pub no_release_while_working: bool,
+    /// After evidence of lost writes the core takes nothing for a lease, and no check writes a
+    /// version at or below one seen. Off: checks go out as if no write was ever lost.
+    pub lost_writes_rule: bool,
 }
 
 impl Default for Safeguards {
@@ -530,12 +543,13 @@ impl Default for Safeguards {
             at_risk_stop: true,
             watchdog: true,
             no_release_while_working: true,
+            lost_writes_rule: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 7] = [
+pub const SAFEGUARD_NAMES: [&str; 8] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
@@ -543,6 +557,7 @@ pub const SAFEGUARD_NAMES: [&str; 7] = [
     "at-risk-stop",
     "watchdog",
     "no-release-while-working",
+    "lost-writes-rule",
 ];
 
 impl Safeguards {
@@ -558,6 +573,7 @@ impl Safeguards {
                 "at-risk-stop" => s.at_risk_stop = false,
                 "watchdog" => s.watchdog = false,
                 "no-release-while-working" => s.no_release_while_working = false,
+                "lost-writes-rule" => s.lost_writes_rule = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -579,6 +595,7 @@ impl Safeguards {
             !self.at_risk_stop,
             !self.watchdog,
             !self.no_release_while_working,
+            !self.lost_writes_rule,
         ];
         SAFEGUARD_NAMES
             .iter()

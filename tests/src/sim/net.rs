@@ -42,6 +42,7 @@ impl World {
         let inc = h.inc;
         let conn_down = t < h.conn_down_until;
         let deadline = h.clock.true_at(h.clock.local(t) + timeout, t);
+        let new_server = self.is_rust(p) && self.host(p).known_timeline != self.timeline;
         self.trace.push(t, p, What::Send(op));
         self.push(deadline, Ev::Timeout { p, inc, id });
         let stmt = Stmt {
@@ -50,7 +51,19 @@ impl World {
             id,
             op,
             ts,
+            timeline: self.timeline,
         };
+        if new_server && !conn_down {
+            // The first statement on a new connection is not run: the driver tells the core
+            // what the server is (one round trip to connect), and the core sends it again.
+            let server = self.server_identity();
+            if let (Some(a), Some(b)) = (self.latency(), self.latency()) {
+                let h = self.host(p);
+                h.reply = Some(Reply::Connected(server));
+                self.push(t + a + b, Ev::Reply { p, inc, id });
+            }
+            return;
+        }
         if conn_down {
             // The broken connection answers with an error; nothing reaches the database.
             self.stats.errors += 1;
@@ -76,6 +89,21 @@ impl World {
                 self.push(t + d, Ev::Arrive(slot));
             }
             None => self.trace.push(t, p, What::Lost),
+        }
+    }
+
+    /// What the database says about itself to a new connection: a new timeline after each
+    /// failover, and how long ago it was promoted (as a role that may list the WAL directory
+    /// learns it).
+    pub(super) fn server_identity(&self) -> leadership_core::Server {
+        let promoted_ago = (self.timeline > 1)
+            .then(|| std::time::Duration::from_nanos(self.t.saturating_sub(self.db_started)));
+        leadership_core::Server {
+            system: Some(1),
+            timeline: Some(self.timeline),
+            started: Some(db_time(self.db_started + self.db_offset)),
+            durable: true,
+            promoted_ago,
         }
     }
 
@@ -123,7 +151,11 @@ impl World {
         };
         let mut takeover = None;
         let (outcome, reply) = match stmt.op {
-            Op::Check { renew } => {
+            Op::Check {
+                renew,
+                floor,
+                may_take,
+            } => {
                 // The row as the statement found it: who held it, and since when.
                 let before = self.table.get(FLAG).map(|row| {
                     let holder = row.holder.as_deref().unwrap_or("");
@@ -137,11 +169,9 @@ impl World {
                     });
                     (holder == name, holder_pid, row.timestamp)
                 });
-                // Until the core sends them: the floor a renew writes anyway, may take over.
-                let floor = renew.map_or(0, |v| v.saturating_add(1));
-                let r = self
-                    .table
-                    .check(now, FLAG, name, renew, self.lease_micros, floor, true);
+                let r =
+                    self.table
+                        .check(now, FLAG, name, renew, self.lease_micros, floor, may_take);
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
                     takeover = Some((holder, age));

@@ -28,6 +28,9 @@ pub struct Stmt {
     pub op: Op,
     /// The timestamp a Go write sets (the `now()` the Go flag read first).
     pub ts: DbTime,
+    /// The database's timeline when it was sent: one sent to a primary that failed over
+    /// never arrives.
+    pub timeline: u32,
 }
 
 /// A reply waiting to be delivered.
@@ -45,6 +48,9 @@ pub enum Reply {
     GoWrote(bool),
     /// The statement failed.
     Error,
+    /// The statement was not run: it was the first on a new connection, and this is the
+    /// server it reached (the driver tells the core, which sends it again).
+    Connected(leadership_core::Server),
 }
 
 /// The parts of a process the world manages, Rust and Go alike.
@@ -72,6 +78,9 @@ pub struct Host {
     pub inflight: Option<(u64, Op)>,
     /// Its reply, once the database ran it.
     pub reply: Option<Reply>,
+    /// The database timeline its core heard of (0: none yet): a statement on a newer one is
+    /// answered with `Reply::Connected` first.
+    pub known_timeline: u32,
 }
 
 impl Host {
@@ -89,6 +98,7 @@ impl Host {
             next_id: 0,
             inflight: None,
             reply: None,
+            known_timeline: 0,
         }
     }
 
@@ -101,6 +111,7 @@ impl Host {
         self.inflight = None;
         self.reply = None;
         self.paused_until = 0;
+        self.known_timeline = 0;
     }
 
     /// Whether the process is paused at `t`.
@@ -245,6 +256,9 @@ pub struct RustProc {
     pub work: Option<Work>,
     /// Numbers the work, so that an event of older work is not taken for newer.
     pub works: u64,
+    /// The highest row version this life of the process has received: a token below it would
+    /// go backwards for a process that knew better.
+    pub observed: Option<i64>,
 }
 
 /// The leader-only work of a term, modelled on `leadership run`'s command: a process group of
@@ -289,6 +303,7 @@ impl RustProc {
             deadline_gen: 0,
             work: None,
             works: 0,
+            observed: None,
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct Stats {
     pub notified: u64,
     /// Faults started: pause, crash, stall, conn, loss, slow, close, step, precheck refusals,
     /// database clock steps.
-    pub faults: [u64; 10],
+    pub faults: [u64; 11],
     /// Time nobody led, after the first leader (ns).
     pub leaderless_ns: u64,
     /// Time until the first leader (ns).
@@ -56,6 +56,11 @@ pub struct Stats {
     pub work_killed: u64,
     /// Leases at risk: no renew had won by the deadline minus the stop-ahead.
     pub at_risk: u64,
+    /// Failovers to a lagging standby.
+    pub failovers: u64,
+    /// Tokens raised below an earlier one after a failover lost writes, by a process that had
+    /// never seen the earlier one (the residue of asynchronous replication).
+    pub tokens_behind_after_failover: u64,
     /// Two Go processes raised at once: the stretches (ns).
     pub go_overlaps: Vec<u64>,
     /// A Rust and a Go process both leading at once (ns in total; the Go one's belief).
@@ -65,8 +70,9 @@ pub struct Stats {
 }
 
 /// The fault counters' names, in [`Stats::faults`] order.
-pub const FAULT_COUNTERS: [&str; 10] = [
+pub const FAULT_COUNTERS: [&str; 11] = [
     "pause", "crash", "stall", "conn", "loss", "slow", "close", "step", "precheck", "dbstep",
+    "failover",
 ];
 
 /// A broken invariant with what is needed to understand and replay it.
@@ -211,6 +217,13 @@ impl Report {
                 out,
                 "  leader-only work   told to stop {} times ({} leases at risk); {} killed at the deadline",
                 s.work_stops, s.at_risk, s.work_killed
+            );
+        }
+        if s.failovers > 0 {
+            let _ = writeln!(
+                out,
+                "  database failovers {} to a lagging standby; {} tokens below an earlier one, raised by processes that never saw it",
+                s.failovers, s.tokens_behind_after_failover
             );
         }
         let _ = writeln!(out, "  trace digest       {:016x}", self.digest());

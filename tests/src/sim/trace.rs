@@ -18,10 +18,14 @@ pub type Pid = u16;
 /// A statement, as the trace names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// The Rust check, `renew` as sent.
+    /// The Rust check, as sent.
     Check {
         /// The version to renew.
         renew: Option<i64>,
+        /// The lowest version a win may write.
+        floor: i64,
+        /// Whether it may insert or take over.
+        may_take: bool,
     },
     /// The Rust release.
     Release {
@@ -112,6 +116,8 @@ pub enum What {
     Step(u64),
     /// The database's clock stepped forward by this many ns.
     DbStep(u64),
+    /// The database failed over to a standby this many ns behind.
+    Failover(u64),
     /// The precheck answered (only refusals and errors are shown in the timeline).
     Precheck(leadership_core::Precheck),
     /// The lease is at risk: no renew has won by its at-risk instant.
@@ -340,6 +346,7 @@ impl fmt::Display for Describe<'_> {
             What::Crash(until) => write!(f, "CRASHED, restarts at {}", Secs(until)),
             What::Close => write!(f, "close() asked"),
             What::AtRisk => write!(f, "lease at risk: no renew has won"),
+            What::Failover(lag) => write!(f, "FAILOVER to a standby {} behind", Secs(lag)),
             What::StopWork(at) => write!(f, "work told to stop; stops at {}", Secs(at)),
             What::KillWork => write!(f, "work killed at the deadline"),
             What::WorkStopped => write!(f, "work ended"),

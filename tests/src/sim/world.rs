@@ -35,6 +35,7 @@ pub(super) enum FaultKind {
     Step,
     Precheck,
     DbStep,
+    Failover,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +84,8 @@ pub(super) enum Ev {
         p: Pid,
         gen: u64,
     },
+    /// The standby's copy of the table (for failovers): a snapshot, taken every 100 ms.
+    Snapshot,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -162,6 +165,16 @@ pub(super) struct World {
     pub(super) in_net: Vec<Stmt>,
     /// Slots of `in_net` free for reuse.
     pub(super) free_slots: Vec<u32>,
+    /// The database's timeline: a failover starts a new one.
+    pub(super) timeline: u32,
+    /// When the database started (true time) and, after a failover, when it was promoted.
+    pub(super) db_started: u64,
+    /// Snapshots of the table (true time, table) of the last few seconds: what a lagging
+    /// standby has.
+    pub(super) snapshots: std::collections::VecDeque<(u64, crate::table::RefTable)>,
+    /// A failover lost writes at this true time: tokens below older ones are the residue of an
+    /// asynchronous standby, not a broken rule, for processes that never saw the older ones.
+    pub(super) lossy_failover: bool,
 }
 
 impl World {
@@ -261,6 +274,10 @@ impl World {
             db_offset: 0,
             in_net: Vec::with_capacity(64),
             free_slots: Vec::with_capacity(64),
+            timeline: 1,
+            db_started: 0,
+            snapshots: std::collections::VecDeque::with_capacity(64),
+            lossy_failover: false,
         };
         // Who starts first is the seed's choice too: all within the first 50 ms.
         for p in 0..n {
@@ -277,11 +294,15 @@ impl World {
             (FaultKind::Slow, f.slow),
             (FaultKind::Close, f.close),
             (FaultKind::DbStep, f.db_step),
+            (FaultKind::Failover, f.failover),
         ];
         for (kind, schedule) in kinds {
             if let Some(s) = schedule {
                 world.schedule_fault(kind, s.every);
             }
+        }
+        if f.failover.is_some() {
+            world.push(0, Ev::Snapshot);
         }
         if f.drift.on {
             world.schedule_fault(FaultKind::Step, f.drift.step_every);
@@ -404,7 +425,10 @@ impl World {
             Ev::Arrive(slot) => {
                 let stmt = self.in_net[slot as usize];
                 self.free_slots.push(slot);
-                if self
+                if stmt.timeline != self.timeline {
+                    // Sent to the primary that failed over: it never arrives anywhere.
+                    self.trace.push(t, DB, What::Lost);
+                } else if self
                     .config
                     .undeclared_outage
                     .is_some_and(|o| t >= o.as_nanos() as u64)
@@ -517,6 +541,13 @@ impl World {
                 }
             }
             Ev::WorkDeadline { p, gen } => self.work_deadline(p, gen),
+            Ev::Snapshot => {
+                self.snapshots.push_back((t, self.table.clone()));
+                while self.snapshots.len() > 60 {
+                    self.snapshots.pop_front();
+                }
+                self.push(t + 100_000_000, Ev::Snapshot);
+            }
             Ev::Drift(p) => {
                 let d = self.faults.drift;
                 let ppm = self.rng.signed(d.max_ppm);

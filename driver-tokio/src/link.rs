@@ -1,0 +1,115 @@
+//! [`Link`]: the one connection every flag of a set (or one flag) shares, opened again on
+//! demand after a failure, with one backoff.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::backoff::Backoff;
+use crate::connection::{Conn, Connector};
+
+/// One connection shared by every flag of a set (or by one flag), opened again on demand after
+/// a failure, with one backoff. Each flag's statement takes the current connection, so the
+/// statements of different flags are pipelined on it.
+///
+/// The backoff counts incidents, not statements: a connection that fails counts once however
+/// many flags had statements on it, and each failed attempt to connect counts once, so a set
+/// of 100 flags backs off like a single flag.
+pub(crate) struct Link {
+    connector: Connector,
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// Held while connecting, so flags that need a connection at once open one, not many.
+    connecting: tokio::sync::Mutex<()>,
+    backoff: Mutex<Backoff>,
+}
+
+/// Why no connection could be had.
+pub(crate) enum NoConn {
+    /// Backing off after consecutive failures: nothing was attempted.
+    BackingOff,
+    /// Connecting or preparing failed.
+    Connect(tokio_postgres::Error),
+}
+
+impl Link {
+    pub(crate) fn new(connector: Connector, conn: Conn, backoff: Backoff) -> Link {
+        Link {
+            connector,
+            conn: Mutex::new(Some(Arc::new(conn))),
+            connecting: tokio::sync::Mutex::new(()),
+            backoff: Mutex::new(backoff),
+        }
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    fn current(&self) -> Option<Arc<Conn>> {
+        // A connection the server closed (terminated backend, restart) is replaced before use,
+        // rather than failing one statement on it first.
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|c| !c.client.is_closed())
+    }
+
+    /// The connection for a statement: the current one, or a new one unless backing off; and
+    /// whether it is new. Unbounded: the caller bounds it with the statement.
+    pub(crate) async fn get(&self) -> Result<(Arc<Conn>, bool), NoConn> {
+        if let Some(conn) = self.current() {
+            return Ok((conn, false));
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another flag may have connected while this one waited.
+        if let Some(conn) = self.current() {
+            return Ok((conn, false));
+        }
+        if !self.backoff().ready(std::time::Instant::now()) {
+            return Err(NoConn::BackingOff);
+        }
+        // An attempt that fails, or is abandoned at the connect budget (dropped mid-way),
+        // counts as one failure.
+        let attempt = Attempt(Some(self));
+        let conn = Arc::new(self.connector.open().await.map_err(NoConn::Connect)?);
+        attempt.succeeded();
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok((conn, true))
+    }
+
+    /// A statement on `conn` failed or timed out: close it, so the next statement reconnects.
+    /// The first flag to give up on a connection counts the failure.
+    pub(crate) fn abandon(&self, conn: &Arc<Conn>) {
+        conn.abandon(&self.connector);
+        let mut current = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+            self.backoff().failed(std::time::Instant::now());
+        }
+    }
+
+    /// A statement returned: the connection works, start the backoff over.
+    pub(crate) fn succeeded(&self) {
+        self.backoff().succeeded();
+    }
+
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a failure on drop, unless the attempt succeeded.
+struct Attempt<'a>(Option<&'a Link>);
+
+impl Attempt<'_> {
+    fn succeeded(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.0 {
+            link.backoff().failed(std::time::Instant::now());
+        }
+    }
+}
