@@ -1,36 +1,64 @@
 //! The command line. Every competing subcommand takes the library's whole configuration, with
-//! the library's defaults; validation is the library's.
+//! the library's defaults (which adapt to the interval: only values given can clash); every
+//! setting can also come from the environment (`LEADERSHIP_*`); validation is the library's.
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Leadership on PostgreSQL: run a command only while this process leads, watch and inspect
 /// flags. Compatible with the Go `leadership.Flag` table.
 ///
-/// Connection settings come from the standard PG* environment variables (PGHOST, PGPORT,
-/// PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME, PGCONNECT_TIMEOUT), overridden by --url.
+/// Connection settings come from --url (or LEADERSHIP_URL, DATABASE_URL), completed by the
+/// standard PG* environment variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSFILE and
+/// ~/.pgpass, PGDATABASE, PGAPPNAME, PGCONNECT_TIMEOUT) and TLS settings: sslmode, sslrootcert,
+/// sslcert, sslkey in the URL or PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY. PGSERVICE is not
+/// supported.
 ///
-/// Exit codes: 0 success (`run`: the command's own status; 128+N if a signal N ended it),
-/// 1 failure at run time, 2 bad arguments, 3 invalid configuration, 4 server unreachable or
-/// login refused, 5 table of the wrong shape, 6 `release` refused (not the holder), 7 the
-/// command cannot be started, 8 `run --once` lost leadership.
+/// Exit codes (the tool's own are in the sysexits band, 64-78, so they stay apart from a
+/// command's): 0 success (`run`: otherwise the command's own status; 128+N if a signal N ended
+/// it), 64 bad arguments, 65 table of the wrong shape, 67 `release`: the process named does not
+/// hold the flag, 69 server unreachable, 70 failure at run time, 71 the command cannot be
+/// started, 74 `run --once`: leadership ended while the command ran, 75 `run --wait`: the flag
+/// is held elsewhere, 77 login refused (also: the server requires TLS), 78 invalid
+/// configuration.
 #[derive(Debug, Parser)]
 #[command(name = "leadership", version)]
 pub struct Cli {
+    /// More logging (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging: errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Wait to lead, run CMD while leading, stop it when leadership is lost, then wait again.
+    /// Wait to lead, run CMD while leading, stop it before the lease can end, then wait again.
+    ///
+    /// CMD gets SIGTERM when no renew has won by --grace before the lease's deadline, SIGKILL
+    /// at the deadline (also from a watchdog process if the tool itself is frozen), so it is
+    /// dead before another process can lead. Its environment has LEADERSHIP_TOKEN (the fencing
+    /// token), LEADERSHIP_DEADLINE_UNIX_NS (the lease's deadline when CMD started, in Unix
+    /// nanoseconds: renewals move it later, and CMD is stopped before any deadline passes),
+    /// LEADERSHIP_NAME and LEADERSHIP_PROCESS.
+    ///
+    /// A job that must run once across a fleet (cron on N hosts):
+    ///
+    ///   leadership run --name nightly --wait 0 --hold-at-least 10m -- ./report.sh
+    ///
+    /// One host runs it; the others exit 75 (held elsewhere) at once; the winner keeps the flag
+    /// for 10 minutes from the job's start, so a late host does not run it again.
     Run(Run),
     /// Compete (or only observe) and print one JSON line per change of state.
     Watch(Watch),
     /// Print the flags table: holder, version, lease age by the database's clock, expired.
     Status(Status),
-    /// Release the lease a process holds (the operator's escape hatch).
+    /// Revoke the lease a process holds: its next renew fails, and another process takes over
+    /// once the lease has run out (no overlap); --now releases at once instead.
     Release(Release),
     /// The watchdog of `run` (internal): kills process group GROUP at the deadlines it reads.
     #[command(name = "__watchdog", hide = true)]
@@ -40,18 +68,39 @@ pub enum Command {
     },
 }
 
-/// Where the table is.
+/// Whether a connection pooler sits between this process and PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolerArg {
+    /// Find out (pgbouncer is detected, and its pooling mode probed).
+    Auto,
+    /// Straight to PostgreSQL.
+    Direct,
+    /// A pooler in session pooling.
+    Session,
+    /// A pooler in transaction pooling.
+    Transaction,
+}
+
+/// Where the table is, and how to reach it.
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// Connection URL (postgres://user:password@host:port/dbname) or key=value string.
-    #[arg(long)]
+    /// Connection URL (postgres://user:password@host:port/dbname?sslmode=...) or key=value
+    /// string; LEADERSHIP_URL, else DATABASE_URL.
+    #[arg(long, env = "LEADERSHIP_URL")]
     pub url: Option<String>,
     /// The flags table.
-    #[arg(long, default_value = leadership_core::sql::DEFAULT_TABLE)]
+    #[arg(long, env = "LEADERSHIP_TABLE", default_value = leadership_core::sql::DEFAULT_TABLE)]
     pub table: String,
     /// The table's schema (default: the connection's search_path).
-    #[arg(long)]
+    #[arg(long, env = "LEADERSHIP_SCHEMA")]
     pub schema: Option<String>,
+    /// The bound on connecting to each host of the URL (default: twice the timeout, or half
+    /// the interval up to 5s if longer).
+    #[arg(long, env = "LEADERSHIP_CONNECT_TIMEOUT", value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Whether a connection pooler (pgbouncer) sits in between.
+    #[arg(long, env = "LEADERSHIP_POOLER", value_enum, default_value_t = PoolerArg::Auto)]
+    pub pooler: PoolerArg,
 }
 
 /// The library's configuration of one flag.
@@ -60,26 +109,26 @@ pub struct FlagArgs {
     #[command(flatten)]
     pub connection: Connection,
     /// The flag's name.
-    #[arg(long)]
+    #[arg(long, env = "LEADERSHIP_NAME")]
     pub name: String,
     /// This process's name, unique among those sharing the flag (default: host name and pid).
-    #[arg(long)]
+    #[arg(long, env = "LEADERSHIP_PROCESS")]
     pub process: Option<String>,
     /// The lease: others take over when the holder has not renewed for this long.
-    #[arg(long, value_parser = duration, default_value = "30s")]
+    #[arg(long, env = "LEADERSHIP_INTERVAL", value_parser = duration, default_value = "30s")]
     pub interval: Duration,
-    /// The bound on each statement (default: 1s, or a quarter of the interval if shorter).
-    #[arg(long, value_parser = duration)]
+    /// The bound on each statement (default: 1s, or a tenth of the interval if shorter).
+    #[arg(long, env = "LEADERSHIP_TIMEOUT", value_parser = duration)]
     pub timeout: Option<Duration>,
     /// Randomisation of the schedule, between 0 and 1.
-    #[arg(long, default_value_t = leadership_core::DEFAULT_JITTER)]
+    #[arg(long, env = "LEADERSHIP_JITTER", default_value_t = leadership_core::DEFAULT_JITTER)]
     pub jitter: f64,
     /// How much earlier than the lease's end this process stops believing it leads (default:
     /// interval/20).
-    #[arg(long, value_parser = duration)]
+    #[arg(long, env = "LEADERSHIP_MARGIN", value_parser = duration)]
     pub margin: Option<Duration>,
     /// The wait after a failure (default: interval/10).
-    #[arg(long, value_parser = duration)]
+    #[arg(long, env = "LEADERSHIP_RETRY_INTERVAL", value_parser = duration)]
     pub retry_interval: Option<Duration>,
 }
 
@@ -87,16 +136,25 @@ pub struct FlagArgs {
 pub struct Run {
     #[command(flatten)]
     pub flag: FlagArgs,
-    /// The time the command gets to stop: it gets SIGTERM when no renew has won by this long
-    /// before the lease's deadline (the lease is at risk), and SIGKILL at the deadline.
-    /// Default: as long as one failed renew and its retry leave (7.5s at the default 30s
-    /// interval; about interval/8 for short ones), so a blip never stops the command. A longer
-    /// grace makes the leader renew earlier; one the lease cannot give is refused.
-    #[arg(long, value_parser = duration)]
+    /// The time the command gets to stop: SIGTERM when no renew has won by this long before
+    /// the lease's deadline (the lease is at risk), SIGKILL at the deadline. Default: as long as
+    /// one failed renew and its retry leave (7.5s at the default 30s interval; about interval/8
+    /// for short ones), so a blip never stops the command. A longer grace makes the leader renew
+    /// earlier; one the lease cannot give is refused.
+    #[arg(long, env = "LEADERSHIP_GRACE", value_parser = duration)]
     pub grace: Option<Duration>,
-    /// Exit when leadership is lost instead of waiting to lead again.
+    /// Exit when leadership ends (or is at risk) while the command runs, instead of waiting to
+    /// lead again.
     #[arg(long)]
     pub once: bool,
+    /// Wait at most this long to lead; 0 tries once (one check). If another process holds the
+    /// flag by then, exit 75 without running the command.
+    #[arg(long, value_parser = duration)]
+    pub wait: Option<Duration>,
+    /// After the command finishes, keep the flag until this long after it started, then
+    /// release it: a job started on many hosts at once runs once (ShedLock's lockAtLeastFor).
+    #[arg(long, value_parser = duration)]
+    pub hold_at_least: Option<Duration>,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -109,9 +167,6 @@ pub struct Watch {
     /// Do not compete: only report who holds the flag.
     #[arg(long)]
     pub observe: bool,
-    /// How often the state is sampled.
-    #[arg(long, value_parser = duration, default_value = "10ms")]
-    pub poll: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -121,9 +176,12 @@ pub struct Status {
     /// Only this flag.
     #[arg(long)]
     pub name: Option<String>,
-    /// The lease used to judge expiry (the processes' --interval).
-    #[arg(long, value_parser = duration, default_value = "30s")]
-    pub interval: Duration,
+    /// The lease used to judge expiry (the processes' --interval; default the library's, 30s).
+    #[arg(long, env = "LEADERSHIP_INTERVAL", value_parser = duration)]
+    pub interval: Option<Duration>,
+    /// The bound on each statement.
+    #[arg(long, env = "LEADERSHIP_TIMEOUT", value_parser = duration)]
+    pub timeout: Option<Duration>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -134,15 +192,22 @@ pub struct Release {
     #[command(flatten)]
     pub connection: Connection,
     /// The flag's name.
-    #[arg(long)]
+    #[arg(long, env = "LEADERSHIP_NAME")]
     pub name: String,
-    /// The process whose lease to release; refused if it does not hold the flag.
+    /// The process whose lease to revoke; refused if it does not hold the flag.
     #[arg(long)]
     pub process: String,
+    /// Release at once, so another process leads immediately: only for a holder known to be
+    /// dead (a live one goes on believing until its deadline while the next one leads).
+    #[arg(long)]
+    pub now: bool,
+    /// The bound on each statement.
+    #[arg(long, env = "LEADERSHIP_TIMEOUT", value_parser = duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// `30s`, `1500ms`, `2m`, `1h 30m`; a bare number is seconds.
-fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"));
@@ -175,6 +240,7 @@ mod tests {
         };
         assert_eq!(run.command, ["sleep", "1"]);
         assert_eq!(run.flag.interval, Duration::from_secs(30));
+        assert_eq!(run.flag.timeout, None, "the library's default, adapted");
         assert!(
             Cli::try_parse_from(["leadership", "run", "--name", "n"]).is_err(),
             "no command"

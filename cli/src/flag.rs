@@ -1,11 +1,13 @@
-//! Starting a flag from the command line's settings.
+//! Starting a flag (or an observer, or an inspector) from the command line's settings.
 
-use leadership_tokio::Flag;
+use std::time::Duration;
 
-use crate::args::FlagArgs;
-use crate::connect::{pg_config, table};
-use crate::exit::{Failure, CONFIG};
 use leadership_core::ConfigError;
+use leadership_tokio::{Flag, FlagBuilder, Inspector, Observer};
+
+use crate::args::{Connection, FlagArgs};
+use crate::connect::{builder, settings};
+use crate::exit::{Failure, CONFIG, UNAVAILABLE};
 
 /// This process's default name: host name and pid, unique on one host and across hosts.
 pub fn default_process() -> String {
@@ -17,25 +19,24 @@ pub fn default_process() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Starts competing for the flag, with `grace` as the stop-ahead (`run`); a bad setting, an
-/// unreachable server or a wrong table comes back as a typed failure with its exit code.
-pub async fn start(
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// The builder for `args`, with `grace` as the stop-ahead (`run`).
+fn flag_builder(
     args: &FlagArgs,
     process: &str,
-    grace: Option<std::time::Duration>,
-) -> Result<Flag, Failure> {
-    let table = table(&args.connection)?;
-    let mut builder = Flag::builder(args.name.clone(), process)
-        .pg_config(pg_config(&args.connection, |k| std::env::var(k).ok())?)
+    grace: Option<Duration>,
+) -> Result<(FlagBuilder, leadership_tokio::tls::RustlsConnector, String), Failure> {
+    let (pg, tls) = settings(&args.connection, env)?;
+    let servers = servers(&pg);
+    let mut builder = builder(&args.name, process, &args.connection, pg)?
         .interval(args.interval)
         .jitter(args.jitter);
     if let Some(timeout) = args.timeout {
         builder = builder.timeout(timeout);
     }
-    builder = match &args.connection.schema {
-        Some(schema) => builder.table_in_schema(schema, table.name()),
-        None => builder.table(table.name()),
-    };
     if let Some(margin) = args.margin {
         builder = builder.margin(margin);
     }
@@ -45,24 +46,92 @@ pub async fn start(
     if let Some(grace) = grace {
         builder = builder.stop_ahead(grace);
     }
-    builder
-        .start(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| match e {
-            leadership_tokio::Error::Config(ConfigError::StopAheadTooLong {
-                stop_ahead,
-                interval,
-                margin,
-                attempt,
-            }) => Failure::new(
-                CONFIG,
-                format!(
-                    "--grace {stop_ahead:?} is more than the lease can give: --interval \
-                     {interval:?} minus the margin ({margin:?}) minus one renew ({attempt:?}) \
-                     must exceed it, or a healthy leader would stop its command on every \
-                     renew; shorten --grace or lengthen --interval"
-                ),
-            ),
-            e => e.into(),
+    Ok((builder, tls, servers))
+}
+
+/// The servers a configuration names (never its password), for an error saying which could not
+/// be reached and where that came from.
+fn servers(pg: &tokio_postgres::Config) -> String {
+    let ports = pg.get_ports();
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(host) => format!("{host}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => {
+                    format!("{}/.s.PGSQL.{port}", path.display())
+                }
+            }
         })
+        .collect();
+    hosts.join(", ")
+}
+
+/// Names the command line's settings in the library's configuration errors, and the servers
+/// tried when none could be reached.
+fn failure(e: leadership_tokio::Error, servers: &str) -> Failure {
+    match e {
+        leadership_tokio::Error::Config(ConfigError::StopAheadTooLong {
+            stop_ahead,
+            interval,
+            margin,
+            attempt,
+        }) => Failure::new(
+            CONFIG,
+            format!(
+                "--grace {stop_ahead:?} is more than the lease can give: --interval {interval:?} \
+                 minus the margin ({margin:?}) minus one renew ({attempt:?}) must exceed it, or a \
+                 healthy leader would stop its command on every renew; shorten --grace or \
+                 lengthen --interval"
+            ),
+        ),
+        e => {
+            let mut failure = Failure::from(e);
+            if failure.code == UNAVAILABLE {
+                failure.message = format!(
+                    "{} (tried {servers}: set by --url, LEADERSHIP_URL, DATABASE_URL or PGHOST and PGPORT)",
+                    failure.message
+                );
+            }
+            failure
+        }
+    }
+}
+
+/// Starts competing for the flag; a bad setting, an unreachable server or a wrong table comes
+/// back as a typed failure with its exit code.
+pub async fn start(
+    args: &FlagArgs,
+    process: &str,
+    grace: Option<Duration>,
+) -> Result<Flag, Failure> {
+    let (builder, tls, servers) = flag_builder(args, process, grace)?;
+    builder.start(tls).await.map_err(|e| failure(e, &servers))
+}
+
+/// Watches the flag without competing.
+pub async fn observe(args: &FlagArgs, process: &str) -> Result<Observer, Failure> {
+    let (builder, tls, servers) = flag_builder(args, process, None)?;
+    builder.observe(tls).await.map_err(|e| failure(e, &servers))
+}
+
+/// An operator's connection: `interval` judges expiry.
+pub async fn inspect(
+    connection: &Connection,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+) -> Result<Inspector, Failure> {
+    let (pg, tls) = settings(connection, env)?;
+    let servers = servers(&pg);
+    let mut builder = builder("flags", &default_process(), connection, pg)?;
+    if let Some(interval) = interval {
+        builder = builder.interval(interval);
+    }
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder.inspect(tls).await.map_err(|e| failure(e, &servers))
 }

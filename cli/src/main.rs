@@ -6,6 +6,7 @@ mod child;
 mod connect;
 mod exit;
 mod flag;
+mod output;
 mod release;
 mod run;
 mod signals;
@@ -14,12 +15,45 @@ mod watch;
 mod watchdog;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Logs to standard error through a thread of its own (a blocked pipe loses log lines rather
+/// than stalling the renewals): warnings and errors by default (a failed check, a reconnect, a
+/// lowering and why), `-v` info, `-vv` debug, `-q` errors only; `RUST_LOG` overrides. Never a
+/// password: connection settings are never logged.
+fn logging(cli: &args::Cli) -> tracing_appender::non_blocking::WorkerGuard {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .init();
+    guard
+}
 
 fn main() {
-    let cli = args::Cli::parse(); // exits 2 on bad arguments
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to standard output and succeed; bad arguments are EX_USAGE.
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     if let args::Command::Watchdog { group } = cli.command {
         watchdog::serve(group);
     }
+    let log = logging(&cli);
     // One thread: the command is forked from it, and its parent-death signal follows it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -40,6 +74,8 @@ fn main() {
             args::Command::Watchdog { .. } => unreachable!("served above"),
         }
     });
+    drop(runtime);
+    drop(log); // flushes the log lines still queued
     match result {
         Ok(code) => std::process::exit(code),
         Err(failure) => {

@@ -1,36 +1,37 @@
-//! `leadership release`: the operator's escape hatch, refused unless the process holds the flag.
+//! `leadership release`: the operator's escape hatch, refused unless the process holds the
+//! flag. By default a revoke (no overlap with a live holder); `--now` for a dead one.
 
 use crate::args::Release;
-use crate::connect::{connect, table};
-use crate::exit::{Failure, FAILURE, NOT_HOLDER};
-use leadership_core::sql::Statements;
-use leadership_tokio::internal::Chain;
+use crate::exit::{Failure, NOT_HOLDER};
 
 pub async fn release(args: Release) -> Result<i32, Failure> {
-    let client = connect(&args.connection).await?;
-    let statements = Statements::new(&table(&args.connection)?);
-    let failed = |e: tokio_postgres::Error| Failure::new(FAILURE, Chain(&e).to_string());
-    let rows = client
-        .query(
-            &statements.force_release,
-            &[&args.name, &args.process, &statements.channel],
-        )
-        .await
-        .map_err(failed)?;
-    if let Some(row) = rows.first() {
-        let version: i64 = row.get("version");
-        println!(
-            "released {:?} held by {:?} (now version {version})",
-            args.name, args.process
-        );
+    let inspector = crate::flag::inspect(&args.connection, None, args.timeout).await?;
+    let done = if args.now {
+        inspector.release_now(&args.name, &args.process).await?
+    } else {
+        inspector.revoke(&args.name, &args.process).await?
+    };
+    if let Some(version) = done {
+        if args.now {
+            println!(
+                "released {:?} held by {:?} (now version {version}); the next process leads at once",
+                args.name, args.process
+            );
+        } else {
+            println!(
+                "revoked {:?} from {:?} (now version {version}); it steps down at its next renew, \
+                 and the next process leads once the lease has run out",
+                args.name, args.process
+            );
+        }
         return Ok(0);
     }
-    let holder = client
-        .query(&statements.status, &[&Some(args.name.as_str())])
-        .await
-        .map_err(failed)?
-        .first()
-        .map(|row| row.get::<_, Option<String>>("holder"));
+    let holder = inspector
+        .flags(Some(&args.name))
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, h)| h.name);
     let why = match holder {
         None => format!("there is no flag {:?}", args.name),
         Some(holder) => format!(

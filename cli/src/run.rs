@@ -6,16 +6,57 @@
 //! SIGTERM; at the deadline it gets SIGKILL (from this tool, or from the watchdog if this tool
 //! is frozen); another process can take over no sooner than a margin after the deadline.
 
-use leadership_tokio::{Flag, Guard, LastRun};
+use std::time::{Duration, Instant};
+
+use leadership_tokio::{Flag, Guard, LastRun, TryLead};
+use tracing::{info, warn};
 
 use crate::args::Run;
 use crate::child::{self, Child};
-use crate::exit::{Failure, FAILURE};
+use crate::exit::{Failure, FAILURE, HELD, LOST};
+use crate::output::unix_ns_at;
 use crate::signals::Signals;
 use crate::watchdog::Watchdog;
 
-/// `--once`: leadership was lost (or at risk) and the command stopped.
-pub const LOST: i32 = 8;
+/// Closes the flag at the end: a release that fails or takes too long is a warning, not a
+/// failure (the flag is lowered anyway, and the lease expires by itself).
+pub async fn close(flag: &Flag) {
+    match flag.close().await {
+        Ok(()) => {}
+        Err(e) => {
+            warn!(error = %e, "the flag is lowered; the next leader waits for the lease to expire")
+        }
+    }
+}
+
+/// The guard of the next run, or `None` when the tool should exit (with the code given):
+/// waits to lead (bounded by `--wait` the first time), never while the lease is at risk.
+async fn next_run(
+    flag: &Flag,
+    last: Option<LastRun>,
+    wait: Option<Duration>,
+    signals: &mut Signals,
+) -> Result<Result<Guard, i32>, Failure> {
+    let next = async {
+        match (last, wait) {
+            // Try once: the first check says who holds it.
+            (None, Some(Duration::ZERO)) => match flag.try_lead().await? {
+                TryLead::Led(guard) if !guard.is_at_risk() => Ok(Ok(guard)),
+                _ => Ok(Err(HELD)),
+            },
+            (None, Some(wait)) => match tokio::time::timeout(wait, flag.next_run(None)).await {
+                Ok(next) => Ok(next?.ok_or(0)),
+                Err(_) => Ok(Err(HELD)),
+            },
+            (last, _) => Ok(flag.next_run(last).await?.ok_or(0)),
+        }
+    };
+    tokio::select! {
+        next = next => next,
+        // A signal while waiting just stops competing.
+        _ = signals.recv() => Ok(Err(0)),
+    }
+}
 
 pub async fn run(args: Run) -> Result<i32, Failure> {
     let process = args
@@ -27,35 +68,41 @@ pub async fn run(args: Run) -> Result<i32, Failure> {
     let flag = crate::flag::start(&args.flag, &process, args.grace).await?;
     let mut last = None;
     loop {
-        // Wait to lead, with the lease not at risk; a signal now just stops competing.
-        let guard = tokio::select! {
-            next = flag.next_run(last) => match next? {
-                Some(guard) => guard,
-                None => return Ok(0),
-            },
-            _ = signals.recv() => {
-                flag.close().await?;
-                return Ok(0);
+        let guard = match next_run(&flag, last, args.wait, &mut signals).await? {
+            Ok(guard) => guard,
+            Err(code) => {
+                if code == HELD {
+                    let holder = flag.current_holder().and_then(|h| h.name);
+                    eprintln!(
+                        "leadership: {:?} is held by {}; not running the command",
+                        args.flag.name,
+                        holder.map_or("another process".to_string(), |h| format!("{h:?}"))
+                    );
+                }
+                close(&flag).await;
+                return Ok(code);
             }
         };
         let token = guard.token();
-        eprintln!(
-            "leadership: {process} leads {:?} (token {token}); starting {:?}",
-            args.flag.name, args.command[0]
-        );
+        info!(token, command = ?args.command[0], "{process} leads {:?}; starting the command", args.flag.name);
         let env = [
             ("LEADERSHIP_TOKEN", token.to_string()),
+            (
+                "LEADERSHIP_DEADLINE_UNIX_NS",
+                unix_ns_at(guard.deadline()).to_string(),
+            ),
             ("LEADERSHIP_NAME", args.flag.name.clone()),
             ("LEADERSHIP_PROCESS", process.clone()),
         ];
-        let started = child::spawn(&args.command, &env)
+        let started = Instant::now();
+        let spawned = child::spawn(&args.command, &env)
             .and_then(|child| Ok((Watchdog::start(child.group())?, child)));
-        let (mut watchdog, mut child) = match started {
-            Ok(started) => started,
+        let (mut watchdog, mut child) = match spawned {
+            Ok(running) => running,
             Err(e) => {
                 // Hand the flag over rather than hold it with nothing running.
                 drop(guard);
-                let _ = flag.close().await;
+                close(&flag).await;
                 return Err(e);
             }
         };
@@ -63,24 +110,30 @@ pub async fn run(args: Run) -> Result<i32, Failure> {
         watchdog.disarm();
         match ended {
             Ended::Exited(code) => {
+                if let Some(hold) = args.hold_at_least {
+                    // Keep the flag until `hold` after the start, so that a job started on
+                    // many hosts at once runs once; unless the term ends first.
+                    tokio::select! {
+                        () = tokio::time::sleep_until((started + hold).into()) => {}
+                        () = guard.lost() => {}
+                        _ = signals.recv() => {}
+                    }
+                }
                 // The command is done: release at once so another process takes over.
                 drop(guard);
-                flag.close().await?;
+                close(&flag).await;
                 return Ok(code);
             }
             Ended::Stopped => {
-                let lost = guard.is_lost();
-                eprintln!(
-                    "leadership: {process}: the command stopped ({})",
-                    if lost {
-                        "leadership ended"
-                    } else {
-                        "the lease was at risk"
-                    }
-                );
+                let why = if guard.is_lost() {
+                    "leadership ended"
+                } else {
+                    "the lease was at risk"
+                };
+                warn!("the command stopped: {why}");
                 drop(guard);
                 if args.once {
-                    flag.close().await?;
+                    close(&flag).await;
                     return Ok(LOST);
                 }
                 last = Some(LastRun {
@@ -127,15 +180,13 @@ async fn supervise(
                 };
             }
             () = guard.at_risk(), if !termed => {
-                eprintln!(
-                    "leadership: the lease is at risk (no renew has won); SIGTERM to the command, SIGKILL at the deadline"
-                );
+                warn!("the lease is at risk (no renew has won): SIGTERM to the command, SIGKILL at the deadline");
                 child.signal(libc::SIGTERM);
                 termed = true;
             }
             () = tokio::time::sleep_until(deadline.into()), if !killed => {
                 if guard.deadline() <= std::time::Instant::now() {
-                    eprintln!("leadership: the lease's deadline passed; SIGKILL to the command");
+                    warn!("the lease's deadline passed: SIGKILL to the command");
                     child.signal(libc::SIGKILL);
                     (termed, killed) = (true, true);
                 }

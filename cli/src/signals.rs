@@ -1,4 +1,5 @@
-//! SIGTERM and SIGINT, the two ways an operator or a supervisor stops the tool.
+//! The signals that stop the tool: SIGTERM and SIGINT (an operator or a supervisor), SIGHUP (a
+//! closed terminal) and SIGQUIT, all handled alike.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -7,6 +8,8 @@ use crate::exit::{Failure, FAILURE};
 pub struct Signals {
     term: Signal,
     int: Signal,
+    hup: Signal,
+    quit: Signal,
 }
 
 impl Signals {
@@ -16,14 +19,18 @@ impl Signals {
         Ok(Signals {
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+            quit: install(SignalKind::quit())?,
         })
     }
 
-    /// The next SIGTERM or SIGINT.
+    /// The next of them.
     pub async fn recv(&mut self) -> libc::c_int {
         tokio::select! {
             _ = self.term.recv() => libc::SIGTERM,
             _ = self.int.recv() => libc::SIGINT,
+            _ = self.hup.recv() => libc::SIGHUP,
+            _ = self.quit.recv() => libc::SIGQUIT,
         }
     }
 }

@@ -5,59 +5,24 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::args::Status;
-use crate::connect::{connect, table};
-use crate::exit::{Failure, FAILURE};
-use leadership_core::sql::Statements;
-use leadership_core::DbTime;
-use leadership_tokio::internal::{Chain, PgTime};
+use crate::exit::Failure;
 
-/// One row, judged.
-struct Line {
-    name: String,
-    holder: Option<String>,
-    version: Option<i64>,
-    /// The lease's age by the database's clock, in microseconds (`None`: NULL or infinite).
-    age_micros: Option<i64>,
-    expired: bool,
-}
+/// A lease older than this was released (its timestamp is the Unix epoch).
+const RELEASED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub async fn status(args: Status) -> Result<i32, Failure> {
-    let client = connect(&args.connection).await?;
-    let statements = Statements::new(&table(&args.connection)?);
-    let rows = client
-        .query(&statements.status, &[&args.name])
-        .await
-        .map_err(|e| Failure::new(FAILURE, Chain(&e).to_string()))?;
-    let lease = i64::try_from(args.interval.as_micros()).unwrap_or(i64::MAX);
-    let lines: Vec<Line> = rows
-        .iter()
-        .map(|row| {
-            let timestamp: Option<PgTime> = row.get("timestamp");
-            let now: PgTime = row.get("now");
-            let age = timestamp
-                .filter(|t| !t.0.is_infinite())
-                .map(|t| now.0.micros_since(t.0));
-            Line {
-                name: row.get("name"),
-                holder: row.get("holder"),
-                version: row.get("version"),
-                age_micros: age,
-                // The Go flag's rule; `-infinity` is expired, `infinity` and NULL never.
-                expired: timestamp
-                    .is_some_and(|t| t.0 == DbTime::NEG_INFINITY || age.is_some_and(|a| a > lease)),
-            }
-        })
-        .collect();
+    let inspector = crate::flag::inspect(&args.connection, args.interval, args.timeout).await?;
+    let flags = inspector.flags(args.name.as_deref()).await?;
     if args.json {
-        for l in &lines {
+        for (name, h) in &flags {
             println!(
                 "{}",
                 json!({
-                    "name": l.name,
-                    "holder": l.holder,
-                    "version": l.version,
-                    "lease_age_ms": l.age_micros.map(|a| a / 1000),
-                    "expired": l.expired,
+                    "name": name,
+                    "holder": h.name,
+                    "version": h.version,
+                    "lease_age_ms": h.lease_age.map(|a| a.as_millis()),
+                    "expired": h.expired,
                 })
             );
         }
@@ -66,17 +31,25 @@ pub async fn status(args: Status) -> Result<i32, Failure> {
             "{:<24} {:<24} {:>10} {:>14} expired",
             "name", "holder", "version", "lease age"
         );
-        for l in &lines {
-            let age = l.age_micros.map_or("-".to_string(), |a| {
-                format!("{:.3?}", Duration::from_micros(a.unsigned_abs()))
-            });
+        for (name, h) in &flags {
+            let age = match h.lease_age {
+                None => "-".to_string(),
+                // A release writes the Unix epoch: decades old.
+                Some(a) if a > RELEASED => "released".to_string(),
+                Some(a) => format!("{:.3?}", Duration::from_micros(a.as_micros() as u64)),
+            };
+            let holder = match h.name.as_deref() {
+                None => "NULL",
+                Some("") => "(revoked)",
+                Some(name) => name,
+            };
             println!(
                 "{:<24} {:<24} {:>10} {:>14} {}",
-                l.name,
-                l.holder.as_deref().unwrap_or("NULL"),
-                l.version.map_or("NULL".to_string(), |v| v.to_string()),
+                name,
+                holder,
+                h.version.map_or("NULL".to_string(), |v| v.to_string()),
                 age,
-                if l.expired { "yes" } else { "no" },
+                if h.expired { "yes" } else { "no" },
             );
         }
     }

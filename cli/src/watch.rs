@@ -1,43 +1,24 @@
 //! `leadership watch`: one JSON line per change of state, like the Go peer (`seedpeer`), so
-//! the same scripts can drive both.
+//! the same scripts can drive both: when this process starts or stops leading, when the
+//! holder changes, and when a renewal moves the deadline. Driven by the flag's streams and a
+//! timer at the deadline, never by polling.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
-use tokio::time::sleep;
 
 use crate::args::Watch;
-use crate::connect::{connect, table};
 use crate::exit::Failure;
+use crate::output::{unix_ns, unix_ns_at, Output};
 use crate::signals::Signals;
-use leadership_core::sql::Statements;
-use leadership_tokio::internal::PgTime;
 
-/// Nanoseconds since the Unix epoch, now.
-fn unix_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-/// The wall-clock instant of a monotonic one: what an observer can compare with its own clock
-/// to tell when this process stops believing it leads, even while the process is frozen.
-fn unix_ns_at(at: Instant) -> i64 {
-    let now = Instant::now();
-    let offset = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    if at >= now {
-        unix_ns().saturating_add(offset(at - now))
-    } else {
-        unix_ns().saturating_sub(offset(now - at))
-    }
-}
-
-fn print(line: serde_json::Value) {
-    // One write per line, flushed: a reader may act on each line as it comes.
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+/// What a line says; a new line when it changes.
+#[derive(Clone, Debug, PartialEq)]
+struct Said {
+    raised: bool,
+    holder: Option<String>,
+    token: Option<i64>,
+    deadline: Option<std::time::Instant>,
 }
 
 pub async fn watch(args: Watch) -> Result<i32, Failure> {
@@ -47,86 +28,108 @@ pub async fn watch(args: Watch) -> Result<i32, Failure> {
         .clone()
         .unwrap_or_else(crate::flag::default_process);
     let mut signals = Signals::new()?;
+    let out = Output::start();
     if args.observe {
-        return observe(&args, &process, &mut signals).await;
+        return observe(&args, &process, &mut signals, &out).await;
     }
     let flag = crate::flag::start(&args.flag, &process, None).await?;
-    let mut last = None;
+    let mut leases = flag.subscribe_lease();
+    let mut holders = flag.subscribe_holder();
+    let mut said: Option<Said> = None;
     loop {
         let lease = flag.lease();
         let holder = flag.current_holder();
-        let state = (
-            lease.map(|l| (l.token, l.deadline)),
-            holder.as_ref().and_then(|h| h.name.clone()),
-            holder.as_ref().and_then(|h| h.token),
-        );
-        if last.as_ref() != Some(&state) {
-            let (held, name, token) = &state;
+        let now = Said {
+            raised: lease.is_some(),
+            holder: match lease {
+                Some(_) => Some(process.clone()),
+                None => holder.as_ref().and_then(|h| h.name.clone()),
+            },
+            // A follower names the holder; its version moves with every renewal, so it is
+            // printed but is not news.
+            token: lease.map(|l| l.token),
+            deadline: lease.map(|l| l.deadline),
+        };
+        if said.as_ref() != Some(&now) {
             let mut line = json!({
                 "t_unix_ns": unix_ns(),
                 "process": process,
-                "raised": held.is_some(),
-                "holder": name,
-                "token": held.map(|(t, _)| t).or(*token),
+                "raised": now.raised,
+                "holder": now.holder,
+                "token": now.token.or_else(|| holder.as_ref().and_then(|h| h.version)),
             });
-            if let Some((_, deadline)) = held {
-                line["deadline_unix_ns"] = json!(unix_ns_at(*deadline));
+            if let Some(deadline) = now.deadline {
+                line["deadline_unix_ns"] = json!(unix_ns_at(deadline));
             }
-            print(line);
-            last = Some(state);
+            out.line(line);
+            said = Some(now);
         }
+        // A timer at the deadline: belief ends then even if the driver is stuck.
+        let deadline = lease.map(|l| tokio::time::Instant::from_std(l.deadline));
         tokio::select! {
-            _ = sleep(args.poll) => {}
+            _ = leases.changed() => {}
+            _ = holders.changed() => {}
+            () = sleep_until(deadline) => {}
             _ = signals.recv() => {
-                flag.close().await?;
+                if said.as_ref().is_some_and(|s| s.raised) {
+                    // The lowering is printed before the release goes out: a reader must not
+                    // believe this process leads after the next one does.
+                    out.line(json!({
+                        "t_unix_ns": unix_ns(),
+                        "process": process,
+                        "raised": false,
+                        "holder": null,
+                        "token": null,
+                    }));
+                    out.flush_within(Duration::from_millis(100));
+                }
+                crate::run::close(&flag).await;
+                out.flush_within(Duration::from_millis(100));
                 return Ok(0);
             }
         }
     }
 }
 
-/// Reports the holder without competing: reads the row, at most every 100 ms.
-async fn observe(args: &Watch, process: &str, signals: &mut Signals) -> Result<i32, Failure> {
-    let client = connect(&args.flag.connection).await?;
-    let statements = Statements::new(&table(&args.flag.connection)?);
-    let query = client.prepare(&statements.status).await?;
-    let mut last = None;
+/// Reports the holder without competing, from an observer (no polling: it reads on releases
+/// and when a lease expires).
+async fn observe(
+    args: &Watch,
+    process: &str,
+    signals: &mut Signals,
+    out: &Output,
+) -> Result<i32, Failure> {
+    let observer = crate::flag::observe(&args.flag, process).await?;
+    let mut holders = observer.subscribe();
+    let mut said = None;
     loop {
-        let rows = client
-            .query(&query, &[&Some(args.flag.name.as_str())])
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    crate::exit::FAILURE,
-                    leadership_tokio::internal::Chain(&e).to_string(),
-                )
-            })?;
-        let state = rows.first().map(|row| {
-            let holder: Option<String> = row.get("holder");
-            let version: Option<i64> = row.get("version");
-            (holder, version)
-        });
-        if last.as_ref() != Some(&state) {
-            let (holder, token) = state.clone().unwrap_or((None, None));
-            let expired = rows.first().map(|row| {
-                let ts: Option<PgTime> = row.get("timestamp");
-                let now: PgTime = row.get("now");
-                let lease = i64::try_from(args.flag.interval.as_micros()).unwrap_or(i64::MAX);
-                ts.is_none_or(|t| now.0.micros_since(t.0) > lease)
-            });
-            print(json!({
-                "t_unix_ns": unix_ns(),
-                "process": process,
-                "raised": false,
-                "holder": holder,
-                "token": token,
-                "expired": expired,
-            }));
-            last = Some(state);
+        if let Some(holder) = holders.borrow_and_update().clone() {
+            let now = (holder.name.clone(), holder.expired);
+            if said.as_ref() != Some(&now) {
+                out.line(json!({
+                    "t_unix_ns": unix_ns(),
+                    "process": process,
+                    "raised": false,
+                    "holder": holder.name,
+                    "token": holder.version,
+                    "expired": holder.expired,
+                }));
+                said = Some(now);
+            }
         }
         tokio::select! {
-            _ = sleep(args.poll.max(Duration::from_millis(100))) => {}
-            _ = signals.recv() => return Ok(0),
+            changed = holders.changed() => if changed.is_err() { return Ok(0) },
+            _ = signals.recv() => {
+                out.flush_within(Duration::from_millis(100));
+                return Ok(0);
+            }
         }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

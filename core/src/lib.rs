@@ -155,6 +155,7 @@ mod config;
 mod error;
 mod flag;
 mod input;
+pub mod observe;
 mod queue;
 mod rng;
 pub mod sql;

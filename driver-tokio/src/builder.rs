@@ -22,6 +22,7 @@ use crate::connection::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
+use crate::observer::{Inspector, Observer};
 use crate::pooler::Pooler;
 use crate::recorder::Metrics;
 use crate::set::FlagSet;
@@ -389,6 +390,78 @@ impl FlagBuilder {
         crate::pg::configure(&mut pg, &config, connect_timeout);
         let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
         Ok(FlagSet::new(self, link))
+    }
+
+    /// Connects for an operator's reads and revokes ([`Inspector`]), with these settings
+    /// (table, timeouts, pooler; the interval judges expiry), without competing. Creates the
+    /// table if it is missing, as [`start`](FlagBuilder::start) does.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let inspector = leadership_tokio::Flag::builder("report", "ops")
+    ///     .connect_str("host=db user=app")
+    ///     .inspect(tokio_postgres::NoTls)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn inspect<T>(mut self, tls: T) -> Result<Inspector, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let (config, link) = self.connect_only(tls).await?;
+        Ok(Inspector::new(link, config.timeout(), config.interval()))
+    }
+
+    /// Watches the builder's flag without competing for it ([`Observer`]): who holds it, and a
+    /// receiver that changes when that changes.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let observer = leadership_tokio::Flag::builder("report", "dashboard")
+    ///     .connect_str("host=db user=app")
+    ///     .observe(tokio_postgres::NoTls)
+    ///     .await?;
+    /// println!("{:?}", observer.holder());
+    /// # Ok(()) }
+    /// ```
+    pub async fn observe<T>(mut self, tls: T) -> Result<Observer, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let name = self.name.clone();
+        let (config, link) = self.connect_only(tls).await?;
+        let notifications = link.connector().listen(&name);
+        let inspector = Inspector::new(link, config.timeout(), config.interval());
+        Ok(Observer::spawn(inspector, name, &config, notifications))
+    }
+
+    /// Validates the settings (with the builder's name), connects and makes sure the table is
+    /// usable.
+    async fn connect_only<T>(&mut self, tls: T) -> Result<(Config, Arc<Link>), Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let name = if self.name.is_empty() {
+            "flags"
+        } else {
+            self.name.as_str()
+        };
+        let config = self.config_for(name)?;
+        let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
+        let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
+        let connect_timeout = self.connect_timeout_for(&config);
+        crate::pg::configure(&mut pg, &config, connect_timeout);
+        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
+        Ok((config, link))
     }
 
     fn connect_timeout_for(&self, config: &Config) -> Duration {

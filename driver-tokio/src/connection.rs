@@ -114,6 +114,51 @@ impl Conn {
         Ok(!rows.is_empty())
     }
 
+    /// The rows of [`sql::STATUS`](leadership_core::sql::STATUS): one flag's, or every flag's.
+    /// Unnamed: no statement of an operator's tool may collide with another's behind a pooler.
+    pub(crate) async fn status(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.client
+            .query_typed(&self.statements.status, &[(&name, Type::TEXT)])
+            .await
+    }
+
+    /// [`sql::REVOKE`](leadership_core::sql::REVOKE) or, with `now`,
+    /// [`sql::FORCE_RELEASE`](leadership_core::sql::FORCE_RELEASE): the new version if
+    /// `holder` held the flag.
+    pub(crate) async fn revoke(
+        &self,
+        name: &str,
+        holder: &str,
+        now: bool,
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        let rows = if now {
+            let channel = self.statements.channel.as_str();
+            self.client
+                .query_typed(
+                    &self.statements.force_release,
+                    &[
+                        (&name, Type::TEXT),
+                        (&holder, Type::TEXT),
+                        (&channel, Type::TEXT),
+                    ],
+                )
+                .await?
+        } else {
+            self.client
+                .query_typed(
+                    &self.statements.revoke,
+                    &[(&name, Type::TEXT), (&holder, Type::TEXT)],
+                )
+                .await?
+        };
+        rows.first()
+            .map(|row| row.try_get::<_, i64>("version"))
+            .transpose()
+    }
+
     /// Closes the socket now: statements of other flags in flight on it fail at once rather
     /// than at their timeouts, and retry on a new connection. The statement that was abandoned
     /// is cancelled on the server too (direct connections), so that it cannot commit later: a

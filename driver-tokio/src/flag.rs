@@ -390,6 +390,21 @@ impl Flag {
         self.inner.signals.holder()
     }
 
+    /// A receiver of [`current_holder`](Flag::current_holder): changes after each check whose
+    /// reply differs from the last (holder, version, expiry, lease age).
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: &leadership_tokio::Flag) {
+    /// let mut holder = flag.subscribe_holder();
+    /// while holder.changed().await.is_ok() {
+    ///     println!("{:?}", holder.borrow().as_ref().map(|h| h.name.clone()));
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe_holder(&self) -> watch::Receiver<Option<Holder>> {
+        self.inner.signals.subscribe_holder()
+    }
+
     /// Lowers the flag, ends every [`Guard`] (their [`lost`](Guard::lost) fires), waits until
     /// they are dropped, then releases the row so another process takes over at once (its
     /// followers are notified). The row is never released while a guard lives: if the work

@@ -52,54 +52,38 @@ impl State {
     }
 }
 
-/// Who held the flag's row at the last check, from what that check returned (no extra
-/// statement). For followers and dashboards; it is as old as `checked_at`.
+/// Who holds a flag, as the last read of its row said: from a competing flag's last check
+/// ([`Flag::current_holder`](crate::Flag::current_holder), no extra statement) or from an
+/// [`Observer`](crate::Observer). It is as old as `checked_at`.
 ///
 /// ```
-/// use leadership_core::{DbTime, Instant as CoreInstant, Seen};
-/// use leadership_tokio::Holder;
-/// let seen = Seen {
-///     found: true,
-///     holder_is_self: false,
-///     version: Some(4),
-///     timestamp: Some(DbTime::from_unix_micros(1_000_000)),
-///     db_now: DbTime::from_unix_micros(1_500_000),
-///     expired: false,
-///     at: CoreInstant::ZERO,
-/// };
-/// let h = Holder::from_seen(&seen, Some("pod-b"), std::time::Instant::now());
-/// assert_eq!(h.name.as_deref(), Some("pod-b"));
-/// assert_eq!(h.token, Some(4));
-/// assert_eq!(h.lease_age, Some(std::time::Duration::from_millis(500)));
+/// # fn demo(flag: &leadership_tokio::Flag) {
+/// if let Some(h) = flag.current_holder() {
+///     println!("{:?} holds it at version {:?}, written {:?} ago", h.name, h.version, h.lease_age);
+/// }
+/// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
-    /// The process named in the row (the last writer), or `None` if there was no row.
+    /// The process named in the row (the last writer), or `None` if there was no row. A row
+    /// revoked by an operator names nobody (the empty name).
     pub name: Option<String>,
     /// The row's version: the holder's fencing token, or a later version if it renewed since
     /// its term began (or released: a released row keeps its holder at a new version).
-    pub token: Option<i64>,
-    /// How old the row's write was by the database's clock at the last check.
+    pub version: Option<i64>,
+    /// How old the row's write was by the database's clock when it was read.
     pub lease_age: Option<Duration>,
-    /// Whether the lease had expired by the database's clock at the last check (a released
+    /// Whether the lease had expired by the database's clock when it was read (a released
     /// row is expired).
     pub expired: bool,
-    /// When the reply of that check was handled, on this process's clock.
+    /// When the row was read, on this process's clock.
     pub checked_at: Instant,
 }
 
 impl Holder {
-    /// Builds the holder from the core's [`Seen`] and the holder column of the same check,
+    /// The holder from the core's [`Seen`] and the holder column of the same check,
     /// `checked_at` being `seen.at` on the caller's clock.
-    ///
-    /// ```
-    /// # use leadership_core::{DbTime, Instant as CoreInstant, Seen};
-    /// let seen = Seen { found: false, holder_is_self: false, version: None, timestamp: None,
-    ///     db_now: DbTime::UNIX_EPOCH, expired: false, at: CoreInstant::ZERO };
-    /// let h = leadership_tokio::Holder::from_seen(&seen, None, std::time::Instant::now());
-    /// assert!(h.name.is_none() && h.lease_age.is_none());
-    /// ```
-    pub fn from_seen(seen: &Seen, holder: Option<&str>, checked_at: Instant) -> Holder {
+    pub(crate) fn from_seen(seen: &Seen, holder: Option<&str>, checked_at: Instant) -> Holder {
         let lease_age = seen
             .lease_age_micros()
             .and_then(|us| u64::try_from(us).ok())
@@ -110,9 +94,29 @@ impl Holder {
             } else {
                 None
             },
-            token: seen.version,
+            version: seen.version,
             lease_age,
             expired: seen.expired,
+            checked_at,
+        }
+    }
+
+    /// The holder from a row read by an observer (`None`: no row), judged with `lease`.
+    pub(crate) fn from_row(
+        row: Option<leadership_core::Row<'_>>,
+        db_now: leadership_core::DbTime,
+        lease: Duration,
+        checked_at: Instant,
+    ) -> Holder {
+        let timestamp = row.and_then(|r| r.timestamp);
+        let age = timestamp.map(|t| db_now.micros_since(t));
+        Holder {
+            name: row.and_then(|r| r.holder).map(str::to_string),
+            version: row.and_then(|r| r.version),
+            lease_age: age
+                .and_then(|us| u64::try_from(us).ok())
+                .map(Duration::from_micros),
+            expired: timestamp.is_some_and(|t| t.saturating_add(lease) < db_now),
             checked_at,
         }
     }

@@ -153,7 +153,7 @@ async fn close_ends_the_guards_and_releases_only_after_they_are_dropped() {
     ));
     // The follower reports the holder from its last check.
     let holder = b.current_holder().unwrap();
-    assert!(holder.token >= Some(0) && holder.lease_age.unwrap() < INTERVAL);
+    assert!(holder.version >= Some(0) && holder.lease_age.unwrap() < INTERVAL);
 
     // The leader-only work: it notices the loss, takes 300 ms to wind down, then drops the
     // guard.

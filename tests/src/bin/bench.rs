@@ -3,7 +3,7 @@
 //! peer processes, which all print `seedpeer`'s JSON lines.
 //!
 //! ```sh
-//! cargo run --release -p leadership-testkit --bin bench -- <scenario> [--impl go,tokio,blocking] \
+//! cargo run --release -p leadership-testkit --bin bench -- <scenario> [--impl go,tokio,blocking,cli] \
 //!     [--trials N] [--csv FILE]
 //! cargo run --release -p leadership-testkit --bin bench -- plot --csv FILE --svg OUT.svg
 //! ```
@@ -15,7 +15,8 @@
 //! (server statements/s and CPU for N flags), `all` (the first six).
 //!
 //! Each run starts its own throwaway PostgreSQL (`leadership_testkit::pg`). The Rust peers are
-//! the `tokio_peer` and `blocking_peer` examples of the two drivers, built here with cargo.
+//! the `tokio_peer` and `blocking_peer` examples of the two drivers, built here with cargo;
+//! `cli` is `leadership watch`, which prints the same lines.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -114,6 +115,11 @@ impl Fleet {
         self.next_gen += 1;
         let dash = if self.imp.name == "go" { "-" } else { "--" };
         let mut cmd = Command::new(&self.imp.bin);
+        if self.imp.name == "cli" {
+            // `leadership watch` prints the same lines as the peers, driven by the flag's
+            // streams: it has no poll period.
+            cmd.arg("watch");
+        }
         cmd.arg(format!("{dash}url"))
             .arg(self.url(slot))
             .arg(format!("{dash}name"))
@@ -123,10 +129,11 @@ impl Fleet {
             .arg(format!("{dash}interval"))
             .arg("2s")
             .arg(format!("{dash}timeout"))
-            .arg("1s")
-            .arg(format!("{dash}poll"))
-            .arg("10ms")
-            .args(&self.extra)
+            .arg("1s");
+        if self.imp.name != "cli" {
+            cmd.arg(format!("{dash}poll")).arg("10ms");
+        }
+        cmd.args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -1020,18 +1027,37 @@ fn build_impl(name: &str) -> Impl {
             bin: PathBuf::from(path),
         };
     }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    if name == "cli" {
+        let st = Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "leadership-cli",
+                "--bin",
+                "leadership",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "building the leadership command failed");
+        return Impl {
+            name: name.into(),
+            bin: target.join("release/leadership"),
+        };
+    }
     let pkg = format!("leadership-{name}");
     let example = format!("{name}_peer");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args(["build", "--release", "-p", &pkg, "--example", &example])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .expect("cargo build");
     assert!(st.success(), "building {pkg}'s {example} example failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     Impl {
         name: name.into(),
         bin: target.join("release/examples").join(example),

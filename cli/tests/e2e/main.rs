@@ -1,0 +1,11 @@
+//! The `leadership` binary end to end, against real PostgreSQL servers from the test kit: the
+//! command runs only on the leader, `watch` prints one line per change, TLS, one-shot jobs,
+//! every exit code, logs.
+
+mod common;
+mod exits;
+mod logs;
+mod once;
+mod run;
+mod tls;
+mod watch;

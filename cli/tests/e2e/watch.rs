@@ -1,0 +1,132 @@
+//! `watch`: one line per change, the lowering before the release, defaults that fit short
+//! intervals, and an observer that does not compete.
+
+use std::time::Duration;
+
+use leadership_testkit::pg::PgServer;
+
+use crate::common::*;
+
+fn raised(line: &serde_json::Value) -> bool {
+    line["raised"] == true
+}
+
+fn version(pg: &PgServer, name: &str) -> i64 {
+    pg.psql(&format!(
+        "select version from leadership_flags where name = '{name}'"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn a_sole_leader_prints_one_line_per_renewal_and_its_lowering_before_it_exits() {
+    let pg = PgServer::start().unwrap();
+    let url = pg.url();
+    let mut child = watch(&url, "w", "watcher", &["--interval", "2s"]);
+    let mut lines = Lines::of(&mut child);
+    lines.until(Duration::from_secs(10), raised);
+    let first = version(&pg, "w");
+    lines.during(Duration::from_secs(5));
+    let renewals = version(&pg, "w") - first;
+    let leading = lines.seen.iter().filter(|(_, l)| raised(l)).count() as i64;
+    // Each renewal writes version + 1 and moves the deadline: one line each, and none between
+    // (before, a line every 10-20 ms: the deadline was rebuilt from the clock on every poll).
+    assert!(
+        leading <= 1 + renewals,
+        "{leading} lines while leading for 5 s with {renewals} renewals: {:?}",
+        lines.values()
+    );
+    assert!(renewals >= 2, "a 2 s lease renews at least every second");
+    for (_, l) in lines.seen.iter().filter(|(_, l)| raised(l)) {
+        assert_eq!(l["process"], "watcher");
+        assert_eq!(l["holder"], "watcher");
+        assert!(l["token"].is_i64());
+        assert!(l["deadline_unix_ns"].as_i64().unwrap() > l["t_unix_ns"].as_i64().unwrap());
+    }
+    let deadlines: Vec<_> = lines
+        .seen
+        .iter()
+        .filter_map(|(_, l)| l["deadline_unix_ns"].as_i64())
+        .collect();
+    assert!(deadlines.windows(2).all(|w| w[0] < w[1]), "{deadlines:?}");
+
+    signal(&child, libc::SIGTERM);
+    lines.read_to_end(Duration::from_secs(10));
+    assert_eq!(exit_within(&mut child, Duration::from_secs(5)), Some(0));
+    let last = lines.seen.last().unwrap().1.clone();
+    assert_eq!(
+        last["raised"], false,
+        "the lowering is the last line: {last}"
+    );
+}
+
+#[test]
+fn the_old_leader_prints_its_lowering_before_the_next_one_raises() {
+    let pg = PgServer::start().unwrap();
+    let url = pg.url();
+    let mut a = watch(&url, "h", "a", &["--interval", "2s"]);
+    let mut a_lines = Lines::of(&mut a);
+    a_lines.until(Duration::from_secs(10), raised);
+    let mut b = watch(&url, "h", "b", &["--interval", "2s"]);
+    let mut b_lines = Lines::of(&mut b);
+    b_lines.until(Duration::from_secs(10), |l| l["holder"] == "a");
+    signal(&a, libc::SIGTERM);
+    let raise = b_lines.until(Duration::from_secs(10), raised)["t_unix_ns"]
+        .as_i64()
+        .unwrap();
+    a_lines.read_to_end(Duration::from_secs(10));
+    assert_eq!(exit_within(&mut a, Duration::from_secs(5)), Some(0));
+    let lowering = a_lines.seen.last().unwrap().1.clone();
+    assert_eq!(lowering["raised"], false);
+    let lowered = lowering["t_unix_ns"].as_i64().unwrap();
+    assert!(
+        lowered < raise,
+        "a printed its lowering {} µs after b raised",
+        (lowered - raise) / 1000
+    );
+    // A graceful handover is a release, not a lease's wait.
+    assert!(
+        raise - lowered < 1_000_000_000,
+        "{} ms",
+        (raise - lowered) / 1_000_000
+    );
+    signal(&b, libc::SIGTERM);
+    assert_eq!(exit_within(&mut b, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_short_interval_alone_is_a_valid_configuration() {
+    let pg = PgServer::start().unwrap();
+    let mut child = watch(&pg.url(), "fast", "f", &["--interval", "200ms"]);
+    let mut lines = Lines::of(&mut child);
+    lines.until(Duration::from_secs(10), raised);
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_within(&mut child, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn an_observer_names_the_holder_without_competing() {
+    let pg = PgServer::start().unwrap();
+    let url = pg.url();
+    let mut observer = watch(&url, "o", "eye", &["--interval", "2s", "--observe"]);
+    let mut seen = Lines::of(&mut observer);
+    let mut a = watch(&url, "o", "a", &["--interval", "2s"]);
+    seen.until(Duration::from_secs(10), |l| l["holder"] == "a");
+    signal(&a, libc::SIGTERM);
+    assert_eq!(exit_within(&mut a, Duration::from_secs(10)), Some(0));
+    // The release is seen (NOTIFY, or the lease's end at the latest).
+    seen.until(Duration::from_secs(10), |l| l["expired"] == true);
+    assert!(seen.values().iter().all(|l| l["raised"] == false));
+    signal(&observer, libc::SIGTERM);
+    assert_eq!(exit_within(&mut observer, Duration::from_secs(10)), Some(0));
+    let holders: Vec<String> = pg
+        .psql("select holder from leadership_flags where name = 'o'")
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(!holders.iter().any(|h| h.trim() == "eye"), "{holders:?}");
+}
