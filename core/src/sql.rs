@@ -13,33 +13,64 @@ use alloc::vec::Vec;
 /// The check: one statement, one round trip, for leader and follower alike.
 ///
 /// Parameters: `$1` flag name (text), `$2` this process (text), `$3` the version to renew, or
-/// NULL (bigint), `$4` the lease in microseconds (bigint).
+/// NULL to renew nothing (bigint), `$4` the lease in microseconds (bigint), `$5` the floor: the
+/// lowest version a win may write (bigint, never NULL), `$6` may take: whether this check may
+/// insert a missing row or take over an expired one (boolean, never NULL).
 ///
 /// Returns exactly one row: `won` (bool), `found` (bool), `holder` (text), `version` (bigint),
 /// `timestamp` (timestamptz), `now` (timestamptz).
 ///
-/// - no row: insert it with version 0 (won);
-/// - the row names this process at version `$3`: renew it, `version + 1` (won);
-/// - the row's lease has expired by the server's `now()` (`timestamp < now() - lease`, the Go
-///   flag's rule): take it over, `version + 1` (won);
-/// - otherwise change nothing and return the row as of the statement's start (not won).
+/// - no row, and `$6`: insert it with version `$5` (won);
+/// - the row names this process at version `$3`: renew it (won), whatever `$6` says;
+/// - `$6`, and the row's lease has expired by the server's `now()` (`timestamp < now() - lease`,
+///   the Go flag's rule): take it over (won);
+/// - otherwise change nothing and return the row as of the statement's start (not won), or
+///   `found = false` and NULLs if no row was visible.
 ///
-/// `ON CONFLICT DO UPDATE` locks the row and re-tests the condition on the latest committed
-/// version, so two processes can never both win one version. The timestamp written is `now()`
-/// at the statement's start, which is after the client sent it: the fact the leader's local
-/// deadline rests on. A version at `i64::MAX` is never incremented (that would fail the whole
-/// statement); the core reports it as an anomaly.
+/// A renew or takeover writes holder `$2`, version `greatest(version + 1, $5)` and timestamp
+/// `now()`; the returned row is the row after the change. `$5` keeps fencing tokens from going
+/// backwards after the database lost writes; it is only compared and copied, never computed
+/// with, so no value of it can overflow. A version at `i64::MAX` is never incremented (that
+/// would fail the whole statement); the core reports it as an anomaly.
+///
+/// It writes only when it wins. The `UPDATE` tests its condition on the row version its
+/// snapshot sees, and a row that fails it is neither locked nor written: a follower's check
+/// assigns no transaction ID, writes no WAL and waits for no row lock (an `INSERT … ON
+/// CONFLICT DO UPDATE` locks the row before it tests its `WHERE`, so every check was a write
+/// transaction). The `INSERT` runs only when the snapshot saw no row, and `ON CONFLICT DO
+/// NOTHING` leaves a row inserted meanwhile alone, so the two never both win. A renew writes
+/// what the Go flag's `UPDATE` writes (one heap update, usually HOT, and the commit).
+///
+/// No version is won twice: when the row the snapshot saw passes the condition but another
+/// transaction has changed it since, the `UPDATE` waits for that transaction, then re-tests the
+/// whole condition on the newest version under its row lock (READ COMMITTED's re-check) and
+/// writes on top of that version only if it still passes: a renew needs `$3` to be the newest
+/// version, a takeover needs the newest write to have expired by this statement's `now()`. The
+/// condition therefore names only the row being updated, never the snapshot's `seen`. Under
+/// REPEATABLE READ or SERIALIZABLE the statement fails instead of re-testing, which is safe.
+///
+/// The timestamp written is `now()` at the statement's start, which is after the client sent
+/// it: the fact the leader's local deadline rests on.
 pub const CHECK: &str = r#"WITH seen AS (
     SELECT holder, version, "timestamp" FROM {table} WHERE name = $1
-), won AS (
-    INSERT INTO {table} AS flag (name, holder, version, "timestamp")
-    VALUES ($1, $2, 0, now())
-    ON CONFLICT (name) DO UPDATE
-    SET holder = excluded.holder, version = flag.version + 1, "timestamp" = excluded."timestamp"
-    WHERE flag.version < 9223372036854775807
-      AND ((flag.holder = excluded.holder AND flag.version = $3::bigint)
-           OR flag."timestamp" < now() - $4::bigint * interval '1 microsecond')
+), updated AS (
+    UPDATE {table} AS flag
+    SET holder = $2, version = greatest(flag.version + 1, $5::bigint), "timestamp" = now()
+    WHERE flag.name = $1
+      AND flag.version < 9223372036854775807
+      AND ((flag.holder = $2 AND flag.version = $3::bigint)
+           OR ($6::boolean AND flag."timestamp" < now() - $4::bigint * interval '1 microsecond'))
     RETURNING flag.holder, flag.version, flag."timestamp"
+), inserted AS (
+    INSERT INTO {table} AS flag (name, holder, version, "timestamp")
+    SELECT $1, $2, $5::bigint, now()
+    WHERE $6::boolean AND NOT EXISTS (SELECT FROM seen)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING flag.holder, flag.version, flag."timestamp"
+), won AS (
+    SELECT holder, version, "timestamp" FROM updated
+    UNION ALL
+    SELECT holder, version, "timestamp" FROM inserted
 )
 SELECT true AS won, true AS found, holder, version, "timestamp", now() AS now FROM won
 UNION ALL

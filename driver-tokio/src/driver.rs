@@ -232,6 +232,8 @@ impl Driver {
 
     fn check(&mut self, renew: Option<i64>) -> Pending {
         let (name, process, lease) = (self.name.clone(), self.process.clone(), self.lease_micros);
+        // Until the core decides them: the floor a renew writes anyway, and may take over.
+        let (floor, may_take) = (renew.map_or(0, |v| v.saturating_add(1)), true);
         bounded(
             Statement::Check,
             self.timeout,
@@ -239,7 +241,10 @@ impl Driver {
             move |conn| async move {
                 let row = conn
                     .client
-                    .query_one(&conn.check, &[&&*name, &&*process, &renew, &lease])
+                    .query_one(
+                        &conn.check,
+                        &[&&*name, &&*process, &renew, &lease, &floor, &may_take],
+                    )
                     .await
                     .map_err(Why::Statement)?;
                 let row = CheckRow::decode(&row).map_err(Why::Decode)?;

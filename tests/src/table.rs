@@ -89,7 +89,11 @@ impl RefTable {
         self.rows.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now`.
+    /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now`, with its
+    /// parameters: the version to renew, the lease, the floor (`$5`: the lowest version a win
+    /// may write) and may take (`$6`: whether a missing row may be inserted or an expired one
+    /// taken over; a renew is allowed either way).
+    #[allow(clippy::too_many_arguments)]
     pub fn check(
         &mut self,
         now: DbTime,
@@ -97,9 +101,19 @@ impl RefTable {
         process: &str,
         renew: Option<i64>,
         lease_micros: i64,
+        floor: i64,
+        may_take: bool,
     ) -> CheckResult {
         let Some(row) = self.rows.get_mut(name) else {
-            let row = RefRow::new(process, 0, now);
+            if !may_take {
+                return CheckResult {
+                    won: false,
+                    found: false,
+                    row: None,
+                    now,
+                };
+            }
+            let row = RefRow::new(process, floor, now);
             self.rows.insert(name.to_string(), row.clone());
             return CheckResult {
                 won: true,
@@ -117,9 +131,9 @@ impl RefTable {
             t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(lease_micros))
         });
         let incrementable = row.version.is_some_and(|v| v < i64::MAX);
-        if incrementable && (renewable || expired) {
-            // `version + 1` with the version NOT NULL and below i64::MAX.
-            row.version = row.version.map(|v| v + 1);
+        if incrementable && (renewable || (may_take && expired)) {
+            // `greatest(version + 1, floor)` with the version NOT NULL and below i64::MAX.
+            row.version = row.version.map(|v| (v + 1).max(floor));
             row.holder = Some(process.to_string());
             row.timestamp = Some(now);
             return CheckResult {
@@ -168,21 +182,23 @@ mod tests {
     #[test]
     fn insert_renew_takeover_release() {
         let mut table = RefTable::new();
-        let r = table.check(t(0), "f", "a", None, LEASE);
+        let r = table.check(t(0), "f", "a", None, LEASE, 0, true);
         assert!(r.won && r.row == Some(RefRow::new("a", 0, t(0))));
-        let r = table.check(t(10), "f", "b", None, LEASE);
+        let r = table.check(t(10), "f", "b", None, LEASE, 0, true);
         assert!(!r.won && r.row == Some(RefRow::new("a", 0, t(0))));
-        let r = table.check(t(20), "f", "a", Some(0), LEASE);
+        let r = table.check(t(20), "f", "a", Some(0), LEASE, 0, true);
         assert!(r.won && r.row == Some(RefRow::new("a", 1, t(20))));
         assert!(
-            !table.check(t(30), "f", "a", Some(0), LEASE).won,
+            !table.check(t(30), "f", "a", Some(0), LEASE, 0, true).won,
             "stale renew"
         );
         assert!(
-            !table.check(t(20 + LEASE), "f", "b", None, LEASE).won,
+            !table
+                .check(t(20 + LEASE), "f", "b", None, LEASE, 0, true)
+                .won,
             "expiry is strict"
         );
-        let r = table.check(t(21 + LEASE), "f", "b", None, LEASE);
+        let r = table.check(t(21 + LEASE), "f", "b", None, LEASE, 0, true);
         assert!(r.won && r.row == Some(RefRow::new("b", 2, t(21 + LEASE))));
         assert!(!table.release("f", "a", 2));
         assert!(table.release("f", "b", 2));
@@ -190,7 +206,65 @@ mod tests {
             table.get("f"),
             Some(&RefRow::new("b", 3, DbTime::UNIX_EPOCH))
         );
-        assert!(table.check(t(LEASE * 3), "f", "a", None, LEASE).won);
+        assert!(
+            table
+                .check(t(LEASE * 3), "f", "a", None, LEASE, 0, true)
+                .won
+        );
+    }
+
+    #[test]
+    fn a_win_writes_at_least_the_floor() {
+        let mut table = RefTable::new();
+        let r = table.check(t(0), "f", "a", None, LEASE, 7, true);
+        assert!(
+            r.won && r.row == Some(RefRow::new("a", 7, t(0))),
+            "insert: the floor"
+        );
+        let r = table.check(t(1), "f", "a", Some(7), LEASE, 3, true);
+        assert!(
+            r.won && r.row == Some(RefRow::new("a", 8, t(1))),
+            "floor below"
+        );
+        let r = table.check(t(2), "f", "a", Some(8), LEASE, 9, true);
+        assert!(
+            r.won && r.row == Some(RefRow::new("a", 9, t(2))),
+            "floor at"
+        );
+        let r = table.check(t(3), "f", "a", Some(9), LEASE, 20, true);
+        assert!(
+            r.won && r.row == Some(RefRow::new("a", 20, t(3))),
+            "floor above"
+        );
+        let r = table.check(t(4 + LEASE), "f", "b", None, LEASE, 30, true);
+        assert!(
+            r.won && r.row == Some(RefRow::new("b", 30, t(4 + LEASE))),
+            "takeover"
+        );
+        table.put("max", RefRow::new("x", i64::MAX - 1, t(0)));
+        let r = table.check(t(0), "max", "x", Some(i64::MAX - 1), LEASE, i64::MAX, true);
+        assert_eq!(r.row.unwrap().version, Some(i64::MAX));
+    }
+
+    #[test]
+    fn without_may_take_only_a_renew_wins() {
+        let mut table = RefTable::new();
+        let r = table.check(t(0), "f", "a", None, LEASE, 0, false);
+        assert!(!r.won && !r.found && r.row.is_none() && table.get("f").is_none());
+        table.put("f", RefRow::new("a", 4, t(0)));
+        assert!(
+            !table
+                .check(t(1 + LEASE), "f", "b", None, LEASE, 0, false)
+                .won
+        );
+        assert!(!table.check(t(1), "f", "b", None, LEASE, 0, false).won);
+        assert!(
+            !table
+                .check(t(1 + LEASE), "f", "a", None, LEASE, 0, false)
+                .won
+        );
+        let r = table.check(t(1 + LEASE), "f", "a", Some(4), LEASE, 0, false);
+        assert!(r.won && r.row == Some(RefRow::new("a", 5, t(1 + LEASE))));
     }
 
     #[test]
@@ -207,9 +281,13 @@ mod tests {
             },
         );
         table.put("ninf", RefRow::new("x", 5, DbTime::NEG_INFINITY));
-        assert!(!table.check(t(0), "inf", "a", None, LEASE).won);
-        assert!(!table.check(t(0), "max", "x", Some(i64::MAX), LEASE).won);
-        assert!(!table.check(t(0), "null", "a", None, LEASE).won);
-        assert!(table.check(t(0), "ninf", "a", None, LEASE).won);
+        assert!(!table.check(t(0), "inf", "a", None, LEASE, 0, true).won);
+        assert!(
+            !table
+                .check(t(0), "max", "x", Some(i64::MAX), LEASE, 0, true)
+                .won
+        );
+        assert!(!table.check(t(0), "null", "a", None, LEASE, 0, true).won);
+        assert!(table.check(t(0), "ninf", "a", None, LEASE, 0, true).won);
     }
 }

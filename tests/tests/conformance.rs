@@ -46,6 +46,10 @@ enum Call {
         process: &'static str,
         renew: Option<i64>,
         lease: i64,
+        /// `$5`: the lowest version a win may write.
+        floor: i64,
+        /// `$6`: whether a missing row may be inserted or an expired one taken over.
+        may_take: bool,
     },
     Release {
         process: &'static str,
@@ -158,12 +162,17 @@ fn compare(
             process,
             renew,
             lease,
+            floor,
+            may_take,
         } => {
             let got = tx
-                .query_one(&st.check, &[&FLAG, &process, &renew, &lease])
+                .query_one(
+                    &st.check,
+                    &[&FLAG, &process, &renew, &lease, &floor, &may_take],
+                )
                 .map_err(|e| format!("server error: {e}"))
                 .and_then(|r| CheckRow::decode(&r).map_err(|e| e.to_string()));
-            let want = table.check(now, FLAG, process, renew, lease);
+            let want = table.check(now, FLAG, process, renew, lease, floor, may_take);
             match got {
                 Err(e) => Err(format!("{e}; reference: {want:?}")),
                 Ok(got) if !same(&got, &want) => Err(format!("server {got:?}\nreference {want:?}")),
@@ -251,15 +260,27 @@ fn starts() -> Vec<Option<Start>> {
 
 fn calls(start: &Option<Start>) -> Vec<Call> {
     let v = start.and_then(|s| s.version).unwrap_or(0);
+    // The floor below, at and above the row's version + 1 (deduplicated near i64::MAX).
+    let mut floors: Vec<i64> = [Some(v), v.checked_add(1), v.checked_add(5)]
+        .into_iter()
+        .flatten()
+        .collect();
+    floors.dedup();
     let mut calls = Vec::new();
     for process in ["a", "b"] {
         for renew in [None, Some(v), v.checked_add(1), v.checked_sub(1)] {
             for lease in [SECOND, 30 * SECOND, YEAR] {
-                calls.push(Call::Check {
-                    process,
-                    renew,
-                    lease,
-                });
+                for &floor in &floors {
+                    for may_take in [true, false] {
+                        calls.push(Call::Check {
+                            process,
+                            renew,
+                            lease,
+                            floor,
+                            may_take,
+                        });
+                    }
+                }
             }
         }
         for version in [Some(v), v.checked_add(1), v.checked_sub(1)]
@@ -321,12 +342,22 @@ fn start_strategy() -> impl Strategy<Value = Option<Start>> {
     ]
 }
 
-fn call_strategy() -> impl Strategy<Value = Call> {
+/// A floor near the row's version `v` (below, at or above `v + 1`), or anywhere.
+fn floor_strategy(v: i64) -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => (-2i64..4).prop_map(move |d| v.saturating_add(d)),
+        1 => Just(0i64),
+        1 => version_strategy(),
+    ]
+}
+
+fn call_strategy(v: i64) -> impl Strategy<Value = Call> {
     let process = prop_oneof![Just("a"), Just("b")];
     let lease = prop_oneof![Just(SECOND), 1..3 * SECOND, Just(YEAR)];
+    let may_take = prop_oneof![3 => Just(true), 1 => Just(false)];
     prop_oneof![
-        3 => (process.clone(), proptest::option::of(version_strategy()), lease)
-            .prop_map(|(process, renew, lease)| Call::Check { process, renew, lease }),
+        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may_take)
+            .prop_map(|(process, renew, lease, floor, may_take)| Call::Check { process, renew, lease, floor, may_take }),
         1 => (process, version_strategy()).prop_map(|(process, version)| Call::Release { process, version }),
     ]
 }
@@ -346,9 +377,9 @@ fn the_reference_table_matches_the_server_on_random_cases() {
     let case = start_strategy().prop_flat_map(|start| {
         let v = start.and_then(|s| s.version).unwrap_or(0);
         let call = prop_oneof![
-            2 => call_strategy(),
-            1 => (prop_oneof![Just("a"), Just("b")], Just(v))
-                .prop_map(|(process, v)| Call::Check { process, renew: Some(v), lease: SECOND }),
+            2 => call_strategy(v),
+            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>())
+                .prop_map(|(process, v, floor, may_take)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take }),
             1 => (prop_oneof![Just("a"), Just("b")], Just(v))
                 .prop_map(|(process, version)| Call::Release { process, version }),
         ];

@@ -137,7 +137,11 @@ impl World {
                     });
                     (holder == name, holder_pid, row.timestamp)
                 });
-                let r = self.table.check(now, FLAG, name, renew, self.lease_micros);
+                // Until the core sends them: the floor a renew writes anyway, may take over.
+                let floor = renew.map_or(0, |v| v.saturating_add(1));
+                let r = self
+                    .table
+                    .check(now, FLAG, name, renew, self.lease_micros, floor, true);
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
                     takeover = Some((holder, age));
