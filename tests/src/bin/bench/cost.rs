@@ -369,14 +369,21 @@ fn per_check(
     let mut table = BTreeMap::new();
     let _ = writeln!(
         out,
-        "### Per check: 1 client, one row, {checks} checks each, fsync and synchronous_commit on\n\n\
+        "### Per check: 1 client, one row, {} checks of each follower and {checks} of each leader, fsync and synchronous_commit on\n\n\
          | role | statements | transaction IDs | WAL bytes | WAL records | fdatasync | waits behind a row lock | server CPU µs | latency µs (1 client) |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         |---|---|---|---|---|---|---|---|---|",
+        checks * 4
     );
     for (role, name) in [
         (Role::Follower, "follower"),
         (Role::Leader, "leader (renew)"),
     ] {
+        // Followers are cheap: more of them, for CPU ticks of 10 ms to count.
+        let checks = if role == Role::Follower {
+            checks * 4
+        } else {
+            checks
+        };
         for who in Who::ALL {
             let version = one_row(pg);
             let defines = vec![
@@ -544,7 +551,30 @@ impl LockSampler {
     }
 }
 
-/// Part 2: the ceiling.
+/// One ceiling run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    tps: f64,
+    cpu_us: f64,
+    xids: f64,
+    wal: f64,
+    syncs: f64,
+    lock_waiting: f64,
+    active: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Part 2: the ceiling; `rounds` runs of each cell, the statements interleaved (each round
+/// starts with the next one), so that the machine's other load falls on all of them alike.
+/// Returns the median checks/s of each cell.
 #[allow(clippy::too_many_arguments)]
 fn ceiling(
     pg: &PgServer,
@@ -552,17 +582,12 @@ fn ceiling(
     sizes: &[usize],
     clients: &[usize],
     secs: u64,
+    rounds: usize,
     who_list: &[Who],
     mix: (u32, u32, u32, u32),
     out: &mut String,
 ) -> BTreeMap<(usize, usize, Load, Who), f64> {
-    let mut results = BTreeMap::new();
-    let _ = writeln!(
-        out,
-        "\n### Ceiling: pgbench -j 2, {secs} s per run, a random flag per check, fsync and synchronous_commit on\n\n\
-         | flags | clients | load | statements | checks/s | server CPU µs/check | transaction IDs/check | WAL bytes/check | fdatasync/check | backends waiting for a lock (of active) |\n\
-         |---|---|---|---|---|---|---|---|---|---|"
-    );
+    let mut runs: BTreeMap<(usize, usize, Load, Who), Vec<Run>> = BTreeMap::new();
     for &n in sizes {
         pg.psql(&format!(
             "delete from leadership_flags; insert into leadership_flags \
@@ -573,55 +598,84 @@ fn ceiling(
         pg.psql("checkpoint").expect("checkpoint");
         for &c in clients {
             for load in [Load::Followers, Load::Leaders, Load::Mix] {
-                for &who in who_list {
-                    let scripts = match load {
-                        Load::Followers => vec![(script(who, Role::Follower, true), 1)],
-                        Load::Leaders => vec![(script(who, Role::Leader, true), 1)],
-                        Load::Mix => {
-                            let (ol, of, gl, gf) = mix;
-                            let (l, f) = if who == Who::Go { (gl, gf) } else { (ol, of) };
-                            vec![
-                                (script(who, Role::Leader, true), l),
-                                (script(who, Role::Follower, true), f),
-                            ]
+                for round in 0..rounds {
+                    for i in 0..who_list.len() {
+                        let who = who_list[(i + round) % who_list.len()];
+                        let scripts = match load {
+                            Load::Followers => vec![(script(who, Role::Follower, true), 1)],
+                            Load::Leaders => vec![(script(who, Role::Leader, true), 1)],
+                            Load::Mix => {
+                                let (ol, of, gl, gf) = mix;
+                                let (l, f) = if who == Who::Go { (gl, gf) } else { (ol, of) };
+                                vec![
+                                    (script(who, Role::Leader, true), l),
+                                    (script(who, Role::Follower, true), f),
+                                ]
+                            }
+                        };
+                        let _ = pg.psql("vacuum leadership_flags");
+                        let a = counters(pg);
+                        let sampler = LockSampler::start(pg);
+                        let b = pgbench(
+                            pg,
+                            dir,
+                            &scripts,
+                            c,
+                            who.mode(),
+                            &["-T", &secs.to_string()],
+                            &[format!("nflags={n}"), "me=p1".into()],
+                            &[],
+                        );
+                        let (lock_waiting, active) = sampler.finish();
+                        if !b.ok {
+                            eprintln!("pgbench {who:?} {load:?} {n} {c}: {}", b.output);
                         }
-                    };
-                    let _ = pg.psql("vacuum leadership_flags");
-                    let a = counters(pg);
-                    let sampler = LockSampler::start(pg);
-                    let b = pgbench(
-                        pg,
-                        dir,
-                        &scripts,
-                        c,
-                        who.mode(),
-                        &["-T", &secs.to_string()],
-                        &[format!("nflags={n}"), "me=p1".into()],
-                        &[],
-                    );
-                    let (lock_waiting, active) = sampler.finish();
-                    if !b.ok {
-                        eprintln!("pgbench {who:?} {load:?} {n} {c}: {}", b.output);
+                        let sp = spent(pg, &a, b.transactions, false);
+                        eprintln!(
+                            "{n} flags, {c} clients, {load:?}, {who:?}: {:.0} checks/s",
+                            b.tps
+                        );
+                        runs.entry((n, c, load, who)).or_default().push(Run {
+                            tps: b.tps,
+                            cpu_us: sp.cpu_us,
+                            xids: sp.xids,
+                            wal: sp.wal,
+                            syncs: sp.syncs,
+                            lock_waiting,
+                            active,
+                        });
                     }
-                    let sp = spent(pg, &a, b.transactions, false);
-                    let _ = writeln!(
-                        out,
-                        "| {n} | {c} | {} | {} | {:.0} | {:.0} | {:.3} | {:.1} | {:.3} | {:.1} of {:.1} |",
-                        load.label(),
-                        who.label(),
-                        b.tps,
-                        sp.cpu_us,
-                        sp.xids,
-                        sp.wal,
-                        sp.syncs,
-                        lock_waiting,
-                        active
-                    );
-                    let _ = std::io::stdout().flush();
-                    results.insert((n, c, load, who), b.tps);
                 }
             }
         }
+    }
+    let _ = writeln!(
+        out,
+        "\n### Ceiling: pgbench -j 2, {secs} s per run, {rounds} runs per cell (median, and the range), \
+         a random flag per check, fsync and synchronous_commit on\n\n\
+         | flags | clients | load | statements | checks/s (median) | range | server CPU µs/check | transaction IDs/check | WAL bytes/check | fdatasync/check | backends waiting for a lock (of active) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let mut medians = BTreeMap::new();
+    for (&(n, c, load, who), rs) in &runs {
+        let mean = |f: fn(&Run) -> f64| rs.iter().map(f).sum::<f64>() / rs.len() as f64;
+        let tps = median(rs.iter().map(|r| r.tps).collect());
+        let (lo, hi) = rs.iter().fold((f64::MAX, 0.0f64), |(lo, hi), r| {
+            (lo.min(r.tps), hi.max(r.tps))
+        });
+        let _ = writeln!(
+            out,
+            "| {n} | {c} | {} | {} | {tps:.0} | {lo:.0}–{hi:.0} | {:.0} | {:.3} | {:.1} | {:.3} | {:.1} of {:.1} |",
+            load.label(),
+            who.label(),
+            mean(|r| r.cpu_us),
+            mean(|r| r.xids),
+            mean(|r| r.wal),
+            mean(|r| r.syncs),
+            mean(|r| r.lock_waiting),
+            mean(|r| r.active)
+        );
+        medians.insert((n, c, load, who), tps);
     }
     let _ = writeln!(
         out,
@@ -630,7 +684,7 @@ fn ceiling(
     for &n in sizes {
         for &c in clients {
             for load in [Load::Followers, Load::Leaders, Load::Mix] {
-                let tps = |w: Who| results.get(&(n, c, load, w)).copied().unwrap_or(f64::NAN);
+                let tps = |w: Who| medians.get(&(n, c, load, w)).copied().unwrap_or(f64::NAN);
                 let _ = writeln!(
                     out,
                     "| {n} | {c} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
@@ -645,7 +699,7 @@ fn ceiling(
             }
         }
     }
-    results
+    medians
 }
 
 /// Checks per day of one leader and of one follower, as the simulator's fault-free day
@@ -819,6 +873,7 @@ pub fn run(args: &[String]) {
     };
     let checks: u64 = get("--checks").and_then(|s| s.parse().ok()).unwrap_or(5000);
     let secs: u64 = get("--secs").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rounds: usize = get("--rounds").and_then(|s| s.parse().ok()).unwrap_or(3);
     let sizes = list("--sizes", "1000,10000");
     let clients = list("--clients", "16,64");
     let who_list: Vec<Who> = get("--who")
@@ -861,6 +916,7 @@ pub fn run(args: &[String]) {
         &sizes,
         &clients,
         secs,
+        rounds,
         &who_list,
         (2, 9, 1, 9),
         &mut more,
