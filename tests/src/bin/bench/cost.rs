@@ -21,6 +21,11 @@
 //! 3. The fleet: the per-check figures times the schedule the core follows (the simulator,
 //!    fault-free, a simulated day per fleet), beside the Go flag's; and what the server
 //!    sustains at the default interval from the mix's ceiling.
+//!
+//! ```sh
+//! cargo run --release -p leadership-testkit --bin bench -- cost [--checks 5000] [--secs 10] \
+//!     [--rounds 3] [--sizes 1000,10000] [--clients 16,64] [--who ours,a,before,go]
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
