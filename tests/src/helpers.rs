@@ -28,3 +28,42 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The Go flag's peer (`seedpeer`), built by `../shared/peers/go-seed/build.sh` (from Debian's
+/// Go packages, installed as root if missing); panics with the script's output if it cannot.
+pub fn seedpeer() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/go-seed/build.sh");
+    let out = std::env::temp_dir().join("leadership-go-seed");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "building seedpeer failed ({}):\n{}\n{}\nFix: run `bash {} {}` by hand to see the details \
+         (Debian 12; as root it apt-installs golang-go and the Go packages it needs).",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        script.display(),
+        out.display()
+    );
+    let path = PathBuf::from(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim(),
+    );
+    assert!(
+        path.is_file(),
+        "build.sh did not print the binary's path: {}",
+        path.display()
+    );
+    path
+}

@@ -12,9 +12,12 @@
 //! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
+//! - [`check_variants`]: other texts of the check (the one before issue 14, the candidate not
+//!   chosen, a broken one), for the benchmark and the tests to compare with.
 //! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
 //! - [`watchdog`]: cleanup that survives a SIGKILLed test process, and [`watchdog::ScratchDir`].
 
+pub mod check_variants;
 pub mod fuzz;
 pub mod helpers;
 pub mod netns;

@@ -12,7 +12,9 @@
 //! socket writes with strace), `failover` (kill -9 the leader), `handover` (SIGTERM the leader),
 //! `pause` (SIGSTOP the leader 5 s), `hung` (SIGSTOP the leader's backends 10 s), `coldstart`
 //! (8 peers at once on an empty database), `memory` (RSS with 1 and 100 flags), `fleet`
-//! (server statements/s and CPU for N flags), `all` (the first six).
+//! (server statements/s and CPU for N flags), `ceiling` (pgbench, checks/s), `cost` (what a check
+//! costs the server with fsync on: transaction IDs, WAL, fsyncs, CPU, lock waits, the ceiling,
+//! the fleet per day; `bench/cost.rs`), `all` (the first six).
 //!
 //! Each run starts its own throwaway PostgreSQL (`leadership_testkit::pg`). The Rust peers are
 //! the `tokio_peer` and `blocking_peer` examples of the two drivers, built here with cargo;
@@ -28,6 +30,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leadership_testkit::pg::{PgServer, Signal};
+
+#[path = "bench/cost.rs"]
+mod cost;
 
 const FLAG: &str = "seed";
 const MS: f64 = 1e6;
@@ -791,7 +796,9 @@ fn ceiling(pg: &PgServer, sizes: &[usize], secs: u64) -> String {
             .replace("$1", "(:n)::text")
             .replace("$2", "'p1'")
             .replace("$3", "NULL")
-            .replace("$4", lease);
+            .replace("$4", lease)
+            .replace("$5", "0")
+            .replace("$6", "true");
         // pgbench wants one statement per line.
         format!(
             "\\set n random(1, :nflags)\n{}\n",
@@ -1083,6 +1090,11 @@ fn main() {
         );
         return;
     }
+    if scenario == "cost" {
+        // pgbench only, no peers to build.
+        cost::run(&args);
+        return;
+    }
     let known = [
         "statements",
         "failover",
@@ -1093,6 +1105,7 @@ fn main() {
         "memory",
         "fleet",
         "ceiling",
+        "cost",
         "all",
     ];
     if !known.contains(&scenario.as_str()) {
