@@ -186,6 +186,7 @@ pub struct Config {
     retry: Duration,
     stop_ahead: Duration,
     renew: Duration,
+    renew_late: Duration,
     precheck: bool,
 }
 
@@ -279,6 +280,13 @@ impl Config {
     /// that takes its whole time still wins before the lease is at risk.
     pub fn renew_interval(&self) -> Duration {
         self.renew
+    }
+
+    /// How much later than the [renew interval](Config::renew_interval) a renew may start and,
+    /// should it fail, its retry still win before the lease is at risk: the room the schedule
+    /// has to jitter a renew both ways (0.4 s with the defaults).
+    pub fn renew_slack(&self) -> Duration {
+        self.renew_late
     }
 
     /// Whether the driver runs a precheck before each check.
@@ -427,6 +435,9 @@ impl ConfigBuilder {
                 .min(self.interval / 4),
         };
         let renew = (self.interval / 2).min(room - stop_ahead - attempt);
+        // How much later than `renew` a renew may start and, if it fails, its retry still win
+        // before the lease is at risk.
+        let renew_late = (room - stop_ahead).saturating_sub(renew + attempt * 2 + longest_retry);
         Ok(Config {
             name: self.name,
             process: self.process,
@@ -438,6 +449,7 @@ impl ConfigBuilder {
             retry,
             stop_ahead,
             renew,
+            renew_late,
             precheck: self.precheck,
         })
     }

@@ -836,17 +836,33 @@ impl Flag {
         self.schedule(now, at);
     }
 
-    /// The leader renews every renew interval, made up to `jitter / 2` earlier (never later:
-    /// the renew interval is already the latest a renew can start and still land in time).
+    /// The leader renews every renew interval, jittered. Where the schedule has slack (a renew
+    /// that starts later still leaves a failed one its retry before the lease is at risk, as
+    /// with the defaults), the jitter is centred on the renew interval, up to a quarter of
+    /// `jitter` each way: on average a leader renews every interval/2 like the Go flag, so a
+    /// fleet writes no more than a Go fleet. Without that slack a renew is only ever made
+    /// earlier, by up to `jitter / 2`: the renew interval is then the latest it can start.
     fn renew_delay(&mut self) -> Duration {
         let renew = self.config.renew_interval();
-        renew - self.jitter_of(renew) / 2
+        let spread = ppm_of(renew, self.config.jitter_ppm() / 4);
+        let each_way = spread.min(self.config.renew_slack());
+        if each_way >= spread / 2 && !each_way.is_zero() {
+            let part = ppm_of(each_way * 2, self.rng.ppm());
+            renew - each_way + part
+        } else {
+            renew - self.jitter_of(renew) / 2
+        }
     }
 
     /// A uniform random part of `base × jitter`.
     fn jitter_of(&mut self, base: Duration) -> Duration {
         let parts = self.config.jitter_ppm() * self.rng.ppm() / 1_000_000; // in ppm of `base`
-        let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        ppm_of(base, parts)
     }
+}
+
+/// `parts` millionths of `base`.
+fn ppm_of(base: Duration, parts: u64) -> Duration {
+    let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }

@@ -101,10 +101,11 @@ impl Observation {
             .and_then(|r| r.timestamp)
             .map(|t| t.saturating_add(self.interval).micros_since(db_now));
         self.next = Some(match expires_in.and_then(|us| u64::try_from(us).ok()) {
-            // Just after it expires: a takeover can only come then. Never sleep longer than a
-            // lease: a row written meanwhile is found the next time at the latest.
+            // Just after it expires: a takeover can only come then. Never sleep much longer
+            // than a lease: a row written meanwhile is found the next time at the latest.
             Some(us) => {
-                now + (Duration::from_micros(us) + Duration::from_millis(1)).min(self.interval)
+                let after = Duration::from_millis(1);
+                now + (Duration::from_micros(us) + after).min(self.interval + after)
             }
             // Expired (or no row, or odd): someone may take it at any moment.
             None => now + self.retry,
