@@ -348,7 +348,8 @@ impl Connector {
                     false => Ok(()),
                 }
             },
-            client.query_one(SERVER, &[]),
+            // Unnamed, like every set-up statement: see `schema`.
+            client.query_typed_one(SERVER, &[]),
         );
         listen?;
         let prepared = match (check?, release?) {
@@ -361,7 +362,9 @@ impl Connector {
         let promoted_ago = if promoting {
             Some(Duration::ZERO)
         } else if server.try_get::<_, bool>("can_list_wal")? && timeline.is_some_and(|t| t > 1) {
-            let row = client.query_one(PROMOTED_AGO, &[&timeline]).await?;
+            let row = client
+                .query_typed_one(PROMOTED_AGO, &[(&timeline, Type::INT4)])
+                .await?;
             row.try_get::<_, Option<i64>>(0)?
                 .and_then(|us| u64::try_from(us).ok())
                 .map(Duration::from_micros)
