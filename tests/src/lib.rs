@@ -11,6 +11,7 @@
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
+//! - [`observe`]: a sampler of running flags that records terms, overlaps and token order.
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 //! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
 //! - [`watchdog`]: cleanup that survives a SIGKILLed test process, and [`watchdog::ScratchDir`].
@@ -18,6 +19,7 @@
 pub mod fuzz;
 pub mod helpers;
 pub mod netns;
+pub mod observe;
 pub mod pg;
 pub mod pgbouncer;
 pub mod proxy;
