@@ -16,7 +16,10 @@
 //! The observer samples every flag every 2 ms; every trial prints one line of figures.
 //! How these tests fail without the safeguard: see `plain_role_fresh_process_residue`, where a
 //! fresh process without the evidence of the promotion (forced end-of-recovery checkpoint, no
-//! `pg_monitor`) takes the expired row while the old leader still believes.
+//! `pg_monitor`) takes the expired row while the old leader still believes. Checked by hand
+//! too: with the core's `Input::Connected` evidence ignored, all five lagging trials overlapped
+//! (a follower or the fresh process led 165-232 ms after promote began, the old leader believed
+//! until 545-704 ms after promote returned) and the lagging test failed.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
