@@ -51,6 +51,16 @@ impl Backoff {
         self.not_before = None;
     }
 
+    /// The first wait after a failure that is not immediate.
+    pub(crate) fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// When the next attempt may be made, if not at once.
+    pub(crate) fn not_before(&self) -> Option<Instant> {
+        self.not_before
+    }
+
     /// Consecutive failures so far.
     #[cfg(test)]
     pub(crate) fn failures(&self) -> u32 {

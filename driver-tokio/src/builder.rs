@@ -550,7 +550,9 @@ where
     );
     let conn = connector.start(table).await?;
     let backoff = Backoff::new(config.retry_interval(), config.interval() / 2);
-    Ok(Arc::new(Link::new(connector, conn, backoff)))
+    let link = Arc::new(Link::new(connector, conn, backoff));
+    link.keep_listening();
+    Ok(link)
 }
 
 /// A seed from the standard library's per-process random hasher keys: enough to keep processes

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, CancelToken, Client, Socket, Statement};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::error::Error;
@@ -25,7 +26,7 @@ use crate::pooler::{self, Pooler, Route};
 use crate::schema::{bounded, ensure_table};
 
 type Connecting =
-    Pin<Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<(Client, Task), tokio_postgres::Error>> + Send>>;
 type Cancelling = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How a connection runs the check and the release: prepared once (one Bind/Execute round
@@ -52,7 +53,20 @@ pub(crate) struct Conn {
     /// pgbouncer 1.18 may drop, or even crash on, a cancel sent the way tokio-postgres sends
     /// it; there the role's own `statement_timeout` has to end zombies).
     cancel: Option<CancelToken>,
-    task: JoinHandle<()>,
+    task: Task,
+}
+
+/// The task that drives a connection's socket, and a token cancelled when it ends (the server
+/// closed the connection, or the task was aborted).
+pub(crate) struct Task {
+    handle: JoinHandle<()>,
+    closed: CancellationToken,
+}
+
+impl Task {
+    fn abort(&self) {
+        self.handle.abort();
+    }
 }
 
 /// The check's parameters, in the order of [`sql::CHECK`](leadership_core::sql::CHECK).
@@ -169,6 +183,11 @@ impl Conn {
         }
         self.task.abort();
     }
+
+    /// Cancelled once the connection is gone.
+    pub(crate) fn closed(&self) -> CancellationToken {
+        self.task.closed.clone()
+    }
 }
 
 fn values<'a>(params: &'a [(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {
@@ -254,9 +273,13 @@ impl Connector {
             let (tls, forward) = (connect_tls.clone(), forward.clone());
             Box::pin(async move {
                 let (client, mut connection) = pg.connect(tls).await?;
+                let closed = CancellationToken::new();
+                let ended = closed.clone().drop_guard();
                 // The connection task drives the socket. `connection.await` would drop
                 // notifications; polling messages hands them to the driver instead.
-                let task = tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
+                    // Dropped when the task ends or is aborted.
+                    let _ended = ended;
                     loop {
                         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                             Some(Ok(AsyncMessage::Notification(n))) => route(&forward, n.payload()),
@@ -269,7 +292,7 @@ impl Connector {
                         }
                     }
                 });
-                Ok((client, task))
+                Ok((client, Task { handle, closed }))
             })
         };
         let cancel = move |token: CancelToken| -> Cancelling {
@@ -338,7 +361,7 @@ impl Connector {
 
     /// Connects, asking for the server's own timeouts where the route allows; behind a pooler
     /// that refuses them (`options`), learns the pooler and connects again without.
-    async fn connect(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    async fn connect(&self) -> Result<(Client, Task), tokio_postgres::Error> {
         let route = self.route();
         match (self.connect)(route == Route::Direct).await {
             Err(e) if route == Route::Direct && pooler::refused_options(&e) => {
@@ -363,11 +386,7 @@ impl Connector {
 
     /// Prepares (or not), listens (or not) and learns what the server is, on a connection;
     /// the connection's task is aborted if that fails.
-    async fn set_up(
-        &self,
-        client: Client,
-        task: JoinHandle<()>,
-    ) -> Result<Conn, tokio_postgres::Error> {
+    async fn set_up(&self, client: Client, task: Task) -> Result<Conn, tokio_postgres::Error> {
         let task = AbortOnDrop(Some(task));
         let route = self.route();
         let named = route != Route::Transaction;
@@ -393,7 +412,8 @@ impl Connector {
                     false => Ok(()),
                 }
             },
-            client.query_one(SERVER, &[]),
+            // Unnamed, like every set-up statement: see `schema`.
+            client.query_typed_one(SERVER, &[]),
         );
         listen?;
         let prepared = match (check?, release?) {
@@ -406,7 +426,9 @@ impl Connector {
         let promoted_ago = if promoting {
             Some(Duration::ZERO)
         } else if server.try_get::<_, bool>("can_list_wal")? && timeline.is_some_and(|t| t > 1) {
-            let row = client.query_one(PROMOTED_AGO, &[&timeline]).await?;
+            let row = client
+                .query_typed_one(PROMOTED_AGO, &[(&timeline, Type::INT4)])
+                .await?;
             row.try_get::<_, Option<i64>>(0)?
                 .and_then(|us| u64::try_from(us).ok())
                 .map(Duration::from_micros)
@@ -488,10 +510,10 @@ fn route(routes: &Routes, payload: &str) {
 }
 
 /// Aborts the connection task when a set-up step fails, so it never outlives a failure.
-struct AbortOnDrop(Option<JoinHandle<()>>);
+struct AbortOnDrop(Option<Task>);
 
 impl AbortOnDrop {
-    fn take(mut self) -> JoinHandle<()> {
+    fn take(mut self) -> Task {
         self.0.take().expect("taken once")
     }
 }

@@ -50,7 +50,10 @@
 //!   [`Flag::close`], or when its precheck refuses) notifies it, and the followers of that
 //!   flag check at once instead of at their next scheduled check: a graceful handover takes
 //!   milliseconds, not up to a lease. A lost notification only costs that time; Go processes
-//!   on the same table keep polling.
+//!   on the same table keep polling. A connection lost between statements (a restart of the
+//!   server or of a pooler) is replaced in the background a retry interval later, so that the
+//!   followers keep listening. Behind a pooler in transaction pooling nothing listens (see
+//!   [`Pooler`]): a handover waits for the followers' next check.
 //! - Leader-only work is tied to the term: [`Flag::lead`] runs it for each term and tells it
 //!   to stop when the lease is at risk (no renew has won by the deadline minus the stop-ahead,
 //!   so the work has the stop-ahead to end before the deadline); [`Flag::raised`] and

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backoff::Backoff;
 use crate::connection::{Conn, Connector};
+use crate::pooler::Route;
 
 /// One connection shared by every flag of a set (or by one flag), opened again on demand after
 /// a failure, with one backoff. Each flag's statement takes the current connection, so the
@@ -85,6 +86,59 @@ impl Link {
             *current = None;
             self.backoff().failed(std::time::Instant::now());
         }
+    }
+
+    /// Keeps a connection open while the link lives and its flags listen, so that a release's
+    /// notification reaches them between their statements. Without it a connection lost to a
+    /// restart (of the server or of a pooler) is replaced only by the next statement, and a
+    /// follower's next check may be a lease away: until then it hears nothing, and a handover
+    /// takes up to a lease instead of milliseconds. Opening a connection changes nothing in the
+    /// table; the core hears of it with the next statement ([`Input::Connected`]). Attempts
+    /// share the link's backoff, and wait at least its base after a loss. Not behind a
+    /// transaction pooler, where nothing listens.
+    ///
+    /// [`Input::Connected`]: leadership_core::Input::Connected
+    pub(crate) fn keep_listening(self: &Arc<Self>) {
+        let link = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(closed) = link.upgrade().map(|l| l.closed()) else {
+                    return;
+                };
+                if let Some(closed) = closed {
+                    closed.cancelled().await;
+                }
+                let Some(l) = link.upgrade() else { return };
+                if l.connector.route() == Route::Transaction {
+                    return;
+                }
+                // The flags' own statements may reconnect first; never spin.
+                let base = l.backoff().base();
+                drop(l);
+                tokio::time::sleep(base).await;
+                let Some(l) = link.upgrade() else { return };
+                if l.current().is_some() {
+                    continue;
+                }
+                let budget = l.connector.connect_budget();
+                let _ = tokio::time::timeout(budget, l.get()).await;
+                let wait = l.backoff().not_before();
+                drop(l);
+                if let Some(at) = wait {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+            }
+        });
+    }
+
+    /// The token of the current connection (cancelled once it is gone), or `None` if there is
+    /// none.
+    fn closed(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|c| c.closed())
     }
 
     /// A statement returned: the connection works, start the backoff over.

@@ -1,9 +1,15 @@
 //! Making sure the table exists and can hold flags, once, at start-up.
+//!
+//! Every statement here is unnamed (`query_typed`: parse, bind and execute in one round trip)
+//! or a simple query: behind a transaction pooler a named prepared statement lives on one
+//! server connection while its execution may run on another (`prepared statement "sN" does
+//! not exist`), and every process's first statement is named `s0` (`… already exists`).
 
 use std::future::Future;
 use std::time::Duration;
 
 use leadership_core::sql::{Statements, COLUMNS, CREATE_LOCK, NAME_IS_UNIQUE, TABLE_EXISTS};
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 use tracing::{debug, info};
 
@@ -27,7 +33,9 @@ pub(crate) async fn ensure_table(
     loop {
         attempt += 1;
         let exists: bool = bounded("checking whether the table exists", timeout, async {
-            client.query_one(TABLE_EXISTS, &[&regclass]).await
+            client
+                .query_typed_one(TABLE_EXISTS, &[(&regclass, Type::TEXT)])
+                .await
         })
         .await?
         .get(0);
@@ -46,11 +54,15 @@ pub(crate) async fn ensure_table(
         }
     }
     let columns = bounded("reading the table's columns", timeout, async {
-        client.query(COLUMNS, &[&regclass]).await
+        client
+            .query_typed(COLUMNS, &[(&regclass, Type::TEXT)])
+            .await
     })
     .await?;
     let unique: bool = bounded("reading the table's indexes", timeout, async {
-        client.query_one(NAME_IS_UNIQUE, &[&regclass]).await
+        client
+            .query_typed_one(NAME_IS_UNIQUE, &[(&regclass, Type::TEXT)])
+            .await
     })
     .await?
     .get(0);
@@ -69,12 +81,16 @@ async fn create(
     // One bound for the whole transaction: waiting for the lock is part of creating.
     let created = bounded("creating the table", timeout, async {
         let tx = client.transaction().await?;
-        tx.execute(CREATE_LOCK, &[&regclass]).await?;
+        tx.query_typed(CREATE_LOCK, &[(&regclass, Type::TEXT)])
+            .await?;
         // Whoever held the lock before us may have created it: then there is nothing to do
         // (and no CREATE privilege is needed).
-        let exists: bool = tx.query_one(TABLE_EXISTS, &[&regclass]).await?.get(0);
+        let exists: bool = tx
+            .query_typed_one(TABLE_EXISTS, &[(&regclass, Type::TEXT)])
+            .await?
+            .get(0);
         if !exists {
-            tx.execute(statements.create_table.as_str(), &[]).await?;
+            tx.batch_execute(&statements.create_table).await?;
         }
         tx.commit().await?;
         Ok(!exists)

@@ -11,6 +11,7 @@
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
+//! - [`observe`]: a sampler of running flags that records terms, overlaps and token order.
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 //! - [`check_variants`]: other texts of the check (the one before issue 14, the candidate not
 //!   chosen, a broken one), for the benchmark and the tests to compare with.
@@ -21,6 +22,7 @@ pub mod check_variants;
 pub mod fuzz;
 pub mod helpers;
 pub mod netns;
+pub mod observe;
 pub mod pg;
 pub mod pgbouncer;
 pub mod proxy;
