@@ -205,7 +205,8 @@ mod tests {
             Ok(Some(Command::Check {
                 renew: None,
                 floor: 0,
-                may_take: true
+                may_take: true,
+                may_insert: true,
             }))
         );
         let lease = Lease {
@@ -250,7 +251,8 @@ mod tests {
             Ok(Some(Command::Check {
                 renew: None,
                 floor: 0,
-                may_take: true
+                may_take: true,
+                may_insert: true,
             }))
         );
         assert_eq!(flag.poll_command(), Ok(Some(Command::StopWork)));

@@ -7,10 +7,11 @@ use crate::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run [`sql::CHECK`](crate::sql::CHECK) with `($1 name, $2 process, $3 renew, $4 interval
-    /// in µs, $5 floor, $6 may_take)` and reply with [`Input::Checked`](crate::Input::Checked)
-    /// or [`Input::Failed`](crate::Input::Failed). It renews the row if it is ours at version
-    /// `renew`; with `may_take`, it inserts the row if there is none and takes it over if its
-    /// lease has expired by the database's clock; it always returns the row and `now()`.
+    /// in µs, $5 floor, $6 may_take, $7 may_insert)` and reply with
+    /// [`Input::Checked`](crate::Input::Checked) or [`Input::Failed`](crate::Input::Failed). It
+    /// renews the row if it is ours at version `renew`; with `may_take`, it takes the row over
+    /// if its lease has expired by the database's clock; with `may_insert`, it inserts the row
+    /// if there is none; it always returns the row and `now()`.
     Check {
         /// The version this process last wrote (or found under its name): the renew's
         /// compare-and-set. `None` renews nothing.
@@ -18,10 +19,15 @@ pub enum Command {
         /// The lowest version a win may write: one above the highest this process has seen,
         /// so its fencing tokens never go backwards, even after the database lost writes.
         floor: i64,
-        /// Whether this check may take the flag (insert a missing row, take over an expired
-        /// lease). `false` for one lease after evidence that committed writes were lost, so
-        /// that any lease granted on the lost history has ended first.
+        /// Whether this check may take over an expired lease. `false` for one lease after
+        /// evidence that committed writes were lost, so that any lease granted on the lost
+        /// history has ended first.
         may_take: bool,
+        /// Whether this check may insert a missing row: only while this process has never
+        /// seen the row, or a lease after it saw the row vanish (and not while fenced). A row
+        /// that vanished (a `DELETE`, a lost history) may have had a live lease a moment ago;
+        /// its holder's renew fails, but until then it still leads.
+        may_insert: bool,
     },
     /// Run [`sql::RELEASE`](crate::sql::RELEASE) with `($1 name, $2 process, $3 version, $4
     /// channel)` and reply with [`Input::Released`](crate::Input::Released) or

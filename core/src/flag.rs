@@ -44,6 +44,10 @@ pub struct Flag {
     /// The highest row version seen since the last evidence of lost writes: a row below it
     /// means the database went back in time (again).
     history_max: Option<i64>,
+    /// A check found no row after this process had seen one, and no row has been seen since:
+    /// the row is known to be missing, so (once the fence that followed has ended) a check may
+    /// insert it.
+    missing_noticed: bool,
     /// After evidence of lost writes: take nothing (no insert, no takeover) before this
     /// instant, when every lease granted on the lost history has ended.
     fenced_until: Option<Instant>,
@@ -150,6 +154,7 @@ impl Flag {
             written: None,
             seen_max: None,
             history_max: None,
+            missing_noticed: false,
             fenced_until: None,
             server: None,
             told_at_risk: false,
@@ -381,10 +386,15 @@ impl Flag {
         };
         let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
         let may_take = !fenced;
+        // Once the row has been seen, a missing row is news to learn of before acting on it:
+        // the check that finds it gone inserts nothing, and the fence that follows lets any
+        // lease on the vanished row end first.
+        let may_insert = !fenced && (self.seen_max.is_none() || self.missing_noticed);
         self.commands.push(Command::Check {
             renew,
             floor,
             may_take,
+            may_insert,
         });
     }
 
@@ -440,7 +450,9 @@ impl Flag {
                 // No row. After we saw one, it vanished (a lost history, or a DELETE): take
                 // nothing for a lease. Before, a row inserted concurrently, not yet in our
                 // snapshot: look again soon.
-                if self.history_max.take().is_some() {
+                self.history_max = None;
+                if self.seen_max.is_some() && !self.missing_noticed {
+                    self.missing_noticed = true;
                     self.lost_writes(now);
                 }
                 self.step_down(LowerReason::Lost);
@@ -728,6 +740,9 @@ impl Flag {
     fn note_seen(&mut self, version: Option<i64>) {
         self.seen_max = self.seen_max.max(version);
         self.history_max = self.history_max.max(version);
+        if version.is_some() {
+            self.missing_noticed = false;
+        }
     }
 
     // ---- Helpers ---------------------------------------------------------------------------

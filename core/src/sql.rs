@@ -15,12 +15,13 @@ use alloc::vec::Vec;
 /// Parameters: `$1` flag name (text), `$2` this process (text), `$3` the version to renew, or
 /// NULL to renew nothing (bigint), `$4` the lease in microseconds (bigint), `$5` the floor: the
 /// lowest version a win may write (bigint, never NULL), `$6` may take: whether this check may
-/// insert a missing row or take over an expired one (boolean, never NULL).
+/// take over an expired row (boolean, never NULL), `$7` may insert: whether it may insert a
+/// missing row (boolean, never NULL).
 ///
 /// Returns exactly one row: `won` (bool), `found` (bool), `holder` (text), `version` (bigint),
 /// `timestamp` (timestamptz), `now` (timestamptz).
 ///
-/// - no row, and `$6`: insert it with version `$5` (won);
+/// - no row, and `$7`: insert it with version `$5` (won);
 /// - the row names this process at version `$3`: renew it (won), whatever `$6` says;
 /// - `$6`, and the row's lease has expired by the server's `now()` (`timestamp < now() - lease`,
 ///   the Go flag's rule): take it over (won);
@@ -64,7 +65,7 @@ pub const CHECK: &str = r#"WITH seen AS (
 ), inserted AS (
     INSERT INTO {table} AS flag (name, holder, version, "timestamp")
     SELECT $1, $2, $5::bigint, now()
-    WHERE $6::boolean AND NOT EXISTS (SELECT FROM seen)
+    WHERE $7::boolean AND NOT EXISTS (SELECT FROM seen)
     ON CONFLICT (name) DO NOTHING
     RETURNING flag.holder, flag.version, flag."timestamp"
 ), won AS (

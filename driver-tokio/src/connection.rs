@@ -77,6 +77,7 @@ pub(crate) struct CheckParams<'a> {
     pub(crate) lease_micros: i64,
     pub(crate) floor: i64,
     pub(crate) may_take: bool,
+    pub(crate) may_insert: bool,
 }
 
 impl Conn {
@@ -85,13 +86,14 @@ impl Conn {
         &self,
         p: &CheckParams<'_>,
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+        let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (&p.name, Type::TEXT),
             (&p.process, Type::TEXT),
             (&p.renew, Type::INT8),
             (&p.lease_micros, Type::INT8),
             (&p.floor, Type::INT8),
             (&p.may_take, Type::BOOL),
+            (&p.may_insert, Type::BOOL),
         ];
         match &self.prepared {
             Prepared::Named { check, .. } => self.client.query_one(check, &values(&params)).await,

@@ -214,7 +214,8 @@ impl Driver {
                     renew,
                     floor,
                     may_take,
-                } => next = Some(self.check(renew, floor, may_take)),
+                    may_insert,
+                } => next = Some(self.check(renew, floor, may_take, may_insert)),
                 Command::Release { version } => next = Some(self.release(version)),
                 Command::RunPrecheck => next = Some(self.run_precheck()),
                 Command::Raise(lease) => {
@@ -250,7 +251,13 @@ impl Driver {
         next
     }
 
-    fn check(&mut self, renew: Option<i64>, floor: i64, may_take: bool) -> Pending {
+    fn check(
+        &mut self,
+        renew: Option<i64>,
+        floor: i64,
+        may_take: bool,
+        may_insert: bool,
+    ) -> Pending {
         let (name, process, lease_micros) =
             (self.name.clone(), self.process.clone(), self.lease_micros);
         bounded(
@@ -266,6 +273,7 @@ impl Driver {
                     lease_micros,
                     floor,
                     may_take,
+                    may_insert,
                 };
                 let row = conn.check(&params).await.map_err(Why::Statement)?;
                 let row = CheckRow::decode(&row).map_err(Why::Decode)?;

@@ -169,7 +169,7 @@ fn sample_loop(s: &Shared) {
         for w in flags.iter_mut() {
             // The holder first: it is published after the raise it brought, so a raise read
             // after it is never missed.
-            let holder = w.flag.current_holder().and_then(|h| h.token);
+            let holder = w.flag.current_holder().and_then(|h| h.version);
             let lease = w.flag.lease();
             let now = Instant::now();
             match (lease, &mut w.current) {

@@ -91,8 +91,8 @@ impl RefTable {
 
     /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now`, with its
     /// parameters: the version to renew, the lease, the floor (`$5`: the lowest version a win
-    /// may write) and may take (`$6`: whether a missing row may be inserted or an expired one
-    /// taken over; a renew is allowed either way).
+    /// may write), may take (`$6`: whether an expired row may be taken over; a renew is
+    /// allowed either way) and may insert (`$7`: whether a missing row may be inserted).
     #[allow(clippy::too_many_arguments)]
     pub fn check(
         &mut self,
@@ -103,9 +103,10 @@ impl RefTable {
         lease_micros: i64,
         floor: i64,
         may_take: bool,
+        may_insert: bool,
     ) -> CheckResult {
         let Some(row) = self.rows.get_mut(name) else {
-            if !may_take {
+            if !may_insert {
                 return CheckResult {
                     won: false,
                     found: false,
@@ -182,23 +183,25 @@ mod tests {
     #[test]
     fn insert_renew_takeover_release() {
         let mut table = RefTable::new();
-        let r = table.check(t(0), "f", "a", None, LEASE, 0, true);
+        let r = table.check(t(0), "f", "a", None, LEASE, 0, true, true);
         assert!(r.won && r.row == Some(RefRow::new("a", 0, t(0))));
-        let r = table.check(t(10), "f", "b", None, LEASE, 0, true);
+        let r = table.check(t(10), "f", "b", None, LEASE, 0, true, true);
         assert!(!r.won && r.row == Some(RefRow::new("a", 0, t(0))));
-        let r = table.check(t(20), "f", "a", Some(0), LEASE, 0, true);
+        let r = table.check(t(20), "f", "a", Some(0), LEASE, 0, true, true);
         assert!(r.won && r.row == Some(RefRow::new("a", 1, t(20))));
         assert!(
-            !table.check(t(30), "f", "a", Some(0), LEASE, 0, true).won,
+            !table
+                .check(t(30), "f", "a", Some(0), LEASE, 0, true, true)
+                .won,
             "stale renew"
         );
         assert!(
             !table
-                .check(t(20 + LEASE), "f", "b", None, LEASE, 0, true)
+                .check(t(20 + LEASE), "f", "b", None, LEASE, 0, true, true)
                 .won,
             "expiry is strict"
         );
-        let r = table.check(t(21 + LEASE), "f", "b", None, LEASE, 0, true);
+        let r = table.check(t(21 + LEASE), "f", "b", None, LEASE, 0, true, true);
         assert!(r.won && r.row == Some(RefRow::new("b", 2, t(21 + LEASE))));
         assert!(!table.release("f", "a", 2));
         assert!(table.release("f", "b", 2));
@@ -208,7 +211,7 @@ mod tests {
         );
         assert!(
             table
-                .check(t(LEASE * 3), "f", "a", None, LEASE, 0, true)
+                .check(t(LEASE * 3), "f", "a", None, LEASE, 0, true, true)
                 .won
         );
     }
@@ -216,55 +219,88 @@ mod tests {
     #[test]
     fn a_win_writes_at_least_the_floor() {
         let mut table = RefTable::new();
-        let r = table.check(t(0), "f", "a", None, LEASE, 7, true);
+        let r = table.check(t(0), "f", "a", None, LEASE, 7, true, true);
         assert!(
             r.won && r.row == Some(RefRow::new("a", 7, t(0))),
             "insert: the floor"
         );
-        let r = table.check(t(1), "f", "a", Some(7), LEASE, 3, true);
+        let r = table.check(t(1), "f", "a", Some(7), LEASE, 3, true, true);
         assert!(
             r.won && r.row == Some(RefRow::new("a", 8, t(1))),
             "floor below"
         );
-        let r = table.check(t(2), "f", "a", Some(8), LEASE, 9, true);
+        let r = table.check(t(2), "f", "a", Some(8), LEASE, 9, true, true);
         assert!(
             r.won && r.row == Some(RefRow::new("a", 9, t(2))),
             "floor at"
         );
-        let r = table.check(t(3), "f", "a", Some(9), LEASE, 20, true);
+        let r = table.check(t(3), "f", "a", Some(9), LEASE, 20, true, true);
         assert!(
             r.won && r.row == Some(RefRow::new("a", 20, t(3))),
             "floor above"
         );
-        let r = table.check(t(4 + LEASE), "f", "b", None, LEASE, 30, true);
+        let r = table.check(t(4 + LEASE), "f", "b", None, LEASE, 30, true, true);
         assert!(
             r.won && r.row == Some(RefRow::new("b", 30, t(4 + LEASE))),
             "takeover"
         );
         table.put("max", RefRow::new("x", i64::MAX - 1, t(0)));
-        let r = table.check(t(0), "max", "x", Some(i64::MAX - 1), LEASE, i64::MAX, true);
+        let r = table.check(
+            t(0),
+            "max",
+            "x",
+            Some(i64::MAX - 1),
+            LEASE,
+            i64::MAX,
+            true,
+            true,
+        );
         assert_eq!(r.row.unwrap().version, Some(i64::MAX));
     }
 
     #[test]
     fn without_may_take_only_a_renew_wins() {
         let mut table = RefTable::new();
-        let r = table.check(t(0), "f", "a", None, LEASE, 0, false);
+        let r = table.check(t(0), "f", "a", None, LEASE, 0, false, false);
         assert!(!r.won && !r.found && r.row.is_none() && table.get("f").is_none());
         table.put("f", RefRow::new("a", 4, t(0)));
         assert!(
             !table
-                .check(t(1 + LEASE), "f", "b", None, LEASE, 0, false)
+                .check(t(1 + LEASE), "f", "b", None, LEASE, 0, false, false)
                 .won
         );
-        assert!(!table.check(t(1), "f", "b", None, LEASE, 0, false).won);
         assert!(
             !table
-                .check(t(1 + LEASE), "f", "a", None, LEASE, 0, false)
+                .check(t(1), "f", "b", None, LEASE, 0, false, false)
                 .won
         );
-        let r = table.check(t(1 + LEASE), "f", "a", Some(4), LEASE, 0, false);
+        assert!(
+            !table
+                .check(t(1 + LEASE), "f", "a", None, LEASE, 0, false, false)
+                .won
+        );
+        let r = table.check(t(1 + LEASE), "f", "a", Some(4), LEASE, 0, false, false);
         assert!(r.won && r.row == Some(RefRow::new("a", 5, t(1 + LEASE))));
+    }
+
+    #[test]
+    fn may_take_and_may_insert_are_apart() {
+        let mut table = RefTable::new();
+        // May take over, may not insert: a missing row stays missing.
+        let r = table.check(t(0), "f", "a", None, LEASE, 3, true, false);
+        assert!(!r.won && !r.found && table.get("f").is_none());
+        // May insert, may not take over: an expired row stays its holder's.
+        assert!(table.check(t(0), "f", "a", None, LEASE, 3, false, true).won);
+        assert!(
+            !table
+                .check(t(1 + LEASE), "f", "b", None, LEASE, 0, false, true)
+                .won
+        );
+        assert!(
+            table
+                .check(t(1 + LEASE), "f", "b", None, LEASE, 0, true, false)
+                .won
+        );
     }
 
     #[test]
@@ -281,13 +317,25 @@ mod tests {
             },
         );
         table.put("ninf", RefRow::new("x", 5, DbTime::NEG_INFINITY));
-        assert!(!table.check(t(0), "inf", "a", None, LEASE, 0, true).won);
         assert!(
             !table
-                .check(t(0), "max", "x", Some(i64::MAX), LEASE, 0, true)
+                .check(t(0), "inf", "a", None, LEASE, 0, true, true)
                 .won
         );
-        assert!(!table.check(t(0), "null", "a", None, LEASE, 0, true).won);
-        assert!(table.check(t(0), "ninf", "a", None, LEASE, 0, true).won);
+        assert!(
+            !table
+                .check(t(0), "max", "x", Some(i64::MAX), LEASE, 0, true, true)
+                .won
+        );
+        assert!(
+            !table
+                .check(t(0), "null", "a", None, LEASE, 0, true, true)
+                .won
+        );
+        assert!(
+            table
+                .check(t(0), "ninf", "a", None, LEASE, 0, true, true)
+                .won
+        );
     }
 }

@@ -79,9 +79,11 @@ impl Check {
         renew: Option<i64>,
     ) -> Result<bool, postgres::Error> {
         let floor = renew.map_or(0, |v| v + 1);
-        let all: [&(dyn ToSql + Sync); 6] = [&FLAG, &process, &renew, &LEASE, &floor, &true];
-        let params = if self.before { &all[..4] } else { &all[..] };
-        c.query_one(self.text.as_str(), params).map(|r| r.get(0))
+        let all: [&(dyn ToSql + Sync); 7] = [&FLAG, &process, &renew, &LEASE, &floor, &true, &true];
+        // Each text takes the parameters it names: the check before 4, the variants 6, ours 7.
+        let statement = c.prepare(self.text.as_str())?;
+        let params = &all[..statement.params().len()];
+        c.query_one(&statement, params).map(|r| r.get(0))
     }
 }
 

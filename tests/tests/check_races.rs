@@ -141,12 +141,9 @@ fn client(conn: String, process: String, kind: Kind, lease: i64, until: Instant)
     let pause = |us: u64| thread::sleep(Duration::from_micros(us));
     while Instant::now() < until {
         let floor = highest.map_or(0, |v| v + 1);
-        let all: [&(dyn ToSql + Sync); 6] = [&FLAG, &process, &held, &lease, &floor, &true];
-        let params = if kind == Kind::Before {
-            &all[..4]
-        } else {
-            &all[..]
-        };
+        let all: [&(dyn ToSql + Sync); 7] = [&FLAG, &process, &held, &lease, &floor, &true, &true];
+        // Each text takes the parameters it names: the check before 4, the variants 6, ours 7.
+        let params = &all[..check.params().len()];
         let r = c.query_one(&check, params).expect("the check");
         let (won, version): (bool, Option<i64>) = (r.get("won"), r.get("version"));
         highest = highest.max(version);

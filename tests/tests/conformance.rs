@@ -48,8 +48,10 @@ enum Call {
         lease: i64,
         /// `$5`: the lowest version a win may write.
         floor: i64,
-        /// `$6`: whether a missing row may be inserted or an expired one taken over.
+        /// `$6`: whether an expired row may be taken over.
         may_take: bool,
+        /// `$7`: whether a missing row may be inserted.
+        may_insert: bool,
     },
     Release {
         process: &'static str,
@@ -164,15 +166,26 @@ fn compare(
             lease,
             floor,
             may_take,
+            may_insert,
         } => {
             let got = tx
                 .query_one(
                     &st.check,
-                    &[&FLAG, &process, &renew, &lease, &floor, &may_take],
+                    &[
+                        &FLAG,
+                        &process,
+                        &renew,
+                        &lease,
+                        &floor,
+                        &may_take,
+                        &may_insert,
+                    ],
                 )
                 .map_err(|e| format!("server error: {e}"))
                 .and_then(|r| CheckRow::decode(&r).map_err(|e| e.to_string()));
-            let want = table.check(now, FLAG, process, renew, lease, floor, may_take);
+            let want = table.check(
+                now, FLAG, process, renew, lease, floor, may_take, may_insert,
+            );
             match got {
                 Err(e) => Err(format!("{e}; reference: {want:?}")),
                 Ok(got) if !same(&got, &want) => Err(format!("server {got:?}\nreference {want:?}")),
@@ -272,13 +285,23 @@ fn calls(start: &Option<Start>) -> Vec<Call> {
             for lease in [SECOND, 30 * SECOND, YEAR] {
                 for &floor in &floors {
                     for may_take in [true, false] {
-                        calls.push(Call::Check {
-                            process,
-                            renew,
-                            lease,
-                            floor,
-                            may_take,
-                        });
+                        // May insert matters only without a row: both there, as may take
+                        // elsewhere.
+                        let inserts = if start.is_none() {
+                            vec![true, false]
+                        } else {
+                            vec![may_take]
+                        };
+                        for may_insert in inserts {
+                            calls.push(Call::Check {
+                                process,
+                                renew,
+                                lease,
+                                floor,
+                                may_take,
+                                may_insert,
+                            });
+                        }
                     }
                 }
             }
@@ -354,10 +377,10 @@ fn floor_strategy(v: i64) -> impl Strategy<Value = i64> {
 fn call_strategy(v: i64) -> impl Strategy<Value = Call> {
     let process = prop_oneof![Just("a"), Just("b")];
     let lease = prop_oneof![Just(SECOND), 1..3 * SECOND, Just(YEAR)];
-    let may_take = prop_oneof![3 => Just(true), 1 => Just(false)];
+    let may = || prop_oneof![3 => Just(true), 1 => Just(false)];
     prop_oneof![
-        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may_take)
-            .prop_map(|(process, renew, lease, floor, may_take)| Call::Check { process, renew, lease, floor, may_take }),
+        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may(), may())
+            .prop_map(|(process, renew, lease, floor, may_take, may_insert)| Call::Check { process, renew, lease, floor, may_take, may_insert }),
         1 => (process, version_strategy()).prop_map(|(process, version)| Call::Release { process, version }),
     ]
 }
@@ -378,8 +401,8 @@ fn the_reference_table_matches_the_server_on_random_cases() {
         let v = start.and_then(|s| s.version).unwrap_or(0);
         let call = prop_oneof![
             2 => call_strategy(v),
-            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>())
-                .prop_map(|(process, v, floor, may_take)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take }),
+            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>(), any::<bool>())
+                .prop_map(|(process, v, floor, may_take, may_insert)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take, may_insert }),
             1 => (prop_oneof![Just("a"), Just("b")], Just(v))
                 .prop_map(|(process, version)| Call::Release { process, version }),
         ];

@@ -524,6 +524,37 @@ fn without_the_lost_writes_rule_a_failover_gives_two_leaders() {
 }
 
 #[test]
+fn a_deleted_row_gives_no_overlap_to_processes_that_saw_it() {
+    let mut deletes = 0;
+    for seed in 0..300 {
+        let report = sim::run(&SimConfig {
+            intensity: 3,
+            ..config(seed, 3, 10, "delete,crash,close,pause,stall,loss,notify")
+        });
+        clean(&report);
+        deletes += report.stats.faults[sim::report::FAULT_COUNTERS.len() - 1];
+    }
+    assert!(deletes > 300, "{deletes}");
+}
+
+#[test]
+fn without_the_vanished_row_rule_a_deleted_row_gives_two_leaders() {
+    let report = first_failure(20, |seed| SimConfig {
+        safeguards: Safeguards::without("vanished-row-rule").unwrap(),
+        intensity: 5,
+        ..config(seed, 3, 10, "delete,notify,loss")
+    });
+    let f = report.failure.expect("found");
+    assert!(
+        matches!(
+            f.violation,
+            Violation::TwoLeaders { .. } | Violation::WorkStillRunning { .. }
+        ),
+        "{f}"
+    );
+}
+
+#[test]
 fn lost_notifications_cost_only_time() {
     let mean = |faults: &str| {
         let mut handovers = Vec::new();

@@ -24,7 +24,8 @@ fn first_check_takes_a_missing_flag_at_once() {
         [Command::Check {
             renew: None,
             floor: 0,
-            may_take: true
+            may_take: true,
+            may_insert: true,
         }],
         "no waiting at start-up"
     );
@@ -59,6 +60,7 @@ fn leader_renews_with_one_statement_per_check() {
                 renew: Some(version - 1),
                 floor: version,
                 may_take: true,
+                may_insert: false,
             }],
             "one statement"
         );
@@ -90,7 +92,8 @@ fn follower_checks_with_one_statement_and_wakes_when_the_lease_expires() {
         [Command::Check {
             renew: None,
             floor: 6,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }],
         "one statement"
     );
@@ -129,7 +132,8 @@ fn a_hung_renew_lowers_at_the_deadline() {
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     // No reply: the driver is stuck. The next wake-up is the deadline.
@@ -144,7 +148,8 @@ fn a_hung_renew_lowers_at_the_deadline() {
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
 }
@@ -177,7 +182,8 @@ fn a_win_that_arrives_after_its_own_deadline_raises_nothing() {
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }],
         "renews at once instead"
     );
@@ -201,7 +207,8 @@ fn a_failed_renew_keeps_leadership_until_the_deadline_and_retries() {
             [Command::Check {
                 renew: Some(0),
                 floor: 1,
-                may_take: true
+                may_take: true,
+                may_insert: false,
             }]
         );
         assert_eq!(
@@ -292,7 +299,8 @@ fn a_row_naming_us_after_a_restart_is_adopted_and_renewed() {
         [Command::Check {
             renew: Some(41),
             floor: 42,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }],
         "adopts at once"
     );
@@ -310,7 +318,8 @@ fn a_renew_whose_reply_was_lost_is_adopted_without_lowering() {
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     let c = h.checked(false, Some(row(PROCESS, 1, db(1000))), db(1200));
@@ -319,7 +328,8 @@ fn a_renew_whose_reply_was_lost_is_adopted_without_lowering() {
         [Command::Check {
             renew: Some(1),
             floor: 2,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     assert!(h.flag.is_leader(h.now), "the row never left us");
@@ -344,7 +354,8 @@ fn another_process_using_our_name_is_reported_and_we_step_aside() {
         [Command::Check {
             renew: None,
             floor: 6,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }],
         "no renew of a row it did not write"
     );
@@ -365,7 +376,8 @@ fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
         [Command::Check {
             renew: None,
             floor: 0,
-            may_take: true
+            may_take: true,
+            may_insert: true,
         }]
     );
     h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -406,7 +418,8 @@ fn a_notification_makes_a_follower_check_at_once() {
         [Command::Check {
             renew: None,
             floor: 4,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     assert_eq!(h.input(Input::Notified), [], "one check at a time");
@@ -416,7 +429,8 @@ fn a_notification_makes_a_follower_check_at_once() {
         [Command::Check {
             renew: None,
             floor: 4,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }],
         "the waiting notification is served"
     );
@@ -457,7 +471,8 @@ fn odd_rows_are_reported_and_never_taken() {
         [Command::Check {
             renew: None,
             floor: 4,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     assert_eq!(

@@ -103,7 +103,8 @@ impl Harness {
             [Command::Check {
                 renew: None,
                 floor: 0,
-                may_take: true
+                may_take: true,
+                may_insert: true,
             }]
         );
         let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));

@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use super::harness::{db, ms, row, Harness, OTHER, PROCESS};
-use crate::{Anomaly, Command, Input, LowerReason, Server};
+use crate::{Anomaly, Command, Input, Instant, LowerReason, Server};
 
 fn server(timeline: u32, started_ms: i64) -> Server {
     Server {
@@ -17,11 +17,18 @@ fn server(timeline: u32, started_ms: i64) -> Server {
     }
 }
 
+/// A check; it may insert only where it may take and this process has seen no row yet
+/// (floor 0): see [`check_inserting`] for the other cases.
 fn check(renew: Option<i64>, floor: i64, may_take: bool) -> Command {
+    check_inserting(renew, floor, may_take, may_take && floor == 0)
+}
+
+fn check_inserting(renew: Option<i64>, floor: i64, may_take: bool, may_insert: bool) -> Command {
     Command::Check {
         renew,
         floor,
         may_take,
+        may_insert,
     }
 }
 
@@ -188,6 +195,59 @@ fn a_row_that_vanished_after_it_was_seen_is_evidence_once() {
         f.checked(false, None, db(300)),
         [],
         "the same evidence, not news"
+    );
+}
+
+/// Found by the test kit's `row_hazards` test against a real server: a follower whose check
+/// inserted a missing row in the same statement that found it gone led while the deleted
+/// row's holder still believed. A process that has seen the row learns first, inserts later.
+#[test]
+fn a_row_that_vanished_is_inserted_only_a_lease_after_it_was_found_gone() {
+    let mut f = Harness::new();
+    assert_eq!(
+        f.commands(),
+        [check_inserting(None, 0, true, true)],
+        "a process that never saw the row may insert it"
+    );
+    f.checked(false, Some(row(OTHER, 10, db(0))), db(0));
+    f.at(ms(10));
+    assert_eq!(
+        f.input(Input::Notified),
+        [check_inserting(None, 11, true, false)],
+        "once seen, a missing row is not inserted by the check that finds it missing"
+    );
+    assert_eq!(
+        f.checked(false, None, db(10)),
+        [Command::Anomaly(Anomaly::LostWrites)]
+    );
+    // Fenced: the deleted row's holder may lead until its lease ends, a lease from now.
+    let mut fenced_until = f.now;
+    loop {
+        let c = f.wake();
+        match c[..] {
+            [Command::Check {
+                may_insert: false, ..
+            }] => {
+                fenced_until = f.now;
+                f.checked(false, None, db(10));
+            }
+            [Command::Check {
+                may_insert: true,
+                may_take: true,
+                floor: 11,
+                ..
+            }] => break,
+            _ => panic!("{c:?}"),
+        }
+        assert!(
+            f.now < Instant::ZERO + ms(5_000),
+            "still fenced at {:?}",
+            f.now
+        );
+    }
+    assert!(
+        fenced_until >= Instant::ZERO + ms(2_000),
+        "no insert before a lease has passed: the last fenced check at {fenced_until:?}"
     );
 }
 

@@ -21,7 +21,8 @@ fn with_stop_ahead() -> Harness {
         [Command::Check {
             renew: None,
             floor: 0,
-            may_take: true
+            may_take: true,
+            may_insert: true,
         }]
     );
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -47,7 +48,8 @@ fn the_lease_is_at_risk_when_no_renew_has_won_by_its_deadline_minus_the_stop_ahe
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     // The renew hangs: nothing else is due until the at-risk instant.
@@ -74,7 +76,8 @@ fn a_renew_that_wins_after_the_risk_ends_it() {
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     let sent = h.now;
@@ -136,6 +139,7 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                     renew: Some(version),
                     floor: version + 1,
                     may_take: true,
+                    may_insert: false,
                 }],
                 "{seed}/{round}"
             );
@@ -151,6 +155,7 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                         renew: Some(version),
                         floor: version + 1,
                         may_take: true,
+                        may_insert: false,
                     }]
                 );
             }
@@ -276,7 +281,8 @@ fn regression_a_reply_after_the_release_was_given_up_releases_nothing() {
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     assert_eq!(
@@ -299,7 +305,8 @@ fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there
         [Command::Check {
             renew: Some(0),
             floor: 1,
-            may_take: true
+            may_take: true,
+            may_insert: false,
         }]
     );
     // The renew is abandoned at its timeout, yet it may commit later (a zombie).
@@ -313,7 +320,8 @@ fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there
             Command::Check {
                 renew: Some(0),
                 floor: 1,
-                may_take: true
+                may_take: true,
+                may_insert: false,
             }
         ],
         "the row once more, before releasing"

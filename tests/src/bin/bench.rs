@@ -798,7 +798,8 @@ fn ceiling(pg: &PgServer, sizes: &[usize], secs: u64) -> String {
             .replace("$3", "NULL")
             .replace("$4", lease)
             .replace("$5", "0")
-            .replace("$6", "true");
+            .replace("$6", "true")
+            .replace("$7", "true");
         // pgbench wants one statement per line.
         format!(
             "\\set n random(1, :nflags)\n{}\n",

@@ -36,6 +36,7 @@ impl World {
             ));
             proc_.believed = false;
             proc_.observed = None;
+            proc_.saw_row = false;
             self.drain(p);
         } else {
             let g = self.go_mut(p);
@@ -74,6 +75,7 @@ impl World {
                 // after the raise it brings is judged.
                 let version = result.row.as_ref().and_then(|row| row.version);
                 let i = usize::from(p);
+                self.rust[i].saw_row = result.row.is_some();
                 if !result.won {
                     self.rust[i].observed = self.rust[i].observed.max(version);
                 }
@@ -115,6 +117,7 @@ impl World {
                         renew,
                         floor,
                         may_take,
+                        may_insert,
                     } => {
                         self.stats.checks += 1;
                         let (floor, may_take) = if self.config.safeguards.lost_writes_rule {
@@ -123,10 +126,18 @@ impl World {
                             // Without the rule: no floor above what a renew writes, no fence.
                             (renew.map_or(0, |v| v.saturating_add(1)), true)
                         };
+                        let may_insert = if self.config.safeguards.vanished_row_rule {
+                            may_insert
+                        } else {
+                            // Without the rule: a missing row is inserted whenever it may be
+                            // taken, as the check did before.
+                            may_take
+                        };
                         let op = Op::Check {
                             renew,
                             floor,
                             may_take,
+                            may_insert,
                         };
                         self.send(p, op, db_time(0));
                     }
@@ -155,7 +166,7 @@ impl World {
                             // higher token cannot know it: that residue is counted, not a
                             // broken rule. A process that saw it must never go below it.
                             let knew = self.rust[i].observed.is_some_and(|o| o >= before);
-                            if lease.token <= before && (knew || !self.lossy_failover) {
+                            if lease.token <= before && (knew || !self.history_lost) {
                                 if self.violation.is_none() {
                                     self.violation = Some(Violation::TokenNotIncreasing {
                                         who: self.rust[i].host.name.clone(),

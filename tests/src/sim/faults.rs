@@ -6,7 +6,7 @@ use std::time::Duration;
 use leadership_core::Input;
 
 use super::trace::{Pid, What, DB};
-use super::world::{Ev, FaultKind, World};
+use super::world::{Ev, FaultKind, World, FLAG};
 use super::{Schedule, SimConfig};
 
 impl World {
@@ -73,6 +73,7 @@ impl World {
             FaultKind::Precheck => None,
             FaultKind::DbStep => f.db_step,
             FaultKind::Failover => f.failover,
+            FaultKind::Delete => f.delete,
         };
         let Some(s) = schedule else { return };
         let d = self.duration(s);
@@ -177,7 +178,7 @@ impl World {
                     .or(self.snapshots.front())
                     .map(|(_, table)| table.clone());
                 if let Some(standby) = standby {
-                    self.lossy_failover |= standby != self.table;
+                    self.history_lost |= standby != self.table;
                     self.table = standby;
                 }
                 self.snapshots.clear();
@@ -191,6 +192,29 @@ impl World {
                 self.trace.push(t, DB, What::Failover(d));
                 // A lease (any lease of the old primary ends) and the fence that follows.
                 self.quiet_until(t + 2 * self.interval_ns);
+            }
+            FaultKind::Delete => {
+                // Go peers insert a missing row at once, live lease or not: not modelled.
+                // A process whose latest check showed no row (it just started, or found the
+                // row missing before) cannot tell a deleted row from a new table: the fault
+                // waits until every running process's latest check showed the row.
+                let all_saw = self
+                    .rust
+                    .iter()
+                    .all(|r| !r.host.up || r.flag.is_none() || r.saw_row);
+                if self.go.is_empty() && self.table.get(FLAG).is_some() && all_saw {
+                    self.stats.faults[counter] += 1;
+                    self.table.delete(FLAG);
+                    // Versions start again at the floor of those who saw the row, and at 0 for
+                    // those who did not: tokens below older ones are residue, as after a failover.
+                    self.history_lost = true;
+                    self.trace.push(t, DB, What::Delete);
+                    // A process that starts before the deleted lease has ended cannot tell the
+                    // missing row from a new table: none does (restarts wait), see the docs.
+                    let lease_over = t + self.interval_ns + self.interval_ns / 10;
+                    self.no_start_before = self.no_start_before.max(lease_over);
+                    self.quiet_until(lease_over + self.interval_ns);
+                }
             }
             FaultKind::Step => {
                 if let Some(p) = self.victim(false) {

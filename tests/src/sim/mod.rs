@@ -53,7 +53,10 @@
 //!   statements, then runs or fails them all), `conn` (one process's statements fail),
 //!   `close` (graceful close, then a restart), `precheck` (refusals and errors), `drift`,
 //!   `dbstep`, `loss`, `slow`, `failover` (to a standby lagging up to 3 s: the last writes
-//!   are lost, connections break, processes reconnect and hear of the new server).
+//!   are lost, connections break, processes reconnect and hear of the new server), `delete`
+//!   (an operator deletes the flag's row; no process starts for a lease after it, for one
+//!   that never saw the row cannot tell it from a new table; not with Go peers, which insert a
+//!   missing row at once).
 //!
 //! ```
 //! use leadership_testkit::sim::{Faults, SimConfig};
@@ -376,6 +379,8 @@ pub struct Faults {
     /// their way are lost, every connection breaks, and the new primary's clock is another
     /// machine's (a millisecond off); it is on a new timeline and says when it was promoted.
     pub failover: Option<Schedule>,
+    /// `DELETE FROM leadership_flags` by an operator, live lease or not.
+    pub delete: Option<Schedule>,
 }
 
 /// The default maximum database clock step: stands for "within the budget the safety
@@ -383,9 +388,9 @@ pub struct Faults {
 pub const DEFAULT_DB_STEP: Duration = Duration::from_millis(10);
 
 /// The fault names [`Faults::parse`] knows.
-pub const FAULT_NAMES: [&str; 12] = [
+pub const FAULT_NAMES: [&str; 13] = [
     "pause", "crash", "stall", "drift", "loss", "conn", "close", "slow", "precheck", "dbstep",
-    "notify", "failover",
+    "notify", "failover", "delete",
 ];
 
 impl Faults {
@@ -407,6 +412,7 @@ impl Faults {
             db_step: None,
             notify_loss: None,
             failover: None,
+            delete: None,
         }
     }
 
@@ -440,6 +446,7 @@ impl Faults {
                 }
                 "notify" => f.notify_loss = Some(500_000),
                 "failover" => f.failover = Some(Schedule::new(120_000, 0, 3_000)),
+                "delete" => f.delete = Some(Schedule::new(120_000, 0, 0)),
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}; known: {}, all, none",
@@ -464,6 +471,7 @@ impl Faults {
             &mut self.close,
             &mut self.db_step,
             &mut self.failover,
+            &mut self.delete,
         ]
         .into_iter()
         .flatten()
@@ -491,6 +499,7 @@ impl Faults {
             self.db_step.is_some(),
             self.notify_loss.is_some(),
             self.failover.is_some(),
+            self.delete.is_some(),
         ];
         FAULT_NAMES
             .iter()
@@ -531,6 +540,10 @@ pub struct Safeguards {
     /// After evidence of lost writes the core takes nothing for a lease, and no check writes a
     /// version at or below one seen. Off: checks go out as if no write was ever lost.
     pub lost_writes_rule: bool,
+    /// A process that has seen the row never inserts it in the check that finds it missing:
+    /// it learns the row vanished (a `DELETE`), takes nothing for a lease, then may insert.
+    /// Off: a missing row is inserted at once whenever the check may take.
+    pub vanished_row_rule: bool,
 }
 
 impl Default for Safeguards {
@@ -544,12 +557,13 @@ impl Default for Safeguards {
             watchdog: true,
             no_release_while_working: true,
             lost_writes_rule: true,
+            vanished_row_rule: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 8] = [
+pub const SAFEGUARD_NAMES: [&str; 9] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
@@ -558,6 +572,7 @@ pub const SAFEGUARD_NAMES: [&str; 8] = [
     "watchdog",
     "no-release-while-working",
     "lost-writes-rule",
+    "vanished-row-rule",
 ];
 
 impl Safeguards {
@@ -574,6 +589,7 @@ impl Safeguards {
                 "watchdog" => s.watchdog = false,
                 "no-release-while-working" => s.no_release_while_working = false,
                 "lost-writes-rule" => s.lost_writes_rule = false,
+                "vanished-row-rule" => s.vanished_row_rule = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -596,6 +612,7 @@ impl Safeguards {
             !self.watchdog,
             !self.no_release_while_working,
             !self.lost_writes_rule,
+            !self.vanished_row_rule,
         ];
         SAFEGUARD_NAMES
             .iter()

@@ -155,6 +155,7 @@ impl World {
                 renew,
                 floor,
                 may_take,
+                may_insert,
             } => {
                 // The row as the statement found it: who held it, and since when.
                 let before = self.table.get(FLAG).map(|row| {
@@ -169,9 +170,16 @@ impl World {
                     });
                     (holder == name, holder_pid, row.timestamp)
                 });
-                let r =
-                    self.table
-                        .check(now, FLAG, name, renew, self.lease_micros, floor, may_take);
+                let r = self.table.check(
+                    now,
+                    FLAG,
+                    name,
+                    renew,
+                    self.lease_micros,
+                    floor,
+                    may_take,
+                    may_insert,
+                );
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
                     takeover = Some((holder, age));

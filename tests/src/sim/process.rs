@@ -259,6 +259,8 @@ pub struct RustProc {
     /// The highest row version this life of the process has received: a token below it would
     /// go backwards for a process that knew better.
     pub observed: Option<i64>,
+    /// Whether its latest check reply showed the row (the `delete` fault's precondition).
+    pub saw_row: bool,
 }
 
 /// The leader-only work of a term, modelled on `leadership run`'s command: a process group of
@@ -304,6 +306,7 @@ impl RustProc {
             work: None,
             works: 0,
             observed: None,
+            saw_row: false,
         }
     }
 }

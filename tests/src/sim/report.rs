@@ -41,7 +41,7 @@ pub struct Stats {
     pub notified: u64,
     /// Faults started: pause, crash, stall, conn, loss, slow, close, step, precheck refusals,
     /// database clock steps.
-    pub faults: [u64; 11],
+    pub faults: [u64; 12],
     /// Time nobody led, after the first leader (ns).
     pub leaderless_ns: u64,
     /// Time until the first leader (ns).
@@ -58,8 +58,9 @@ pub struct Stats {
     pub at_risk: u64,
     /// Failovers to a lagging standby.
     pub failovers: u64,
-    /// Tokens raised below an earlier one after a failover lost writes, by a process that had
-    /// never seen the earlier one (the residue of asynchronous replication).
+    /// Tokens raised below an earlier one after a failover lost writes or the row was deleted,
+    /// by a process that had never seen the earlier one (the residue of asynchronous
+    /// replication, or of a `DELETE`).
     pub tokens_behind_after_failover: u64,
     /// Two Go processes raised at once: the stretches (ns).
     pub go_overlaps: Vec<u64>,
@@ -70,9 +71,9 @@ pub struct Stats {
 }
 
 /// The fault counters' names, in [`Stats::faults`] order.
-pub const FAULT_COUNTERS: [&str; 11] = [
+pub const FAULT_COUNTERS: [&str; 12] = [
     "pause", "crash", "stall", "conn", "loss", "slow", "close", "step", "precheck", "dbstep",
-    "failover",
+    "failover", "delete",
 ];
 
 /// A broken invariant with what is needed to understand and replay it.
@@ -219,11 +220,12 @@ impl Report {
                 s.work_stops, s.at_risk, s.work_killed
             );
         }
-        if s.failovers > 0 {
+        let deletes = s.faults[FAULT_COUNTERS.len() - 1];
+        if s.failovers > 0 || deletes > 0 {
             let _ = writeln!(
                 out,
-                "  database failovers {} to a lagging standby; {} tokens below an earlier one, raised by processes that never saw it",
-                s.failovers, s.tokens_behind_after_failover
+                "  database failovers {} to a lagging standby, rows deleted {}; {} tokens below an earlier one, raised by processes that never saw it",
+                s.failovers, deletes, s.tokens_behind_after_failover
             );
         }
         let _ = writeln!(out, "  trace digest       {:016x}", self.digest());

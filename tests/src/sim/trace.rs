@@ -24,8 +24,10 @@ pub enum Op {
         renew: Option<i64>,
         /// The lowest version a win may write.
         floor: i64,
-        /// Whether it may insert or take over.
+        /// Whether it may take over an expired row.
         may_take: bool,
+        /// Whether it may insert a missing row.
+        may_insert: bool,
     },
     /// The Rust release.
     Release {
@@ -118,6 +120,8 @@ pub enum What {
     DbStep(u64),
     /// The database failed over to a standby this many ns behind.
     Failover(u64),
+    /// An operator deleted the flag's row.
+    Delete,
     /// The precheck answered (only refusals and errors are shown in the timeline).
     Precheck(leadership_core::Precheck),
     /// The lease is at risk: no renew has won by its at-risk instant.
@@ -347,6 +351,7 @@ impl fmt::Display for Describe<'_> {
             What::Close => write!(f, "close() asked"),
             What::AtRisk => write!(f, "lease at risk: no renew has won"),
             What::Failover(lag) => write!(f, "FAILOVER to a standby {} behind", Secs(lag)),
+            What::Delete => write!(f, "DELETE of the flag's row"),
             What::StopWork(at) => write!(f, "work told to stop; stops at {}", Secs(at)),
             What::KillWork => write!(f, "work killed at the deadline"),
             What::WorkStopped => write!(f, "work ended"),

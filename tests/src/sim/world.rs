@@ -36,6 +36,7 @@ pub(super) enum FaultKind {
     Precheck,
     DbStep,
     Failover,
+    Delete,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +141,8 @@ pub(super) struct World {
     pub(super) slow_until: u64,
     /// No fault is active from this true time on (unless another starts).
     pub(super) quiet_since: u64,
+    /// After a deleted row: no process starts before this true time (see the `delete` fault).
+    pub(super) no_start_before: u64,
     /// How long a quiet stretch must last before someone must lead.
     pub(super) liveness_window: u64,
     /// Leaderless since this true time (`None`: someone leads).
@@ -172,9 +175,10 @@ pub(super) struct World {
     /// Snapshots of the table (true time, table) of the last few seconds: what a lagging
     /// standby has.
     pub(super) snapshots: std::collections::VecDeque<(u64, crate::table::RefTable)>,
-    /// A failover lost writes at this true time: tokens below older ones are the residue of an
-    /// asynchronous standby, not a broken rule, for processes that never saw the older ones.
-    pub(super) lossy_failover: bool,
+    /// A failover lost writes, or the row was deleted: tokens below older ones are the residue
+    /// of an asynchronous standby or a `DELETE`, not a broken rule, for processes that never
+    /// saw the older ones.
+    pub(super) history_lost: bool,
 }
 
 impl World {
@@ -259,6 +263,7 @@ impl World {
             loss_until: 0,
             slow_until: 0,
             quiet_since: 0,
+            no_start_before: 0,
             liveness_window,
             leaderless_since: Some(0),
             go_overlap_since: None,
@@ -277,7 +282,7 @@ impl World {
             timeline: 1,
             db_started: 0,
             snapshots: std::collections::VecDeque::with_capacity(64),
-            lossy_failover: false,
+            history_lost: false,
         };
         // Who starts first is the seed's choice too: all within the first 50 ms.
         for p in 0..n {
@@ -295,6 +300,7 @@ impl World {
             (FaultKind::Close, f.close),
             (FaultKind::DbStep, f.db_step),
             (FaultKind::Failover, f.failover),
+            (FaultKind::Delete, f.delete),
         ];
         for (kind, schedule) in kinds {
             if let Some(s) = schedule {
@@ -400,6 +406,7 @@ impl World {
     pub(super) fn dispatch(&mut self, ev: Ev) {
         let t = self.t;
         match ev {
+            Ev::Start(_) if t < self.no_start_before => self.push(self.no_start_before, ev),
             Ev::Start(p) => self.start(p),
             Ev::Wake { p, gen } => {
                 let h = self.host(p);

@@ -140,7 +140,8 @@ fn script(who: Who, role: Role, random: bool) -> String {
         .replace("$3", renew)
         .replace("$4", lease)
         .replace("$5", floor)
-        .replace("$6", "true");
+        .replace("$6", "true")
+        .replace("$7", "true");
     let renews = role == Role::Leader && !random;
     if renews {
         s.push_str("\\set floor :version + 1\n");
