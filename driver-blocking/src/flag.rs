@@ -119,7 +119,7 @@ impl Flag {
     /// ```no_run
     /// # fn demo(flag: &leadership_blocking::Flag) {
     /// if let Some(h) = flag.current_holder() {
-    ///     println!("{:?} holds token {:?}, written {:?} ago", h.name, h.token, h.lease_age);
+    ///     println!("{:?} wrote version {:?}, {:?} ago", h.name, h.version, h.lease_age);
     /// }
     /// # }
     /// ```
