@@ -9,15 +9,7 @@ use crate::args::{Connection, FlagArgs};
 use crate::connect::{builder, settings};
 use crate::exit::{Failure, CONFIG, UNAVAILABLE};
 
-/// This process's default name: host name and pid, unique on one host and across hosts.
-pub fn default_process() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}-{}", std::process::id())
-}
+pub use leadership_tokio::default_process;
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()

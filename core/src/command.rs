@@ -51,7 +51,7 @@ pub enum Command {
     AtRisk(Lease),
     /// This process no longer leads.
     Lower(LowerReason),
-    /// A release follows this `Lower` (close, or a refused precheck): end the leader-only work
+    /// A release follows this `Lower` (close, resign, or a refused precheck): end the leader-only work
     /// and reply [`Input::WorkStopped`](crate::Input::WorkStopped) once it has ended. The core
     /// releases the row only after that, so the next leader does not start while this one's
     /// work still runs: if the work has not stopped a margin after the lease's deadline, the
@@ -122,6 +122,8 @@ pub enum LowerReason {
     PrecheckRefused,
     /// The user closed the flag.
     Closed,
+    /// The user resigned ([`Input::Resign`](crate::Input::Resign)).
+    Resigned,
 }
 
 /// An oddity in the table that the core works around.

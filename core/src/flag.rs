@@ -55,6 +55,9 @@ pub struct Flag {
     server: Option<Server>,
     /// Whether [`Command::AtRisk`] was emitted for the current lease.
     told_at_risk: bool,
+    /// The user resigned while a statement was in flight: once it returns, release what it
+    /// leaves ours.
+    resigning: bool,
     /// Closing looked at the row once more because a statement was in doubt.
     close_rechecked: bool,
     /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has. The
@@ -158,6 +161,7 @@ impl Flag {
             fenced_until: None,
             server: None,
             told_at_risk: false,
+            resigning: false,
             close_rechecked: false,
             stopping: None,
             seen: None,
@@ -264,6 +268,7 @@ impl Flag {
             Input::WorkStopped => self.work_stopped(),
             Input::Connected(server) => self.on_connected(now, server),
             Input::Close => self.on_close(now),
+            Input::Resign { hold_off } => self.on_resign(now, hold_off),
         }
         // An input may arrive after a check fell due: serve it now, so that poll_timeout
         // never points into the past.
@@ -403,6 +408,9 @@ impl Flag {
         if self.phase == Phase::Closing {
             return self.finish_close();
         }
+        if self.resigning {
+            return self.resign_now(now);
+        }
         if answer == Precheck::Pass {
             return self.send_check(now);
         }
@@ -443,6 +451,17 @@ impl Flag {
             };
             self.role = Role::Follower { ours: held };
             return self.finish_close();
+        }
+        if self.resigning {
+            let held = match (reply.won, row.version) {
+                (true, version) => version,
+                (false, Some(v)) if self.names_us(&row) && !self.knows(v) && self.uncertain => {
+                    Some(v)
+                }
+                _ => None,
+            };
+            self.role = Role::Follower { ours: held };
+            return self.resign_now(now);
         }
         match (reply.won, reply.row) {
             (true, _) => self.on_won(now, sent_at, renew, row),
@@ -565,6 +584,12 @@ impl Flag {
                 _ => self.finish_close(),
             };
         }
+        if self.resigning {
+            // The renew may have committed unseen: release the version we know (a no-op if it
+            // moved on) and never adopt ours again before such a lease would have lapsed.
+            self.fence(now + self.config.interval() + self.config.margin());
+            return self.resign_now(now);
+        }
         // A leader keeps its lease through a failed renew until its deadline: no flapping on
         // a blip.
         self.schedule_retry(now);
@@ -601,6 +626,50 @@ impl Flag {
         if self.pending == Pending::Nothing {
             self.finish_close();
         }
+    }
+
+    /// Resigning: lower at once (the work is told to stop); the row is released once the work
+    /// has stopped and nothing is in flight, and the fence keeps this process from taking
+    /// anything during `hold_off`.
+    fn on_resign(&mut self, now: Instant, hold_off: Option<Duration>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(hold_off) = hold_off {
+            self.fence(now + hold_off);
+        }
+        match self.pending {
+            Pending::Nothing => self.resign_now(now),
+            Pending::Check { .. } | Pending::Precheck => {
+                let held = self.step_down_and_stop(LowerReason::Resigned);
+                self.role = Role::Follower { ours: held };
+                self.resigning = true;
+            }
+            // Already handing the row over (a refused precheck).
+            Pending::Release { .. } | Pending::AwaitStop { .. } => {}
+        }
+    }
+
+    /// Steps down and releases what may be ours once the work has stopped.
+    fn resign_now(&mut self, now: Instant) {
+        self.resigning = false;
+        self.next_check = None;
+        match self.step_down_and_stop(LowerReason::Resigned) {
+            Some(version) => self.release_when_stopped(version),
+            None => self.schedule_retry(now),
+        }
+    }
+
+    /// Whether a resign is still handing the row over: a statement it waits for is in flight,
+    /// or the release waits for the work to stop or for its reply. Drivers resolve a
+    /// `resign()` call once this is false.
+    pub fn is_resigning(&self) -> bool {
+        self.resigning
+            || (self.phase == Phase::Running
+                && matches!(
+                    self.pending,
+                    Pending::Release { .. } | Pending::AwaitStop { .. }
+                ))
     }
 
     /// Releases the row if it may be ours, else closes. With a statement in doubt (a renew
@@ -699,6 +768,10 @@ impl Flag {
             Pending::Check { .. } if self.phase == Phase::Closing => {
                 self.pending = Pending::Nothing;
                 self.finish_close();
+            }
+            Pending::Check { .. } if self.resigning => {
+                self.pending = Pending::Nothing;
+                self.resign_now(now);
             }
             Pending::Check { .. } => self.send_check(now),
             Pending::Release { version } => self.release(version),

@@ -30,6 +30,15 @@ pub enum Input<'a> {
     /// The user asked to close: lower, release the row if held, then
     /// [`Command::Closed`](crate::Command::Closed).
     Close,
+    /// The user resigns: lower (ending the leader-only work), release the row once the work
+    /// has stopped, and stay a follower, taking nothing for `hold_off` if given (a follower
+    /// notified of the release takes over first either way). Unlike [`Input::Close`] the core
+    /// keeps running. A statement in flight is awaited first, so a renew that wins meanwhile
+    /// is released too.
+    Resign {
+        /// How long to take nothing (no takeover, no insert) after resigning.
+        hold_off: Option<Duration>,
+    },
     /// The leader-only work asked to stop by [`Command::StopWork`](crate::Command::StopWork)
     /// has stopped. Never a contract error: a late one is ignored.
     WorkStopped,
@@ -127,7 +136,11 @@ impl Input<'_> {
             Input::Released { .. } => Some(InputKind::Released),
             Input::Failed(_) => Some(InputKind::Failed),
             Input::Precheck(_) => Some(InputKind::Precheck),
-            Input::Notified | Input::Close | Input::WorkStopped | Input::Connected(_) => None,
+            Input::Notified
+            | Input::Close
+            | Input::Resign { .. }
+            | Input::WorkStopped
+            | Input::Connected(_) => None,
         }
     }
 }

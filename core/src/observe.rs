@@ -6,7 +6,8 @@
 //! takeover, which can only happen once the lease has expired by the database's clock. So the
 //! observer reads the row at once, then again on every notification, and otherwise just after
 //! the lease it saw expires; while the row stays expired (nobody has taken it yet), it reads
-//! again every retry interval.
+//! again every retry interval, or after a notified release sooner (2 ms, doubling), since a
+//! notified follower takes it over within milliseconds.
 //!
 //! ```
 //! use core::time::Duration;
@@ -30,6 +31,10 @@ use crate::config::Config;
 use crate::input::Row;
 use crate::time::{DbTime, Instant};
 
+/// The first re-read of a released row: a notified follower's takeover takes a round trip or
+/// two.
+const AFTER_RELEASE: Duration = Duration::from_millis(2);
+
 /// When an observer reads the row; see the module docs. Sans-IO: the driver reads when
 /// [`poll_read`](Observation::poll_read) says so, hands in what it read, and sleeps until
 /// [`poll_timeout`](Observation::poll_timeout) or a notification.
@@ -43,6 +48,10 @@ pub struct Observation {
     reading: bool,
     /// A notification came while a read was in flight: read again once it returns.
     again: bool,
+    /// How soon to read again while the row stays expired: short right after a release was
+    /// notified (a notified follower takes the row over within milliseconds), doubling up to
+    /// the retry interval.
+    expired_wait: Duration,
 }
 
 impl Observation {
@@ -54,6 +63,7 @@ impl Observation {
             next: Some(now),
             reading: false,
             again: false,
+            expired_wait: config.retry_interval(),
         }
     }
 
@@ -83,6 +93,7 @@ impl Observation {
 
     /// A release was notified: read at once (or as soon as the read in flight returns).
     pub fn notified(&mut self, now: Instant) {
+        self.expired_wait = AFTER_RELEASE;
         if self.reading {
             self.again = true;
         } else {
@@ -104,11 +115,17 @@ impl Observation {
             // Just after it expires: a takeover can only come then. Never sleep much longer
             // than a lease: a row written meanwhile is found the next time at the latest.
             Some(us) => {
+                self.expired_wait = self.retry;
                 let after = Duration::from_millis(1);
                 now + (Duration::from_micros(us) + after).min(self.interval + after)
             }
-            // Expired (or no row, or odd): someone may take it at any moment.
-            None => now + self.retry,
+            // Expired (or no row, or odd): someone may take it at any moment; soon after a
+            // notified release, when a follower is taking it over.
+            None => {
+                let wait = self.expired_wait;
+                self.expired_wait = (wait * 2).min(self.retry);
+                now + wait
+            }
         });
     }
 
@@ -169,6 +186,28 @@ mod tests {
         assert!(o.poll_read(at(200)));
         o.read(at(200), None, db(200));
         assert_eq!(o.poll_timeout(), Some(at(400)));
+    }
+
+    #[test]
+    fn after_a_notified_release_an_expired_row_is_read_again_within_milliseconds() {
+        let mut o = Observation::new(&config(), at(0));
+        assert!(o.poll_read(at(0)));
+        o.read(at(0), Some(row(db(0))), db(0));
+        o.notified(at(100));
+        assert!(o.poll_read(at(100)));
+        // Released (expired), not yet taken over: 2 ms, then 4, 8, … up to the retry interval.
+        o.read(at(101), Some(row(db(-5_000))), db(101));
+        assert_eq!(o.poll_timeout(), Some(at(103)));
+        assert!(o.poll_read(at(103)));
+        o.read(at(103), Some(row(db(-5_000))), db(103));
+        assert_eq!(o.poll_timeout(), Some(at(107)));
+        // Taken over: back to the lease's schedule, and the next expired row waits the retry.
+        assert!(o.poll_read(at(107)));
+        o.read(at(107), Some(row(db(107))), db(107));
+        assert_eq!(o.poll_timeout(), Some(at(107 + 2_001)));
+        assert!(o.poll_read(at(2_108)));
+        o.read(at(2_108), Some(row(db(0))), db(2_108));
+        assert_eq!(o.poll_timeout(), Some(at(2_308)));
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn main() {
             .interval(args.interval)
             .timeout(args.timeout)
             .jitter(args.jitter)
-            .start_set(postgres::NoTls)
+            .start(postgres::NoTls)
             .unwrap_or_else(|e| {
                 eprintln!("peer {}: start failed: {e}", args.process);
                 std::process::exit(1);

@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leadership_tokio::kind::{One, Set};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Socket;
 
 use crate::flag::{Flag, FlagSet};
+use crate::observer::Observer;
 use crate::runtime::Runtime;
 use crate::Error;
 
@@ -29,28 +31,42 @@ use crate::Error;
 /// # Ok::<(), leadership_blocking::Error>(())
 /// ```
 #[must_use]
-pub struct FlagBuilder {
-    inner: leadership_tokio::FlagBuilder,
+pub struct FlagBuilder<K = One> {
+    inner: leadership_tokio::FlagBuilder<K>,
 }
 
-impl fmt::Debug for FlagBuilder {
+/// The builder of a [`FlagSet`]: the same settings as a flag's; its `start` gives the set.
+pub type FlagSetBuilder = FlagBuilder<Set>;
+
+impl<K> fmt::Debug for FlagBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.inner.fmt(f)
     }
 }
 
-impl FlagBuilder {
-    pub(crate) fn wrap(inner: leadership_tokio::FlagBuilder) -> FlagBuilder {
+impl<K> FlagBuilder<K> {
+    pub(crate) fn wrap(inner: leadership_tokio::FlagBuilder<K>) -> FlagBuilder<K> {
         FlagBuilder { inner }
     }
 
     fn map(
         self,
-        f: impl FnOnce(leadership_tokio::FlagBuilder) -> leadership_tokio::FlagBuilder,
+        f: impl FnOnce(leadership_tokio::FlagBuilder<K>) -> leadership_tokio::FlagBuilder<K>,
     ) -> Self {
         FlagBuilder {
             inner: f(self.inner),
         }
+    }
+
+    /// Applies what `settings` sets (e.g. read from a file); see
+    /// [`leadership_tokio::FlagBuilder::settings`].
+    ///
+    /// ```
+    /// let settings = leadership_blocking::Settings::default();
+    /// let builder = leadership_blocking::Flag::builder("report", "").settings(&settings);
+    /// ```
+    pub fn settings(self, settings: &leadership_tokio::Settings) -> Self {
+        self.map(|b| b.settings(settings))
     }
 
     /// The lease (default 30 s); see [`leadership_tokio::FlagBuilder::interval`].
@@ -141,7 +157,9 @@ impl FlagBuilder {
             })
         })
     }
+}
 
+impl FlagBuilder<One> {
     /// Validates, connects (failing fast with a typed [`Error`]), makes sure the table is
     /// usable, and starts the driver on a background thread. See
     /// [`leadership_tokio::FlagBuilder::start`]; pass `postgres::NoTls` or any TLS connector.
@@ -164,18 +182,17 @@ impl FlagBuilder {
         Ok(Flag::wrap(flag, runtime))
     }
 
-    /// Like [`start`](FlagBuilder::start), for a [`FlagSet`] (see [`FlagSet::builder`]):
-    /// connects once; flags are added with [`FlagSet::add`] and share that connection and
-    /// thread.
+    /// Watches this builder's flag without competing for it ([`Observer`]); see
+    /// [`leadership_tokio::FlagBuilder::observe`].
     ///
     /// ```no_run
-    /// let set = leadership_blocking::FlagSet::builder("pod-a")
+    /// let observer = leadership_blocking::Flag::builder("report", "dashboard")
     ///     .connect_str("host=db user=app")
-    ///     .start_set(postgres::NoTls)?;
-    /// let shard = set.add("shard-1")?;
+    ///     .observe(postgres::NoTls)?;
+    /// println!("{:?}", observer.holder());
     /// # Ok::<(), leadership_blocking::Error>(())
     /// ```
-    pub fn start_set<T>(self, tls: T) -> Result<FlagSet, Error>
+    pub fn observe<T>(self, tls: T) -> Result<Observer, Error>
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
         T::Stream: Send + 'static,
@@ -183,7 +200,31 @@ impl FlagBuilder {
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
         let runtime = Runtime::start()?;
-        let set = runtime.block_on(self.inner.start_set(tls))?;
+        let observer = runtime.block_on(self.inner.observe(tls))?;
+        Ok(Observer::wrap(observer, runtime))
+    }
+}
+
+impl FlagBuilder<Set> {
+    /// Validates and connects once, as a flag's `start` does; flags are added with [`FlagSet::add`] and share that connection and
+    /// thread.
+    ///
+    /// ```no_run
+    /// let set = leadership_blocking::FlagSet::builder("pod-a")
+    ///     .connect_str("host=db user=app")
+    ///     .start(postgres::NoTls)?;
+    /// let shard = set.add("shard-1")?;
+    /// # Ok::<(), leadership_blocking::Error>(())
+    /// ```
+    pub fn start<T>(self, tls: T) -> Result<FlagSet, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let runtime = Runtime::start()?;
+        let set = runtime.block_on(self.inner.start(tls))?;
         Ok(FlagSet::wrap(set, runtime))
     }
 }

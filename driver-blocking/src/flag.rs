@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::builder::FlagBuilder;
+use crate::builder::{FlagBuilder, FlagSetBuilder};
 use crate::guard::Guard;
 use crate::runtime::Runtime;
 use crate::subscription::Subscription;
@@ -179,6 +179,30 @@ impl Flag {
         })
     }
 
+    /// The driver's health for a probe; see [`leadership_tokio::Flag::health`].
+    ///
+    /// ```no_run
+    /// # fn demo(flag: &leadership_blocking::Flag) {
+    /// let healthy = flag.health().is_healthy(std::time::Duration::from_secs(90));
+    /// # }
+    /// ```
+    pub fn health(&self) -> leadership_tokio::Health {
+        self.inner.health()
+    }
+
+    /// Steps down without closing: lowers, waits for every [`Guard`] to be dropped, releases
+    /// the row and stays a follower, taking nothing for `hold_off` if given; see
+    /// [`leadership_tokio::Flag::resign`]. Drop this thread's guards first.
+    ///
+    /// ```no_run
+    /// # fn demo(flag: leadership_blocking::Flag) -> Result<(), leadership_blocking::Error> {
+    /// flag.resign(Some(std::time::Duration::from_secs(60)))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn resign(&self, hold_off: Option<Duration>) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.resign(hold_off))
+    }
+
     /// Lowers the flag, waits for every [`Guard`] to be dropped, releases the row so that
     /// another process leads at once, and returns; see [`leadership_tokio::Flag::close`]. Safe
     /// from any clone and idempotent. Drop (or hand to another thread) every guard this thread
@@ -214,7 +238,7 @@ impl Flag {
 /// ```no_run
 /// let set = leadership_blocking::FlagSet::builder("pod-a")
 ///     .connect_str("host=db user=app")
-///     .start_set(postgres::NoTls)?;
+///     .start(postgres::NoTls)?;
 /// let shards: Vec<_> = (0..8).map(|i| set.add(format!("shard-{i}"))).collect::<Result<_, _>>()?;
 /// # Ok::<(), leadership_blocking::Error>(())
 /// ```
@@ -226,12 +250,12 @@ pub struct FlagSet {
 
 impl FlagSet {
     /// Starts building a set for process `process`; finish with
-    /// [`FlagBuilder::start_set`].
+    /// its `start` (a set's builder cannot build a single flag).
     ///
     /// ```
     /// let builder = leadership_blocking::FlagSet::builder("pod-a");
     /// ```
-    pub fn builder(process: impl Into<String>) -> FlagBuilder {
+    pub fn builder(process: impl Into<String>) -> FlagSetBuilder {
         FlagBuilder::wrap(leadership_tokio::FlagSet::builder(process))
     }
 

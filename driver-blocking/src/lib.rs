@@ -60,15 +60,17 @@
 mod builder;
 mod flag;
 mod guard;
+mod observer;
 mod runtime;
 mod subscription;
 
-pub use builder::FlagBuilder;
+pub use builder::{FlagBuilder, FlagSetBuilder};
 pub use flag::{Flag, FlagSet};
 pub use guard::Guard;
 pub use leadership_core::sql::{ShapeError, TableError};
 pub use leadership_core::{ConfigError, WonBy};
-pub use leadership_tokio::{Error, Holder, Lease, State};
+pub use leadership_tokio::{default_process, Error, Health, Holder, Lease, Settings, State};
+pub use observer::Observer;
 
 /// What [`Flag::try_lead`] found.
 #[derive(Debug)]

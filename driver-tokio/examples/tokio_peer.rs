@@ -54,7 +54,7 @@ async fn main() {
                 .interval(args.interval)
                 .timeout(args.timeout)
                 .jitter(args.jitter)
-                .start_set(tokio_postgres::NoTls)
+                .start(tokio_postgres::NoTls)
                 .await
                 .unwrap_or_else(|e| {
                     eprintln!("peer {}: start failed: {e}", args.process);

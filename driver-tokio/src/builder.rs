@@ -6,6 +6,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub(crate) type PrecheckFn =
 /// # Ok(()) }
 /// ```
 #[must_use]
-pub struct FlagBuilder {
+pub struct FlagBuilder<K = One> {
     name: String,
     process: String,
     interval: Option<Duration>,
@@ -69,10 +70,33 @@ pub struct FlagBuilder {
     precheck: Option<PrecheckFn>,
     seed: Option<u64>,
     database: Option<Result<tokio_postgres::Config, Error>>,
+    kind: PhantomData<fn() -> K>,
 }
 
+/// What a [`FlagBuilder`] builds: one [`Flag`] (from [`Flag::builder`]).
+#[derive(Debug)]
+pub enum One {}
+
+/// What a [`FlagBuilder`] builds: a [`FlagSet`] (from [`FlagSet::builder`]), whose `start`
+/// gives the set; it cannot build a single flag.
+#[derive(Debug)]
+pub enum Set {}
+
+/// The builder of a [`FlagSet`]: the same settings as a flag's, shared by every flag of the
+/// set. Its `start` gives the set; it cannot start a single flag:
+///
+/// ```compile_fail
+/// # async fn demo() -> Result<(), leadership_tokio::Error> {
+/// let flag: leadership_tokio::Flag = leadership_tokio::FlagSet::builder("pod-a")
+///     .connect_str("host=db")
+///     .start(tokio_postgres::NoTls)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub type FlagSetBuilder = FlagBuilder<Set>;
+
 // Never print the connection settings: they may hold a password.
-impl fmt::Debug for FlagBuilder {
+impl<K> fmt::Debug for FlagBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlagBuilder")
             .field("name", &self.name)
@@ -82,11 +106,33 @@ impl fmt::Debug for FlagBuilder {
     }
 }
 
-impl FlagBuilder {
-    pub(crate) fn new(name: String, process: String) -> FlagBuilder {
+/// A process name for when the user gives none: the host name and the pid (`web-7f9c-4121`),
+/// unique on one host and, with distinct host names (pods, machines), across the fleet.
+/// [`Flag::builder`] and [`FlagSet::builder`] use it for an empty process name.
+///
+/// ```
+/// let process = leadership_tokio::default_process();
+/// assert!(process.ends_with(&format!("-{}", std::process::id())));
+/// ```
+pub fn default_process() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl<K> FlagBuilder<K> {
+    pub(crate) fn new(name: String, process: String) -> FlagBuilder<K> {
         FlagBuilder {
             name,
-            process,
+            process: if process.is_empty() {
+                default_process()
+            } else {
+                process
+            },
             interval: None,
             timeout: None,
             jitter: None,
@@ -101,6 +147,7 @@ impl FlagBuilder {
             precheck: None,
             seed: None,
             database: None,
+            kind: PhantomData,
         }
     }
 
@@ -310,137 +357,6 @@ impl FlagBuilder {
         self
     }
 
-    /// Validates the configuration, connects (failing fast with a typed error if it cannot:
-    /// unreachable host, refused login), creates the table if it is missing (safe when many
-    /// processes start at once) or checks its shape, prepares the statements and spawns the
-    /// driver task on the current tokio runtime (which needs its time and I/O drivers, e.g.
-    /// `#[tokio::main]` or `Builder::enable_all`). Pass `tokio_postgres::NoTls` for a plain
-    /// connection or any `MakeTlsConnect` (e.g. from `postgres-native-tls` or
-    /// `tokio-postgres-rustls`).
-    ///
-    /// After this, database failures are no longer errors: the driver retries and reconnects,
-    /// and a leader keeps its lease until its deadline.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
-    /// let flag = leadership_tokio::Flag::builder("report", "pod-a")
-    ///     .connect_str("host=db user=app")
-    ///     .start(tokio_postgres::NoTls)
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn start<T>(self, tls: T) -> Result<Flag, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let config = self.config_for(&self.name)?;
-        let connect_timeout = self.connect_timeout_for(&config);
-        let table = self.table?;
-        let mut pg = self.database.ok_or(Error::NoDatabase)??;
-        crate::pg::configure(&mut pg, &config, connect_timeout);
-        let metrics = Metrics::new(
-            self.metrics_prefix.as_deref(),
-            config.name(),
-            config.process(),
-        );
-        let seed = self.seed.unwrap_or_else(random_seed);
-        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
-        let notifications = link.connector().listen(config.name());
-        Ok(Flag::spawn(
-            config,
-            seed,
-            link,
-            notifications,
-            metrics,
-            self.precheck,
-            self.shutdown,
-        ))
-    }
-
-    /// Like [`start`](FlagBuilder::start), for a [`FlagSet`] (see [`FlagSet::builder`]): validates
-    /// the settings, connects once and makes sure the table is usable; flags are added with
-    /// [`FlagSet::add`] and share that connection. The builder's flag name is not used.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
-    /// let set = leadership_tokio::FlagSet::builder("pod-a")
-    ///     .connect_str("host=db user=app")
-    ///     .start_set(tokio_postgres::NoTls)
-    ///     .await?;
-    /// let shard = set.add("shard-1")?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn start_set<T>(mut self, tls: T) -> Result<FlagSet, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        // The shared settings are checked now, with a stand-in name; each flag's name when
-        // it is added.
-        let config = self.config_for("flag-set")?;
-        let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
-        self.table = Ok(table.clone());
-        let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
-        let connect_timeout = self.connect_timeout_for(&config);
-        crate::pg::configure(&mut pg, &config, connect_timeout);
-        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
-        Ok(FlagSet::new(self, link))
-    }
-
-    /// Connects for an operator's reads and revokes ([`Inspector`]), with these settings
-    /// (table, timeouts, pooler; the interval judges expiry), without competing. Creates the
-    /// table if it is missing, as [`start`](FlagBuilder::start) does.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
-    /// let inspector = leadership_tokio::Flag::builder("report", "ops")
-    ///     .connect_str("host=db user=app")
-    ///     .inspect(tokio_postgres::NoTls)
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn inspect<T>(mut self, tls: T) -> Result<Inspector, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let (config, link) = self.connect_only(tls).await?;
-        Ok(Inspector::new(link, config.timeout(), config.interval()))
-    }
-
-    /// Watches the builder's flag without competing for it ([`Observer`]): who holds it, and a
-    /// receiver that changes when that changes.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
-    /// let observer = leadership_tokio::Flag::builder("report", "dashboard")
-    ///     .connect_str("host=db user=app")
-    ///     .observe(tokio_postgres::NoTls)
-    ///     .await?;
-    /// println!("{:?}", observer.holder());
-    /// # Ok(()) }
-    /// ```
-    pub async fn observe<T>(mut self, tls: T) -> Result<Observer, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let name = self.name.clone();
-        let (config, link) = self.connect_only(tls).await?;
-        let notifications = link.connector().listen(&name);
-        let inspector = Inspector::new(link, config.timeout(), config.interval());
-        Ok(Observer::spawn(inspector, name, &config, notifications))
-    }
-
     /// Validates the settings (with the builder's name), connects and makes sure the table is
     /// usable.
     async fn connect_only<T>(&mut self, tls: T) -> Result<(Config, Arc<Link>), Error>
@@ -520,6 +436,140 @@ impl FlagBuilder {
             self.precheck.clone(),
             self.shutdown.clone(),
         ))
+    }
+}
+
+impl FlagBuilder<One> {
+    /// Validates the configuration, connects (failing fast with a typed error if it cannot:
+    /// unreachable host, refused login), creates the table if it is missing (safe when many
+    /// processes start at once) or checks its shape, prepares the statements and spawns the
+    /// driver task on the current tokio runtime (which needs its time and I/O drivers, e.g.
+    /// `#[tokio::main]` or `Builder::enable_all`). Pass `tokio_postgres::NoTls` for a plain
+    /// connection or any `MakeTlsConnect` (e.g. from `postgres-native-tls` or
+    /// `tokio-postgres-rustls`).
+    ///
+    /// After this, database failures are no longer errors: the driver retries and reconnects,
+    /// and a leader keeps its lease until its deadline.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let flag = leadership_tokio::Flag::builder("report", "pod-a")
+    ///     .connect_str("host=db user=app")
+    ///     .start(tokio_postgres::NoTls)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<T>(self, tls: T) -> Result<Flag, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let config = self.config_for(&self.name)?;
+        let connect_timeout = self.connect_timeout_for(&config);
+        let table = self.table?;
+        let mut pg = self.database.ok_or(Error::NoDatabase)??;
+        crate::pg::configure(&mut pg, &config, connect_timeout);
+        let metrics = Metrics::new(
+            self.metrics_prefix.as_deref(),
+            config.name(),
+            config.process(),
+        );
+        let seed = self.seed.unwrap_or_else(random_seed);
+        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
+        let notifications = link.connector().listen(config.name());
+        Ok(Flag::spawn(
+            config,
+            seed,
+            link,
+            notifications,
+            metrics,
+            self.precheck,
+            self.shutdown,
+        ))
+    }
+
+    /// Connects for an operator's reads and revokes ([`Inspector`]), with these settings
+    /// (table, timeouts, pooler; the interval judges expiry), without competing. Creates the
+    /// table if it is missing, as [`start`](FlagBuilder::start) does.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let inspector = leadership_tokio::Flag::builder("report", "ops")
+    ///     .connect_str("host=db user=app")
+    ///     .inspect(tokio_postgres::NoTls)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn inspect<T>(mut self, tls: T) -> Result<Inspector, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let (config, link) = self.connect_only(tls).await?;
+        Ok(Inspector::new(link, config.timeout(), config.interval()))
+    }
+
+    /// Watches the builder's flag without competing for it ([`Observer`]): who holds it, and a
+    /// receiver that changes when that changes.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let observer = leadership_tokio::Flag::builder("report", "dashboard")
+    ///     .connect_str("host=db user=app")
+    ///     .observe(tokio_postgres::NoTls)
+    ///     .await?;
+    /// println!("{:?}", observer.holder());
+    /// # Ok(()) }
+    /// ```
+    pub async fn observe<T>(mut self, tls: T) -> Result<Observer, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let name = self.name.clone();
+        let (config, link) = self.connect_only(tls).await?;
+        let notifications = link.connector().listen(&name);
+        let inspector = Inspector::new(link, config.timeout(), config.interval());
+        Ok(Observer::spawn(inspector, name, &config, notifications))
+    }
+}
+
+impl FlagBuilder<Set> {
+    /// Validates the settings, connects once and makes sure the table is usable, as a flag's
+    /// `start` does; flags are added with [`FlagSet::add`] and share that connection.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let set = leadership_tokio::FlagSet::builder("pod-a")
+    ///     .connect_str("host=db user=app")
+    ///     .start(tokio_postgres::NoTls)
+    ///     .await?;
+    /// let shard = set.add("shard-1")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<T>(mut self, tls: T) -> Result<FlagSet, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        // The shared settings are checked now, with a stand-in name; each flag's name when
+        // it is added.
+        let config = self.config_for("flag-set")?;
+        let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
+        self.table = Ok(table.clone());
+        let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
+        let connect_timeout = self.connect_timeout_for(&config);
+        crate::pg::configure(&mut pg, &config, connect_timeout);
+        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
+        Ok(FlagSet::new(self, link))
     }
 }
 

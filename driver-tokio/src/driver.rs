@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck, Server};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -75,6 +75,15 @@ impl std::fmt::Display for Why {
     }
 }
 
+/// A user's request to the running driver (besides close, which is a token).
+pub(crate) enum Request {
+    /// [`Flag::resign`](crate::Flag::resign): answered once the hand-over is done.
+    Resign {
+        hold_off: Option<Duration>,
+        done: oneshot::Sender<()>,
+    },
+}
+
 /// How the driver task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -108,6 +117,8 @@ pub(crate) struct Driver {
     release_failed: bool,
     /// The connection the core last heard of ([`Input::Connected`]): statements run only on it.
     known_conn: Option<u64>,
+    /// Resign calls waiting for the hand-over to finish.
+    resigned: Vec<oneshot::Sender<()>>,
 }
 
 impl Driver {
@@ -136,12 +147,17 @@ impl Driver {
             precheck,
             release_failed: false,
             known_conn: None,
+            resigned: Vec::new(),
         }
     }
 
     /// Runs until the core says `Closed`, after `close` is cancelled (by the user's close,
     /// the last handle's drop, or the user's shutdown token).
-    pub(crate) async fn run(mut self, close: CancellationToken) -> Outcome {
+    pub(crate) async fn run(
+        mut self,
+        close: CancellationToken,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+    ) -> Outcome {
         let mut asked = false;
         let mut pending: Option<Pending> = None;
         info!(name = %self.name, process = %self.process, table = %self.link.connector().statements().regclass, "competing for the flag");
@@ -151,6 +167,11 @@ impl Driver {
             }
             if let Some(holder) = self.holder.take() {
                 self.signals.set_holder(holder);
+            }
+            if !self.core.is_resigning() {
+                for done in self.resigned.drain(..) {
+                    let _ = done.send(());
+                }
             }
             if self.core.is_closed() {
                 return if self.release_failed {
@@ -179,6 +200,13 @@ impl Driver {
                     debug!(name = %self.name, "leader-only work stopped");
                     self.input(Input::WorkStopped);
                 }
+                Some(request) = requests.recv() => match request {
+                    Request::Resign { hold_off, done } => {
+                        info!(name = %self.name, process = %self.process, ?hold_off, "resigning");
+                        self.input(Input::Resign { hold_off });
+                        self.resigned.push(done);
+                    }
+                },
                 note = recv(&mut self.notifications), if self.notifications.is_some() => {
                     match note {
                         Some(()) => {
@@ -357,6 +385,11 @@ impl Driver {
                 self.metrics.failed(statement, failure, done.elapsed);
                 warn!(name = %self.name, process = %self.process, statement = statement.as_str(), error = %why, "statement failed");
             }
+        }
+        match done.reply {
+            Reply::Checked(_) | Reply::Released(_) => self.signals.health.succeeded(),
+            Reply::Failed(_) => self.signals.health.failed(),
+            Reply::Precheck(_) | Reply::Connected { .. } => {}
         }
         match done.reply {
             Reply::Checked(row) => {

@@ -98,6 +98,10 @@ pub enum Error {
     /// still running: one process holds a flag once.
     #[error("the set already runs flag {0:?}")]
     DuplicateFlag(String),
+    /// The flag was closed (by a clone's `close`, the last handle's drop or the shutdown
+    /// token): it no longer competes, so there is no term to wait for.
+    #[error("the flag is closed")]
+    Closed,
     /// The driver task is gone (it panicked or its runtime shut down).
     #[error("the driver task is gone")]
     DriverGone,

@@ -8,11 +8,13 @@ use leadership_core::Config;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::builder::{FlagBuilder, PrecheckFn};
-use crate::driver::{Driver, Outcome};
+use crate::driver::{Driver, Outcome, Request};
 use crate::error::Error;
 use crate::guard::{self, Guard, Signals};
+use crate::health::Health;
 use crate::lease::Lease;
 use crate::link::Link;
 use crate::recorder::Metrics;
@@ -62,6 +64,7 @@ struct Inner {
     outcome: watch::Receiver<Option<Outcome>>,
     task: Mutex<Option<JoinHandle<()>>>,
     close_bound: Duration,
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 impl std::fmt::Debug for Flag {
@@ -93,7 +96,8 @@ pub enum TryLead {
 
 impl Flag {
     /// Starts building flag `name` for process `process` (unique among the processes sharing
-    /// the flag, e.g. the pod name).
+    /// the flag, e.g. the pod name; empty for [`default_process`](crate::default_process):
+    /// host name and pid).
     ///
     /// ```
     /// let builder = leadership_tokio::Flag::builder("nightly-report", "pod-a");
@@ -118,6 +122,10 @@ impl Flag {
         let signals = Arc::new(Signals::new());
         let close = shutdown.map_or_else(CancellationToken::new, |s| s.child_token());
         let (outcome_tx, outcome) = watch::channel(None);
+        // The task's events carry the flag and the process, inside the span of whoever
+        // started it (a request's, a service's).
+        let span =
+            tracing::info_span!("leadership", name = %config.name(), process = %config.process());
         let driver = Driver::new(
             config,
             seed,
@@ -128,10 +136,14 @@ impl Flag {
             precheck,
         );
         let closing = close.clone();
-        let task = tokio::spawn(async move {
-            let ended = driver.run(closing).await;
-            outcome_tx.send_replace(Some(ended));
-        });
+        let (requests, received) = mpsc::unbounded_channel();
+        let task = tokio::spawn(
+            async move {
+                let ended = driver.run(closing, received).await;
+                outcome_tx.send_replace(Some(ended));
+            }
+            .instrument(span),
+        );
         Flag {
             inner: Arc::new(Inner {
                 signals,
@@ -139,6 +151,7 @@ impl Flag {
                 outcome,
                 task: Mutex::new(Some(task)),
                 close_bound,
+                requests,
             }),
         }
     }
@@ -220,7 +233,7 @@ impl Flag {
 
     /// Resolves when this process leads, with a [`Guard`] for the term: its fencing token, its
     /// deadline, [`Guard::at_risk`] and [`Guard::lost`]. Resolves at once if it leads already.
-    /// [`Error::DriverGone`] once the driver has stopped (closed, or its task panicked).
+    /// [`Error::Closed`] once the flag has closed, [`Error::DriverGone`] if its task died.
     ///
     /// On [`close`](Flag::close) (and on a refused precheck) the row is released only after
     /// every guard is dropped: drop the guard once the leader-only work has stopped.
@@ -240,15 +253,15 @@ impl Flag {
     }
 
     /// A guard as soon as this process leads (and, with `not_at_risk`, its lease is not at
-    /// risk); [`Error::DriverGone`] once the driver has stopped.
+    /// risk); [`Error::Closed`] or [`Error::DriverGone`] once the driver has stopped.
     async fn guard_when(&self, not_at_risk: bool) -> Result<Guard, Error> {
         let signals = &self.inner.signals;
         let mut term = signals.subscribe_term();
         let mut outcome = self.inner.outcome.clone();
         loop {
             term.borrow_and_update();
-            if outcome.borrow_and_update().is_some() {
-                return Err(Error::DriverGone);
+            if let Some(ended) = self.ended(*outcome.borrow_and_update()) {
+                return Err(ended);
             }
             if let Some(guard) = signals.guard(not_at_risk) {
                 return Ok(guard);
@@ -337,8 +350,8 @@ impl Flag {
 
     /// Waits for the first check to answer, then: [`TryLead::Led`] with the term's guard if
     /// this process leads, or [`TryLead::HeldBy`] with the holder the check saw. One round
-    /// trip on a fresh flag; at once afterwards. [`Error::DriverGone`] once the driver has
-    /// stopped. For jobs that run once across a fleet: do the work on `Led`, skip it on
+    /// trip on a fresh flag; at once afterwards. [`Error::Closed`] once the flag has closed (or
+    /// [`Error::DriverGone`]). For jobs that run once across a fleet: do the work on `Led`, skip it on
     /// `HeldBy`.
     ///
     /// ```no_run
@@ -355,8 +368,8 @@ impl Flag {
         let mut outcome = self.inner.outcome.clone();
         loop {
             term.borrow_and_update();
-            if outcome.borrow_and_update().is_some() {
-                return Err(Error::DriverGone);
+            if let Some(ended) = self.ended(*outcome.borrow_and_update()) {
+                return Err(ended);
             }
             if let Some(guard) = self.inner.signals.guard(false) {
                 return Ok(TryLead::Led(guard));
@@ -372,6 +385,56 @@ impl Flag {
                 _ = holder.changed() => {}
                 _ = outcome.changed() => {}
             }
+        }
+    }
+
+    /// Steps down without closing: lowers at once (every [`Guard`]'s `lost` fires), waits
+    /// for the guards to be dropped, releases the row (the followers are notified and one
+    /// takes over within milliseconds), and stays a follower. With `hold_off`, this process
+    /// takes nothing (no takeover, not even of a free row) for that long; without, it
+    /// competes again from its next check. Returns once the row is released, or left to
+    /// expire if the work has not stopped a margin after the lease's deadline. A follower
+    /// that resigns only holds off. For a rolling deploy, a leader that drains, or handing a
+    /// shard to a process that is less loaded.
+    ///
+    /// ```no_run
+    /// # async fn demo(flag: leadership_tokio::Flag) -> Result<(), leadership_tokio::Error> {
+    /// // Let another process lead for at least a minute.
+    /// flag.resign(Some(std::time::Duration::from_secs(60))).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resign(&self, hold_off: Option<Duration>) -> Result<(), Error> {
+        let (done, resigned) = tokio::sync::oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Resign { hold_off, done })
+            .map_err(|_| self.ended(Some(Outcome::Gone)).unwrap_or(Error::DriverGone))?;
+        // Dropped unanswered when the driver ends first (a close or a crash).
+        resigned
+            .await
+            .map_err(|_| self.ended(Some(Outcome::Gone)).unwrap_or(Error::DriverGone))
+    }
+
+    /// The driver's health for a probe: whether it runs, whether this process leads, when
+    /// the server last answered, and how many statements failed since (no statement of its
+    /// own). A health endpoint answers [`Health::is_healthy`]; a `/leader` endpoint
+    /// [`is_raised`](Flag::is_raised) or [`current_holder`](Flag::current_holder).
+    ///
+    /// ```no_run
+    /// # fn demo(flag: &leadership_tokio::Flag) {
+    /// let health = flag.health();
+    /// if !health.is_healthy(std::time::Duration::from_secs(90)) {
+    ///     eprintln!("no answer from the server; {} failures", health.consecutive_failures);
+    /// }
+    /// # }
+    /// ```
+    pub fn health(&self) -> Health {
+        let (last_success, consecutive_failures) = self.inner.signals.health.read();
+        Health {
+            running: self.inner.outcome.borrow().is_none() && !self.inner.close.is_cancelled(),
+            raised: self.is_raised(),
+            last_success,
+            consecutive_failures,
         }
     }
 
@@ -468,6 +531,16 @@ impl Flag {
         async move {
             close.cancelled().await;
             let _ = tokio::time::timeout(bound, outcome.wait_for(Option::is_some)).await;
+        }
+    }
+
+    /// Why nothing more will come: closed (asked by a clone, the last drop or the token), or
+    /// the driver gone without a close; `None` while the driver runs.
+    fn ended(&self, outcome: Option<Outcome>) -> Option<Error> {
+        match outcome {
+            None => None,
+            Some(Outcome::Gone) if !self.inner.close.is_cancelled() => Some(Error::DriverGone),
+            Some(_) => Some(Error::Closed),
         }
     }
 

@@ -35,6 +35,8 @@ pub(crate) struct Signals {
     state: watch::Sender<State>,
     guards: watch::Sender<usize>,
     holder: watch::Sender<Option<Holder>>,
+    /// The statements' outcomes, for `health()`.
+    pub(crate) health: crate::health::HealthCounters,
 }
 
 impl Signals {
@@ -46,6 +48,7 @@ impl Signals {
             state: watch::Sender::new(State::Lowered),
             guards: watch::Sender::new(0),
             holder: watch::Sender::new(None),
+            health: Default::default(),
         }
     }
 

@@ -95,6 +95,7 @@ mod driver;
 mod error;
 mod flag;
 mod guard;
+mod health;
 mod lease;
 mod link;
 pub mod metrics;
@@ -104,19 +105,28 @@ mod pooler;
 mod recorder;
 mod schema;
 mod set;
+mod settings;
 mod state;
 #[cfg(any(feature = "rustls", feature = "native-tls"))]
 pub mod tls;
 
-pub use builder::FlagBuilder;
+pub use builder::{default_process, FlagBuilder, FlagSetBuilder};
+
+/// What a [`FlagBuilder`] builds: [`One`](kind::One) flag ([`Flag::builder`]) or a
+/// [`Set`](kind::Set) ([`FlagSet::builder`]); each has only its own `start`.
+pub mod kind {
+    pub use crate::builder::{One, Set};
+}
 pub use error::Error;
 pub use flag::{Flag, LastRun, TryLead};
 pub use guard::Guard;
+pub use health::Health;
 pub use leadership_core::WonBy;
 pub use lease::Lease;
 pub use observer::{Inspector, Observer};
 pub use pooler::Pooler;
 pub use set::FlagSet;
+pub use settings::Settings;
 pub use state::{Holder, State};
 
 /// What the test kit and the command-line tool reach of this crate's insides (row decoding for

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::builder::{random_seed, FlagBuilder};
+use crate::builder::{random_seed, FlagSetBuilder};
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
@@ -24,7 +24,7 @@ use crate::link::Link;
 /// use leadership_tokio::FlagSet;
 /// let set = FlagSet::builder("pod-a")
 ///     .connect_str("host=db user=app")
-///     .start_set(tokio_postgres::NoTls)
+///     .start(tokio_postgres::NoTls)
 ///     .await?;
 /// let shards: Vec<_> = (0..100)
 ///     .map(|i| set.add(format!("shard-{i}")))
@@ -36,7 +36,7 @@ use crate::link::Link;
 /// # Ok(()) }
 /// ```
 pub struct FlagSet {
-    settings: FlagBuilder,
+    settings: FlagSetBuilder,
     link: Arc<Link>,
     added: AtomicU64,
 }
@@ -52,16 +52,16 @@ impl std::fmt::Debug for FlagSet {
 impl FlagSet {
     /// Starts building a set for process `process`: the same settings as
     /// [`Flag::builder`] (connection, table, interval, metrics, precheck…), shared by every
-    /// flag of the set; finish with [`FlagBuilder::start_set`].
+    /// flag of the set; `start` gives the set (a set's builder cannot build a single flag).
     ///
     /// ```
     /// let builder = leadership_tokio::FlagSet::builder("pod-a");
     /// ```
-    pub fn builder(process: impl Into<String>) -> FlagBuilder {
-        FlagBuilder::new(String::new(), process.into())
+    pub fn builder(process: impl Into<String>) -> FlagSetBuilder {
+        FlagSetBuilder::new(String::new(), process.into())
     }
 
-    pub(crate) fn new(settings: FlagBuilder, link: Arc<Link>) -> FlagSet {
+    pub(crate) fn new(settings: FlagSetBuilder, link: Arc<Link>) -> FlagSet {
         FlagSet {
             settings,
             link,

@@ -130,7 +130,7 @@ fn a_set_runs_its_flags_on_one_connection() {
         .interval(2 * SECOND)
         .timeout(Duration::from_millis(600))
         .connect_str(&server.conn_string())
-        .start_set(postgres::NoTls)
+        .start(postgres::NoTls)
         .unwrap();
     let flags: Vec<Flag> = (0..5)
         .map(|i| set.add(format!("shard-{i}")).unwrap())

@@ -24,7 +24,7 @@ async fn set(pg: &PgServer, process: &str) -> FlagSet {
         .connect_str(&pg.conn_string())
         .interval(INTERVAL)
         .timeout(TIMEOUT)
-        .start_set(NoTls)
+        .start(NoTls)
         .await
         .unwrap()
 }

@@ -5,4 +5,5 @@ mod behaviour;
 mod harness;
 mod history;
 mod properties;
+mod resign;
 mod work;

@@ -28,6 +28,7 @@ enum Step {
     Precheck(u8),
     Notified,
     Close,
+    Resign(Option<u64>),
     WorkStopped,
 }
 
@@ -62,6 +63,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(Step::Precheck),
         1 => Just(Step::Notified),
         1 => Just(Step::Close),
+        1 => proptest::option::of(0u64..3_000_000).prop_map(Step::Resign),
         1 => Just(Step::WorkStopped),
     ]
 }
@@ -151,6 +153,9 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
             ),
             Step::Notified => Input::Notified,
             Step::Close => Input::Close,
+            Step::Resign(hold_off_us) => Input::Resign {
+                hold_off: hold_off_us.map(Duration::from_micros),
+            },
             Step::WorkStopped => Input::WorkStopped,
         };
         if let Err(refused) = flag.handle_input(now, input).map_err(fail)? {
