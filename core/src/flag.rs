@@ -18,7 +18,10 @@ use crate::time::{DbTime, Instant};
 /// [`handle_timeout`](Flag::handle_timeout); after each call, drain
 /// [`poll_command`](Flag::poll_command) until it returns `None`, then sleep until
 /// [`poll_timeout`](Flag::poll_timeout). See the crate docs for the whole loop.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Eq` and `Hash` cover the whole state (configuration, jitter generator, queued commands):
+/// a model checker stores states by their hash.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Flag {
     config: Config,
     rng: Rng,
@@ -70,7 +73,7 @@ pub struct Flag {
 }
 
 /// Whether this process leads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Role {
     /// Not leading. `ours` is a version of the row that names this process (a lapsed lease, or
     /// a row an earlier incarnation wrote): the next check tries to renew it.
@@ -80,7 +83,7 @@ enum Role {
 }
 
 /// What the driver is doing for us. At most one thing at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Pending {
     Nothing,
     Precheck,
@@ -99,7 +102,7 @@ enum Pending {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Phase {
     Running,
     /// Close was asked for: lowered, releasing.
@@ -109,7 +112,7 @@ enum Phase {
 
 /// What the last check returned about the row, for observers (`current_holder`): no extra
 /// statement is needed to know who leads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Seen {
     /// Whether a row exists.
     pub found: bool,
