@@ -65,6 +65,11 @@ pub struct Flag {
     /// instant (a margin after the lease's deadline, when the lease has expired by itself) the
     /// release is given up.
     stopping: Option<Instant>,
+    /// A lease lapsed at its deadline (no renew won in time): its deadline plus the margin.
+    /// Until then its leader-only work, killed at the deadline, may still be ending, so the
+    /// row is not released (a release hands the flag over at once, where expiry waits the
+    /// margin): the release is given up and the lease left to expire by itself.
+    lapsed_until: Option<Instant>,
     /// What the last check returned.
     seen: Option<Seen>,
     /// The latest `now` handed in; time never runs backwards inside the core.
@@ -163,6 +168,7 @@ impl Flag {
             told_at_risk: false,
             close_rechecked: false,
             stopping: None,
+            lapsed_until: None,
             seen: None,
             now,
             commands: Queue::new(),
@@ -314,6 +320,7 @@ impl Flag {
                 self.role = Role::Follower {
                     ours: Some(lease.version),
                 };
+                self.lapsed_until = Some(lease.deadline + self.config.margin());
                 self.commands
                     .push(Command::Lower(LowerReason::DeadlinePassed));
             } else {
@@ -627,6 +634,12 @@ impl Flag {
     /// lease has expired by itself meanwhile).
     fn release_when_stopped(&mut self, version: i64) {
         match self.stopping {
+            None if self.lapsed_until.is_some_and(|by| self.now < by) => {
+                // The lease lapsed a moment ago and its work, killed at the deadline, may
+                // still be ending: no release (found by the model checker, issue 18).
+                self.pending = Pending::AwaitStop { version };
+                self.give_up_release(self.now);
+            }
             None => self.release(version),
             Some(by) if self.now >= by => {
                 self.pending = Pending::AwaitStop { version };
