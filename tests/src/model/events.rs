@@ -15,6 +15,7 @@ use super::properties::Violation;
 use super::world::{Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
 use super::Params;
 use crate::sim::trace::Op;
+use crate::table::{RefRow, RefTable};
 
 /// One step. Processes are numbered from 0; `k` indexes a process's statements in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,14 +116,23 @@ impl World {
         self.budget.total -= 1;
     }
 
+    /// The reference table holding the row.
+    fn table(&self) -> RefTable {
+        let mut t = RefTable::new();
+        if let Some(row) = &self.row {
+            t.put(FLAG, row.clone());
+        }
+        t
+    }
+
     /// The table is about to change: remember it for a failover that loses this write.
     fn wrote(&mut self, params: &Params) {
-        let before = self.table.clone();
+        let before = self.row.clone();
         self.remember(params, before);
     }
 
     /// Remembers the table as it was before a write.
-    fn remember(&mut self, params: &Params, before: crate::table::RefTable) {
+    fn remember(&mut self, params: &Params, before: Option<RefRow>) {
         if self.budget.failovers > 0 && params.budget.failovers > 0 {
             self.history.push(before);
             if self.history.len() > LAG_WRITES {
@@ -224,7 +234,7 @@ impl World {
         }
         if self.budget.deletes > 0
             && self.budget.total > 0
-            && self.table.get(FLAG).is_some()
+            && self.row.is_some()
             && self.procs.iter().all(|pr| pr.core.is_none() || pr.saw_row)
         {
             out.push(Event::Delete);
@@ -330,8 +340,8 @@ impl World {
                 let k = usize::from(k);
                 if k > 0 {
                     let standby = self.history[self.history.len() - k].clone();
-                    self.history_lost |= standby != self.table;
-                    self.table = standby;
+                    self.history_lost |= standby != self.row;
+                    self.row = standby;
                 }
                 self.history.clear();
                 self.timeline += 1;
@@ -345,7 +355,7 @@ impl World {
                 self.budget.deletes -= 1;
                 self.spend();
                 self.wrote(params);
-                self.table.delete(FLAG);
+                self.row = None;
                 self.history_lost = true;
                 // As in the simulator: nobody starts before the deleted lease has ended (a
                 // fresh process cannot tell a deleted row from a new table).
@@ -509,9 +519,9 @@ impl World {
                 may_take,
                 may_insert,
             } => {
-                let before = self.table.get(FLAG).cloned();
-                let snapshot = self.table.clone();
-                let r = self.table.check(
+                let before = self.row.clone();
+                let mut table = self.table();
+                let r = table.check(
                     now,
                     FLAG,
                     &name,
@@ -528,7 +538,7 @@ impl World {
                         row_text(r.row.as_ref())
                     )
                 });
-                if let (true, Some(b)) = (r.won, before) {
+                if let (true, Some(b)) = (r.won, &before) {
                     if b.holder.as_deref() != Some(name.as_str()) {
                         let age = b.timestamp.map_or(i64::MAX, |ts| now.micros_since(ts));
                         if age <= params.sim.interval.as_micros() as i64 {
@@ -540,15 +550,17 @@ impl World {
                     }
                 }
                 if r.won {
-                    self.remember(params, snapshot);
+                    self.remember(params, before.clone());
+                    self.row = table.get(FLAG).cloned();
                 }
                 Reply::Check(r)
             }
             Op::Release { version } => {
-                let snapshot = self.table.clone();
-                let released = self.table.release(FLAG, &name, version);
+                let mut table = self.table();
+                let released = table.release(FLAG, &name, version);
                 if released {
-                    self.remember(params, snapshot);
+                    let before = std::mem::replace(&mut self.row, table.get(FLAG).cloned());
+                    self.remember(params, before);
                 }
                 log(|| format!("db: r{p}'s release of v{version}: released = {released}"));
                 if released {

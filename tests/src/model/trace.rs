@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::events::{logged, row_text, Event};
 use super::properties::{leads, Violation};
-use super::world::{Work, World, FLAG};
+use super::world::{Work, World};
 use super::Params;
 
 /// One step of a trace.
@@ -115,7 +115,7 @@ pub fn summary(w: &World, params: &Params) -> String {
         }
         s.push_str(" | ");
     }
-    let _ = write!(s, "row {}", row_text(w.table.get(FLAG)));
+    let _ = write!(s, "row {}", row_text(w.row.as_ref()));
     s
 }
 

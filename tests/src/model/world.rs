@@ -10,7 +10,7 @@ use leadership_core::{Config, DbTime, Instant, Server};
 use super::properties::Violation;
 use super::Params;
 use crate::sim::trace::Op;
-use crate::table::{CheckResult, RefTable};
+use crate::table::{CheckResult, RefRow};
 
 /// The flag's name in the table.
 pub const FLAG: &str = "sim";
@@ -158,12 +158,12 @@ pub struct World {
     pub tick: u32,
     /// The processes.
     pub procs: Vec<Proc>,
-    /// The primary's table.
-    pub table: RefTable,
+    /// The flag's row in the primary's table (the reference table executes each statement).
+    pub row: Option<RefRow>,
     /// The table before each of the latest writes (oldest first, at most [`LAG_WRITES`]): a
     /// failover promotes a standby that lacks some of them. Kept only while a failover is
     /// left in the budget.
-    pub history: Vec<RefTable>,
+    pub history: Vec<Option<RefRow>>,
     /// The database's timeline (1 at start).
     pub timeline: u8,
     /// When the current primary started (true ns).
@@ -217,7 +217,7 @@ impl World {
         let mut w = World {
             tick: 0,
             procs,
-            table: RefTable::new(),
+            row: None,
             history: Vec::new(),
             timeline: 1,
             db_started_ns: 0,
