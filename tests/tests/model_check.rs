@@ -79,7 +79,7 @@ fn is_overlap(v: &Violation) -> bool {
 }
 
 #[test]
-fn without_faults_two_and_three_processes_reach_a_fixed_point_with_a_leader() {
+fn without_faults_two_and_three_processes_are_explored_to_the_horizon_with_a_leader() {
     for (processes, depth) in [(2, 60), (3, 40)] {
         let p = params(processes, depth, Safeguards::default(), budget(&[], 0));
         let outcome = model::check(&p);

@@ -709,6 +709,15 @@ impl World {
                             may_take,
                             may_insert,
                         };
+                        let sent = Command::Check {
+                            renew,
+                            floor,
+                            may_take,
+                            may_insert,
+                        };
+                        if sent != c {
+                            log(|| format!("r{p} driver sends {op:?} (safeguard off)"));
+                        }
                         self.send(params, p, op);
                     }
                     Command::Release { version } => {
