@@ -14,7 +14,7 @@
 
 use std::process::ExitCode;
 
-use leadership_testkit::model::{self, Params};
+use leadership_testkit::model::{self, Budget, Params};
 use leadership_testkit::sim::{parse_duration, Safeguards, SAFEGUARD_NAMES};
 
 const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsafe SAFEGUARDS]
@@ -24,6 +24,8 @@ const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsaf
   --processes N   processes of the fleet (default 1)
   --depth TICKS   the time horizon in ticks (default 50: two and a half leases)
   --unsafe LIST   switch safeguards off (the simulator's names): a counterexample is expected
+                  (deadline-from-send: with pauses 1, lates 1, faults 2 and no other fault
+                  unless budgets are given)
   --pauses … --lates K   faults of each kind per trace (default 1 each; --lates counts
                   messages held past a tick, --losses statements, replies or notifications lost)
   --faults K      faults of any kind per trace, in all (default 1)
@@ -57,6 +59,20 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
         return Err("--processes must be 1..=4".into());
     }
     let mut p = Params::new(processes, depth, safeguards);
+    if !safeguards.deadline_from_send && settings.is_empty() {
+        // A belief stretched by a slow reply overlaps only if the leader then fails to renew:
+        // two faults, a late reply and a pause (the simulator's test uses pause,slow).
+        p.budget = Budget {
+            pauses: 1,
+            lates: 1,
+            total: 2,
+            crashes: 0,
+            closes: 0,
+            failovers: 0,
+            deletes: 0,
+            losses: 0,
+        };
+    }
     let mut tick = None;
     for (f, v) in settings {
         let count =
