@@ -270,6 +270,19 @@ impl World {
                     }
                 }
                 self.drain(params, p);
+                // A timer served must not be due again at once: a driver would spin (and the
+                // model would never let time move on).
+                let again = self.procs[p]
+                    .core
+                    .as_ref()
+                    .and_then(|c| c.flag().poll_timeout());
+                if again.is_some_and(|at| at <= local) && self.procs[p].core.is_some() {
+                    let who = self.procs[p].name.clone();
+                    self.violate(Violation::CorePromise {
+                        who,
+                        what: format!("poll_timeout {again:?} still due at {local:?} right after handle_timeout"),
+                    });
+                }
             }
             Event::Timeout(p) => {
                 let p = usize::from(p);
