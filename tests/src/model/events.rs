@@ -611,6 +611,12 @@ impl World {
             }
             Reply::Released(released) => self.feed(params, p, Input::Released { released }),
             Reply::Connected(key) => {
+                log(|| {
+                    format!(
+                        "r{p}: connected: the server is on timeline {}",
+                        key.timeline
+                    )
+                });
                 self.procs[p].known_timeline = key.timeline;
                 let server = self.server_input(params, key);
                 self.feed(params, p, Input::Connected(server));
