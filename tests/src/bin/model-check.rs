@@ -21,7 +21,7 @@ const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsaf
                    [--pauses K] [--crashes K] [--closes K] [--failovers K] [--deletes K]
                    [--losses K] [--lates K] [--faults K] [--drift-ppm PPM] [--tick 100ms] [--max-states N]
 
-  --processes N   processes of the fleet (default 1)
+  --processes N   processes of the fleet (default 2)
   --depth TICKS   the time horizon in ticks (default 50: two and a half leases)
   --unsafe LIST   switch safeguards off (the simulator's names): a counterexample is expected
                   (deadline-from-send: with pauses 1, lates 1, faults 2 and no other fault
