@@ -58,7 +58,7 @@ pub enum Violation {
 }
 
 /// A [`Flag`] whose every call is checked against the core's promises.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AuditedFlag {
     flag: Flag,
     /// The latest `now` the flag accepted.

@@ -4,7 +4,7 @@ use crate::time::Instant;
 
 /// One command. Statements are named, not written: the driver binds the parameters to the text
 /// in [`sql`](crate::sql), the one place where SQL lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// Run [`sql::CHECK`](crate::sql::CHECK) with `($1 name, $2 process, $3 renew, $4 interval
     /// in µs, $5 floor, $6 may_take, $7 may_insert)` and reply with

@@ -175,7 +175,7 @@ pub enum ConfigError {
 }
 
 /// A validated configuration. Build one with [`Config::builder`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     name: String,
     process: String,

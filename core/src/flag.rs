@@ -18,7 +18,10 @@ use crate::time::{DbTime, Instant};
 /// [`handle_timeout`](Flag::handle_timeout); after each call, drain
 /// [`poll_command`](Flag::poll_command) until it returns `None`, then sleep until
 /// [`poll_timeout`](Flag::poll_timeout). See the crate docs for the whole loop.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Eq` and `Hash` cover the whole state (configuration, jitter generator, queued commands):
+/// a model checker stores states by their hash.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Flag {
     config: Config,
     rng: Rng,
@@ -65,6 +68,11 @@ pub struct Flag {
     /// instant (a margin after the lease's deadline, when the lease has expired by itself) the
     /// release is given up.
     stopping: Option<Instant>,
+    /// A lease lapsed at its deadline (no renew won in time): its deadline plus the margin.
+    /// Until then its leader-only work, killed at the deadline, may still be ending, so the
+    /// row is not released (a release hands the flag over at once, where expiry waits the
+    /// margin): the release is given up and the lease left to expire by itself.
+    lapsed_until: Option<Instant>,
     /// What the last check returned.
     seen: Option<Seen>,
     /// The latest `now` handed in; time never runs backwards inside the core.
@@ -73,7 +81,7 @@ pub struct Flag {
 }
 
 /// Whether this process leads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Role {
     /// Not leading. `ours` is a version of the row that names this process (a lapsed lease, or
     /// a row an earlier incarnation wrote): the next check tries to renew it.
@@ -83,7 +91,7 @@ enum Role {
 }
 
 /// What the driver is doing for us. At most one thing at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Pending {
     Nothing,
     Precheck,
@@ -102,7 +110,7 @@ enum Pending {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Phase {
     Running,
     /// Close was asked for: lowered, releasing.
@@ -112,7 +120,7 @@ enum Phase {
 
 /// What the last check returned about the row, for observers (`current_holder`): no extra
 /// statement is needed to know who leads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Seen {
     /// Whether a row exists.
     pub found: bool,
@@ -164,6 +172,7 @@ impl Flag {
             resigning: false,
             close_rechecked: false,
             stopping: None,
+            lapsed_until: None,
             seen: None,
             now,
             commands: Queue::new(),
@@ -316,6 +325,7 @@ impl Flag {
                 self.role = Role::Follower {
                     ours: Some(lease.version),
                 };
+                self.lapsed_until = Some(lease.deadline + self.config.margin());
                 self.commands
                     .push(Command::Lower(LowerReason::DeadlinePassed));
             } else {
@@ -693,6 +703,12 @@ impl Flag {
     /// lease has expired by itself meanwhile).
     fn release_when_stopped(&mut self, version: i64) {
         match self.stopping {
+            None if self.lapsed_until.is_some_and(|by| self.now < by) => {
+                // The lease lapsed a moment ago and its work, killed at the deadline, may
+                // still be ending: no release (found by the model checker, issue 18).
+                self.pending = Pending::AwaitStop { version };
+                self.give_up_release(self.now);
+            }
             None => self.release(version),
             Some(by) if self.now >= by => {
                 self.pending = Pending::AwaitStop { version };

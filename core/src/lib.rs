@@ -55,6 +55,9 @@
 //! its retry too, so a blip does not stop the work. On a graceful release the row is released
 //! only after the work has said it stopped ([`Input::WorkStopped`]), never while it is known
 //! to run: if it has not stopped a margin after the deadline, the lease is left to expire.
+//! Nor is a lease that lapsed at its deadline released within a margin of it: its work, killed
+//! at the deadline, may still be ending, and a release would hand over at once where expiry
+//! waits the margin.
 //!
 //! Nothing else is assumed: not message timing, not the delivery of notifications, not the
 //! behaviour of the other processes beyond following this rule. Go processes take over only

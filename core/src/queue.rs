@@ -4,7 +4,7 @@ use crate::command::Command;
 
 const CAPACITY: usize = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Queue {
     items: [Option<Command>; CAPACITY],
     head: usize,

@@ -2,7 +2,7 @@
 //! seed and inputs give the same outputs (the simulator depends on it).
 
 /// SplitMix64: one `u64` of state, good statistical quality for jitter, no allocation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Rng(u64);
 
 impl Rng {

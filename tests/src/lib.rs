@@ -21,6 +21,7 @@
 pub mod check_variants;
 pub mod fuzz;
 pub mod helpers;
+pub mod model;
 pub mod netns;
 pub mod observe;
 pub mod pg;

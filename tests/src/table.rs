@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use leadership_core::{Checked, DbTime, Row};
 
 /// One row. Fields are optional because a table created by hand may allow NULLs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RefRow {
     /// `holder`.
     pub holder: Option<String>,
@@ -30,7 +30,7 @@ impl RefRow {
 }
 
 /// What [`sql::CHECK`](leadership_core::sql::CHECK) returns: its one row.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CheckResult {
     /// `won`.
     pub won: bool,
@@ -58,7 +58,7 @@ impl CheckResult {
 }
 
 /// The table: flag name → row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RefTable {
     rows: BTreeMap<String, RefRow>,
 }

@@ -338,3 +338,55 @@ fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there
         [Command::Closed]
     );
 }
+
+/// Found by the model checker (issue 18): a leader paused past its deadline (its work killed
+/// there by the watchdog, still ending) resumed and closed at once; the core released the
+/// lapsed lease, the release handed the flag over at once, and the next leader started while
+/// the killed work was still ending. Expiry waits the margin after the deadline for that;
+/// a release of a lapsed lease must not skip it.
+#[test]
+fn model_check_a_lapsed_lease_is_not_released_within_a_margin_of_its_deadline() {
+    for (after, released) in [(ms(0), false), (ms(99), false), (ms(100), true)] {
+        let mut h = Harness::leader();
+        let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+        // Paused through its renew and its deadline: the first input after the pause is the
+        // close, and the lapse is noticed with it.
+        h.at(deadline - h.now + after);
+        let c = h.input(Input::Close);
+        let lower = Command::Lower(LowerReason::DeadlinePassed);
+        if released {
+            assert_eq!(c, [lower, Command::Release { version: 0 }], "{after:?}");
+        } else {
+            assert_eq!(c, [lower, Command::Closed], "{after:?}: no release");
+        }
+    }
+}
+
+/// The same after a refused precheck: the lapsed lease is left to expire by itself.
+#[test]
+fn model_check_a_refused_precheck_does_not_release_a_lease_that_just_lapsed() {
+    let mut h = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(200))
+            .precheck(true)
+            .jitter(0.0),
+    );
+    assert_eq!(h.commands(), [Command::RunPrecheck]);
+    h.input(Input::Precheck(Precheck::Pass));
+    let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
+    assert!(matches!(c[..], [Command::Raise(_)]), "{c:?}");
+    let deadline = h.flag.lease_at(h.now).unwrap().deadline;
+    // The renew's precheck hangs past the deadline, then refuses.
+    assert_eq!(h.wake(), [Command::RunPrecheck]);
+    h.at(deadline - h.now + ms(1));
+    h.flag.handle_timeout(h.now);
+    assert!(h
+        .commands()
+        .contains(&Command::Lower(LowerReason::DeadlinePassed)));
+    let c = h.input(Input::Precheck(Precheck::Refuse));
+    assert!(
+        !c.iter().any(|c| matches!(c, Command::Release { .. })),
+        "no release within the margin: {c:?}"
+    );
+}

@@ -1,0 +1,853 @@
+//! The nondeterministic events, and the modelled driver that carries out the core's commands
+//! (the simulator's, `sim/driver.rs`, with the same safeguard switches, minus its dice).
+//!
+//! Time moves only by [`Event::Tick`], and only once every process that runs has done what
+//! was due (a timer, a driver's timeout, the end of a killed work): those are urgent, the rest
+//! (a statement runs, a reply or a notification arrives or is lost, a work ends, a fault) may
+//! happen at any moment, in any order, within the budgets.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use leadership_core::{Command, Failure, Input, LowerReason};
+
+use super::properties::Violation;
+use super::world::{Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
+use super::Params;
+use crate::sim::trace::Op;
+use crate::table::{RefRow, RefTable};
+
+/// One step. Processes are numbered from 0; `k` indexes a process's statements in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// Time moves on by one tick; messages still held become late.
+    Tick,
+    /// The process's timer fires (`handle_timeout`).
+    Timer(u8),
+    /// The driver gives up on its statement after the timeout (`Failed(Timeout)`).
+    Timeout(u8),
+    /// The database runs statement `k` of the process now.
+    Execute(u8, u8),
+    /// Statement `k` is lost on its way.
+    LoseRequest(u8, u8),
+    /// The reply reaches the driver.
+    Deliver(u8),
+    /// The reply is lost.
+    LoseReply(u8),
+    /// A notification reaches the process.
+    Notify(u8),
+    /// A notification is lost.
+    LoseNotify(u8),
+    /// The leader-only work, told to stop or killed, ends.
+    WorkEnds(u8),
+    /// SIGSTOP.
+    Pause(u8),
+    /// SIGCONT.
+    Resume(u8),
+    /// The process dies; its statements in the network still run.
+    Crash(u8),
+    /// A crashed or closed process starts again under the same name (a fresh core).
+    Restart(u8),
+    /// A graceful `close()`.
+    Close(u8),
+    /// The database fails over to a standby that lacks the latest `k` writes (0: none
+    /// lost, but a new server all the same).
+    Failover(u8),
+    /// An operator deletes the row.
+    Delete,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Event::Tick => write!(f, "time moves on one tick"),
+            Event::Timer(p) => write!(f, "r{p}: timer fires"),
+            Event::Timeout(p) => write!(f, "r{p}: driver gives up on its statement (timeout)"),
+            Event::Execute(p, k) => write!(f, "db: runs r{p}'s statement #{k}"),
+            Event::LoseRequest(p, k) => write!(f, "net: r{p}'s statement #{k} is LOST"),
+            Event::Deliver(p) => write!(f, "r{p}: reply arrives"),
+            Event::LoseReply(p) => write!(f, "net: r{p}'s reply is LOST"),
+            Event::Notify(p) => write!(f, "r{p}: notification arrives"),
+            Event::LoseNotify(p) => write!(f, "net: r{p}'s notification is LOST"),
+            Event::WorkEnds(p) => write!(f, "r{p}: leader-only work ends"),
+            Event::Pause(p) => write!(f, "r{p}: PAUSED (SIGSTOP)"),
+            Event::Resume(p) => write!(f, "r{p}: resumed (SIGCONT)"),
+            Event::Crash(p) => write!(f, "r{p}: CRASHES"),
+            Event::Restart(p) => write!(f, "r{p}: restarts (fresh core, same name)"),
+            Event::Close(p) => write!(f, "r{p}: close() called"),
+            Event::Failover(k) => write!(
+                f,
+                "db: FAILOVER to a standby that lacks the last {k} write(s)"
+            ),
+            Event::Delete => write!(f, "db: an operator DELETEs the row"),
+        }
+    }
+}
+
+thread_local! {
+    /// While replaying a trace: what each step did, line by line.
+    static LOG: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the step log on; returns its result and the lines logged.
+pub fn logged<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    LOG.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let lines = LOG.with(|l| l.borrow_mut().take()).unwrap_or_default();
+    (r, lines)
+}
+
+fn log(line: impl FnOnce() -> String) {
+    LOG.with(|l| {
+        if let Some(v) = l.borrow_mut().as_mut() {
+            v.push(line());
+        }
+    });
+}
+
+impl World {
+    fn fault(&mut self) {
+        self.quiet_since = self.tick;
+    }
+
+    /// A fault from the budget.
+    fn spend(&mut self) {
+        self.fault();
+        self.budget.total -= 1;
+    }
+
+    /// The reference table holding the row.
+    fn table(&self) -> RefTable {
+        let mut t = RefTable::new();
+        if let Some(row) = &self.row {
+            t.put(FLAG, row.clone());
+        }
+        t
+    }
+
+    /// The table is about to change: remember it for a failover that loses this write.
+    fn wrote(&mut self, params: &Params) {
+        let before = self.row.clone();
+        self.remember(params, before);
+    }
+
+    /// Remembers the table as it was before a write.
+    fn remember(&mut self, params: &Params, before: Option<RefRow>) {
+        if self.budget.failovers > 0 && params.budget.failovers > 0 {
+            self.history.push(before);
+            if self.history.len() > LAG_WRITES {
+                self.history.remove(0);
+            }
+        }
+    }
+
+    fn violate(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    /// The events possible in this state.
+    pub fn enabled(&self, params: &Params, out: &mut Vec<Event>) {
+        out.clear();
+        if self.violation.is_some() {
+            return;
+        }
+        let n = self.procs.len();
+        let mut urgent = false;
+        let mut new_late = 0u32;
+        for p in 0..n {
+            let pr = &self.procs[p];
+            let q = p as u8;
+            let local = self.local(params, p);
+            for (k, req) in pr.reqs.iter().enumerate() {
+                out.push(Event::Execute(q, k as u8));
+                if self.budget.losses > 0 && self.budget.total > 0 {
+                    out.push(Event::LoseRequest(q, k as u8));
+                }
+                if !req.late {
+                    new_late += 1;
+                }
+            }
+            if pr.reply.is_some() {
+                if self.budget.losses > 0 && self.budget.total > 0 {
+                    out.push(Event::LoseReply(q));
+                }
+                if !pr.paused {
+                    out.push(Event::Deliver(q));
+                    if !pr.reply_late {
+                        new_late += 1;
+                    }
+                }
+            }
+            if pr.notify {
+                if self.budget.losses > 0 && self.budget.total > 0 {
+                    out.push(Event::LoseNotify(q));
+                }
+                if !pr.paused {
+                    out.push(Event::Notify(q));
+                    if !pr.notify_late {
+                        new_late += 1;
+                    }
+                }
+            }
+            match pr.work {
+                Some(Work::Dying) => {
+                    out.push(Event::WorkEnds(q));
+                    urgent = true;
+                }
+                Some(Work::Told { .. }) => out.push(Event::WorkEnds(q)),
+                _ => {}
+            }
+            let Some(core) = &pr.core else {
+                if self.tick >= self.no_start_before {
+                    out.push(Event::Restart(q));
+                }
+                continue;
+            };
+            if pr.paused {
+                out.push(Event::Resume(q));
+            } else {
+                if core.flag().poll_timeout().is_some_and(|at| at <= local) {
+                    out.push(Event::Timer(q));
+                    urgent = true;
+                }
+                if pr.inflight.is_some_and(|(_, give_up)| give_up <= local) {
+                    out.push(Event::Timeout(q));
+                    urgent = true;
+                }
+                if self.budget.pauses > 0 && self.budget.total > 0 {
+                    out.push(Event::Pause(q));
+                }
+                if self.budget.closes > 0 && self.budget.total > 0 && !core.flag().is_closed() {
+                    out.push(Event::Close(q));
+                }
+            }
+            if self.budget.crashes > 0 && self.budget.total > 0 {
+                out.push(Event::Crash(q));
+            }
+        }
+        if self.budget.failovers > 0 && self.budget.total > 0 {
+            for k in 0..=self.history.len() {
+                out.push(Event::Failover(k as u8));
+            }
+        }
+        if self.budget.deletes > 0
+            && self.budget.total > 0
+            && self.row.is_some()
+            && self.procs.iter().all(|pr| pr.core.is_none() || pr.saw_row)
+        {
+            out.push(Event::Delete);
+        }
+        if !urgent
+            && self.tick < params.depth
+            && new_late <= u32::from(self.budget.lates.min(self.budget.total))
+        {
+            out.push(Event::Tick);
+        }
+    }
+
+    /// This state after `event`.
+    pub fn step(&self, params: &Params, event: Event) -> World {
+        let mut w = self.clone();
+        w.apply(params, event);
+        w
+    }
+
+    fn apply(&mut self, params: &Params, event: Event) {
+        match event {
+            Event::Tick => self.tick(params),
+            Event::Timer(p) => {
+                let p = usize::from(p);
+                let local = self.local(params, p);
+                if let Some(core) = &mut self.procs[p].core {
+                    if let Err(b) = core.handle_timeout(local) {
+                        let who = self.procs[p].name.clone();
+                        return self.violate(Violation::CorePromise {
+                            who,
+                            what: b.to_string(),
+                        });
+                    }
+                }
+                self.drain(params, p);
+                // A timer served must not be due again at once: a driver would spin (and the
+                // model would never let time move on).
+                let again = self.procs[p]
+                    .core
+                    .as_ref()
+                    .and_then(|c| c.flag().poll_timeout());
+                if again.is_some_and(|at| at <= local) && self.procs[p].core.is_some() {
+                    let who = self.procs[p].name.clone();
+                    self.violate(Violation::CorePromise {
+                        who,
+                        what: format!("poll_timeout {again:?} still due at {local:?} right after handle_timeout"),
+                    });
+                }
+            }
+            Event::Timeout(p) => {
+                let p = usize::from(p);
+                let pr = &mut self.procs[p];
+                pr.inflight = None;
+                pr.reply = None;
+                pr.reqs.iter_mut().for_each(|r| r.live = false);
+                self.feed(params, p, Input::Failed(Failure::Timeout));
+            }
+            Event::Execute(p, k) => self.execute(params, usize::from(p), usize::from(k)),
+            Event::LoseRequest(p, k) => {
+                self.procs[usize::from(p)].reqs.remove(usize::from(k));
+                self.budget.losses -= 1;
+                self.spend();
+            }
+            Event::Deliver(p) => self.deliver(params, usize::from(p)),
+            Event::LoseReply(p) => {
+                self.procs[usize::from(p)].reply = None;
+                self.budget.losses -= 1;
+                self.spend();
+            }
+            Event::Notify(p) => {
+                let p = usize::from(p);
+                self.procs[p].notify = false;
+                self.feed(params, p, Input::Notified);
+            }
+            Event::LoseNotify(p) => {
+                self.procs[usize::from(p)].notify = false;
+                self.budget.losses -= 1;
+                self.spend();
+            }
+            Event::WorkEnds(p) => self.work_ends(params, usize::from(p)),
+            Event::Pause(p) => {
+                self.procs[usize::from(p)].paused = true;
+                self.budget.pauses -= 1;
+                self.spend();
+            }
+            Event::Resume(p) => {
+                let p = usize::from(p);
+                self.procs[p].paused = false;
+                self.fault();
+                // A kill the frozen supervisor owed (no watchdog) happens now.
+                self.deadline_kill(params, p);
+                if std::mem::take(&mut self.procs[p].reap_pending) {
+                    self.reaped(params, p);
+                }
+            }
+            Event::Crash(p) => {
+                let p = usize::from(p);
+                self.budget.crashes -= 1;
+                self.spend();
+                self.exit(p);
+                // The parent-death signal kills the work with it.
+                self.procs[p].work = None;
+            }
+            Event::Restart(p) => {
+                self.fault();
+                self.start(params, usize::from(p));
+            }
+            Event::Close(p) => {
+                self.budget.closes -= 1;
+                self.spend();
+                self.feed(params, usize::from(p), Input::Close);
+            }
+            Event::Failover(k) => {
+                self.budget.failovers -= 1;
+                self.spend();
+                let k = usize::from(k);
+                if k > 0 {
+                    let standby = self.history[self.history.len() - k].clone();
+                    self.history_lost |= standby != self.row;
+                    self.row = standby;
+                }
+                self.history.clear();
+                self.timeline += 1;
+                self.db_started_ns = self.t_ns(params);
+                // Statements on their way to the old primary never run anywhere.
+                for pr in &mut self.procs {
+                    pr.reqs.clear();
+                }
+            }
+            Event::Delete => {
+                self.budget.deletes -= 1;
+                self.spend();
+                self.wrote(params);
+                self.row = None;
+                self.history_lost = true;
+                // As in the simulator: nobody starts before the deleted lease has ended (a
+                // fresh process cannot tell a deleted row from a new table).
+                let lease = params.interval_ticks();
+                self.no_start_before = self.tick + lease + lease.div_ceil(10);
+            }
+        }
+    }
+
+    fn tick(&mut self, params: &Params) {
+        let mut late = false;
+        for pr in &mut self.procs {
+            for r in &mut pr.reqs {
+                late = true;
+                if !r.late {
+                    r.late = true;
+                    self.budget.lates -= 1;
+                    self.budget.total -= 1;
+                }
+            }
+            if pr.reply.is_some() && !pr.paused {
+                late = true;
+                if !pr.reply_late {
+                    pr.reply_late = true;
+                    self.budget.lates -= 1;
+                    self.budget.total -= 1;
+                }
+            }
+            if pr.notify && !pr.paused {
+                late = true;
+                if !pr.notify_late {
+                    pr.notify_late = true;
+                    self.budget.lates -= 1;
+                    self.budget.total -= 1;
+                }
+            }
+        }
+        // A process down or frozen, a message held, a work slow to stop: not a quiet time.
+        let troubled = self
+            .procs
+            .iter()
+            .any(|pr| pr.core.is_none() || pr.paused || matches!(pr.work, Some(Work::Told { .. })));
+        self.tick += 1;
+        if late || troubled {
+            self.fault();
+        }
+        for p in 0..self.procs.len() {
+            self.deadline_kill(params, p);
+            let t = self.t_ns(params);
+            if let Some(Work::Told { kill_at: Some(at) }) = self.procs[p].work {
+                if t >= at {
+                    log(|| format!("r{p}: the old run kills the work a grace after telling it"));
+                    self.procs[p].work = Some(Work::Dying);
+                }
+            }
+        }
+    }
+
+    /// The lease's deadline has come: the work is killed (SIGKILL), by the supervisor or,
+    /// while that is frozen, by the watchdog (with the at-risk stop: the deadline is the hard
+    /// bound).
+    fn deadline_kill(&mut self, params: &Params, p: usize) {
+        let s = params.sim.safeguards;
+        let local = self.local(params, p);
+        let pr = &self.procs[p];
+        if !s.at_risk_stop || pr.core.is_none() || local < pr.lease_deadline {
+            return;
+        }
+        if !matches!(pr.work, Some(Work::Running | Work::Told { .. })) {
+            return;
+        }
+        if pr.paused && !s.watchdog {
+            return; // no watchdog: the supervisor's timer fires when it runs again
+        }
+        log(|| format!("r{p}: work KILLED at its lease's deadline"));
+        let paused = pr.paused;
+        self.procs[p].work = Some(Work::Dying);
+        if !s.no_release_while_working && !paused {
+            // The old core's bound: the release goes out now, the kill still in progress.
+            self.tell_work_stopped(params, p, true);
+        }
+    }
+
+    fn work_ends(&mut self, params: &Params, p: usize) {
+        self.procs[p].work = None;
+        if self.procs[p].core.is_none() {
+            return;
+        }
+        if self.procs[p].paused {
+            self.procs[p].reap_pending = true;
+            return;
+        }
+        self.reaped(params, p);
+    }
+
+    /// The supervisor learns that the work ended: it tells the core, and starts the work of
+    /// the current term if the process still leads and the lease is not at risk.
+    fn reaped(&mut self, params: &Params, p: usize) {
+        let local = self.local(params, p);
+        let leads = self.procs[p]
+            .core
+            .as_ref()
+            .and_then(|c| c.flag().lease_at(local));
+        if leads.is_some_and(|l| !l.is_at_risk(local)) && self.procs[p].work.is_none() {
+            self.procs[p].work = Some(Work::Running);
+        }
+        if params.sim.safeguards.release_after_work {
+            self.tell_work_stopped(params, p, true);
+        }
+    }
+
+    fn tell_work_stopped(&mut self, params: &Params, p: usize, drain: bool) {
+        let local = self.local(params, p);
+        let Some(core) = &mut self.procs[p].core else {
+            return;
+        };
+        match core.handle_input(local, Input::WorkStopped) {
+            Err(b) => {
+                let who = self.procs[p].name.clone();
+                return self.violate(Violation::CorePromise {
+                    who,
+                    what: b.to_string(),
+                });
+            }
+            Ok(Err(e)) => {
+                let who = self.procs[p].name.clone();
+                return self.violate(Violation::Contract {
+                    who,
+                    error: e.to_string(),
+                });
+            }
+            Ok(Ok(())) => {}
+        }
+        if drain {
+            self.drain(params, p);
+        }
+    }
+
+    /// The process exits (a crash, or the end of a close): its driver forgets everything.
+    fn exit(&mut self, p: usize) {
+        let pr = &mut self.procs[p];
+        pr.core = None;
+        pr.paused = false;
+        pr.inflight = None;
+        pr.reqs.iter_mut().for_each(|r| r.live = false);
+        pr.reply = None;
+        pr.notify = false;
+        pr.known_timeline = 0;
+        pr.believed = false;
+        pr.reap_pending = false;
+    }
+
+    fn execute(&mut self, params: &Params, p: usize, k: usize) {
+        let req = self.procs[p].reqs.remove(k);
+        let now = self.db_now(params);
+        let name = self.procs[p].name.clone();
+        let reply = match req.op {
+            Op::Check {
+                renew,
+                floor,
+                may_take,
+                may_insert,
+            } => {
+                let before = self.row.clone();
+                let mut table = self.table();
+                let r = table.check(
+                    now,
+                    FLAG,
+                    &name,
+                    renew,
+                    params.lease_micros,
+                    floor,
+                    may_take,
+                    may_insert,
+                );
+                log(|| {
+                    format!(
+                        "db: r{p}'s check {} → row {}",
+                        if r.won { "WINS" } else { "does not win" },
+                        row_text(r.row.as_ref())
+                    )
+                });
+                if let (true, Some(b)) = (r.won, &before) {
+                    if b.holder.as_deref() != Some(name.as_str()) {
+                        let age = b.timestamp.map_or(i64::MAX, |ts| now.micros_since(ts));
+                        if age <= params.sim.interval.as_micros() as i64 {
+                            self.violate(Violation::TookLiveLease {
+                                who: name.clone(),
+                                age_micros: age,
+                            });
+                        }
+                    }
+                }
+                if r.won {
+                    self.remember(params, before.clone());
+                    self.row = table.get(FLAG).cloned();
+                }
+                Reply::Check(r)
+            }
+            Op::Release { version } => {
+                let mut table = self.table();
+                let released = table.release(FLAG, &name, version);
+                if released {
+                    let before = std::mem::replace(&mut self.row, table.get(FLAG).cloned());
+                    self.remember(params, before);
+                }
+                log(|| format!("db: r{p}'s release of v{version}: released = {released}"));
+                if released {
+                    for (q, other) in self.procs.iter_mut().enumerate() {
+                        if q != p && other.core.is_some() {
+                            other.notify = true;
+                            other.notify_late = false;
+                        }
+                    }
+                }
+                Reply::Released(released)
+            }
+            other => unreachable!("the model sends no {other:?}"),
+        };
+        if req.live && self.procs[p].core.is_some() {
+            self.procs[p].reply = Some(reply);
+            self.procs[p].reply_late = false;
+        }
+    }
+
+    fn deliver(&mut self, params: &Params, p: usize) {
+        let reply = self.procs[p].reply.take().expect("enabled with a reply");
+        self.procs[p].inflight = None;
+        match reply {
+            Reply::Check(result) => {
+                let version = result.row.as_ref().and_then(|row| row.version);
+                let pr = &mut self.procs[p];
+                pr.saw_row = result.row.is_some();
+                if !result.won {
+                    pr.observed = pr.observed.max(version);
+                }
+                self.feed(params, p, Input::Checked(result.as_input()));
+                let pr = &mut self.procs[p];
+                pr.observed = pr.observed.max(version);
+            }
+            Reply::Released(released) => self.feed(params, p, Input::Released { released }),
+            Reply::Connected(key) => {
+                log(|| {
+                    format!(
+                        "r{p}: connected: the server is on timeline {}",
+                        key.timeline
+                    )
+                });
+                self.procs[p].known_timeline = key.timeline;
+                let server = self.server_input(params, key);
+                self.feed(params, p, Input::Connected(server));
+            }
+        }
+    }
+
+    /// Hands an input to the core and carries out what it says.
+    fn feed(&mut self, params: &Params, p: usize, input: Input<'_>) {
+        let local = self.local(params, p);
+        let Some(core) = &mut self.procs[p].core else {
+            return;
+        };
+        match core.handle_input(local, input) {
+            Err(b) => {
+                let who = self.procs[p].name.clone();
+                return self.violate(Violation::CorePromise {
+                    who,
+                    what: b.to_string(),
+                });
+            }
+            Ok(Err(e)) => {
+                let who = self.procs[p].name.clone();
+                return self.violate(Violation::Contract {
+                    who,
+                    error: e.to_string(),
+                });
+            }
+            Ok(Ok(())) => {}
+        }
+        self.drain(params, p);
+    }
+
+    fn send(&mut self, params: &Params, p: usize, op: Op) {
+        let local = self.local(params, p);
+        let timeline = self.timeline;
+        let server = self.server(params);
+        let pr = &mut self.procs[p];
+        pr.inflight = Some((op, local + params.sim.timeout));
+        pr.reply = None;
+        pr.reqs.iter_mut().for_each(|r| r.live = false);
+        if pr.known_timeline != timeline {
+            // The first statement on a new connection is not run: the driver tells the core
+            // what the server is, and the core sends it again.
+            pr.reply = Some(Reply::Connected(server));
+            pr.reply_late = false;
+            return;
+        }
+        pr.reqs.push(Req {
+            op,
+            live: true,
+            timeline,
+            late: false,
+        });
+        if pr.reqs.len() > MAX_REQS {
+            // A bound of the model: the oldest abandoned statement is dropped (never run).
+            pr.reqs.remove(0);
+            self.quiet_since = self.tick;
+        }
+    }
+
+    /// Drains the core's commands and carries them out (the simulator's driver).
+    pub(super) fn drain(&mut self, params: &Params, p: usize) {
+        let s = params.sim.safeguards;
+        loop {
+            let mut commands = Vec::new();
+            let Some(core) = &mut self.procs[p].core else {
+                return;
+            };
+            loop {
+                match core.poll_command() {
+                    Ok(Some(c)) => commands.push(c),
+                    Ok(None) => break,
+                    Err(b) => {
+                        let who = self.procs[p].name.clone();
+                        return self.violate(Violation::CorePromise {
+                            who,
+                            what: b.to_string(),
+                        });
+                    }
+                }
+            }
+            if commands.is_empty() {
+                break;
+            }
+            let (mut stop_work, mut raised) = (false, false);
+            for c in commands {
+                log(|| format!("r{p} core → {}", command_text(&c)));
+                match c {
+                    Command::Check {
+                        renew,
+                        floor,
+                        may_take,
+                        may_insert,
+                    } => {
+                        let (floor, may_take) = if s.lost_writes_rule {
+                            (floor, may_take)
+                        } else {
+                            (renew.map_or(0, |v| v.saturating_add(1)), true)
+                        };
+                        let may_insert = if s.vanished_row_rule {
+                            may_insert
+                        } else {
+                            may_take
+                        };
+                        let op = Op::Check {
+                            renew,
+                            floor,
+                            may_take,
+                            may_insert,
+                        };
+                        let sent = Command::Check {
+                            renew,
+                            floor,
+                            may_take,
+                            may_insert,
+                        };
+                        if sent != c {
+                            log(|| format!("r{p} driver sends {op:?} (safeguard off)"));
+                        }
+                        self.send(params, p, op);
+                    }
+                    Command::Release { version } => {
+                        self.send(params, p, Op::Release { version });
+                    }
+                    Command::RunPrecheck => unreachable!("the model runs no precheck"),
+                    Command::StopWork => stop_work = true,
+                    Command::AtRisk(_) => {
+                        if s.at_risk_stop {
+                            self.term_work(params, p);
+                        }
+                    }
+                    Command::Raise(lease) => {
+                        if let Some(before) = self.last_token {
+                            let knew = self.procs[p].observed.is_some_and(|o| o >= before);
+                            if lease.token <= before && (knew || !self.history_lost) {
+                                let who = self.procs[p].name.clone();
+                                self.violate(Violation::TokenNotIncreasing {
+                                    who,
+                                    token: lease.token,
+                                    before,
+                                });
+                            }
+                        }
+                        self.last_token =
+                            Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
+                        self.procs[p].lease_deadline = lease.deadline;
+                        self.believe(params, p);
+                        raised = true;
+                    }
+                    Command::Renewed(lease) => {
+                        self.procs[p].lease_deadline = lease.deadline;
+                        self.believe(params, p);
+                    }
+                    Command::Lower(reason) => {
+                        if s.deadline_from_send || reason != LowerReason::DeadlinePassed {
+                            self.procs[p].believed = false;
+                        }
+                        self.term_work(params, p);
+                    }
+                    Command::Anomaly(_) => {}
+                    Command::Closed => {
+                        // The tool exits: a command still running is killed with it.
+                        if self.procs[p].work.is_some() {
+                            self.procs[p].work = Some(Work::Dying);
+                        }
+                        self.exit(p);
+                        return;
+                    }
+                }
+            }
+            if raised && self.procs[p].work.is_none() {
+                self.procs[p].work = Some(Work::Running);
+            }
+            if stop_work {
+                self.term_work(params, p);
+                if self.procs[p].work.is_none() || !s.release_after_work {
+                    self.tell_work_stopped(params, p, false);
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: the work winds down and ends at any later moment. Without the at-risk stop,
+    /// the old `run`: killed a grace (the stop-ahead) after being told.
+    fn term_work(&mut self, params: &Params, p: usize) {
+        if self.procs[p].work != Some(Work::Running) {
+            return;
+        }
+        let kill_at = (!params.sim.safeguards.at_risk_stop)
+            .then(|| self.t_ns(params) + params.sim.stop_ahead().as_nanos() as u64);
+        self.procs[p].work = Some(Work::Told { kill_at });
+    }
+
+    fn believe(&mut self, params: &Params, p: usize) {
+        let local = self.local(params, p);
+        let config = &params.core_config;
+        let pr: &mut Proc = &mut self.procs[p];
+        pr.believed = true;
+        pr.believed_until = local + (config.interval() - config.margin());
+    }
+}
+
+/// A row, briefly.
+pub fn row_text(row: Option<&crate::table::RefRow>) -> String {
+    match row {
+        None => "none".to_string(),
+        Some(r) => format!(
+            "{} v{} ts {}",
+            r.holder.as_deref().unwrap_or("NULL"),
+            r.version.map_or("NULL".to_string(), |v| v.to_string()),
+            r.timestamp.map_or("NULL".to_string(), |t| {
+                let us = t.as_unix_micros();
+                if us == 0 {
+                    "1970 (released)".to_string()
+                } else {
+                    format!("{:.3}s", (us - 1_700_000_000_000_000) as f64 / 1e6)
+                }
+            })
+        ),
+    }
+}
+
+fn command_text(c: &Command) -> String {
+    match c {
+        Command::Raise(l) => format!(
+            "RAISE token {} ({:?}), deadline {}",
+            l.token, l.won_by, l.deadline
+        ),
+        Command::Renewed(l) => format!("Renewed v{}, deadline {}", l.version, l.deadline),
+        Command::AtRisk(l) => format!("AtRisk (deadline {})", l.deadline),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,303 @@
+//! The model's world: a small fleet of real cores, the reference table, a database that can
+//! fail over to a lagging standby, and discretized time.
+//!
+//! Everything here is plain data (`Clone + Eq + Hash`): a state is stored by its hash, and a
+//! trace is the list of events that leads to it from an initial state.
+
+use leadership_core::audit::AuditedFlag;
+use leadership_core::{Config, DbTime, Instant, Server};
+
+use super::properties::Violation;
+use super::Params;
+use crate::sim::trace::Op;
+use crate::table::{CheckResult, RefRow};
+
+/// The flag's name in the table.
+pub const FLAG: &str = "sim";
+
+/// A local monotonic clock: `origin + t × (1 + ppm/10⁶)` for true time `t` (ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Clock {
+    /// The reading at true time 0 (far from zero: the core's instants never saturate).
+    pub origin: u64,
+    /// The rate error in ppm (negative: slower than the database's clock).
+    pub ppm: i64,
+}
+
+impl Clock {
+    /// The reading at true time `t_ns`.
+    pub fn local(&self, t_ns: u64) -> Instant {
+        let scaled = i128::from(t_ns) * i128::from(1_000_000 + self.ppm) / 1_000_000;
+        Instant::from_nanos(self.origin + scaled as u64)
+    }
+}
+
+/// A statement on its way to the database (or held there: it may run at any later moment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Req {
+    /// What it does.
+    pub op: Op,
+    /// The driver still waits for its reply (it has not timed out, the process has not
+    /// crashed): only then is the reply delivered.
+    pub live: bool,
+    /// The database timeline it was sent to: after a failover it never runs.
+    pub timeline: u8,
+    /// Held past a tick already (charged once to the budget of late messages).
+    pub late: bool,
+}
+
+/// A reply on its way back to the driver.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reply {
+    /// The check's result.
+    Check(CheckResult),
+    /// Whether the release changed the row.
+    Released(bool),
+    /// The statement was not run: the first on a new connection; this is the server.
+    Connected(ServerKey),
+}
+
+/// [`Server`] as stored in a state (the database's identity after `n` failovers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    /// The timeline.
+    pub timeline: u8,
+    /// When that timeline began (true ns).
+    pub started_ns: u64,
+}
+
+/// The leader-only work of a term (as in the simulator: `leadership run`'s command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Work {
+    /// Runs.
+    Running,
+    /// Told to stop: ends at any later moment (or is killed). `kill_at`: without the at-risk
+    /// stop, the old `run` kills it a grace after telling it (true ns).
+    Told {
+        /// The kill, if one is scheduled apart from the deadline's.
+        kill_at: Option<u64>,
+    },
+    /// Killed: gone before time moves on.
+    Dying,
+}
+
+/// One process: the real core (audited) behind the modelled driver.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Proc {
+    /// Its name: the `holder` it writes.
+    pub name: String,
+    /// Its monotonic clock.
+    pub clock: Clock,
+    /// The core; `None` while down (crashed, or exited after a close).
+    pub core: Option<AuditedFlag>,
+    /// Frozen (SIGSTOP): no timer, no reply, no notification is handled; the clock runs.
+    pub paused: bool,
+    /// The statement the driver waits for, and the local instant it gives up.
+    pub inflight: Option<(Op, Instant)>,
+    /// Its statements in the network or held at the database (at most [`MAX_REQS`]).
+    pub reqs: Vec<Req>,
+    /// The reply on its way, if any.
+    pub reply: Option<Reply>,
+    /// The reply was held past a tick already.
+    pub reply_late: bool,
+    /// A notification on its way.
+    pub notify: bool,
+    /// The notification was held past a tick already.
+    pub notify_late: bool,
+    /// The database timeline its core heard of (0: none yet).
+    pub known_timeline: u8,
+    /// Raised by the commands handled (`Raise` … `Lower`): the judge's view without the
+    /// local-deadline safeguard.
+    pub believed: bool,
+    /// Without deadline-from-send: the belief ends here, counted from the reply's arrival.
+    pub believed_until: Instant,
+    /// The latest lease's deadline (local): the work is killed then.
+    pub lease_deadline: Instant,
+    /// The leader-only work, until it has ended.
+    pub work: Option<Work>,
+    /// The work ended while the process was paused: its supervisor learns of it on resume.
+    pub reap_pending: bool,
+    /// The highest version this life has received (fencing judge).
+    pub observed: Option<i64>,
+    /// Whether its latest check showed the row (the delete fault's precondition).
+    pub saw_row: bool,
+}
+
+/// The most statements of one process the network holds at once; a further send loses the
+/// oldest (a loss, charged to the budget if there is one, else the send waits: see events).
+pub const MAX_REQS: usize = 2;
+
+/// How many of the latest writes a failover may lose.
+pub const LAG_WRITES: usize = 2;
+
+/// What is left of each fault's budget on this path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Budget {
+    /// Pauses.
+    pub pauses: u8,
+    /// Crashes.
+    pub crashes: u8,
+    /// Graceful closes.
+    pub closes: u8,
+    /// Failovers.
+    pub failovers: u8,
+    /// Operator deletes of the row.
+    pub deletes: u8,
+    /// Lost statements, replies or notifications.
+    pub losses: u8,
+    /// Messages held past a tick (slow network, a stalled database).
+    pub lates: u8,
+    /// Faults of any kind above, in all: bounds the combinations.
+    pub total: u8,
+}
+
+/// The whole world.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct World {
+    /// True time in ticks.
+    pub tick: u32,
+    /// The processes.
+    pub procs: Vec<Proc>,
+    /// The flag's row in the primary's table (the reference table executes each statement).
+    pub row: Option<RefRow>,
+    /// The table before each of the latest writes (oldest first, at most [`LAG_WRITES`]): a
+    /// failover promotes a standby that lacks some of them. Kept only while a failover is
+    /// left in the budget.
+    pub history: Vec<Option<RefRow>>,
+    /// The database's timeline (1 at start).
+    pub timeline: u8,
+    /// When the current primary started (true ns).
+    pub db_started_ns: u64,
+    /// Faults left.
+    pub budget: Budget,
+    /// The tick of the latest fault (liveness counts from there).
+    pub quiet_since: u32,
+    /// The largest fencing token raised so far.
+    pub last_token: Option<i64>,
+    /// A failover or delete lost history: a token behind from a process that never saw the
+    /// newer one is residue, not a violation.
+    pub history_lost: bool,
+    /// After a delete, nobody starts before this tick (as in the simulator).
+    pub no_start_before: u32,
+    /// The first broken property on this path (set by a step; the state is a counterexample).
+    pub violation: Option<Violation>,
+}
+
+impl World {
+    /// The initial world: every process up at tick 0 with its clock rate, its first check
+    /// emitted and carried out (sent).
+    pub fn new(params: &Params, rates: &[i64]) -> World {
+        let procs = rates
+            .iter()
+            .enumerate()
+            .map(|(i, &ppm)| Proc {
+                name: format!("r{i}"),
+                clock: Clock {
+                    origin: 1_000_000_000_000 + i as u64 * 1_000_000_000,
+                    ppm,
+                },
+                core: None,
+                paused: false,
+                inflight: None,
+                reqs: Vec::new(),
+                reply: None,
+                reply_late: false,
+                notify: false,
+                notify_late: false,
+                known_timeline: 0,
+                believed: false,
+                believed_until: Instant::ZERO,
+                lease_deadline: Instant::ZERO,
+                work: None,
+                reap_pending: false,
+                observed: None,
+                saw_row: false,
+            })
+            .collect();
+        let mut w = World {
+            tick: 0,
+            procs,
+            row: None,
+            history: Vec::new(),
+            timeline: 1,
+            db_started_ns: 0,
+            budget: params.budget,
+            quiet_since: 0,
+            last_token: None,
+            history_lost: false,
+            no_start_before: 0,
+            violation: None,
+        };
+        for p in 0..w.procs.len() {
+            w.start(params, p);
+        }
+        w
+    }
+
+    /// True time in ns.
+    pub fn t_ns(&self, params: &Params) -> u64 {
+        u64::from(self.tick) * params.tick_ns
+    }
+
+    /// Process `p`'s clock now.
+    pub fn local(&self, params: &Params, p: usize) -> Instant {
+        self.procs[p].clock.local(self.t_ns(params))
+    }
+
+    /// The database's `now()`.
+    pub fn db_now(&self, params: &Params) -> DbTime {
+        crate::sim::clock::db_time(self.t_ns(params))
+    }
+
+    /// What a new connection hears about the server.
+    pub fn server(&self, params: &Params) -> ServerKey {
+        let _ = params;
+        ServerKey {
+            timeline: self.timeline,
+            started_ns: self.db_started_ns,
+        }
+    }
+
+    /// The core's view of a [`ServerKey`] at the current time.
+    pub fn server_input(&self, params: &Params, key: ServerKey) -> Server {
+        let t = self.t_ns(params);
+        Server {
+            system: Some(1),
+            timeline: Some(u32::from(key.timeline)),
+            started: Some(crate::sim::clock::db_time(key.started_ns)),
+            durable: true,
+            promoted_ago: (key.timeline > 1)
+                .then(|| std::time::Duration::from_nanos(t.saturating_sub(key.started_ns))),
+        }
+    }
+
+    /// The core's configuration for process `p`.
+    pub fn config(params: &Params, name: &str) -> Config {
+        params.sim.core_config(name)
+    }
+
+    /// Starts process `p` with a fresh core (at tick 0, or a restart under the same name).
+    pub fn start(&mut self, params: &Params, p: usize) {
+        let local = self.local(params, p);
+        let config = World::config(params, &self.procs[p].name.clone());
+        let pr = &mut self.procs[p];
+        pr.core = Some(AuditedFlag::new(config, p as u64 + 1, local));
+        pr.paused = false;
+        pr.believed = false;
+        pr.observed = None;
+        pr.saw_row = false;
+        self.drain(params, p);
+    }
+
+    /// Whether process `p` is up (not crashed, not exited).
+    pub fn up(&self, p: usize) -> bool {
+        self.procs[p].core.is_some()
+    }
+
+    /// Whether anything of process `p` waits on the network (a statement, a reply for a
+    /// running driver, a notification): holding it while time moves on makes it late.
+    pub fn waiting_messages(&self, p: usize) -> bool {
+        let pr = &self.procs[p];
+        !pr.reqs.is_empty() || (!pr.paused && (pr.reply.is_some() || pr.notify))
+    }
+}
