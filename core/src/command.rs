@@ -122,6 +122,10 @@ pub enum LowerReason {
     PrecheckRefused,
     /// The user closed the flag.
     Closed,
+    /// A balanced set no longer wants this process to lead the flag
+    /// ([`Flag::set_wanted`](crate::Flag::set_wanted)): it hands it over to the process the
+    /// balance designates (a [`Command::StopWork`] and a release follow).
+    Unwanted,
 }
 
 /// An oddity in the table that the core works around.

@@ -29,6 +29,8 @@ enum Step {
     Notified,
     Close,
     WorkStopped,
+    /// A balanced set wants the flag, or not.
+    Want(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +65,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Notified),
         1 => Just(Step::Close),
         1 => Just(Step::WorkStopped),
+        1 => any::<bool>().prop_map(Step::Want),
     ]
 }
 
@@ -106,6 +109,10 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
         let input = match step {
             Step::Wait(us) => {
                 now = now + Duration::from_micros(*us);
+                continue;
+            }
+            Step::Want(wanted) => {
+                flag.set_wanted(now, *wanted).map_err(fail)?;
                 continue;
             }
             Step::Wake => {
