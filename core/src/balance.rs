@@ -15,10 +15,11 @@
 //!
 //! - Targets: with `M` live members and `N` shards, member `i` in sorted order aims at
 //!   `N / M`, plus one for the first `N % M` members ([`target`]). The targets sum to `N`.
-//! - A member keeps every shard it holds, except surplus above its target, and that only when
-//!   some member holds fewer than the floor (`N / M`) and the free shards do not cover what the
-//!   members below their targets lack. So a fleet whose every member is within one of `N / M`
-//!   moves nothing, whatever the targets say.
+//! - A member keeps every shard it holds, except surplus: when some member holds fewer than
+//!   the floor (`N / M`) and the free shards do not cover what the members below their targets
+//!   lack, the surplus above its target; otherwise only what it holds above the ceiling. So a
+//!   fleet whose every member is within one of `N / M` moves nothing, whatever the targets
+//!   say.
 //! - Free shards (no row, or an expired or released lease), and the surplus given up, go to
 //!   the members below their targets, in member order, lowest shard first.
 //! - A shard whose live holder is not a live member (a Go flag, or a process whose member row
@@ -136,6 +137,7 @@ pub fn assign(view: &View<'_>) -> Vec<Option<usize>> {
         return owner;
     }
     let floor = shards / members;
+    let ceil = shards.div_ceil(members);
     let mut held: Vec<Vec<usize>> = vec![Vec::new(); members];
     let mut pool = Vec::new();
     for (shard, holder) in view.holders.iter().enumerate() {
@@ -156,8 +158,15 @@ pub fn assign(view: &View<'_>) -> Vec<Option<usize>> {
     };
     for (i, shards_held) in held.iter().enumerate() {
         let surplus = shards_held.len().saturating_sub(target(shards, members, i));
-        let release = surplus.min(to_release);
-        to_release -= release;
+        // Nobody below the floor: only what lies above the ceiling moves (to members below
+        // their targets; there is room, since the targets sum to the shards).
+        let above_ceil = shards_held.len().saturating_sub(ceil);
+        let release = if below_floor {
+            surplus.min(to_release)
+        } else {
+            above_ceil
+        };
+        to_release -= release.min(to_release);
         let keep = shards_held.len() - release;
         for &shard in &shards_held[..keep] {
             owner[shard] = Some(i);
@@ -326,9 +335,8 @@ mod tests {
             let ceil = floor + usize::from(n % m != 0);
             for (i, &c) in after.iter().enumerate() {
                 prop_assert!(c >= floor, "member {} ends with {} < {}", i, c, floor);
-                prop_assert!(c <= ceil.max(before[i]), "member {} grows past its share", i);
+                prop_assert!(c <= ceil, "member {} ends with {} > {}", i, c, ceil);
             }
-            // A member ends above ceil only when nobody is below floor.
             // Moves: shards leaving a holder; at most what those below their targets lack.
             let owners = assign(&view);
             let moved = owners.iter().zip(&view.holders)

@@ -174,6 +174,17 @@ impl Flag {
         flag
     }
 
+    /// Starts at `now` without wanting the flag (see [`set_wanted`](Flag::set_wanted)): no
+    /// check until it is wanted. A balanced set starts its shards so, to take only those the
+    /// balance designates to it.
+    pub fn new_unwanted(config: Config, seed: u64, now: Instant) -> Flag {
+        let mut flag = Flag::new(config, seed, now);
+        flag.commands = Queue::new();
+        flag.pending = Pending::Nothing;
+        flag.wanted = false;
+        flag
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config

@@ -416,3 +416,26 @@ fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_
     f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
     assert_eq!(f.flag.poll_timeout(), None);
 }
+
+#[test]
+fn a_flag_started_unwanted_checks_only_once_wanted() {
+    let config = Config::builder("flag", PROCESS)
+        .jitter(0.0)
+        .build()
+        .unwrap();
+    let now = crate::Instant::from_nanos(1_000_000_000);
+    let mut flag = crate::Flag::new_unwanted(config, 7, now);
+    assert_eq!(flag.poll_command(), None);
+    assert_eq!(flag.poll_timeout(), None);
+    assert!(!flag.is_wanted());
+    flag.set_wanted(now, true);
+    assert_eq!(
+        flag.poll_command(),
+        Some(Command::Check {
+            renew: None,
+            floor: 0,
+            may_take: true,
+            may_insert: true,
+        })
+    );
+}
