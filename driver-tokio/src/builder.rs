@@ -357,6 +357,7 @@ impl FlagBuilder {
             metrics,
             self.precheck,
             self.shutdown,
+            None,
         ))
     }
 
@@ -469,6 +470,11 @@ impl FlagBuilder {
             .unwrap_or_else(|| crate::pg::default_connect_timeout(config))
     }
 
+    /// The process name.
+    pub(crate) fn process(&self) -> &str {
+        &self.process
+    }
+
     /// The core's configuration for flag `name` with these settings.
     pub(crate) fn config_for(&self, name: &str) -> Result<Config, Error> {
         let mut config = Config::builder(name, self.process.as_str());
@@ -500,6 +506,7 @@ impl FlagBuilder {
         link: &Arc<Link>,
         name: &str,
         seed: impl FnOnce(Option<u64>) -> u64,
+        wanted: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Flag, Error> {
         let config = self.config_for(name)?;
         let notifications = link
@@ -519,6 +526,7 @@ impl FlagBuilder {
             metrics,
             self.precheck.clone(),
             self.shutdown.clone(),
+            wanted,
         ))
     }
 }

@@ -110,6 +110,7 @@ impl Flag {
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
         shutdown: Option<CancellationToken>,
+        wanted: Option<watch::Receiver<bool>>,
     ) -> Flag {
         // The leader-only work may take until a margin past the lease's deadline to stop (then
         // the release is given up); a pending statement takes at most one timeout, the
@@ -126,6 +127,7 @@ impl Flag {
             notifications,
             metrics,
             precheck,
+            wanted,
         );
         let closing = close.clone();
         let task = tokio::spawn(async move {
