@@ -57,12 +57,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod balanced;
 mod builder;
 mod flag;
 mod guard;
 mod runtime;
 mod subscription;
 
+pub use balanced::{Assignment, Balanced, Ownership, OwnershipSubscription};
 pub use builder::FlagBuilder;
 pub use flag::{Flag, FlagSet};
 pub use guard::Guard;
