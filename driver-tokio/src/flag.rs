@@ -102,6 +102,8 @@ impl Flag {
         FlagBuilder::new(name.into(), process.into())
     }
 
+    // Each is a part the driver owns; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         config: Config,
         seed: u64,

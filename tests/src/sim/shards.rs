@@ -1096,6 +1096,25 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_keeps_one_leader_per_shard_and_balance_after_each_quiet_stretch() {
+        for seed in 0..6 {
+            let report = run(&ShardConfig {
+                seed,
+                shards: 24,
+                processes: 4,
+                max_processes: 6,
+                duration: Duration::from_secs(900),
+                faults: ShardFaults::parse("all").unwrap(),
+                ..ShardConfig::default()
+            });
+            assert!(report.failure.is_none(), "{}", report.failure.unwrap());
+            let kinds: std::collections::BTreeSet<Kind> =
+                report.episodes.iter().map(|e| e.kind).collect();
+            assert!(kinds.len() >= 6, "seed {seed}: {kinds:?}");
+        }
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_figures() {
         let cfg = ShardConfig {
             seed: 9,
