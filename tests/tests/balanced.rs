@@ -252,6 +252,18 @@ fn three_processes_share_twelve_shards_and_follow_joins_and_a_graceful_leave() {
     );
     assert_eq!(by_holder, "a:4\nb:4\nc:4");
 
+    // A blip: b's connection is cut under it (its backend terminated). Its statements in
+    // flight fail and it reconnects; its leases and its membership hold, so nothing moves.
+    let before = owners(&fleet);
+    psql(
+        &pg,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'leadership:b'",
+    );
+    std::thread::sleep(interval() * 3);
+    assert_eq!(moved(&before, &owners(&fleet)), 0, "a blip moved shards");
+    assert!(balanced(&leaders(&fleet), fleet.len()));
+
     // b leaves gracefully: its shards go at once, without waiting for a lease.
     let b = fleet.remove(1);
     groups.lock().unwrap().remove(1);
@@ -450,4 +462,36 @@ fn the_blocking_driver_balances_and_streams_ownership() {
     assert_eq!(b.assignment().members, ["a", "b"]);
     a.close().unwrap();
     b.close().unwrap();
+}
+
+/// `sql::GROUP` on a real server: the group's rows only (`%` and `_` are plain characters in
+/// the prefix), `live` exactly when the check's takeover rule would not take the row.
+#[test]
+fn the_group_scan_reads_only_the_group_and_judges_liveness_by_the_takeover_rule() {
+    let pg = server();
+    let flag = leadership_blocking::Flag::builder("creates-the-table", "x")
+        .connect_str(&pg.conn_string())
+        .start(NoTls)
+        .unwrap();
+    flag.close().unwrap();
+    psql(
+        &pg,
+        "INSERT INTO leadership_flags VALUES \
+         ('a_%/shard/0', 'p', 1, now()), ('a_%/member/p', 'p', 1, now() - interval '9 seconds'), \
+         ('a_%/shard/1', 'q', 1, now() - interval '11 seconds'), \
+         ('a_%/shard/2', 'p', 2, '1970-01-01 00:00:00+00'), \
+         ('abc/shard/0', 'z', 1, now()), ('a_%x', 'z', 1, now())",
+    );
+    let statements = leadership_core::sql::Statements::new(
+        &leadership_core::sql::Table::new("leadership_flags").unwrap(),
+    );
+    let scan = statements
+        .group
+        .replace("$1::text", "'a_%/'")
+        .replace("$2::bigint", "10000000");
+    let rows = psql(&pg, &scan);
+    assert_eq!(
+        rows,
+        "a_%/member/p|p|t\na_%/shard/0|p|t\na_%/shard/1|q|f\na_%/shard/2|p|f"
+    );
 }
