@@ -13,18 +13,19 @@
 //!
 //! The rules of [`assign`]:
 //!
-//! - Targets: with `M` live members and `N` shards, member `i` in sorted order aims at
-//!   `N / M`, plus one for the first `N % M` members ([`target`]). The targets sum to `N`.
+//! - Targets: with `M` live members and `N` shards not held by non-members, member `i` in
+//!   sorted order aims at `N / M`, plus one for the first `N % M` members ([`target`]). The
+//!   targets sum to `N`.
 //! - A member keeps every shard it holds, except surplus: when some member holds fewer than
 //!   the floor (`N / M`) and the free shards do not cover what the members below their targets
 //!   lack, the surplus above its target; otherwise only what it holds above the ceiling. So a
 //!   fleet whose every member is within one of `N / M` moves nothing, whatever the targets
 //!   say.
 //! - Free shards (no row, or an expired or released lease), and the surplus given up, go to
-//!   the members below their targets, in member order, lowest shard first.
+//!   the members below their targets, one each in turn in member order, lowest shard first.
 //! - A shard whose live holder is not a live member (a Go flag, or a process whose member row
-//!   expired before its shard leases) is designated to nobody: it is taken only once its lease
-//!   runs out. Balance among the members is then best effort.
+//!   expired before its shard leases) is designated to nobody and left out of the targets: it
+//!   is taken only once its lease runs out. Balance among the members is over the rest.
 //!
 //! Each move goes from a member above its target to one below, or from free to one below, so
 //! the sum over members of `|held - target|` falls with every move: no shard goes back and forth
@@ -75,7 +76,8 @@ pub fn parse<'a>(group: &str, name: &'a str) -> Option<Entry<'a>> {
 }
 
 /// The target of the member at `index` among `members` live members (sorted by name) sharing
-/// `shards` shards: `shards / members`, plus one for the first `shards % members`.
+/// `shards` shards: `shards / members`, plus one for the first `shards % members`. [`assign`]
+/// counts only the shards that no non-member holds.
 pub fn target(shards: usize, members: usize, index: usize) -> usize {
     if members == 0 {
         return 0;
@@ -136,17 +138,21 @@ pub fn assign(view: &View<'_>) -> Vec<Option<usize>> {
     if members == 0 {
         return owner;
     }
-    let floor = shards / members;
-    let ceil = shards.div_ceil(members);
     let mut held: Vec<Vec<usize>> = vec![Vec::new(); members];
     let mut pool = Vec::new();
+    let mut foreign = 0;
     for (shard, holder) in view.holders.iter().enumerate() {
         match holder.map(|h| view.members.binary_search(&h)) {
             Some(Ok(i)) => held[i].push(shard),
-            Some(Err(_)) => {} // a live lease of a non-member: nobody's to take
+            // A live lease of a non-member: nobody's to take, and not counted in the targets.
+            Some(Err(_)) => foreign += 1,
             None => pool.push(shard),
         }
     }
+    // The members share what the non-members do not hold.
+    let shards = shards - foreign;
+    let floor = shards / members;
+    let ceil = shards.div_ceil(members);
     let lacking: usize = (0..members)
         .map(|i| target(shards, members, i).saturating_sub(held[i].len()))
         .sum();
@@ -175,11 +181,20 @@ pub fn assign(view: &View<'_>) -> Vec<Option<usize>> {
         pool.extend_from_slice(&shards_held[keep..]);
     }
     pool.sort_unstable();
-    let mut pool = pool.into_iter();
-    for (i, shards_held) in held.iter().enumerate() {
-        let lack = target(shards, members, i).saturating_sub(shards_held.len());
-        for shard in pool.by_ref().take(lack) {
-            owner[shard] = Some(i);
+    // Round-robin over the members below their targets, in member order: when the pool cannot
+    // fill every gap (shards held by non-members), each gets its turn.
+    let mut lack: Vec<usize> = (0..members)
+        .map(|i| target(shards, members, i).saturating_sub(held[i].len()))
+        .collect();
+    let mut pool = pool.into_iter().peekable();
+    while pool.peek().is_some() && lack.iter().any(|&l| l > 0) {
+        for (i, l) in lack.iter_mut().enumerate() {
+            if *l > 0 {
+                if let Some(shard) = pool.next() {
+                    owner[shard] = Some(i);
+                    *l -= 1;
+                }
+            }
         }
     }
     owner
@@ -273,6 +288,11 @@ mod tests {
         // "go" is not a member: its shard is left alone.
         let view = View::new(4, ["a", "b"], [(0, "go"), (1, "a"), (2, "a")]);
         assert_eq!(assign(&view), [None, Some(0), Some(0), Some(1)]);
+        // Two of eight held by Go: the six others are shared three and three, not four and two.
+        let view = View::new(8, ["a", "b"], [(0, "go"), (1, "go")]);
+        let owners = assign(&view);
+        assert_eq!(owners.iter().filter(|o| **o == Some(0)).count(), 3);
+        assert_eq!(owners.iter().filter(|o| **o == Some(1)).count(), 3);
     }
 
     fn arb_view() -> impl Strategy<Value = (usize, Vec<String>, Vec<Option<usize>>)> {
@@ -321,13 +341,16 @@ mod tests {
         }
 
         #[test]
-        fn without_foreign_holders_everyone_ends_within_one_and_moves_are_minimal(
-            (n, names, holders) in arb_view(),
+        fn everyone_ends_within_one_of_the_share_left_by_non_members_and_moves_are_minimal(
+            (n_all, names, holders) in arb_view(),
         ) {
             let m = names.len();
+            let foreign = "zz-go".to_string();
             let held: Vec<_> = holders.iter().enumerate()
-                .filter_map(|(s, h)| h.filter(|&h| h < m).map(|h| (s, names[h].as_str()))).collect();
-            let view = View::new(n, names.iter().map(String::as_str), held.iter().copied());
+                .filter_map(|(s, h)| h.map(|h| (s, names.get(h).unwrap_or(&foreign).as_str())))
+                .collect();
+            let view = View::new(n_all, names.iter().map(String::as_str), held.iter().copied());
+            let n = n_all - held.iter().filter(|(_, h)| *h == foreign.as_str()).count();
             let before = view.counts();
             let after = counts_after(&view);
             prop_assert_eq!(after.iter().sum::<usize>(), n);
@@ -340,13 +363,18 @@ mod tests {
             // Moves: shards leaving a holder; at most what those below their targets lack.
             let owners = assign(&view);
             let moved = owners.iter().zip(&view.holders)
-                .filter(|(o, h)| h.is_some() && o.map(|i| view.members[i]) != **h).count();
+                .filter(|(o, h)| h.is_some_and(|h| view.members.binary_search(&h).is_ok())
+                    && o.map(|i| view.members[i]) != **h)
+                .count();
             let lacking: usize = (0..m).map(|i| target(n, m, i).saturating_sub(before[i])).sum();
             prop_assert!(moved <= lacking);
             // Stable: a second round on the result moves nothing.
             let next: Vec<_> = owners.iter().enumerate()
                 .filter_map(|(s, o)| o.map(|i| (s, view.members[i]))).collect();
-            let again = View::new(n, names.iter().map(String::as_str), next.iter().copied());
+            let next: Vec<_> = next.into_iter()
+                .chain(held.iter().copied().filter(|(_, h)| *h == foreign.as_str()))
+                .collect();
+            let again = View::new(n_all, names.iter().map(String::as_str), next.iter().copied());
             prop_assert_eq!(assign(&again), owners);
         }
     }

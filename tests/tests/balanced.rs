@@ -39,6 +39,16 @@ struct Process {
 
 impl Process {
     fn start(pg: &PgServer, name: &str, shards: usize) -> Process {
+        Process::start_in(pg, name, "orders", shards, interval())
+    }
+
+    fn start_in(
+        pg: &PgServer,
+        name: &str,
+        group: &'static str,
+        shards: usize,
+        interval: Duration,
+    ) -> Process {
         let conn = pg.conn_string();
         let name = name.to_string();
         std::thread::spawn(move || {
@@ -50,12 +60,12 @@ impl Process {
             let group = runtime.block_on(async {
                 let set = FlagSet::builder(name.clone())
                     .connect_str(&conn)
-                    .interval(interval())
-                    .timeout(interval() / 4)
+                    .interval(interval)
+                    .timeout(interval / 4)
                     .start_set(NoTls)
                     .await
                     .unwrap();
-                set.balanced("orders", shards).unwrap()
+                set.balanced(group, shards).unwrap()
             });
             Process {
                 name,
@@ -494,4 +504,91 @@ fn the_group_scan_reads_only_the_group_and_judges_liveness_by_the_takeover_rule(
         rows,
         "a_%/member/p|p|t\na_%/shard/0|p|t\na_%/shard/1|q|f\na_%/shard/2|p|f"
     );
+}
+
+/// Go flags (the unmodified Go `leadership.Flag`, `seedpeer`) competing for two of eight
+/// shards: they are no members, so no Rust process is designated their shards; the six others
+/// are shared three and three. Once the Go peers die, their shards expire and the Rust members
+/// take them, four and four.
+#[test]
+fn go_peers_keep_the_shards_they_hold_and_the_members_share_the_rest() {
+    use std::process::{Command, Stdio};
+    const INTERVAL: Duration = Duration::from_secs(2);
+    let pg = server();
+    let st = leadership_core::sql::Statements::new(&leadership_core::sql::Table::default());
+    psql(&pg, &st.create_table);
+    let seedpeer = leadership_testkit::helpers::seedpeer();
+    let mut go: Vec<std::process::Child> = ["go0", "go1"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Command::new(&seedpeer)
+                .args(["-url", &pg.url(), "-name", &format!("mixed/shard/{i}")])
+                .args(["-process", name, "-interval", "2s", "-poll", "5ms"])
+                .args(["-build-attempts", "3"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn seedpeer")
+        })
+        .collect();
+    let go_hold = || {
+        psql(
+            &pg,
+            "SELECT count(*) FROM leadership_flags WHERE name IN ('mixed/shard/0', \
+             'mixed/shard/1') AND holder LIKE 'go%' AND \"timestamp\" > now() - interval '2 s'",
+        ) == "2"
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    while !go_hold() {
+        assert!(
+            Instant::now() < until,
+            "the Go peers did not take their shards"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fleet = vec![
+        Process::start_in(&pg, "a", "mixed", 8, INTERVAL),
+        Process::start_in(&pg, "b", "mixed", 8, INTERVAL),
+    ];
+    let shared = |fleet: &[Process], each: usize, go_shards: bool| {
+        let l = leaders(fleet);
+        let counts: Vec<usize> = (0..2)
+            .map(|p| l.iter().filter(|l| l.as_slice() == [p]).count())
+            .collect();
+        counts == [each, each] && (go_shards || (l[0].is_empty() && l[1].is_empty()))
+    };
+    let until = Instant::now() + INTERVAL * 10;
+    while !shared(&fleet, 3, false) {
+        assert!(
+            Instant::now() < until,
+            "not shared 3 and 3: {:?}",
+            leaders(&fleet)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Steady: the Go peers keep theirs, nothing moves.
+    let before = owners(&fleet);
+    let until = Instant::now() + INTERVAL * 3;
+    while Instant::now() < until {
+        assert!(shared(&fleet, 3, false), "{:?}", leaders(&fleet));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(moved(&before, &owners(&fleet)), 0);
+    assert!(go_hold(), "the Go peers still hold their shards");
+    assert_eq!(fleet[0].group.assignment().foreign, 2);
+    // The Go peers die: their leases expire and the members take the two shards.
+    for child in &mut go {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let until = Instant::now() + INTERVAL * 6;
+    while !shared(&fleet, 4, true) {
+        assert!(Instant::now() < until, "not 4 and 4: {:?}", leaders(&fleet));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in fleet {
+        p.close();
+    }
 }
