@@ -174,8 +174,12 @@ pub struct Status {
     #[command(flatten)]
     pub connection: Connection,
     /// Only this flag.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub name: Option<String>,
+    /// A balanced group (`FlagSet::balanced`): its shards grouped by holder, with each
+    /// holder's member row (live or not), the free shards and those of non-members.
+    #[arg(long)]
+    pub group: Option<String>,
     /// The lease used to judge expiry (the processes' --interval; default the library's, 30s).
     #[arg(long, env = "LEADERSHIP_INTERVAL", value_parser = duration)]
     pub interval: Option<Duration>,

@@ -128,6 +128,14 @@ impl AuditedFlag {
         self.audit_state(now)
     }
 
+    /// [`Flag::set_wanted`], audited.
+    pub fn set_wanted(&mut self, now: Instant, wanted: bool) -> Result<(), Violation> {
+        self.flag.set_wanted(now, wanted);
+        self.now = self.now.max(now);
+        self.won_in_flight = false;
+        self.audit_state(now)
+    }
+
     /// [`Flag::poll_command`], audited.
     pub fn poll_command(&mut self) -> Result<Option<Command>, Violation> {
         let Some(command) = self.flag.poll_command() else {

@@ -124,6 +124,10 @@ pub enum LowerReason {
     Closed,
     /// The user resigned ([`Input::Resign`](crate::Input::Resign)).
     Resigned,
+    /// A balanced set no longer wants this process to lead the flag
+    /// ([`Flag::set_wanted`](crate::Flag::set_wanted)): it hands it over to the process the
+    /// balance designates (a [`Command::StopWork`] and a release follow).
+    Unwanted,
 }
 
 /// An oddity in the table that the core works around.

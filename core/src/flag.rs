@@ -75,6 +75,11 @@ pub struct Flag {
     lapsed_until: Option<Instant>,
     /// What the last check returned.
     seen: Option<Seen>,
+    /// Whether this process wants to lead the flag ([`Flag::set_wanted`]; always, unless a
+    /// balanced set says otherwise). A follower that does not want it is *dormant*: it runs
+    /// no check, and one in flight takes and inserts nothing; a leader that does not want it
+    /// hands it over.
+    wanted: bool,
     /// The latest `now` handed in; time never runs backwards inside the core.
     now: Instant,
     commands: Queue,
@@ -174,10 +179,22 @@ impl Flag {
             stopping: None,
             lapsed_until: None,
             seen: None,
+            wanted: true,
             now,
             commands: Queue::new(),
         };
         flag.start_check(now);
+        flag
+    }
+
+    /// Starts at `now` without wanting the flag (see [`set_wanted`](Flag::set_wanted)): no
+    /// check until it is wanted. A balanced set starts its shards so, to take only those the
+    /// balance designates to it.
+    pub fn new_unwanted(config: Config, seed: u64, now: Instant) -> Flag {
+        let mut flag = Flag::new(config, seed, now);
+        flag.commands = Queue::new();
+        flag.pending = Pending::Nothing;
+        flag.wanted = false;
         flag
     }
 
@@ -201,6 +218,62 @@ impl Flag {
                 Some(lease)
             }
             _ => None,
+        }
+    }
+
+    /// Whether this process wants the flag (see [`set_wanted`](Flag::set_wanted)).
+    pub fn is_wanted(&self) -> bool {
+        self.wanted
+    }
+
+    /// Says whether this process wants to lead the flag; a new flag does. A balanced set
+    /// ([`balance`](crate::balance)) calls it as the assignment changes:
+    ///
+    /// - unwanted, a follower is *dormant*: it schedules no check and ignores notifications
+    ///   (the set watches the row with its own scan), and a check already in flight neither
+    ///   takes over nor inserts (`may_take` and `may_insert` false);
+    /// - unwanted, a leader hands the flag over as a close would, but keeps running: it
+    ///   lowers ([`LowerReason::Unwanted`]), asks for the work to stop
+    ///   ([`Command::StopWork`]), and releases the row once it has (after the pending
+    ///   statement, if any, returns);
+    /// - wanted again, a follower checks at once (the takeover attempt) and from then on as
+    ///   usual.
+    ///
+    /// The protocol is unchanged: this only withholds takeovers and renewals.
+    pub fn set_wanted(&mut self, now: Instant, wanted: bool) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let now = self.advance(now);
+        let woke = wanted && !self.wanted;
+        self.wanted = wanted;
+        if woke && self.phase == Phase::Running && matches!(self.role, Role::Follower { .. }) {
+            if self.pending == Pending::Nothing {
+                self.start_check(now);
+            } else {
+                // The check in flight could take nothing: look again once it returns.
+                self.recheck = true;
+            }
+        }
+        self.fire_due(now);
+    }
+
+    /// A follower that does not want the flag, while running: no checks of its own.
+    fn dormant(&self) -> bool {
+        !self.wanted && self.phase == Phase::Running && matches!(self.role, Role::Follower { .. })
+    }
+
+    /// A leader that is no longer wanted hands the flag over once nothing is pending: lower,
+    /// stop the work, release.
+    fn hand_over_if_unwanted(&mut self, now: Instant) {
+        if self.wanted || self.phase != Phase::Running || self.pending != Pending::Nothing {
+            return;
+        }
+        if let Role::Leader(_) = self.role {
+            match self.step_down_and_stop(LowerReason::Unwanted) {
+                Some(version) => self.release_when_stopped(version),
+                None => self.schedule_retry(now),
+            }
         }
     }
 
@@ -237,7 +310,7 @@ impl Flag {
             _ => None,
         };
         let check = match (self.pending, self.phase) {
-            (Pending::Nothing, Phase::Running) => self.next_check,
+            (Pending::Nothing, Phase::Running) if !self.dormant() => self.next_check,
             (Pending::AwaitStop { .. }, _) => self.stopping,
             _ => None,
         };
@@ -358,6 +431,7 @@ impl Flag {
     /// holds, the next check.
     fn fire_due(&mut self, now: Instant) {
         self.tell_if_at_risk(now);
+        self.hand_over_if_unwanted(now);
         if self.stopping.is_some_and(|by| now >= by)
             && matches!(self.pending, Pending::AwaitStop { .. })
         {
@@ -366,7 +440,7 @@ impl Flag {
         if let (Pending::Nothing, Phase::Running, Some(due)) =
             (self.pending, self.phase, self.next_check)
         {
-            if now >= due {
+            if now >= due && !self.dormant() {
                 self.start_check(now);
             }
         }
@@ -400,11 +474,12 @@ impl Flag {
             renew,
         };
         let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
-        let may_take = !fenced;
+        let may_take = !fenced && self.wanted;
         // Once the row has been seen, a missing row is news to learn of before acting on it:
         // the check that finds it gone inserts nothing, and the fence that follows lets any
         // lease on the vanished row end first.
-        let may_insert = !fenced && (self.seen_max.is_none() || self.missing_noticed);
+        let may_insert =
+            !fenced && self.wanted && (self.seen_max.is_none() || self.missing_noticed);
         self.commands.push(Command::Check {
             renew,
             floor,
@@ -749,7 +824,7 @@ impl Flag {
     }
 
     fn on_notified(&mut self, now: Instant) {
-        if self.phase != Phase::Running || matches!(self.role, Role::Leader(_)) {
+        if self.phase != Phase::Running || matches!(self.role, Role::Leader(_)) || self.dormant() {
             return;
         }
         if self.pending == Pending::Nothing {
@@ -897,7 +972,11 @@ impl Flag {
 
     /// Checks at `at`, or at once if that is not in the future or a notification is waiting.
     fn schedule(&mut self, now: Instant, at: Instant) {
-        if at <= now || self.recheck {
+        if self.dormant() {
+            // Kept for when the flag is wanted again (which checks at once anyway).
+            self.next_check = Some(at);
+            self.recheck = false;
+        } else if at <= now || self.recheck {
             self.start_check(now);
         } else {
             self.next_check = Some(at);

@@ -153,6 +153,7 @@ extern crate std;
 
 #[cfg(any(test, feature = "audit"))]
 pub mod audit;
+pub mod balance;
 mod command;
 mod config;
 mod error;

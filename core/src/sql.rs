@@ -109,6 +109,19 @@ SELECT pg_notify($4, name) FROM released"#;
 pub const STATUS: &str = r#"SELECT name, holder, version, "timestamp", now() AS now FROM {table}
 WHERE $1::text IS NULL OR name = $1 ORDER BY name"#;
 
+/// Every row of a balanced group ([`balance`](crate::balance)), in one statement: what a
+/// balanced set reads every interval to learn the live members and the shards' holders.
+/// Parameters: `$1` the group's prefix ([`balance::group_prefix`](crate::balance::group_prefix),
+/// text), `$2` the lease in microseconds (bigint). Returns `name` (text), `holder` (text),
+/// `live` (bool: the lease has not expired by the server's clock, the negation of the
+/// takeover rule in [`CHECK`]; a released row is not live), ordered by name.
+///
+/// A read-only statement: no lock, no write, no transaction ID. The prefix is compared as text
+/// (`left`), so `%` and `_` in a group name are ordinary characters.
+pub const GROUP: &str = r#"SELECT name, holder,
+       "timestamp" >= now() - $2::bigint * interval '1 microsecond' AS live
+FROM {table} WHERE left(name, char_length($1::text)) = $1::text ORDER BY name"#;
+
 /// The operator's revoke (`leadership release`): takes the lease from a live holder without
 /// giving anyone an overlap. The timestamp stays, so nobody takes over before the lease runs
 /// out; `version + 1` and a holder no process has (the empty name: the configuration refuses
@@ -314,6 +327,8 @@ pub struct Statements {
     pub force_release: String,
     /// [`REVOKE`].
     pub revoke: String,
+    /// [`GROUP`].
+    pub group: String,
     /// `LISTEN` on [`Statements::channel`], quoted.
     pub listen: String,
     /// The notification channel: the table's own name, so flags in different tables do not
@@ -334,6 +349,7 @@ impl Statements {
             status: STATUS.replace("{table}", &quoted),
             force_release: FORCE_RELEASE.replace("{table}", &quoted),
             revoke: REVOKE.replace("{table}", &quoted),
+            group: GROUP.replace("{table}", &quoted),
             listen: format!("LISTEN {}", quote(table.name())),
             channel: table.name().to_string(),
             regclass: quoted,

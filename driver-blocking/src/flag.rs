@@ -263,6 +263,14 @@ impl FlagSet {
         FlagSet { inner, runtime }
     }
 
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub(crate) fn tokio(&self) -> &leadership_tokio::FlagSet {
+        &self.inner
+    }
+
     /// Starts competing for flag `name` on the set's connection; see
     /// [`leadership_tokio::FlagSet::add`].
     ///

@@ -57,6 +57,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod balanced;
 mod builder;
 mod flag;
 mod guard;
@@ -64,6 +65,7 @@ mod observer;
 mod runtime;
 mod subscription;
 
+pub use balanced::{Assignment, Balanced, Ownership, OwnershipSubscription};
 pub use builder::{FlagBuilder, FlagSetBuilder};
 pub use flag::{Flag, FlagSet};
 pub use guard::Guard;

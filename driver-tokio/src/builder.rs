@@ -385,6 +385,11 @@ impl<K> FlagBuilder<K> {
             .unwrap_or_else(|| crate::pg::default_connect_timeout(config))
     }
 
+    /// The process name.
+    pub(crate) fn process(&self) -> &str {
+        &self.process
+    }
+
     /// The core's configuration for flag `name` with these settings.
     pub(crate) fn config_for(&self, name: &str) -> Result<Config, Error> {
         let mut config = Config::builder(name, self.process.as_str());
@@ -416,6 +421,7 @@ impl<K> FlagBuilder<K> {
         link: &Arc<Link>,
         name: &str,
         seed: impl FnOnce(Option<u64>) -> u64,
+        wanted: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Flag, Error> {
         let config = self.config_for(name)?;
         let notifications = link
@@ -435,6 +441,7 @@ impl<K> FlagBuilder<K> {
             metrics,
             self.precheck.clone(),
             self.shutdown.clone(),
+            wanted,
         ))
     }
 }
@@ -487,6 +494,7 @@ impl FlagBuilder<One> {
             metrics,
             self.precheck,
             self.shutdown,
+            None,
         ))
     }
 

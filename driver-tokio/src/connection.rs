@@ -141,6 +141,25 @@ impl Conn {
             .await
     }
 
+    /// The rows of a balanced group ([`sql::GROUP`](leadership_core::sql::GROUP)): `(name,
+    /// holder, live)`. Unnamed (it runs once per interval per process, not per flag).
+    pub(crate) async fn group(
+        &self,
+        prefix: &str,
+        lease_micros: i64,
+    ) -> Result<Vec<(String, String, bool)>, tokio_postgres::Error> {
+        let rows = self
+            .client
+            .query_typed(
+                &self.statements.group,
+                &[(&prefix, Type::TEXT), (&lease_micros, Type::INT8)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
     /// [`sql::REVOKE`](leadership_core::sql::REVOKE) or, with `now`,
     /// [`sql::FORCE_RELEASE`](leadership_core::sql::FORCE_RELEASE): the new version if
     /// `holder` held the flag.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck, Server};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -119,9 +119,14 @@ pub(crate) struct Driver {
     known_conn: Option<u64>,
     /// Resign calls waiting for the hand-over to finish.
     resigned: Vec<oneshot::Sender<()>>,
+    /// Whether a balanced set wants this flag ([`Core::set_wanted`]); `None` for an ordinary
+    /// flag, which always does.
+    wanted: Option<watch::Receiver<bool>>,
 }
 
 impl Driver {
+    // Each is a part the driver owns; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Config,
         seed: u64,
@@ -130,14 +135,22 @@ impl Driver {
         notifications: Option<mpsc::Receiver<()>>,
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
+        wanted: Option<watch::Receiver<bool>>,
     ) -> Driver {
         metrics.state(false);
+        let now = signals.cell.now();
+        // A shard of a balanced set starts dormant unless wanted: it takes nothing the balance
+        // has not designated to it.
+        let core = match &wanted {
+            Some(w) if !*w.borrow() => Core::new_unwanted(config.clone(), seed, now),
+            _ => Core::new(config.clone(), seed, now),
+        };
         Driver {
             name: config.name().into(),
             process: config.process().into(),
             lease_micros: config.interval_micros(),
             timeout: config.timeout(),
-            core: Core::new(config, seed, signals.cell.now()),
+            core,
             signals,
             holder: None,
             notifications,
@@ -148,6 +161,7 @@ impl Driver {
             release_failed: false,
             known_conn: None,
             resigned: Vec::new(),
+            wanted,
         }
     }
 
@@ -215,6 +229,15 @@ impl Driver {
                         }
                         // Cannot happen while the connector lives; stop listening if it does.
                         None => self.notifications = None,
+                    }
+                }
+                changed = changed(&mut self.wanted), if self.wanted.is_some() => {
+                    match changed {
+                        Some(wanted) => {
+                            debug!(name = %self.name, wanted, "balance changed");
+                            self.core.set_wanted(self.signals.cell.now(), wanted);
+                        }
+                        None => self.wanted = None,
                     }
                 }
                 () = sleep_until(wake), if wake.is_some() => {
@@ -494,6 +517,18 @@ where
 async fn recv(notifications: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match notifications {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next value of the `wanted` switch; `None` once its sender is gone (the flag then keeps
+/// the last value).
+async fn changed(wanted: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    match wanted {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }

@@ -106,6 +106,8 @@ impl Flag {
         FlagBuilder::new(name.into(), process.into())
     }
 
+    // Each is a part the driver owns; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         config: Config,
         seed: u64,
@@ -114,6 +116,7 @@ impl Flag {
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
         shutdown: Option<CancellationToken>,
+        wanted: Option<watch::Receiver<bool>>,
     ) -> Flag {
         // The leader-only work may take until a margin past the lease's deadline to stop (then
         // the release is given up); a pending statement takes at most one timeout, the
@@ -134,6 +137,7 @@ impl Flag {
             notifications,
             metrics,
             precheck,
+            wanted,
         );
         let closing = close.clone();
         let (requests, received) = mpsc::unbounded_channel();

@@ -63,7 +63,9 @@
 //!   (the lease expires instead), so the next leader never starts while this one's work still
 //!   runs. [`Flag::subscribe`] watches the [`State`]; [`Flag::current_holder`] says who held
 //!   the row at the last check.
-//! - A [`FlagSet`] runs many flags of one process over one connection.
+//! - A [`FlagSet`] runs many flags of one process over one connection; with
+//!   [`FlagSet::balanced`] a fleet shares a group of shards, each process leading about its
+//!   share ([`Balanced`]), with membership kept in the same table.
 //! - With the feature `rustls` (or `native-tls`), `tls` reads libpq's `sslmode`, `sslrootcert`,
 //!   `sslcert` and `sslkey` (connection string or `PGSSL*`) and builds the matching connector.
 //!
@@ -89,6 +91,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod balanced;
 mod builder;
 mod connection;
 mod driver;
@@ -110,6 +113,7 @@ mod state;
 #[cfg(any(feature = "rustls", feature = "native-tls"))]
 pub mod tls;
 
+pub use balanced::{Assignment, Balanced, Ownership};
 pub use builder::{default_process, FlagBuilder, FlagSetBuilder};
 
 /// What a [`FlagBuilder`] builds: [`One`](kind::One) flag ([`Flag::builder`]) or a

@@ -61,6 +61,19 @@ impl FlagSet {
         FlagSetBuilder::new(String::new(), process.into())
     }
 
+    pub(crate) fn settings(&self) -> &FlagSetBuilder {
+        &self.settings
+    }
+
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
+    /// This set's process name.
+    pub fn process(&self) -> &str {
+        self.settings.process()
+    }
+
     pub(crate) fn new(settings: FlagSetBuilder, link: Arc<Link>) -> FlagSet {
         FlagSet {
             settings,
@@ -80,12 +93,25 @@ impl FlagSet {
     /// # Ok(()) }
     /// ```
     pub fn add(&self, name: impl Into<String>) -> Result<Flag, Error> {
+        self.add_with(name.into(), None)
+    }
+
+    /// [`add`](FlagSet::add), with the `wanted` switch of a balanced set.
+    pub(crate) fn add_with(
+        &self,
+        name: String,
+        wanted: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Flag, Error> {
         let n = self.added.fetch_add(1, Ordering::Relaxed);
         // Flags of a set must not share a schedule: spread a given seed, or draw one.
-        self.settings
-            .spawn_on(&self.link, &name.into(), |seed| match seed {
+        self.settings.spawn_on(
+            &self.link,
+            &name,
+            |seed| match seed {
                 Some(seed) => seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 None => random_seed(),
-            })
+            },
+            wanted,
+        )
     }
 }

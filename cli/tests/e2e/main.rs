@@ -7,5 +7,6 @@ mod exits;
 mod logs;
 mod once;
 mod run;
+mod status;
 mod tls;
 mod watch;

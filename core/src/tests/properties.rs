@@ -3,6 +3,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -30,6 +31,8 @@ enum Step {
     Close,
     Resign(Option<u64>),
     WorkStopped,
+    /// A balanced set wants the flag, or not.
+    Want(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +68,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Close),
         1 => proptest::option::of(0u64..3_000_000).prop_map(Step::Resign),
         1 => Just(Step::WorkStopped),
+        1 => any::<bool>().prop_map(Step::Want),
     ]
 }
 
@@ -108,6 +112,10 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
         let input = match step {
             Step::Wait(us) => {
                 now = now + Duration::from_micros(*us);
+                continue;
+            }
+            Step::Want(wanted) => {
+                flag.set_wanted(now, *wanted).map_err(fail)?;
                 continue;
             }
             Step::Wake => {

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use super::harness::{db, ms, row, Harness, PROCESS};
+use super::harness::{db, ms, row, Harness, OTHER, PROCESS};
 use crate::{Command, Config, Failure, Input, LowerReason, Precheck};
 
 /// Interval 2 s, timeout 200 ms, margin 100 ms, retry 200 ms, stop-ahead 500 ms: the lease
@@ -388,5 +388,106 @@ fn model_check_a_refused_precheck_does_not_release_a_lease_that_just_lapsed() {
     assert!(
         !c.iter().any(|c| matches!(c, Command::Release { .. })),
         "no release within the margin: {c:?}"
+    );
+}
+
+#[test]
+fn an_unwanted_leader_hands_over_after_its_work_stopped_and_an_unwanted_follower_sleeps() {
+    let mut h = Harness::leader();
+    h.at(ms(100));
+    h.flag.set_wanted(h.now, false);
+    assert_eq!(
+        h.commands(),
+        [Command::Lower(LowerReason::Unwanted), Command::StopWork]
+    );
+    assert!(!h.flag.is_leader(h.now));
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 0 }]
+    );
+    assert_eq!(h.input(Input::Released { released: true }), []);
+    // Dormant: no check of its own, notifications ignored.
+    assert_eq!(h.flag.poll_timeout(), None);
+    assert_eq!(h.input(Input::Notified), []);
+    h.at(ms(10_000));
+    h.flag.handle_timeout(h.now);
+    assert_eq!(h.commands(), []);
+    // Wanted again: a check at once, which may take over.
+    h.flag.set_wanted(h.now, true);
+    assert_eq!(
+        h.commands(),
+        [Command::Check {
+            renew: None,
+            floor: 2,
+            may_take: true,
+            may_insert: false,
+        }]
+    );
+}
+
+#[test]
+fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_nothing() {
+    let mut h = Harness::leader();
+    assert!(matches!(
+        h.wake()[..],
+        [Command::Check { renew: Some(0), .. }]
+    ));
+    h.flag.set_wanted(h.now, false);
+    assert_eq!(h.commands(), [], "the renew is in flight");
+    let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
+    assert_eq!(
+        c[1..],
+        [Command::Lower(LowerReason::Unwanted), Command::StopWork]
+    );
+    assert_eq!(
+        h.input(Input::WorkStopped),
+        [Command::Release { version: 1 }]
+    );
+
+    // A follower's check sent while wanted, then unwanted: it returns and sleeps; a new
+    // follower's first check when unwanted takes nothing.
+    let mut f = Harness::new();
+    f.flag.set_wanted(f.now, false);
+    assert_eq!(
+        f.commands(),
+        [Command::Check {
+            renew: None,
+            floor: 0,
+            may_take: true,
+            may_insert: true,
+        }]
+    );
+    f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
+    assert_eq!(f.flag.poll_timeout(), None);
+    f.flag.set_wanted(f.now, true);
+    assert!(matches!(
+        f.commands()[..],
+        [Command::Check { may_take: true, .. }]
+    ));
+    f.flag.set_wanted(f.now, false);
+    f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
+    assert_eq!(f.flag.poll_timeout(), None);
+}
+
+#[test]
+fn a_flag_started_unwanted_checks_only_once_wanted() {
+    let config = Config::builder("flag", PROCESS)
+        .jitter(0.0)
+        .build()
+        .unwrap();
+    let now = crate::Instant::from_nanos(1_000_000_000);
+    let mut flag = crate::Flag::new_unwanted(config, 7, now);
+    assert_eq!(flag.poll_command(), None);
+    assert_eq!(flag.poll_timeout(), None);
+    assert!(!flag.is_wanted());
+    flag.set_wanted(now, true);
+    assert_eq!(
+        flag.poll_command(),
+        Some(Command::Check {
+            renew: None,
+            floor: 0,
+            may_take: true,
+            may_insert: true,
+        })
     );
 }

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use leadership_testkit::sim::report::distribution;
+use leadership_testkit::sim::shards;
 use leadership_testkit::sim::{
     self, parse_duration, svg, Faults, Safeguards, SimConfig, FAULT_NAMES, SAFEGUARD_NAMES,
 };
@@ -23,6 +24,9 @@ const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [
                 [--drift-ppm PPM] [--db-step-max 10ms] [--unsafe SAFEGUARDS]
                 [--intensity F] [--assert-handover] [--audit] [--undeclared-outage 60s]
                 [--svg out.svg] [--trace] [--quiet]
+       simulate --shards N [--processes M] [--max-processes K] [--seed S] [--seeds K]
+                [--duration 10m] [--interval 2s] [--timeout 500ms]
+                [--faults join,leave,crash,pause,blip,loss,stall,drift|all] [--quiet]
 
   --seed S        the run's seed (default: from the clock, printed first)
   --seeds K       sweep K seeds S, S+1, …; print failures and throughput
@@ -37,7 +41,11 @@ const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [
                   check (a self-test: it must report nobody leading)
   --audit         check the core's own promises on every call (slower)
   --trace         print every event, not only the timeline
-  --quiet         print the summary only";
+  --quiet         print the summary only
+  --shards N      a balanced group of N shards (issue 19): M processes start one by one,
+                  then episodes (--faults; default join,leave) each followed by a quiet
+                  stretch; checks one leader per shard and balance within one of N/M after
+                  each stretch; prints time to balance and handovers per episode";
 
 struct Args {
     config: SimConfig,
@@ -46,6 +54,9 @@ struct Args {
     svg: Option<String>,
     trace: bool,
     quiet: bool,
+    shards: Option<usize>,
+    max_processes: Option<usize>,
+    faults: Option<String>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -59,6 +70,9 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         svg: None,
         trace: false,
         quiet: false,
+        shards: None,
+        max_processes: None,
+        faults: None,
     };
     let mut drift_ppm = None;
     let mut db_step_max = None;
@@ -85,7 +99,9 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     return Err("--jitter must be in [0, 1]".into());
                 }
             }
-            "--faults" => a.config.faults = Faults::parse(&value()?)?,
+            "--faults" => a.faults = Some(value()?),
+            "--shards" => a.shards = Some(number(value()?)? as usize),
+            "--max-processes" => a.max_processes = Some(number(value()?)? as usize),
             "--drift-ppm" => drift_ppm = Some(number(value()?)?),
             "--db-step-max" => db_step_max = Some(parse_duration(&value()?)?),
             "--unsafe" => a.config.safeguards = Safeguards::without(&value()?)?,
@@ -101,6 +117,12 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if a.shards.is_some() {
+        return Ok(a);
+    }
+    if let Some(faults) = &a.faults {
+        a.config.faults = Faults::parse(faults)?;
     }
     if let Some(ppm) = drift_ppm {
         a.config.faults.drift.max_ppm = ppm;
@@ -148,9 +170,92 @@ fn main() -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64 % 1_000_000_000);
     }
+    if let Some(shards) = args.shards {
+        return sharded(&args, shards);
+    }
     match args.seeds {
         Some(k) => sweep(&args, k),
         None => single(&args),
+    }
+}
+
+/// `--shards N`: a balanced group; one run prints its episodes and figures, `--seeds K` sweeps.
+fn sharded(args: &Args, shards: usize) -> ExitCode {
+    let faults = match args
+        .faults
+        .as_deref()
+        .map(shards::ShardFaults::parse)
+        .transpose()
+    {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("simulate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if shards == 0 || args.config.processes == 0 {
+        eprintln!("simulate: --shards and --processes must be at least 1");
+        return ExitCode::from(2);
+    }
+    let base = shards::ShardConfig {
+        seed: args.config.seed,
+        shards,
+        processes: args.config.processes,
+        max_processes: args
+            .max_processes
+            .unwrap_or(args.config.processes * 2)
+            .max(args.config.processes),
+        duration: args.config.duration,
+        interval: args.config.interval,
+        timeout: args.config.timeout,
+        faults,
+        ..shards::ShardConfig::default()
+    };
+    let seeds = args.seeds.unwrap_or(1);
+    let mut all = shards::ShardReport::default();
+    let mut failed = 0;
+    for seed in base.seed..base.seed.saturating_add(seeds) {
+        let config = shards::ShardConfig {
+            seed,
+            ..base.clone()
+        };
+        let report = shards::run(&config);
+        if seeds == 1 {
+            println!("{}", report.header);
+            if !args.quiet {
+                println!(
+                    "episodes (start, kind, live processes after, time to balance, handovers):"
+                );
+                for line in &report.timeline {
+                    println!("{line}");
+                }
+            }
+        }
+        if let Some(f) = &report.failure {
+            failed += 1;
+            println!("{f}");
+        }
+        all.episodes.extend(report.episodes);
+        all.checks += report.checks;
+        all.scans += report.scans;
+        all.releases += report.releases;
+        all.compared += report.compared;
+    }
+    if seeds > 1 {
+        println!(
+            "swept {seeds} seeds from {}: {} clean, {failed} failed",
+            base.seed,
+            seeds - failed,
+        );
+    }
+    if failed > 0 {
+        all.failure = Some(format!("{failed} runs failed"));
+    }
+    println!("{}", all.summary(shards));
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

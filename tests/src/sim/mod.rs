@@ -84,6 +84,7 @@ mod net;
 pub mod process;
 pub mod report;
 pub mod rng;
+pub mod shards;
 pub mod svg;
 pub mod trace;
 mod world;
