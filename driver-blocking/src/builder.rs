@@ -69,6 +69,28 @@ impl<K> FlagBuilder<K> {
         self.map(|b| b.settings(settings))
     }
 
+    /// The budget for opening a connection, per host; see
+    /// [`leadership_tokio::FlagBuilder::connect_timeout`].
+    ///
+    /// ```
+    /// let b = leadership_blocking::Flag::builder("report", "pod-a")
+    ///     .connect_timeout(std::time::Duration::from_secs(3));
+    /// ```
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        self.map(|b| b.connect_timeout(timeout))
+    }
+
+    /// Whether a connection pooler sits in between, and of which kind (default: found out);
+    /// see [`leadership_tokio::FlagBuilder::pooler`].
+    ///
+    /// ```
+    /// use leadership_blocking::Pooler;
+    /// let b = leadership_blocking::Flag::builder("report", "pod-a").pooler(Pooler::Transaction);
+    /// ```
+    pub fn pooler(self, pooler: leadership_tokio::Pooler) -> Self {
+        self.map(|b| b.pooler(pooler))
+    }
+
     /// The lease (default 30 s); see [`leadership_tokio::FlagBuilder::interval`].
     pub fn interval(self, interval: Duration) -> Self {
         self.map(|b| b.interval(interval))

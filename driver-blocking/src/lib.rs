@@ -71,7 +71,9 @@ pub use flag::{Flag, FlagSet};
 pub use guard::Guard;
 pub use leadership_core::sql::{ShapeError, TableError};
 pub use leadership_core::{ConfigError, WonBy};
-pub use leadership_tokio::{default_process, Error, Health, Holder, Lease, Settings, State};
+pub use leadership_tokio::{
+    default_process, Error, Health, Holder, Lease, Pooler, Settings, State,
+};
 pub use observer::Observer;
 
 /// What [`Flag::try_lead`] found.
