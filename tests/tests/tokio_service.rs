@@ -45,11 +45,11 @@ fn version(pg: &PgServer, name: &str) -> i64 {
 async fn a_handle_cloned_into_three_tasks_closes_once_from_any_and_every_clone_sees_it() {
     let pg = server();
     let a = builder(&pg, "shared", "a").start(NoTls).await.unwrap();
-    let b = builder(&pg, "shared", "b").start(NoTls).await.unwrap();
     tokio::time::timeout(INTERVAL, a.raised())
         .await
-        .expect("a leads first")
+        .expect("a alone leads")
         .unwrap();
+    let b = builder(&pg, "shared", "b").start(NoTls).await.unwrap();
     until("b checked", INTERVAL, || b.current_holder().is_some()).await;
 
     // Three tasks each hold a clone and a guard of the term.
@@ -102,7 +102,10 @@ async fn try_lead_is_held_by_against_a_live_holder_after_one_round_trip_and_led_
     }
     let took = asked.elapsed();
     eprintln!("try_lead against a live holder answered in {took:?}");
-    assert!(took < TIMEOUT, "one round trip, not a wait: {took:?}");
+    assert!(
+        took < INTERVAL / 2,
+        "one round trip, not a wait for the lease: {took:?}"
+    );
     drop(guard);
     b.close().await.unwrap();
     a.close().await.unwrap();
@@ -152,13 +155,7 @@ async fn resign_hands_over_at_once_and_takes_nothing_during_the_hold_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_yields_one_item_per_transition_over_ten_renewals() {
     let pg = server();
-    let a = Flag::builder("transitions", "a")
-        .connect_str(&pg.conn_string())
-        .interval(Duration::from_secs(1))
-        .timeout(Duration::from_millis(200))
-        .start(NoTls)
-        .await
-        .unwrap();
+    let a = builder(&pg, "transitions", "a").start(NoTls).await.unwrap();
     let mut state = a.subscribe();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorder = {
@@ -171,7 +168,7 @@ async fn subscribe_yields_one_item_per_transition_over_ten_renewals() {
     };
     let guard = a.raised().await.unwrap();
     let first = a.lease().unwrap().version;
-    until("ten renewals", Duration::from_secs(10), || {
+    until("ten renewals", Duration::from_secs(30), || {
         a.lease().is_some_and(|l| l.version >= first + 10)
     })
     .await;
@@ -278,7 +275,9 @@ async fn the_observer_sees_every_holder_change_in_a_fleet_of_three_with_handover
     eprintln!("holders {holders:?}; observer behind the raise by {lags:?}");
     // Handovers are seen within milliseconds (the NOTIFY of a release); after the crash, on
     // the lease's schedule.
-    assert!(lags[1] < Duration::from_millis(100), "{lags:?}");
+    // (Before the observer re-read a notified release within milliseconds, this was the
+    // retry interval: 190-200 ms.)
+    assert!(lags[1] < Duration::from_millis(150), "{lags:?}");
     let names: Vec<_> = seen
         .lock()
         .unwrap()
