@@ -191,7 +191,10 @@ async fn close_releases_only_after_the_lead_work_returned() {
                     )
                     .await
                     .unwrap();
-                early |= row.get::<_, bool>(0);
+                // The work says it stopped before it returns, and the release can only follow
+                // that: a release seen while the flag still says "running" came early. (Read
+                // after the query: the release may land between the loop's test and the read.)
+                early |= row.get::<_, bool>(0) && !stopped.load(Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             early
