@@ -176,11 +176,13 @@ impl Driver {
         let mut pending: Option<Pending> = None;
         info!(name = %self.name, process = %self.process, table = %self.link.connector().statements().regclass, "competing for the flag");
         loop {
-            if let Some(next) = self.drain() {
-                pending = Some(next);
-            }
+            // The holder a reply showed is published before the events it caused, so a
+            // user woken by `lost()` reads the holder that took over, not the one before.
             if let Some(holder) = self.holder.take() {
                 self.signals.set_holder(holder);
+            }
+            if let Some(next) = self.drain() {
+                pending = Some(next);
             }
             if !self.core.is_resigning() {
                 for done in self.resigned.drain(..) {
