@@ -1,12 +1,11 @@
 //! [`FlagBuilder`]: the tokio driver's builder, with a blocking precheck and blocking starts.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_tokio::kind::{One, Set};
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::Socket;
 
 use crate::flag::{Flag, FlagSet};
 use crate::observer::Observer;
@@ -192,16 +191,8 @@ impl FlagBuilder<One> {
     ///     .start(postgres::NoTls)?;
     /// # Ok::<(), leadership_blocking::Error>(())
     /// ```
-    pub fn start<T>(self, tls: T) -> Result<Flag, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let runtime = Runtime::start()?;
-        let flag = runtime.block_on(self.inner.start(tls))?;
-        Ok(Flag::wrap(flag, runtime))
+    pub fn start<T: leadership_tokio::MakeTls>(self, tls: T) -> Result<Flag, Error> {
+        on_runtime(self.inner.start(tls), Flag::wrap)
     }
 
     /// Watches this builder's flag without competing for it ([`Observer`]); see
@@ -214,16 +205,8 @@ impl FlagBuilder<One> {
     /// println!("{:?}", observer.holder());
     /// # Ok::<(), leadership_blocking::Error>(())
     /// ```
-    pub fn observe<T>(self, tls: T) -> Result<Observer, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let runtime = Runtime::start()?;
-        let observer = runtime.block_on(self.inner.observe(tls))?;
-        Ok(Observer::wrap(observer, runtime))
+    pub fn observe<T: leadership_tokio::MakeTls>(self, tls: T) -> Result<Observer, Error> {
+        on_runtime(self.inner.observe(tls), Observer::wrap)
     }
 }
 
@@ -238,15 +221,18 @@ impl FlagBuilder<Set> {
     /// let shard = set.add("shard-1")?;
     /// # Ok::<(), leadership_blocking::Error>(())
     /// ```
-    pub fn start<T>(self, tls: T) -> Result<FlagSet, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let runtime = Runtime::start()?;
-        let set = runtime.block_on(self.inner.start(tls))?;
-        Ok(FlagSet::wrap(set, runtime))
+    pub fn start<T: leadership_tokio::MakeTls>(self, tls: T) -> Result<FlagSet, Error> {
+        on_runtime(self.inner.start(tls), FlagSet::wrap)
     }
+}
+
+/// Runs one of the tokio builder's starts on a new background runtime, which the handle it
+/// gives then owns (`wrap`): every blocking start is this.
+fn on_runtime<V, W>(
+    start: impl Future<Output = Result<V, leadership_tokio::Error>>,
+    wrap: fn(V, Arc<Runtime>) -> W,
+) -> Result<W, Error> {
+    let runtime = Runtime::start()?;
+    let started = runtime.block_on(start)?;
+    Ok(wrap(started, runtime))
 }

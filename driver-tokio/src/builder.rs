@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use leadership_core::sql::{Statements, Table};
 use leadership_core::Config;
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -23,6 +21,7 @@ use crate::connection::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
+use crate::make_tls::MakeTls;
 use crate::observer::{Inspector, Observer};
 use crate::pooler::Pooler;
 use crate::recorder::Metrics;
@@ -359,13 +358,7 @@ impl<K> FlagBuilder<K> {
 
     /// Validates the settings (with the builder's name), connects and makes sure the table is
     /// usable.
-    async fn connect_only<T>(&mut self, tls: T) -> Result<(Config, Arc<Link>), Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
+    async fn connect_only<T: MakeTls>(&mut self, tls: T) -> Result<(Config, Arc<Link>), Error> {
         let name = if self.name.is_empty() {
             "flags"
         } else {
@@ -466,13 +459,7 @@ impl FlagBuilder<One> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn start<T>(self, tls: T) -> Result<Flag, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
+    pub async fn start<T: MakeTls>(self, tls: T) -> Result<Flag, Error> {
         let config = self.config_for(&self.name)?;
         let connect_timeout = self.connect_timeout_for(&config);
         let table = self.table?;
@@ -510,13 +497,7 @@ impl FlagBuilder<One> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn inspect<T>(mut self, tls: T) -> Result<Inspector, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
+    pub async fn inspect<T: MakeTls>(mut self, tls: T) -> Result<Inspector, Error> {
         let (config, link) = self.connect_only(tls).await?;
         Ok(Inspector::new(link, config.timeout(), config.interval()))
     }
@@ -533,13 +514,7 @@ impl FlagBuilder<One> {
     /// println!("{:?}", observer.holder());
     /// # Ok(()) }
     /// ```
-    pub async fn observe<T>(mut self, tls: T) -> Result<Observer, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
+    pub async fn observe<T: MakeTls>(mut self, tls: T) -> Result<Observer, Error> {
         let name = self.name.clone();
         let (config, link) = self.connect_only(tls).await?;
         let notifications = link.connector().listen(&name);
@@ -561,13 +536,7 @@ impl FlagBuilder<Set> {
     /// let shard = set.add("shard-1")?;
     /// # Ok(()) }
     /// ```
-    pub async fn start<T>(mut self, tls: T) -> Result<FlagSet, Error>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
+    pub async fn start<T: MakeTls>(mut self, tls: T) -> Result<FlagSet, Error> {
         // The shared settings are checked now, with a stand-in name; each flag's name when
         // it is added.
         let config = self.config_for("flag-set")?;
@@ -583,20 +552,14 @@ impl FlagBuilder<Set> {
 
 /// Connects once with every step bounded and typed, makes sure the table is usable, and
 /// wraps the connection for sharing.
-async fn connect<T>(
+async fn connect<T: MakeTls>(
     pg: tokio_postgres::Config,
     tls: T,
     table: &Table,
     config: &Config,
     connect_timeout: Duration,
     pooler: Pooler,
-) -> Result<Arc<Link>, Error>
-where
-    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    T::Stream: Send + 'static,
-    T::TlsConnect: Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
+) -> Result<Arc<Link>, Error> {
     let statements = Arc::new(Statements::new(table));
     let connector = Connector::new(
         pg,

@@ -14,13 +14,13 @@ use leadership_core::sql::{Statements, Table, PROMOTED_AGO, SERVER};
 use leadership_core::Server;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{AsyncMessage, CancelToken, Client, Socket, Statement};
+use tokio_postgres::{AsyncMessage, CancelToken, Client, Statement};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::error::Error;
+use crate::make_tls::MakeTls;
 use crate::pg::PgTime;
 use crate::pooler::{self, Pooler, Route};
 use crate::schema::{bounded, ensure_table};
@@ -265,20 +265,14 @@ fn with_server_timeouts(pg: &tokio_postgres::Config, timeout: Duration) -> tokio
 }
 
 impl Connector {
-    pub(crate) fn new<T>(
+    pub(crate) fn new<T: MakeTls>(
         pg: tokio_postgres::Config,
         tls: T,
         statements: Arc<Statements>,
         timeout: Duration,
         connect_timeout: Duration,
         pooler: Pooler,
-    ) -> Connector
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
+    ) -> Connector {
         let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
         let plain = Arc::new(pg.clone());
         let timed = Arc::new(with_server_timeouts(&pg, timeout));
