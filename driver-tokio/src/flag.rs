@@ -412,11 +412,9 @@ impl Flag {
         self.inner
             .requests
             .send(Request::Resign { hold_off, done })
-            .map_err(|_| self.ended(Some(Outcome::Gone)).unwrap_or(Error::DriverGone))?;
+            .map_err(|_| self.stopped())?;
         // Dropped unanswered when the driver ends first (a close or a crash).
-        resigned
-            .await
-            .map_err(|_| self.ended(Some(Outcome::Gone)).unwrap_or(Error::DriverGone))
+        resigned.await.map_err(|_| self.stopped())
     }
 
     /// The driver's health for a probe: whether it runs, whether this process leads, when
@@ -543,8 +541,18 @@ impl Flag {
     fn ended(&self, outcome: Option<Outcome>) -> Option<Error> {
         match outcome {
             None => None,
-            Some(Outcome::Gone) if !self.inner.close.is_cancelled() => Some(Error::DriverGone),
+            Some(Outcome::Gone) => Some(self.stopped()),
             Some(_) => Some(Error::Closed),
+        }
+    }
+
+    /// The error once the driver has stopped without saying why: [`Error::Closed`] if a close
+    /// was asked for, else [`Error::DriverGone`] (its task died).
+    fn stopped(&self) -> Error {
+        if self.inner.close.is_cancelled() {
+            Error::Closed
+        } else {
+            Error::DriverGone
         }
     }
 
