@@ -20,6 +20,19 @@ pub fn psql(pg: &PgServer, sql: &str) -> String {
         .to_string()
 }
 
+/// Creates the login role `role` (a superuser, so it may create the table) and returns a
+/// connection string as that role: a process of its own, whose backend a test can find in
+/// `pg_stat_activity` and freeze, and whose logins it can refuse (`ALTER ROLE … NOLOGIN`),
+/// without touching the kit's connection or other processes'.
+pub fn login_as(pg: &PgServer, role: &str) -> String {
+    psql(pg, &format!("CREATE ROLE \"{role}\" LOGIN SUPERUSER"));
+    format!(
+        "host={} port={} user={role} dbname=postgres",
+        pg.host(),
+        pg.port()
+    )
+}
+
 /// Polls `cond` every 10 ms until it holds; panics naming `what` after `within`.
 pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -45,8 +58,9 @@ pub fn seedpeer() -> std::path::PathBuf {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         output.status.success(),
-        "building seedpeer failed ({}):\n{}\n{}\nFix: run `bash {} {}` by hand to see the details \
-         (Debian 12; as root it apt-installs golang-go and the Go packages it needs).",
+        "building seedpeer failed ({}):\n{}\n{}\nFix: the script needs Debian 12 and, if golang-go, \
+         golang-github-lib-pq-dev and golang-github-prometheus-client-golang-dev are missing, \
+         root or sudo to apt-get install them (run `bash {} {}` by hand to see the details).",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leadership_core::sql::{Statements, Table};
-use leadership_testkit::helpers::server;
+use leadership_testkit::helpers::{seedpeer, server};
 use leadership_tokio::internal::PgTime;
 
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -96,44 +95,6 @@ fn parse(line: &str) -> Option<Event> {
         raised: field(line, "raised")? == "true",
         until: field(line, "until_unix_ns").and_then(|u| u.parse().ok()),
     })
-}
-
-/// Builds seedpeer with the shared script; fails the test with the script's output if it
-/// cannot.
-fn build_seedpeer() -> PathBuf {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/go-seed/build.sh");
-    let out = std::env::temp_dir().join("leadership-go-seed");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        output.status.success(),
-        "building seedpeer failed ({}):\n{}\n{}\nFix: the script needs Debian 12 and, if golang-go, \
-         golang-github-lib-pq-dev and golang-github-prometheus-client-golang-dev are missing, \
-         root or sudo to apt-get install them (run `bash {} {}` by hand to see the details).",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        script.display(),
-        out.display()
-    );
-    let path = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "build.sh did not print the binary's path: {}",
-        path.display()
-    );
-    path
 }
 
 /// Children are killed when the test ends, however it ends.
@@ -234,7 +195,7 @@ fn go_and_rust_processes_share_a_flag_safely() {
         child(&spec);
     }
     let started = Instant::now();
-    let seedpeer = build_seedpeer();
+    let seedpeer = seedpeer();
     println!(
         "seedpeer built in {:?}: {}",
         started.elapsed(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use leadership_core::sql::ShapeError;
 use leadership_core::ConfigError;
-use leadership_testkit::helpers::{psql, server};
+use leadership_testkit::helpers::{login_as, psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagBuilder};
 use tokio_postgres::NoTls;
@@ -28,13 +28,8 @@ fn builder(pg: &PgServer, process: &str) -> FlagBuilder {
 /// Like [`builder`], but connecting as role `process` (created as a superuser), so that
 /// `pg_stat_statements` and `ALTER ROLE … NOLOGIN` can single the process out.
 fn builder_as_role(pg: &PgServer, process: &str) -> FlagBuilder {
-    psql(pg, &format!("CREATE ROLE \"{process}\" LOGIN SUPERUSER"));
     Flag::builder("job", process)
-        .connect_str(&format!(
-            "host={} port={} user={process} dbname=postgres",
-            pg.host(),
-            pg.port()
-        ))
+        .connect_str(&login_as(pg, process))
         .interval(INTERVAL)
         .timeout(TIMEOUT)
 }

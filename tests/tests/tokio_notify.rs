@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leadership_testkit::helpers::{psql, server};
+use leadership_testkit::helpers::{login_as, psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Flag, FlagBuilder, State};
 use tokio_postgres::NoTls;
@@ -254,13 +254,8 @@ async fn lost_fires_when_the_precheck_turns_negative_and_the_row_waits_for_the_g
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_fires_at_the_deadline_while_the_database_hangs() {
     let pg = server();
-    psql(&pg, "CREATE ROLE hung LOGIN SUPERUSER");
     let a = Flag::builder("hang", "hung")
-        .connect_str(&format!(
-            "host={} port={} user=hung dbname=postgres",
-            pg.host(),
-            pg.port()
-        ))
+        .connect_str(&login_as(&pg, "hung"))
         .interval(INTERVAL)
         .timeout(TIMEOUT)
         .start(NoTls)

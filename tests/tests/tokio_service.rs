@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leadership_testkit::helpers::{psql, server};
+use leadership_testkit::helpers::{login_as, psql, server};
 use leadership_testkit::pg::PgServer;
 use leadership_tokio::{Error, Flag, FlagBuilder, Settings, State, TryLead};
 use tokio_postgres::NoTls;
@@ -297,13 +297,8 @@ async fn the_observer_sees_every_holder_change_in_a_fleet_of_three_with_handover
 async fn health_says_when_the_server_last_answered_and_counts_failures() {
     let pg = server();
     // As a role of its own, so that its logins can be refused.
-    psql(&pg, "CREATE ROLE probe LOGIN SUPERUSER");
     let a = Flag::builder("health", "a")
-        .connect_str(&format!(
-            "host={} port={} user=probe dbname=postgres",
-            pg.host(),
-            pg.port()
-        ))
+        .connect_str(&login_as(&pg, "probe"))
         .interval(INTERVAL)
         .timeout(TIMEOUT)
         .start(NoTls)

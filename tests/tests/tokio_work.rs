@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leadership_testkit::helpers::{psql, server};
+use leadership_testkit::helpers::{login_as, psql, server};
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagBuilder};
 use tokio_postgres::NoTls;
@@ -18,13 +18,8 @@ const STOP_AHEAD: Duration = Duration::from_millis(800);
 /// A flag connecting as its own role, so the test can cut it off (`NOLOGIN` and a frozen
 /// backend).
 fn builder(pg: &PgServer, name: &str, role: &str) -> FlagBuilder {
-    psql(pg, &format!("CREATE ROLE \"{role}\" LOGIN SUPERUSER"));
     Flag::builder(name, role)
-        .connect_str(&format!(
-            "host={} port={} user={role} dbname=postgres",
-            pg.host(),
-            pg.port()
-        ))
+        .connect_str(&login_as(pg, role))
         .interval(INTERVAL)
         .timeout(TIMEOUT)
         .stop_ahead(STOP_AHEAD)
