@@ -12,7 +12,7 @@ use std::fmt;
 use leadership_core::{Command, Failure, Input, LowerReason};
 
 use super::properties::Violation;
-use super::world::{Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
+use super::world::{Budget, Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
 use super::Params;
 use crate::sim::trace::Op;
 use crate::table::{RefRow, RefTable};
@@ -380,30 +380,24 @@ impl World {
 
     fn tick(&mut self, params: &Params) {
         let mut late = false;
+        // A message held over a tick is late: it costs the budget once, when it first is.
+        let mut held = |was_late: &mut bool, budget: &mut Budget| {
+            late = true;
+            if !*was_late {
+                *was_late = true;
+                budget.lates -= 1;
+                budget.total -= 1;
+            }
+        };
         for pr in &mut self.procs {
             for r in &mut pr.reqs {
-                late = true;
-                if !r.late {
-                    r.late = true;
-                    self.budget.lates -= 1;
-                    self.budget.total -= 1;
-                }
+                held(&mut r.late, &mut self.budget);
             }
             if pr.reply.is_some() && !pr.paused {
-                late = true;
-                if !pr.reply_late {
-                    pr.reply_late = true;
-                    self.budget.lates -= 1;
-                    self.budget.total -= 1;
-                }
+                held(&mut pr.reply_late, &mut self.budget);
             }
             if pr.notify && !pr.paused {
-                late = true;
-                if !pr.notify_late {
-                    pr.notify_late = true;
-                    self.budget.lates -= 1;
-                    self.budget.total -= 1;
-                }
+                held(&mut pr.notify_late, &mut self.budget);
             }
         }
         // A process down or frozen, a message held, a work slow to stop: not a quiet time.
@@ -481,28 +475,7 @@ impl World {
     }
 
     fn tell_work_stopped(&mut self, params: &Params, p: usize, drain: bool) {
-        let local = self.local(params, p);
-        let Some(core) = &mut self.procs[p].core else {
-            return;
-        };
-        match core.handle_input(local, Input::WorkStopped) {
-            Err(b) => {
-                let who = self.procs[p].name.clone();
-                return self.violate(Violation::CorePromise {
-                    who,
-                    what: b.to_string(),
-                });
-            }
-            Ok(Err(e)) => {
-                let who = self.procs[p].name.clone();
-                return self.violate(Violation::Contract {
-                    who,
-                    error: e.to_string(),
-                });
-            }
-            Ok(Ok(())) => {}
-        }
-        if drain {
+        if self.hand(params, p, Input::WorkStopped) && drain {
             self.drain(params, p);
         }
     }
@@ -626,28 +599,31 @@ impl World {
 
     /// Hands an input to the core and carries out what it says.
     fn feed(&mut self, params: &Params, p: usize, input: Input<'_>) {
+        if self.hand(params, p, input) {
+            self.drain(params, p);
+        }
+    }
+
+    /// Hands an input to the core; whether it took it (a process that is down has no core;
+    /// a broken promise or a refused input is the world's violation).
+    fn hand(&mut self, params: &Params, p: usize, input: Input<'_>) -> bool {
         let local = self.local(params, p);
         let Some(core) = &mut self.procs[p].core else {
-            return;
+            return false;
         };
-        match core.handle_input(local, input) {
-            Err(b) => {
-                let who = self.procs[p].name.clone();
-                return self.violate(Violation::CorePromise {
-                    who,
-                    what: b.to_string(),
-                });
-            }
-            Ok(Err(e)) => {
-                let who = self.procs[p].name.clone();
-                return self.violate(Violation::Contract {
-                    who,
-                    error: e.to_string(),
-                });
-            }
-            Ok(Ok(())) => {}
-        }
-        self.drain(params, p);
+        let violation = match core.handle_input(local, input) {
+            Ok(Ok(())) => return true,
+            Err(b) => Violation::CorePromise {
+                who: self.procs[p].name.clone(),
+                what: b.to_string(),
+            },
+            Ok(Err(e)) => Violation::Contract {
+                who: self.procs[p].name.clone(),
+                error: e.to_string(),
+            },
+        };
+        self.violate(violation);
+        false
     }
 
     fn send(&mut self, params: &Params, p: usize, op: Op) {

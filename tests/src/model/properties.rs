@@ -123,20 +123,18 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Whether process `pr` leads now, as the judge sees it (the simulator's `World::leads`).
+/// Whether process `pr` leads now, by the simulator's rule ([`Safeguards::leads`](crate::sim::Safeguards::leads)).
 pub fn leads(world: &World, params: &Params, pr: &Proc) -> bool {
     let Some(core) = &pr.core else {
         return false; // a crashed process believes nothing
     };
     let local = pr.clock.local(world.t_ns(params));
-    let s = params.sim.safeguards;
-    if !s.local_deadline {
-        return pr.believed;
-    }
-    if !s.deadline_from_send {
-        return pr.believed && local < pr.believed_until;
-    }
-    core.flag().is_leader(local)
+    let lease = core.flag().lease_at(local);
+    params
+        .sim
+        .safeguards
+        .leads(lease, pr.believed, pr.believed_until, local)
+        .0
 }
 
 /// The first broken property in `world`, if any.

@@ -18,10 +18,13 @@
 
 use std::fmt;
 
+use leadership_core::{Instant, Lease};
+
 use super::clock::db_time;
 use super::process::{Host, RustProc};
 use super::trace::{Pid, Secs, What};
 use super::world::{World, FLAG};
+use super::Safeguards;
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,27 +148,46 @@ impl fmt::Display for Violation {
     }
 }
 
+impl Safeguards {
+    /// The judge's rule of who leads, for the simulator and the model check alike: a process
+    /// that is up leads while its core holds a lease at its local time `local`; with a
+    /// safeguard switched off, while the belief that safeguard would have ended lasts
+    /// (`believed`, raised at a renew's reply until `believed_until` by its clock). Returns
+    /// whether it leads and until when (by its clock) unless something changes.
+    pub fn leads(
+        &self,
+        lease: Option<Lease>,
+        believed: bool,
+        believed_until: Instant,
+        local: Instant,
+    ) -> (bool, Option<Instant>) {
+        if !self.local_deadline {
+            return (believed, None);
+        }
+        if !self.deadline_from_send {
+            let lead = believed && local < believed_until;
+            return (lead, lead.then_some(believed_until));
+        }
+        match lease {
+            Some(lease) => (true, Some(lease.deadline)),
+            None => (false, None),
+        }
+    }
+}
+
 /// The judge: evaluated after every event.
 impl World {
     /// Judges one Rust process at the current instant: whether it leads, and until when (by
     /// its clock) unless something changes.
-    pub(super) fn leads(&self, r: &RustProc) -> (bool, Option<leadership_core::Instant>) {
+    pub(super) fn leads(&self, r: &RustProc) -> (bool, Option<Instant>) {
         if !r.host.up {
             return (false, None); // a crashed process believes nothing
         }
         let local = r.host.clock.local(self.t);
-        let s = self.config.safeguards;
-        if !s.local_deadline {
-            return (r.believed, None);
-        }
-        if !s.deadline_from_send {
-            let lead = r.believed && local < r.believed_until;
-            return (lead, lead.then_some(r.believed_until));
-        }
-        match r.flag.as_ref().and_then(|f| f.lease_at(local)) {
-            Some(lease) => (true, Some(lease.deadline)),
-            None => (false, None),
-        }
+        let lease = r.flag.as_ref().and_then(|f| f.lease_at(local));
+        self.config
+            .safeguards
+            .leads(lease, r.believed, r.believed_until, local)
     }
 
     pub(super) fn check(&mut self) {
