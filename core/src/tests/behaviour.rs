@@ -2,7 +2,7 @@
 
 use alloc::format;
 
-use super::harness::{db, ms, row, Harness, TestRow, OTHER, PROCESS};
+use super::harness::{db, ms, renew_check, row, Harness, TestRow, OTHER, PROCESS};
 use crate::{
     Anomaly, Checked, Command, Config, ContractError, DbTime, Failure, Input, InputKind, Lease,
     LowerReason, Precheck, WonBy,
@@ -127,15 +127,7 @@ fn leader_stops_believing_at_its_deadline_without_any_input() {
 fn a_hung_renew_lowers_at_the_deadline() {
     let mut h = Harness::leader();
     let deadline = h.flag.lease_at(h.now).unwrap().deadline;
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
     // No reply: the driver is stuck. The next wake-up is the deadline.
     assert_eq!(h.flag.poll_timeout(), Some(deadline));
     assert_eq!(h.wake(), [Command::Lower(LowerReason::DeadlinePassed)]);
@@ -143,15 +135,7 @@ fn a_hung_renew_lowers_at_the_deadline() {
     // The statement times out; the next check still tries to renew the row it may hold.
     h.at(ms(100));
     assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
 }
 
 #[test]
@@ -177,16 +161,7 @@ fn a_win_that_arrives_after_its_own_deadline_raises_nothing() {
     h.commands();
     h.at(ms(1900));
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
-    assert_eq!(
-        c,
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }],
-        "renews at once instead"
-    );
+    assert_eq!(c, [renew_check(0)], "renews at once instead");
     assert!(!h.flag.is_leader(h.now));
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 1, db(1900))), db(1900)));
     assert_eq!(lease.deadline, h.now + ms(1900));
@@ -202,15 +177,7 @@ fn a_failed_renew_keeps_leadership_until_the_deadline_and_retries() {
         if c == [Command::Lower(LowerReason::DeadlinePassed)] {
             break;
         }
-        assert_eq!(
-            c,
-            [Command::Check {
-                renew: Some(0),
-                floor: 1,
-                may_take: true,
-                may_insert: false,
-            }]
-        );
+        assert_eq!(c, [renew_check(0)]);
         assert_eq!(
             h.input(Input::Failed(Failure::Error)),
             [],
@@ -294,16 +261,7 @@ fn a_row_naming_us_after_a_restart_is_adopted_and_renewed() {
     let mut h = Harness::new();
     h.commands();
     let c = h.checked(false, Some(row(PROCESS, 41, db(-100))), db(0));
-    assert_eq!(
-        c,
-        [Command::Check {
-            renew: Some(41),
-            floor: 42,
-            may_take: true,
-            may_insert: false,
-        }],
-        "adopts at once"
-    );
+    assert_eq!(c, [renew_check(41)], "adopts at once");
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 42, db(0))), db(0)));
     assert_eq!((lease.token, lease.won_by), (42, WonBy::Renewed));
 }
@@ -313,25 +271,9 @@ fn a_renew_whose_reply_was_lost_is_adopted_without_lowering() {
     let mut h = Harness::leader();
     h.wake();
     h.input(Input::Failed(Failure::Timeout)); // it did commit version 1
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
     let c = h.checked(false, Some(row(PROCESS, 1, db(1000))), db(1200));
-    assert_eq!(
-        c,
-        [Command::Check {
-            renew: Some(1),
-            floor: 2,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(c, [renew_check(1)]);
     assert!(h.flag.is_leader(h.now), "the row never left us");
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 2, db(1200))), db(1200)));
     assert_eq!((lease.token, lease.version), (0, 2));

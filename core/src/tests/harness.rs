@@ -30,6 +30,17 @@ pub(crate) fn db(ms: i64) -> DbTime {
     DbTime::from_unix_micros(1_700_000_000_000_000 + ms * 1000)
 }
 
+/// The check a leader holding `version` sends to renew it, exactly as the core sends it (the
+/// next version is the floor; no insert, since the leader saw the row).
+pub(crate) fn renew_check(version: i64) -> Command {
+    Command::Check {
+        renew: Some(version),
+        floor: version + 1,
+        may_take: true,
+        may_insert: false,
+    }
+}
+
 pub(crate) fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }

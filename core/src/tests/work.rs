@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use super::harness::{db, ms, row, Harness, OTHER, PROCESS};
+use super::harness::{db, ms, renew_check, row, Harness, OTHER, PROCESS};
 use crate::{Command, Config, Failure, Input, LowerReason, Precheck};
 
 /// Interval 2 s, timeout 200 ms, margin 100 ms, retry 200 ms, stop-ahead 500 ms: the lease
@@ -43,15 +43,7 @@ fn the_lease_is_at_risk_when_no_renew_has_won_by_its_deadline_minus_the_stop_ahe
     assert_eq!(lease.at_risk, start + ms(1400));
     // The renew interval leaves room for one attempt before the risk: 1.9 - 0.5 - 0.2.
     assert_eq!(h.flag.config().renew_interval(), ms(1000));
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
     // The renew hangs: nothing else is due until the at-risk instant.
     assert_eq!(h.flag.poll_timeout(), Some(start + ms(1400)));
     let c = h.wake();
@@ -71,15 +63,7 @@ fn a_renew_that_wins_after_the_risk_ends_it() {
     h.at(ms(150));
     h.input(Input::Failed(Failure::Error));
     // Retry at +1.35 s, answered after the risk began at +1.4 s.
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
     let sent = h.now;
     assert!(at_risk(&h.wake()));
     h.at(ms(100));
@@ -276,15 +260,7 @@ fn a_refused_precheck_never_releases_while_the_work_runs() {
 fn regression_a_reply_after_the_release_was_given_up_releases_nothing() {
     let mut h = Harness::leader();
     let deadline = h.flag.lease_at(h.now).unwrap().deadline;
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
     assert_eq!(
         h.input(Input::Close),
         [Command::Lower(LowerReason::Closed), Command::StopWork]
@@ -300,15 +276,7 @@ fn regression_a_reply_after_the_release_was_given_up_releases_nothing() {
 #[test]
 fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there() {
     let mut h = Harness::leader();
-    assert_eq!(
-        h.wake(),
-        [Command::Check {
-            renew: Some(0),
-            floor: 1,
-            may_take: true,
-            may_insert: false,
-        }]
-    );
+    assert_eq!(h.wake(), [renew_check(0)]);
     // The renew is abandoned at its timeout, yet it may commit later (a zombie).
     h.at(ms(500));
     assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
@@ -317,12 +285,7 @@ fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there
         [
             Command::Lower(LowerReason::Closed),
             Command::StopWork,
-            Command::Check {
-                renew: Some(0),
-                floor: 1,
-                may_take: true,
-                may_insert: false,
-            }
+            renew_check(0)
         ],
         "the row once more, before releasing"
     );
