@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
+use crate::recorder::Metrics;
 use crate::set::FlagSet;
 use crate::state::State;
 
@@ -162,6 +163,7 @@ impl FlagSet {
         }
         let (assignment_tx, assignment) = watch::channel(Assignment::default());
         let balancer = Balancer {
+            metrics: self.settings().metrics(group, &process),
             group: group.to_string(),
             process,
             member: member.clone(),
@@ -311,6 +313,8 @@ async fn forward(
 }
 
 struct Balancer {
+    /// The group's metrics (`name` = the group).
+    metrics: Metrics,
     group: String,
     process: String,
     member: Flag,
@@ -346,6 +350,7 @@ impl Balancer {
             match self.scan().await {
                 Ok(rows) => self.apply(&rows),
                 Err(why) => {
+                    self.metrics.scan_failed();
                     warn!(group = %self.group, error = %why, "could not read the group; keeping the current assignment")
                 }
             }
@@ -404,6 +409,8 @@ impl Balancer {
                 changed += 1;
             }
         }
+        self.metrics
+            .balanced(view.members.len(), wanted.iter().filter(|&&w| w).count());
         let counts = view.counts();
         let foreign = view
             .holders

@@ -356,6 +356,12 @@ impl<K> FlagBuilder<K> {
         self
     }
 
+    /// The metrics of `name` (a flag, or a balanced group) in `process`, with this builder's
+    /// prefix (none: nothing is recorded).
+    pub(crate) fn metrics(&self, name: &str, process: &str) -> Metrics {
+        Metrics::new(self.metrics_prefix.as_deref(), name, process)
+    }
+
     /// Validates the settings (with the builder's name), connects and makes sure the table is
     /// usable.
     async fn connect_only<T: MakeTls>(&mut self, tls: T) -> Result<(Config, Arc<Link>), Error> {
@@ -421,11 +427,7 @@ impl<K> FlagBuilder<K> {
             .connector()
             .listen(config.name())
             .ok_or_else(|| Error::DuplicateFlag(name.to_string()))?;
-        let metrics = Metrics::new(
-            self.metrics_prefix.as_deref(),
-            config.name(),
-            config.process(),
-        );
+        let metrics = self.metrics(config.name(), config.process());
         Ok(Flag::spawn(
             config,
             seed(self.seed),
@@ -462,14 +464,10 @@ impl FlagBuilder<One> {
     pub async fn start<T: MakeTls>(self, tls: T) -> Result<Flag, Error> {
         let config = self.config_for(&self.name)?;
         let connect_timeout = self.connect_timeout_for(&config);
+        let metrics = self.metrics(config.name(), config.process());
         let table = self.table?;
         let mut pg = self.database.ok_or(Error::NoDatabase)??;
         crate::pg::configure(&mut pg, &config, connect_timeout);
-        let metrics = Metrics::new(
-            self.metrics_prefix.as_deref(),
-            config.name(),
-            config.process(),
-        );
         let seed = self.seed.unwrap_or_else(random_seed);
         let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
         let notifications = link.connector().listen(config.name());

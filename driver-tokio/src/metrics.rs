@@ -18,6 +18,13 @@
 //! | [`TAKEOVERS`] | counter | | terms won by taking over an expired lease |
 //! | [`HANDOVERS`] | counter | | releases that freed the row for the next leader |
 //! | [`RECONNECTS`] | counter | | connections replaced after a failure |
+//! | [`BALANCE_MEMBERS`] | gauge | | a balanced group's live members, as this process last read them |
+//! | [`BALANCE_WANTED`] | gauge | | the shards the balance gives this process (it owns them once their flags are raised) |
+//! | [`BALANCE_SCAN_ERRORS`] | counter | | reads of the group that failed (the assignment is kept) |
+//!
+//! The `BALANCE_*` metrics are a [balanced group](crate::Balanced)'s: their `name` label is the
+//! group's name. Each shard is an ordinary flag with the flag metrics above, named
+//! `<group>/shard/<i>`.
 //!
 //! ```
 //! assert_eq!(leadership_tokio::metrics::STATE, "leadership_flag_state");
@@ -37,3 +44,9 @@ pub const TAKEOVERS: &str = "leadership_takeovers_total";
 pub const HANDOVERS: &str = "leadership_handovers_total";
 /// Connections replaced after a failure.
 pub const RECONNECTS: &str = "leadership_reconnects_total";
+/// A balanced group's live members, as this process last read them.
+pub const BALANCE_MEMBERS: &str = "leadership_balance_members";
+/// The shards the balance gives this process.
+pub const BALANCE_WANTED: &str = "leadership_balance_wanted_shards";
+/// Reads of a balanced group that failed.
+pub const BALANCE_SCAN_ERRORS: &str = "leadership_balance_scan_errors_total";

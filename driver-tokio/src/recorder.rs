@@ -7,7 +7,8 @@ use leadership_core::{Command, Failure, WonBy};
 use metrics::{counter, gauge, histogram, Label};
 
 use crate::metrics::{
-    CHECKS, HANDOVERS, RECONNECTS, STATE, STATEMENT_ERRORS, STATEMENT_SECONDS, TAKEOVERS,
+    BALANCE_MEMBERS, BALANCE_SCAN_ERRORS, BALANCE_WANTED, CHECKS, HANDOVERS, RECONNECTS, STATE,
+    STATEMENT_ERRORS, STATEMENT_SECONDS, TAKEOVERS,
 };
 
 /// Which statement a measurement is about (the `statement` label).
@@ -135,6 +136,26 @@ impl Metrics {
         }
     }
 
+    /// A balanced group was read (these metrics' `name` is the group): how many members were
+    /// live and how many shards the balance gives this process.
+    pub(crate) fn balanced(&self, members: usize, wanted: usize) {
+        let (Some(m), Some(w)) = (
+            self.metric_name(BALANCE_MEMBERS),
+            self.metric_name(BALANCE_WANTED),
+        ) else {
+            return;
+        };
+        gauge!(m, self.labels_with(&[])).set(members as f64);
+        gauge!(w, self.labels_with(&[])).set(wanted as f64);
+    }
+
+    /// A read of a balanced group failed.
+    pub(crate) fn scan_failed(&self) {
+        if let Some(name) = self.metric_name(BALANCE_SCAN_ERRORS) {
+            counter!(name, self.labels_with(&[])).increment(1);
+        }
+    }
+
     /// Follows a core command: the state gauge on raise and lower, a takeover on a term won
     /// by taking over. Call it for every command drained.
     pub(crate) fn command(&self, command: &Command) {
@@ -209,6 +230,22 @@ mod tests {
     }
 
     #[test]
+    fn a_balanced_group_reports_its_members_and_this_process_s_shards() {
+        let out = render(|| {
+            let m = Metrics::new(Some("jobs"), "orders", "pod-a");
+            m.balanced(3, 22);
+            m.scan_failed();
+        });
+        for line in [
+            r#"jobs_leadership_balance_members{name="orders",process="pod-a"} 3"#,
+            r#"jobs_leadership_balance_wanted_shards{name="orders",process="pod-a"} 22"#,
+            r#"jobs_leadership_balance_scan_errors_total{name="orders",process="pod-a"} 1"#,
+        ] {
+            assert!(out.contains(line), "missing {line} in\n{out}");
+        }
+    }
+
+    #[test]
     fn no_prefix_records_nothing() {
         for prefix in [None, Some("")] {
             let out = render(|| {
@@ -216,6 +253,8 @@ mod tests {
                 m.state(true);
                 m.checked(true, Duration::from_millis(1));
                 m.reconnect();
+                m.balanced(3, 22);
+                m.scan_failed();
             });
             assert!(out.trim().is_empty(), "{out}");
         }

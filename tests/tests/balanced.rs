@@ -474,6 +474,64 @@ fn the_blocking_driver_balances_and_streams_ownership() {
     b.close().unwrap();
 }
 
+/// A balanced group's metrics, as a Prometheus scrape shows them: the live members and the
+/// shards the balance gives each process (`name` = the group), beside each shard's own flag
+/// state gauge.
+#[test]
+fn a_balanced_group_exports_its_members_and_each_process_s_share() {
+    let pg = server();
+    // The only test in this binary that installs a recorder; the others set no prefix.
+    let scrape = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+    let start = |name: &str| {
+        leadership_blocking::FlagSet::builder(name)
+            .connect_str(&pg.conn_string())
+            .interval(interval())
+            .timeout(interval() / 4)
+            .metrics_prefix("fleet")
+            .start(NoTls)
+            .unwrap()
+            .balanced("metered", 6)
+            .unwrap()
+    };
+    let (a, b) = (start("a"), start("b"));
+    let until = Instant::now() + interval() * 10;
+    while (a.owned().len(), b.owned().len()) != (3, 3) {
+        assert!(Instant::now() < until, "{:?} {:?}", a.owned(), b.owned());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The gauges follow the next read of the group.
+    let wanted = [
+        r#"fleet_leadership_balance_members{name="metered",process="a"} 2"#,
+        r#"fleet_leadership_balance_members{name="metered",process="b"} 2"#,
+        r#"fleet_leadership_balance_wanted_shards{name="metered",process="a"} 3"#,
+        r#"fleet_leadership_balance_wanted_shards{name="metered",process="b"} 3"#,
+    ];
+    let until = Instant::now() + interval() * 4;
+    loop {
+        let out = scrape.render();
+        if wanted.iter().all(|line| out.contains(line)) {
+            let raised = out
+                .lines()
+                .filter(|l| {
+                    l.starts_with(r#"fleet_leadership_flag_state{name="metered/shard/"#)
+                        && l.ends_with(" 1")
+                })
+                .count();
+            assert_eq!(raised, 6, "one raised state gauge per shard:\n{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "missing some of {wanted:#?} in\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.close().unwrap();
+    b.close().unwrap();
+}
+
 /// `sql::GROUP` on a real server: the group's rows only (`%` and `_` are plain characters in
 /// the prefix), `live` exactly when the check's takeover rule would not take the row.
 #[test]
