@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use leadership_core::balance::{self, Entry, View};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -137,9 +137,14 @@ impl FlagSet {
         let member = self.add(balance::member_name(group, &process))?;
         let mut flags = Vec::with_capacity(shards);
         let mut switches = Vec::with_capacity(shards);
+        let rescan = Arc::new(Notify::new());
         for i in 0..shards {
             let (tx, rx) = watch::channel(false);
-            match self.add_with(balance::shard_name(group, i), Some(rx)) {
+            let shard = Shard {
+                wanted: rx,
+                rescan: rescan.clone(),
+            };
+            match self.add_with(balance::shard_name(group, i), Some(shard)) {
                 Ok(flag) => flags.push(flag),
                 Err(e) => {
                     // Leave nothing half-built running.
@@ -168,6 +173,7 @@ impl FlagSet {
             process,
             member: member.clone(),
             switches,
+            rescan,
             link: self.link().clone(),
             lease_micros: config.interval_micros(),
             period: config.interval() / 2,
@@ -249,9 +255,11 @@ impl Balanced {
         self.inner.assignment.clone()
     }
 
-    /// Leaves the group gracefully: stops balancing, releases the member flag (the others stop
-    /// counting this process at their next scan), then closes every shard (each stops its work
-    /// and releases its row, notifying the others). Returns the first error.
+    /// Leaves the group gracefully: stops balancing, releases the member flag, then closes
+    /// every shard (each stops its work and releases its row, notifying the others). The
+    /// others hear the shards' releases and read the group at once, so they stop counting this
+    /// process and take its shards within milliseconds, not at their next scan. Returns the
+    /// first error.
     pub async fn close(&self) -> Result<(), Error> {
         self.inner.stop.cancel();
         let balancer = self
@@ -312,6 +320,14 @@ async fn forward(
     }
 }
 
+/// What makes a flag a shard of a balanced set: the switch by which the balance wants it or
+/// not ([`Core::set_wanted`](leadership_core::Flag::set_wanted)), and the wake-up by which it
+/// asks for the group to be read again (a release it heard of while dormant).
+pub(crate) struct Shard {
+    pub(crate) wanted: watch::Receiver<bool>,
+    pub(crate) rescan: Arc<Notify>,
+}
+
 struct Balancer {
     /// The group's metrics (`name` = the group).
     metrics: Metrics,
@@ -319,6 +335,8 @@ struct Balancer {
     process: String,
     member: Flag,
     switches: Vec<watch::Sender<bool>>,
+    /// Rung by a dormant shard that heard of a release: read the group now.
+    rescan: Arc<Notify>,
     link: Arc<Link>,
     lease_micros: i64,
     period: Duration,
@@ -330,11 +348,15 @@ struct Balancer {
 impl Balancer {
     async fn run(mut self, stop: CancellationToken) {
         let mut member = self.member.subscribe();
+        let rescan = self.rescan.clone();
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep_until(next) => {}
+                // A shard this process does not hold was released: a member that left
+                // releases its own row first, so this read already counts it out.
+                () = rescan.notified() => debug!(group = %self.group, "a release heard; reading the group"),
                 // The first scan as soon as the heartbeat leads.
                 changed = member.changed() => {
                     if changed.is_err() { return }

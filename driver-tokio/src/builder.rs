@@ -17,6 +17,7 @@ use leadership_core::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::balanced::Shard;
 use crate::connection::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
@@ -420,7 +421,7 @@ impl<K> FlagBuilder<K> {
         link: &Arc<Link>,
         name: &str,
         seed: impl FnOnce(Option<u64>) -> u64,
-        wanted: Option<tokio::sync::watch::Receiver<bool>>,
+        shard: Option<Shard>,
     ) -> Result<Flag, Error> {
         let config = self.config_for(name)?;
         let notifications = link
@@ -436,7 +437,7 @@ impl<K> FlagBuilder<K> {
             metrics,
             self.precheck.clone(),
             self.shutdown.clone(),
-            wanted,
+            shard,
         ))
     }
 }

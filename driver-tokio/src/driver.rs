@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck, Server};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::balanced::Shard;
 use crate::builder::PrecheckFn;
 use crate::connection::{CheckParams, Conn};
 use crate::guard::Signals;
@@ -122,6 +123,9 @@ pub(crate) struct Driver {
     /// Whether a balanced set wants this flag ([`Core::set_wanted`]); `None` for an ordinary
     /// flag, which always does.
     wanted: Option<watch::Receiver<bool>>,
+    /// A balanced set's wake-up for a read of the group, rung when this shard is released
+    /// while dormant; `None` for an ordinary flag.
+    rescan: Option<Arc<Notify>>,
 }
 
 impl Driver {
@@ -135,8 +139,9 @@ impl Driver {
         notifications: Option<mpsc::Receiver<()>>,
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
-        wanted: Option<watch::Receiver<bool>>,
+        shard: Option<Shard>,
     ) -> Driver {
+        let (wanted, rescan) = shard.map_or((None, None), |s| (Some(s.wanted), Some(s.rescan)));
         metrics.state(false);
         let now = signals.cell.now();
         // A shard of a balanced set starts dormant unless wanted: it takes nothing the balance
@@ -162,6 +167,7 @@ impl Driver {
             known_conn: None,
             resigned: Vec::new(),
             wanted,
+            rescan,
         }
     }
 
@@ -227,6 +233,14 @@ impl Driver {
                     match note {
                         Some(()) => {
                             debug!(name = %self.name, "notified of a release; checking");
+                            // A dormant shard takes nothing on a release, but the balance may
+                            // now give it to this process (a member left and released its
+                            // shards): the group is read again at once, not at its next scan.
+                            if let Some(rescan) = &self.rescan {
+                                if !self.core.is_wanted() {
+                                    rescan.notify_one();
+                                }
+                            }
                             self.input(Input::Notified);
                         }
                         // Cannot happen while the connector lives; stop listening if it does.

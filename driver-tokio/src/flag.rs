@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::balanced::Shard;
 use crate::builder::{FlagBuilder, PrecheckFn};
 use crate::driver::{Driver, Outcome, Request};
 use crate::error::Error;
@@ -116,7 +117,7 @@ impl Flag {
         metrics: Metrics,
         precheck: Option<PrecheckFn>,
         shutdown: Option<CancellationToken>,
-        wanted: Option<watch::Receiver<bool>>,
+        shard: Option<Shard>,
     ) -> Flag {
         // The leader-only work may take until a margin past the lease's deadline to stop (then
         // the release is given up); a pending statement takes at most one timeout, the
@@ -137,7 +138,7 @@ impl Flag {
             notifications,
             metrics,
             precheck,
-            wanted,
+            shard,
         );
         let closing = close.clone();
         let (requests, received) = mpsc::unbounded_channel();

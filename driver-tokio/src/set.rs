@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::balanced::Shard;
 use crate::builder::{random_seed, FlagSetBuilder};
 use crate::error::Error;
 use crate::flag::Flag;
@@ -96,12 +97,8 @@ impl FlagSet {
         self.add_with(name.into(), None)
     }
 
-    /// [`add`](FlagSet::add), with the `wanted` switch of a balanced set.
-    pub(crate) fn add_with(
-        &self,
-        name: String,
-        wanted: Option<tokio::sync::watch::Receiver<bool>>,
-    ) -> Result<Flag, Error> {
+    /// [`add`](FlagSet::add), as a shard of a balanced set.
+    pub(crate) fn add_with(&self, name: String, shard: Option<Shard>) -> Result<Flag, Error> {
         let n = self.added.fetch_add(1, Ordering::Relaxed);
         // Flags of a set must not share a schedule: spread a given seed, or draw one.
         self.settings.spawn_on(
@@ -111,7 +108,7 @@ impl FlagSet {
                 Some(seed) => seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 None => random_seed(),
             },
-            wanted,
+            shard,
         )
     }
 }

@@ -474,6 +474,51 @@ fn the_blocking_driver_balances_and_streams_ownership() {
     b.close().unwrap();
 }
 
+/// A graceful leave is taken up on its release, not at the next scan: the leaver releases its
+/// member row, then its shards, and the remaining member's dormant shards, hearing a release,
+/// have the group read again at once. The leave comes just after one of b's scans, so b's next
+/// scheduled scan is most of a scan period (3 s here) away: without the release's wake-up, b
+/// would take a's shards only then.
+#[test]
+fn a_graceful_leave_is_taken_up_on_the_release_not_at_the_next_scan() {
+    let pg = server();
+    let interval = Duration::from_secs(6);
+    let a = Process::start_in(&pg, "a", "leave", 6, interval);
+    let b = Process::start_in(&pg, "b", "leave", 6, interval);
+    let until = Instant::now() + interval * 4;
+    while (a.group.owned().len(), b.group.owned().len()) != (3, 3) {
+        assert!(
+            Instant::now() < until,
+            "{:?} {:?}",
+            a.group.owned(),
+            b.group.owned()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut scans = b.group.subscribe_assignment();
+    scans.borrow_and_update();
+    let runtime = b.runtime.as_ref().unwrap();
+    runtime.block_on(scans.changed()).unwrap();
+    let left = Instant::now();
+    a.close();
+    let until = left + interval / 4;
+    while b.group.owned().len() < 6 {
+        assert!(
+            Instant::now() < until,
+            "b took only {:?} of a's shards within {:?} of the leave",
+            b.group.owned(),
+            interval / 4
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!(
+        "a graceful leave taken up in {:?} (scan period {:?})",
+        left.elapsed(),
+        interval / 2
+    );
+    b.close();
+}
+
 /// A balanced group's metrics, as a Prometheus scrape shows them: the live members and the
 /// shards the balance gives each process (`name` = the group), beside each shard's own flag
 /// state gauge.
