@@ -43,6 +43,10 @@ pub struct Assignment {
     pub foreign: usize,
     /// The shards designated to this process: the ones it wants.
     pub wanted: Vec<usize>,
+    /// Live shards of the group numbered beyond this process's shard count: another process
+    /// was given a larger count. Every process of a group must use the same; until then the
+    /// processes disagree on the balance (never on who leads a shard). Logged as a warning.
+    pub unknown_shards: usize,
     /// When the scan returned; `None` before the first.
     pub at: Option<Instant>,
 }
@@ -413,15 +417,22 @@ impl Balancer {
         let shards = self.switches.len();
         let mut members = vec![self.process.as_str()];
         let mut held = Vec::new();
+        let mut unknown_shards = 0;
         for (name, holder, live) in rows {
+            // A row that is not live says nothing: an expired shard beyond the count may be
+            // left from a group that was made smaller on purpose.
             if !live {
                 continue;
             }
             match balance::parse(&self.group, name) {
                 Some(Entry::Member(process)) if process == holder => members.push(process),
                 Some(Entry::Shard(i)) if i < shards => held.push((i, holder.as_str())),
+                Some(Entry::Shard(_)) => unknown_shards += 1,
                 _ => {}
             }
+        }
+        if unknown_shards > 0 && self.assignment.borrow().unknown_shards == 0 {
+            warn!(group = %self.group, shards, unknown_shards, "another process of the group leads shards beyond this process's shard count: give every process the same count (the `shards` of `FlagSet::balanced`)");
         }
         let view = View::new(shards, members, held);
         let wanted = balance::wanted(&view, &self.process);
@@ -448,6 +459,7 @@ impl Balancer {
             held: counts,
             foreign,
             wanted: (0..shards).filter(|&i| wanted[i]).collect(),
+            unknown_shards,
             at: Some(Instant::now()),
         });
     }

@@ -519,6 +519,23 @@ fn a_graceful_leave_is_taken_up_on_the_release_not_at_the_next_scan() {
     b.close();
 }
 
+/// Processes given different shard counts are told: the one with fewer sees live shards
+/// beyond its count (taken by the other, which wants its share of all six) and says so.
+#[test]
+fn a_process_given_fewer_shards_than_another_says_so() {
+    let pg = server();
+    let a = Process::start_in(&pg, "a", "mismatch", 4, interval());
+    let b = Process::start_in(&pg, "b", "mismatch", 6, interval());
+    let until = Instant::now() + interval() * 10;
+    while a.group.assignment().unknown_shards == 0 {
+        assert!(Instant::now() < until, "{:?}", a.group.assignment());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(b.group.assignment().unknown_shards, 0);
+    a.close();
+    b.close();
+}
+
 /// A balanced group's metrics, as a Prometheus scrape shows them: the live members and the
 /// shards the balance gives each process (`name` = the group), beside each shard's own flag
 /// state gauge.
