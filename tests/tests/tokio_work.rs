@@ -73,11 +73,16 @@ async fn at_risk_fires_a_stop_ahead_before_lost_when_the_database_hangs() {
         lost - cut
     );
     assert!(
-        lost - at_risk >= STOP_AHEAD - Duration::from_millis(50),
+        // The wake-ups' scheduling on a loaded machine is the tolerance.
+        lost - at_risk >= STOP_AHEAD - Duration::from_millis(150),
         "the work had the stop-ahead to stop: {:?}",
         lost - at_risk
     );
-    assert!(lost >= deadline && lost < deadline + Duration::from_millis(100));
+    assert!(
+        lost >= deadline && lost < deadline + Duration::from_millis(300),
+        "lost {:?} after the deadline",
+        lost.checked_duration_since(deadline)
+    );
     drop(guard);
     a.close().await.ok();
 }
