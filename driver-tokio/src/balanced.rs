@@ -324,6 +324,11 @@ async fn forward(
     }
 }
 
+/// How long a read of the group waits after the first release it heard, to take in the
+/// others of the same leave: a leave is taken up in about this, and a burst of releases costs
+/// one read, not one each.
+const RESCAN_GATHER: Duration = Duration::from_millis(10);
+
 /// What makes a flag a shard of a balanced set: the switch by which the balance wants it or
 /// not ([`Core::set_wanted`](leadership_core::Flag::set_wanted)), and the wake-up by which it
 /// asks for the group to be read again (a release it heard of while dormant).
@@ -359,8 +364,16 @@ impl Balancer {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep_until(next) => {}
                 // A shard this process does not hold was released: a member that left
-                // releases its own row first, so this read already counts it out.
-                () = rescan.notified() => debug!(group = %self.group, "a release heard; reading the group"),
+                // releases its own row first, so this read already counts it out. The
+                // releases of one leave (or of one rebalance) come together: a short wait
+                // makes them one read.
+                () = rescan.notified() => {
+                    debug!(group = %self.group, "a release heard; reading the group");
+                    tokio::time::sleep(RESCAN_GATHER).await;
+                    // Takes the wake-up the gathered releases left, if any (a timeout polls
+                    // its future once before it looks at the clock).
+                    let _ = tokio::time::timeout(Duration::ZERO, rescan.notified()).await;
+                }
                 // The first scan as soon as the heartbeat leads.
                 changed = member.changed() => {
                     if changed.is_err() { return }
