@@ -182,14 +182,13 @@ impl Driver {
         let mut pending: Option<Pending> = None;
         info!(name = %self.name, process = %self.process, table = %self.link.connector().statements().regclass, "competing for the flag");
         loop {
-            // The holder a reply showed is published before the events it caused, so a
-            // user woken by `lost()` reads the holder that took over, not the one before.
-            if let Some(holder) = self.holder.take() {
-                self.signals.set_holder(holder);
-            }
             if let Some(next) = self.drain() {
                 pending = Some(next);
             }
+            // After the raise a reply caused (a reader woken by the holder's change, as
+            // `try_lead` is, finds the guard), and before a lowering (`drain` publishes it
+            // first: a reader woken by `lost()` finds the holder that took over).
+            self.publish_holder();
             if !self.core.is_resigning() {
                 for done in self.resigned.drain(..) {
                     let _ = done.send(());
@@ -263,6 +262,13 @@ impl Driver {
         }
     }
 
+    /// Publishes the holder the last reply showed, once.
+    fn publish_holder(&mut self) {
+        if let Some(holder) = self.holder.take() {
+            self.signals.set_holder(holder);
+        }
+    }
+
     fn input(&mut self, input: Input<'_>) {
         if let Err(e) = self.core.handle_input(self.signals.cell.now(), input) {
             // A bug of this driver, not of the database: say so loudly and carry on (the
@@ -299,6 +305,7 @@ impl Driver {
                     warn!(name = %self.name, process = %self.process, token = lease.token, "lease at risk: no renew has won; leader-only work must stop before the deadline");
                 }
                 Command::Lower(reason) => {
+                    self.publish_holder();
                     // Every guard's `lost()` fires now.
                     self.signals.lowered();
                     info!(name = %self.name, process = %self.process, ?reason, "lowered: this process no longer leads");

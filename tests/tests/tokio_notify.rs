@@ -212,6 +212,44 @@ async fn lost_fires_when_another_process_takes_over() {
     a.close().await.unwrap();
 }
 
+/// Over many takeovers, whoever `lost()` wakes reads the holder that took over: the driver
+/// publishes the holder a reply showed before the lowering it caused. (Published after it,
+/// the reader now and then saw the old holder, as one CI run of the test above did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_wakes_a_reader_who_sees_the_new_holder_over_many_takeovers() {
+    let pg = server();
+    let a = Flag::builder("takeovers", "a")
+        .connect_str(&pg.conn_string())
+        .interval(Duration::from_millis(400))
+        .timeout(Duration::from_millis(150))
+        .start(NoTls)
+        .await
+        .unwrap();
+    for i in 0..25 {
+        let guard = tokio::time::timeout(INTERVAL, a.raised())
+            .await
+            .expect("a leads again once the intruder's lease lapses")
+            .unwrap();
+        let intruder = format!("intruder-{i}");
+        psql(
+            &pg,
+            &format!(
+                "UPDATE leadership_flags SET holder = '{intruder}', version = version + 1, \
+                 \"timestamp\" = now() WHERE name = 'takeovers'"
+            ),
+        );
+        tokio::time::timeout(INTERVAL, guard.lost())
+            .await
+            .expect("lost at the next renew");
+        assert_eq!(
+            a.current_holder().and_then(|h| h.name).as_deref(),
+            Some(intruder.as_str()),
+            "takeover {i}: lost() woke before the holder was published"
+        );
+    }
+    a.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_fires_when_the_precheck_turns_negative_and_the_row_waits_for_the_guard() {
     let pg = server();

@@ -84,6 +84,31 @@ async fn a_handle_cloned_into_three_tasks_closes_once_from_any_and_every_clone_s
     b.close().await.unwrap();
 }
 
+/// `try_lead` on a free flag leads, every time: the driver publishes the holder a winning
+/// reply showed only after the raise, so `try_lead`, woken by the holder's change, finds the
+/// guard and does not report this process as holding it elsewhere. (Published the other way
+/// round, one fresh flag in a few dozen answered `HeldBy` itself, as a CI run of the TLS
+/// example did.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_lead_on_a_free_flag_leads_every_time() {
+    let pg = server();
+    let set = leadership_tokio::FlagSet::builder("solo")
+        .connect_str(&pg.conn_string())
+        .interval(INTERVAL)
+        .timeout(TIMEOUT)
+        .start(NoTls)
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let flag = set.add(format!("free-{i}")).unwrap();
+        match flag.try_lead().await.unwrap() {
+            TryLead::Led(guard) => drop(guard),
+            TryLead::HeldBy(holder) => panic!("free flag {i}: held by {holder:?}"),
+        }
+        flag.close().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_lead_is_held_by_against_a_live_holder_after_one_round_trip_and_led_on_a_free_flag() {
     let pg = server();
