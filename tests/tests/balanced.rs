@@ -100,6 +100,42 @@ fn leaders(fleet: &[Process]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Whether two processes led shard `i` at one instant, judged from reads that are not
+/// simultaneous: the processes are read one after the other, then again. A process `a` that
+/// led in the same term (the same token) at both of its reads led all the time between them,
+/// so any process `b` read as leading in between led at the same instant as `a`. (One pass
+/// alone is not enough: a sampler preempted between `a` and `b` sees a handover as two
+/// leaders.)
+fn overlap(groups: &[Balanced], i: usize) -> Option<(usize, usize)> {
+    let read = || -> Vec<Option<i64>> {
+        groups
+            .iter()
+            .map(|g| g.shard(i).lease().map(|l| l.token))
+            .collect()
+    };
+    let first = read();
+    if first.iter().flatten().count() < 2 {
+        return None;
+    }
+    let second = read();
+    let found = (0..groups.len()).find_map(|a| {
+        if first[a].is_none() || first[a] != second[a] {
+            return None;
+        }
+        // Read between a's two reads: the others' first reads after a's, their second reads
+        // before a's.
+        (0..groups.len())
+            .find(|&b| (b > a && first[b].is_some()) || (b < a && second[b].is_some()))
+            .map(|b| (a, b))
+    });
+    if found.is_none() {
+        eprintln!(
+            "shard {i}: a handover between two reads, not an overlap: {first:?}, then {second:?}"
+        );
+    }
+    found
+}
+
 /// Samples every shard of every process every few milliseconds from a thread of its own and
 /// counts samples in which a shard had two leaders.
 struct OverlapWatch {
@@ -121,10 +157,9 @@ impl OverlapWatch {
                     let groups = groups.lock().unwrap();
                     let shards = groups.first().map_or(0, Balanced::len);
                     for i in 0..shards {
-                        let raised = groups.iter().filter(|g| g.shard(i).is_raised()).count();
-                        if raised > 1 {
+                        if let Some((a, b)) = overlap(&groups, i) {
                             o.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("OVERLAP on shard {i}: {raised} leaders");
+                            eprintln!("OVERLAP on shard {i}: processes {a} and {b} led at once");
                         }
                     }
                     n.fetch_add(1, Ordering::Relaxed);
