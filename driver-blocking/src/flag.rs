@@ -7,7 +7,7 @@ use crate::builder::{FlagBuilder, FlagSetBuilder};
 use crate::guard::Guard;
 use crate::runtime::Runtime;
 use crate::subscription::Subscription;
-use crate::{Error, Holder, Lease};
+use crate::{Error, Holder, Lease, TermLog, TermRecord};
 
 /// A leadership flag competed for by this process; the driver runs on a background thread.
 ///
@@ -65,6 +65,18 @@ impl Flag {
     /// The current lease, if this process leads now: fencing token and deadline.
     pub fn lease(&self) -> Option<Lease> {
         self.inner.lease()
+    }
+
+    /// This process's terms so far, with their instants; see
+    /// [`leadership_tokio::Flag::terms`].
+    pub fn terms(&self) -> Vec<TermRecord> {
+        self.inner.terms()
+    }
+
+    /// A handle on the terms that does not keep the flag alive; see
+    /// [`leadership_tokio::Flag::term_log`].
+    pub fn term_log(&self) -> TermLog {
+        self.inner.term_log()
     }
 
     /// Waits up to `timeout` for this process to lead and returns a [`Guard`] on the term, or

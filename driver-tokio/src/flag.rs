@@ -16,7 +16,7 @@ use crate::driver::{Driver, Outcome, Request};
 use crate::error::Error;
 use crate::guard::{self, Guard, Signals};
 use crate::health::Health;
-use crate::lease::Lease;
+use crate::lease::{Lease, TermLog, TermRecord};
 use crate::link::Link;
 use crate::recorder::Metrics;
 use crate::state::{Holder, State};
@@ -190,6 +190,35 @@ impl Flag {
     /// ```
     pub fn lease(&self) -> Option<Lease> {
         self.inner.signals.cell.lease()
+    }
+
+    /// This process's terms of this flag so far, oldest first (the latest
+    /// [`TERM_LOG_LEN`](crate::TERM_LOG_LEN)), each with the instants at which the belief
+    /// began and ended on the lease clock: what a test or an audit judges overlaps from.
+    ///
+    /// ```no_run
+    /// # fn demo(flag: &leadership_tokio::Flag) {
+    /// if let Some(last) = flag.terms().last() {
+    ///     println!("token {} began at {} ns", last.token, last.began_ns);
+    /// }
+    /// # }
+    /// ```
+    pub fn terms(&self) -> Vec<TermRecord> {
+        self.inner.signals.cell.log().terms()
+    }
+
+    /// A handle on this flag's terms that does not keep the flag alive (see
+    /// [`terms`](Flag::terms)).
+    ///
+    /// ```no_run
+    /// # fn demo(flag: leadership_tokio::Flag) {
+    /// let log = flag.term_log();
+    /// drop(flag);
+    /// println!("{} terms", log.terms().len());
+    /// # }
+    /// ```
+    pub fn term_log(&self) -> TermLog {
+        self.inner.signals.cell.log()
     }
 
     /// A receiver of the [`State`], which changes on transitions only: a raise, a new term,

@@ -135,6 +135,7 @@ impl Signals {
     }
 
     pub(crate) fn set_holder(&self, holder: Holder) {
+        self.cell.saw(holder.version);
         self.holder.send_replace(Some(holder));
     }
 

@@ -1,8 +1,9 @@
 //! The lease as a handle reports it, and the cell through which a driver publishes it to the
 //! handle.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use leadership_core::{Instant, WonBy};
 
@@ -25,14 +26,21 @@ pub struct Lease {
     pub won_by: WonBy,
 }
 
-/// Nanoseconds on the clock the lease is judged by. On Linux that is `CLOCK_BOOTTIME`, which,
+/// Nanoseconds on the clock leases are judged by, now. On Linux that is `CLOCK_BOOTTIME`, which,
 /// unlike `CLOCK_MONOTONIC` (`std::time::Instant`), keeps counting while the machine is
 /// suspended: a leader that wakes from a suspend longer than its lease must find its deadline
-/// passed, since the database's clock kept running. Elsewhere, the monotonic clock.
-fn clock_nanos(origin: std::time::Instant) -> u64 {
+/// passed, since the database's clock kept running. It is one clock for every process of the
+/// machine, so the instants of [`TermRecord`]s of different processes compare exactly.
+/// Elsewhere it is the monotonic clock since this process first read it (comparable within the
+/// process only).
+///
+/// ```
+/// let (a, b) = (leadership_tokio::lease_clock_ns(), leadership_tokio::lease_clock_ns());
+/// assert!(a <= b);
+/// ```
+pub fn lease_clock_ns() -> u64 {
     #[cfg(target_os = "linux")]
     {
-        let _ = origin;
         let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         u64::try_from(t.tv_sec)
             .unwrap_or(0)
@@ -41,7 +49,131 @@ fn clock_nanos(origin: std::time::Instant) -> u64 {
     }
     #[cfg(not(target_os = "linux"))]
     {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = OnceLock::new();
+        let origin = *ORIGIN.get_or_init(std::time::Instant::now);
         u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How many terms a [`TermLog`] keeps: the latest, older ones are dropped.
+pub const TERM_LOG_LEN: usize = 256;
+
+/// One term as this process believed it led, at the instants the driver published and cleared
+/// it, on the lease clock ([`lease_clock_ns`]): the facts from which an overlap of two leaders
+/// is judged, whatever the order and the moment in which anyone looked.
+///
+/// The interval `[began_ns, ended_ns())` contains every instant at which
+/// [`Flag::is_raised`](crate::Flag::is_raised) answered true for this term: `began_ns` is read
+/// just before the lease is published, the cleared instant just after it is withdrawn, and a
+/// lease that is not withdrawn ends at its deadline, which `is_raised` compares on this clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TermRecord {
+    /// The fencing token of the term.
+    pub token: i64,
+    /// How the term was won.
+    pub won_by: WonBy,
+    /// When the belief began: read just before the lease was published.
+    pub began_ns: u64,
+    /// The latest deadline published for the term: the belief ends there at the latest.
+    pub deadline_ns: u64,
+    /// When the lease was withdrawn (the lowering): read just after; `None` while it is not.
+    pub cleared_ns: Option<u64>,
+    /// The highest row version this process had seen before the term began (its own earlier
+    /// leases and the rows its checks read): the token must be above it.
+    pub seen_before: Option<i64>,
+}
+
+impl TermRecord {
+    /// When the belief ended (or ends, unless renewed): the earlier of the withdrawal and the
+    /// latest deadline.
+    ///
+    /// ```
+    /// use leadership_tokio::{TermRecord, WonBy};
+    /// let t = TermRecord { token: 3, won_by: WonBy::TookOver, began_ns: 10, deadline_ns: 50,
+    ///                      cleared_ns: Some(20), seen_before: Some(2) };
+    /// assert_eq!(t.ended_ns(), 20);
+    /// assert_eq!(TermRecord { cleared_ns: None, ..t }.ended_ns(), 50);
+    /// ```
+    pub fn ended_ns(&self) -> u64 {
+        self.cleared_ns
+            .map_or(self.deadline_ns, |c| c.min(self.deadline_ns))
+    }
+}
+
+/// The terms a flag's driver published, oldest first (the latest [`TERM_LOG_LEN`]). A handle
+/// that does not keep the flag alive: it can be read after the flag is closed or dropped, as
+/// a test reads a crashed process's terms.
+///
+/// ```no_run
+/// # fn demo(flag: &leadership_tokio::Flag) {
+/// let log = flag.term_log();
+/// for t in log.terms() {
+///     println!("token {} from {} to {} ns", t.token, t.began_ns, t.ended_ns());
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TermLog {
+    inner: Arc<Mutex<Terms>>,
+}
+
+#[derive(Debug, Default)]
+struct Terms {
+    terms: VecDeque<TermRecord>,
+    /// The highest row version seen so far.
+    seen: Option<i64>,
+}
+
+impl TermLog {
+    /// The terms so far, oldest first; the last may be in progress.
+    pub fn terms(&self) -> Vec<TermRecord> {
+        self.lock().terms.iter().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Terms> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A lease was published at `at`: a new term, or a renew of the open one.
+    fn published(&self, lease: &leadership_core::Lease, at: u64, deadline: u64) {
+        let mut log = self.lock();
+        let seen = log.seen;
+        match log.terms.back_mut() {
+            Some(t) if t.cleared_ns.is_none() && t.token == lease.token => {
+                t.deadline_ns = t.deadline_ns.max(deadline);
+            }
+            open => {
+                // A new term replaces one never withdrawn: that belief ended here.
+                if let Some(t) = open.filter(|t| t.cleared_ns.is_none()) {
+                    t.cleared_ns = Some(at);
+                }
+                if log.terms.len() == TERM_LOG_LEN {
+                    log.terms.pop_front();
+                }
+                log.terms.push_back(TermRecord {
+                    token: lease.token,
+                    won_by: lease.won_by,
+                    began_ns: at,
+                    deadline_ns: deadline,
+                    cleared_ns: None,
+                    seen_before: seen,
+                });
+            }
+        }
+        log.seen = log.seen.max(Some(lease.version));
+    }
+
+    /// The lease was withdrawn at `at`.
+    fn cleared(&self, at: u64) {
+        if let Some(t) = self.lock().terms.back_mut() {
+            t.cleared_ns.get_or_insert(at);
+        }
+    }
+
+    /// A check read the row at `version`.
+    fn saw(&self, version: Option<i64>) {
+        let mut log = self.lock();
+        log.seen = log.seen.max(version);
     }
 }
 
@@ -51,29 +183,29 @@ fn clock_nanos(origin: std::time::Instant) -> u64 {
 /// even while the driver is stuck.
 #[derive(Debug)]
 pub(crate) struct LeaseCell {
-    origin: std::time::Instant,
-    /// [`clock_nanos`] at `origin`.
+    /// [`lease_clock_ns`] when the cell was made: the core's instant 0.
     base: u64,
     deadline: AtomicU64,
     /// The core's lease and the same as the handle reports it.
     lease: Mutex<Option<(leadership_core::Lease, Lease)>>,
+    /// Every term's instants, for whoever judges overlaps.
+    log: TermLog,
 }
 
 impl LeaseCell {
     /// A lowered cell whose clock starts now.
     pub(crate) fn new() -> LeaseCell {
-        let origin = std::time::Instant::now();
         LeaseCell {
-            origin,
-            base: clock_nanos(origin),
+            base: lease_clock_ns(),
             deadline: AtomicU64::new(0),
             lease: Mutex::new(None),
+            log: TermLog::default(),
         }
     }
 
     /// The core's clock: nanoseconds since the cell was made, counting suspends on Linux.
     pub(crate) fn now(&self) -> Instant {
-        Instant::from_nanos(clock_nanos(self.origin).saturating_sub(self.base))
+        Instant::from_nanos(lease_clock_ns().saturating_sub(self.base))
     }
 
     /// The `std` instant at which a core instant falls, counted from the present (the two
@@ -82,9 +214,18 @@ impl LeaseCell {
         std::time::Instant::now().checked_add(at - self.now())
     }
 
+    /// The lease clock's reading of a core instant.
+    fn absolute(&self, at: Instant) -> u64 {
+        self.base.saturating_add(at.as_nanos())
+    }
+
     /// Publishes a lease (on `Raise` and `Renewed`) and returns it as the handle reports it.
     pub(crate) fn publish(&self, lease: leadership_core::Lease) -> Lease {
+        // `now` is read before the deadline is stored: the term's recorded start is no later
+        // than the first instant `is_raised` can answer true.
         let (now, std_now) = (self.now(), std::time::Instant::now());
+        self.log
+            .published(&lease, self.absolute(now), self.absolute(lease.deadline));
         let reported = Lease {
             token: lease.token,
             version: lease.version,
@@ -101,7 +242,20 @@ impl LeaseCell {
     /// Clears the lease (on `Lower`).
     pub(crate) fn clear(&self) {
         self.deadline.store(0, Ordering::Release);
+        // Read after the store: the recorded end is no earlier than the last instant
+        // `is_raised` could answer true.
+        self.log.cleared(lease_clock_ns());
         *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// A check read the row at `version` (for [`TermRecord::seen_before`]).
+    pub(crate) fn saw(&self, version: Option<i64>) {
+        self.log.saw(version);
+    }
+
+    /// The log of this cell's terms.
+    pub(crate) fn log(&self) -> TermLog {
+        self.log.clone()
     }
 
     /// Whether the published lease holds at this instant: one atomic load and a clock read.
@@ -151,6 +305,59 @@ mod tests {
         cell.publish(lease(cell.now() + Duration::from_secs(60)));
         cell.clear();
         assert!(!cell.is_raised() && cell.lease().is_none());
+    }
+
+    #[test]
+    fn the_term_log_brackets_every_instant_the_cell_answered_raised() {
+        let cell = LeaseCell::new();
+        let log = cell.log();
+        let lease = |token, version, deadline| leadership_core::Lease {
+            token,
+            version,
+            deadline,
+            at_risk: deadline,
+            won_by: WonBy::TookOver,
+        };
+        cell.saw(Some(4));
+        let before = lease_clock_ns();
+        cell.publish(lease(5, 5, cell.now() + Duration::from_secs(60)));
+        let first_raised = lease_clock_ns();
+        assert!(cell.is_raised());
+        // A renew moves the deadline of the same term.
+        let renewed = cell.now() + Duration::from_secs(61);
+        cell.publish(lease(5, 6, renewed));
+        let last_raised = lease_clock_ns();
+        assert!(cell.is_raised());
+        cell.clear();
+        let after = lease_clock_ns();
+        assert!(!cell.is_raised());
+        let [t] = log.terms()[..] else {
+            panic!("{:?}", log.terms())
+        };
+        assert!(before <= t.began_ns && t.began_ns <= first_raised, "{t:?}");
+        let cleared = t.cleared_ns.unwrap();
+        assert!(last_raised <= cleared && cleared <= after, "{t:?}");
+        assert_eq!(t.deadline_ns, cell.absolute(renewed));
+        assert_eq!(t.ended_ns(), cleared);
+        assert_eq!((t.token, t.seen_before), (5, Some(4)));
+        // The next term saw the first one's versions; one that ends at its deadline (never
+        // withdrawn) ends there.
+        let deadline = cell.now() + Duration::from_millis(1);
+        cell.publish(lease(9, 9, deadline));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!cell.is_raised());
+        let t = log.terms()[1];
+        assert_eq!((t.token, t.seen_before, t.cleared_ns), (9, Some(6), None));
+        assert_eq!(t.ended_ns(), cell.absolute(deadline));
+        // The log outlives the cell, and keeps the latest terms only.
+        for token in 10..10 + TERM_LOG_LEN as i64 {
+            cell.publish(lease(token, token, cell.now() + Duration::from_secs(1)));
+        }
+        drop(cell);
+        let terms = log.terms();
+        assert_eq!(terms.len(), TERM_LOG_LEN);
+        assert_eq!(terms[0].token, 10);
+        assert!(terms.windows(2).all(|w| w[0].ended_ns() <= w[1].began_ns));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub use flag::{Flag, LastRun, TryLead};
 pub use guard::Guard;
 pub use health::Health;
 pub use leadership_core::WonBy;
-pub use lease::Lease;
+pub use lease::{lease_clock_ns, Lease, TermLog, TermRecord, TERM_LOG_LEN};
 pub use make_tls::MakeTls;
 pub use observer::{Inspector, Observer};
 pub use pooler::Pooler;
