@@ -11,7 +11,8 @@
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
-//! - [`observe`]: a sampler of running flags that records terms, overlaps and token order.
+//! - [`observe`]: the terms of running flags as their drivers recorded them, and the verdicts on
+//!   overlaps and token order judged from those instants.
 //! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
 //! - [`check_variants`]: other texts of the check (the one before issue 14, the candidate not
 //!   chosen, a broken one), for the benchmark and the tests to compare with.

@@ -11,11 +11,10 @@
 //!
 //! `LEADERSHIP_BALANCED_INTERVAL_MS` sets the interval (default 1000).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leadership_testkit::helpers::{psql, server};
+use leadership_testkit::observe::Logs;
 use leadership_testkit::pg::PgServer;
 use leadership_tokio::{Balanced, FlagSet, Ownership};
 use tokio_postgres::NoTls;
@@ -100,88 +99,40 @@ fn leaders(fleet: &[Process]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Whether two processes led shard `i` at one instant, judged from reads that are not
-/// simultaneous: the processes are read one after the other, then again. A process `a` that
-/// led in the same term (the same token) at both of its reads led all the time between them,
-/// so any process `b` read as leading in between led at the same instant as `a`. (One pass
-/// alone is not enough: a sampler preempted between `a` and `b` sees a handover as two
-/// leaders.)
-fn overlap(groups: &[Balanced], i: usize) -> Option<(usize, usize)> {
-    let read = || -> Vec<Option<i64>> {
-        groups
-            .iter()
-            .map(|g| g.shard(i).lease().map(|l| l.token))
-            .collect()
-    };
-    let first = read();
-    if first.iter().flatten().count() < 2 {
-        return None;
-    }
-    let second = read();
-    let found = (0..groups.len()).find_map(|a| {
-        if first[a].is_none() || first[a] != second[a] {
-            return None;
+/// Every shard's term logs across the fleet, kept past a process's leave or crash: two leaders
+/// of a shard at one instant is judged from the instants the drivers recorded.
+#[derive(Default)]
+struct ShardLogs(Vec<Logs>);
+
+impl ShardLogs {
+    fn add(&mut self, p: &Process) {
+        let shards = p.group.shards();
+        self.0
+            .resize_with(shards.len().max(self.0.len()), Logs::new);
+        for (logs, flag) in self.0.iter().zip(shards) {
+            logs.add(&p.name, flag);
         }
-        // Read between a's two reads: the others' first reads after a's, their second reads
-        // before a's.
-        (0..groups.len())
-            .find(|&b| (b > a && first[b].is_some()) || (b < a && second[b].is_some()))
-            .map(|b| (a, b))
-    });
-    if found.is_none() {
-        eprintln!(
-            "shard {i}: a handover between two reads, not an overlap: {first:?}, then {second:?}"
-        );
     }
-    found
-}
 
-/// Samples every shard of every process every few milliseconds from a thread of its own and
-/// counts samples in which a shard had two leaders.
-struct OverlapWatch {
-    stop: Arc<AtomicBool>,
-    overlaps: Arc<AtomicUsize>,
-    samples: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl OverlapWatch {
-    fn start(groups: Arc<std::sync::Mutex<Vec<Balanced>>>) -> OverlapWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let overlaps = Arc::new(AtomicUsize::new(0));
-        let samples = Arc::new(AtomicUsize::new(0));
-        let (s, o, n) = (stop.clone(), overlaps.clone(), samples.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                {
-                    let groups = groups.lock().unwrap();
-                    let shards = groups.first().map_or(0, Balanced::len);
-                    for i in 0..shards {
-                        if let Some((a, b)) = overlap(&groups, i) {
-                            o.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("OVERLAP on shard {i}: processes {a} and {b} led at once");
-                        }
-                    }
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(3));
+    /// The overlaps found, printing each, and the number of terms judged.
+    fn finish(&self) -> (usize, usize) {
+        let (mut overlaps, mut terms) = (0, 0);
+        for (i, logs) in self.0.iter().enumerate() {
+            let record = logs.record();
+            terms += record.terms.len();
+            for (a, b, d) in record.overlaps() {
+                overlaps += 1;
+                eprintln!(
+                    "OVERLAP on shard {i}: {} (token {}) and {} (token {}) for {d:?}\n{}",
+                    a.process,
+                    a.token,
+                    b.process,
+                    b.token,
+                    record.describe()
+                );
             }
-        });
-        OverlapWatch {
-            stop,
-            overlaps,
-            samples,
-            thread: Some(thread),
         }
-    }
-
-    fn finish(mut self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        (
-            self.overlaps.load(Ordering::Relaxed),
-            self.samples.load(Ordering::Relaxed),
-        )
+        (overlaps, terms)
     }
 }
 
@@ -244,15 +195,14 @@ fn three_processes_share_twelve_shards_and_follow_joins_and_a_graceful_leave() {
     let pg = server();
     const SHARDS: usize = 12;
     let within = interval() * 8;
-    let groups = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let watch = OverlapWatch::start(groups.clone());
+    let mut logs = ShardLogs::default();
 
     let a = Process::start(&pg, "a", SHARDS);
     let mut changes = {
         let _entered = a.runtime.as_ref().unwrap().enter();
         a.group.subscribe_ownership()
     };
-    groups.lock().unwrap().push(a.group.clone());
+    logs.add(&a);
     let mut fleet = vec![a];
     let (_, counts) = wait_balanced(&fleet, within);
     assert_eq!(counts, [SHARDS]);
@@ -266,7 +216,7 @@ fn three_processes_share_twelve_shards_and_follow_joins_and_a_graceful_leave() {
     for name in ["b", "c"] {
         let before = owners(&fleet);
         let p = Process::start(&pg, name, SHARDS);
-        groups.lock().unwrap().push(p.group.clone());
+        logs.add(&p);
         fleet.push(p);
         let (took, counts) = wait_balanced(&fleet, within);
         let moved = moved(&before, &owners(&fleet));
@@ -311,7 +261,6 @@ fn three_processes_share_twelve_shards_and_follow_joins_and_a_graceful_leave() {
 
     // b leaves gracefully: its shards go at once, without waiting for a lease.
     let b = fleet.remove(1);
-    groups.lock().unwrap().remove(1);
     let left = Instant::now();
     b.close();
     let (took, counts) = wait_balanced(&fleet, within);
@@ -322,11 +271,9 @@ fn three_processes_share_twelve_shards_and_follow_joins_and_a_graceful_leave() {
     assert!(took < interval() * 3, "{took:?}");
     assert_eq!(counts, [6, 6]);
 
-    let (overlaps, samples) = watch.finish();
-    assert_eq!(
-        overlaps, 0,
-        "two leaders of a shard in {overlaps} of {samples} samples"
-    );
+    let (overlaps, terms) = logs.finish();
+    assert_eq!(overlaps, 0, "two leaders of a shard ({terms} terms judged)");
+    assert!(terms >= SHARDS, "every shard was led: {terms} terms");
     for p in fleet {
         p.close();
     }
@@ -337,8 +284,7 @@ fn figures_256_shards_8_processes_one_by_one_then_a_crash_then_two_more() {
     const SHARDS: usize = 256;
     let pg = server();
     let within = interval() * 20;
-    let groups = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let watch = OverlapWatch::start(groups.clone());
+    let mut logs = ShardLogs::default();
     let mut fleet: Vec<Process> = Vec::new();
     let mut report = Vec::new();
     let mut step = |label: String, fleet: &[Process], before: &[Option<String>], t0: Instant| {
@@ -361,14 +307,13 @@ fn figures_256_shards_8_processes_one_by_one_then_a_crash_then_two_more() {
         let before = owners(&fleet);
         let t0 = Instant::now();
         let p = Process::start(&pg, &format!("p{i}"), SHARDS);
-        groups.lock().unwrap().push(p.group.clone());
+        logs.add(&p);
         fleet.push(p);
         step(format!("join p{i}"), &fleet, &before, t0);
     }
     // Kill one: its shards are free only once their leases expire.
     let before = owners(&fleet);
     let victim = fleet.remove(3);
-    groups.lock().unwrap().remove(3);
     let t0 = Instant::now();
     victim.crash();
     step("crash p3".into(), &fleet, &before, t0);
@@ -376,7 +321,7 @@ fn figures_256_shards_8_processes_one_by_one_then_a_crash_then_two_more() {
         let before = owners(&fleet);
         let t0 = Instant::now();
         let p = Process::start(&pg, name, SHARDS);
-        groups.lock().unwrap().push(p.group.clone());
+        logs.add(&p);
         fleet.push(p);
         step(format!("join {name}"), &fleet, &before, t0);
     }
@@ -391,10 +336,10 @@ fn figures_256_shards_8_processes_one_by_one_then_a_crash_then_two_more() {
     )
     .parse()
     .unwrap();
-    let (overlaps, samples) = watch.finish();
+    let (overlaps, terms) = logs.finish();
     eprintln!(
         "steady state, {} processes, {SHARDS} shards, interval {:?}: {:.0} statements/s; \
-         {overlaps} overlaps in {samples} samples",
+         {overlaps} overlaps in {terms} terms",
         fleet.len(),
         interval(),
         calls / window.as_secs_f64()

@@ -286,8 +286,8 @@ impl Outcome {
             .join(" -> ");
         format!(
             "{:?}{}{} seed {}: stop+promote {}, old lease ends {} after promote returned, next \
-             term {} after promote began ({}), leaderless {leaderless}, sampled overlaps {}, \
-             deadline overlaps {}, token regressions {}, old primary's last version {}, terms \
+             term {} after promote began ({}), leaderless {leaderless}, overlaps {} (sampled \
+             {}), token regressions {}, old primary's last version {}, terms \
              {tokens}{}",
             self.setup.standing,
             if self.setup.plain { " plain-role" } else { "" },
@@ -308,8 +308,8 @@ impl Outcome {
                 "{} token {}",
                 n.process, n.token
             )),
+            self.record.overlaps().len(),
             self.record.sampled_overlaps.len(),
-            self.record.deadline_overlaps().len(),
             self.record.token_regressions().len(),
             self.last_version,
             self.promoting_for.map_or(String::new(), |p| format!(
@@ -331,13 +331,8 @@ fn signed(t: Instant, zero: Instant) -> String {
 fn assert_safe(o: &Outcome) {
     let trace = o.record.describe_from(o.promote);
     assert!(
-        o.record.sampled_overlaps.is_empty(),
+        o.record.overlaps().is_empty(),
         "two leaders at one instant:\n{trace}"
-    );
-    assert!(
-        o.record.deadline_overlaps().is_empty(),
-        "a term began before another's deadline: {:?}\n{trace}",
-        o.record.deadline_overlaps()
     );
     assert!(
         o.record.token_regressions().is_empty(),
@@ -445,7 +440,7 @@ fn plain_role_fresh_process_residue() {
                 }
             );
         }
-        for (a, b, d) in o.record.deadline_overlaps() {
+        for (a, b, d) in o.record.overlaps() {
             eprintln!(
                 "  overlap: {} (token {}) and {} (token {}) for {d:?}",
                 a.process, a.token, b.process, b.token
@@ -454,7 +449,7 @@ fn plain_role_fresh_process_residue() {
         // The processes that saw the history are fenced by the timeline alone.
         let history_overlaps = o
             .record
-            .deadline_overlaps()
+            .overlaps()
             .into_iter()
             .filter(|(a, b, _)| a.process != "N" && b.process != "N")
             .count();

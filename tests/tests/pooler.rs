@@ -247,7 +247,7 @@ fn fleet_behind_pgbouncer(mode: PoolMode) -> Figures {
     }
     let record = observer.finish();
     assert!(
-        record.sampled_overlaps.is_empty() && record.deadline_overlaps().is_empty(),
+        record.overlaps().is_empty(),
         "two leaders:\n{}",
         record.describe()
     );
@@ -273,14 +273,7 @@ fn fleet_behind_pgbouncer(mode: PoolMode) -> Figures {
 /// How long nobody led between `from` and `to` (by the observer so far).
 fn observer_gap(observer: &Observer, from: Instant, to: Instant) -> Duration {
     let terms = observer.terms();
-    let record = leadership_testkit::observe::Record {
-        started: from,
-        ended: to,
-        terms,
-        sampled_overlaps: Vec::new(),
-        longest_gap: Duration::ZERO,
-    };
-    record.leaderless(from, to)
+    leadership_testkit::observe::Record::of_terms(terms, from, to).leaderless(from, to)
 }
 
 fn print(mode: PoolMode, f: &Figures) {

@@ -164,10 +164,7 @@ impl Stuck {
             "{what}: the closed process holds no fresh lease: {}",
             self.row
         );
-        assert!(
-            self.record.sampled_overlaps.is_empty() && self.record.deadline_overlaps().is_empty(),
-            "{trace}"
-        );
+        assert!(self.record.overlaps().is_empty(), "{trace}");
     }
 }
 
@@ -363,7 +360,7 @@ fn a_deleted_row_never_gives_two_leaders() {
     let record = observer.finish();
     eprintln!("{}", record.describe_from(deleted));
     assert!(
-        record.sampled_overlaps.is_empty() && record.deadline_overlaps().is_empty(),
+        record.overlaps().is_empty(),
         "two leaders after a DELETE:\n{}",
         record.describe_from(deleted)
     );

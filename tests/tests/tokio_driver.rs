@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use leadership_core::sql::ShapeError;
 use leadership_core::ConfigError;
 use leadership_testkit::helpers::{login_as, psql, server};
+use leadership_testkit::observe::Logs;
 use leadership_testkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagBuilder};
 use tokio_postgres::NoTls;
@@ -57,12 +58,20 @@ fn raised(flags: &[Option<Flag>]) -> Vec<usize> {
         .collect()
 }
 
-/// Polls every 5 ms until exactly one flag is raised; panics on two, or after `within`.
+/// Panics if two of `flags` believed they led at one instant, judged from the instants their
+/// drivers recorded (a pass of `raised` reads the flags one after another, so it may read a
+/// handover as two leaders: it finds who leads, it does not judge).
+fn assert_one_at_a_time(flags: &[Option<Flag>]) {
+    Logs::of(flags).assert_safe();
+}
+
+/// Polls every 5 ms until exactly one flag is raised; panics after `within`, or if two ever
+/// led at once.
 async fn wait_for_leader(flags: &[Option<Flag>], within: Duration) -> (usize, Instant) {
     let until = Instant::now() + within;
     loop {
         let now = raised(flags);
-        assert!(now.len() <= 1, "two leaders at once: {now:?}");
+        assert_one_at_a_time(flags);
         if let [leader] = now[..] {
             return (leader, Instant::now());
         }
@@ -71,13 +80,13 @@ async fn wait_for_leader(flags: &[Option<Flag>], within: Duration) -> (usize, In
     }
 }
 
-/// Samples for `during`: never two raised; returns every index seen raised.
+/// Watches for `during`: never two leaders at once; returns every index seen raised.
 async fn watch(flags: &[Option<Flag>], during: Duration) -> Vec<usize> {
     let until = Instant::now() + during;
     let mut seen = Vec::new();
     while Instant::now() < until {
         let now = raised(flags);
-        assert!(now.len() <= 1, "two leaders at once: {now:?}");
+        assert_one_at_a_time(flags);
         for i in now {
             if !seen.contains(&i) {
                 seen.push(i);
@@ -85,6 +94,7 @@ async fn watch(flags: &[Option<Flag>], during: Duration) -> Vec<usize> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_one_at_a_time(flags);
     seen
 }
 
@@ -166,6 +176,7 @@ async fn a_crashed_leader_fails_over_after_about_the_lease() {
         .map(|i| start_crashable(builder(&pg, &format!("p{i}")).seed(i)))
         .collect();
     let mut flags: Vec<Option<Flag>> = crashable.iter().map(|c| Some(c.flag.clone())).collect();
+    let logs = Logs::of(&flags);
     let (leader, _) = wait_for_leader(&flags, Duration::from_secs(5)).await;
     let token = flags[leader].as_ref().unwrap().lease().unwrap().token;
     let mut crashable: Vec<Option<Crashable>> = crashable.into_iter().map(Some).collect();
@@ -191,6 +202,7 @@ async fn a_crashed_leader_fails_over_after_about_the_lease() {
         lease.token
     );
     assert_eq!(lease.won_by, leadership_tokio::WonBy::TookOver);
+    logs.assert_safe();
     drop(flags);
     for c in crashable.into_iter().flatten() {
         let Crashable { runtime, flag } = c;
@@ -206,6 +218,7 @@ async fn a_crashed_leader_fails_over_after_about_the_lease() {
 async fn dropping_the_last_handle_releases_the_row_in_the_background() {
     let pg = server();
     let mut flags = somes(start_all(&pg, 2).await);
+    let logs = Logs::of(&flags);
     let (leader, _) = wait_for_leader(&flags, Duration::from_secs(5)).await;
     let other = 1 - leader;
     tokio::time::timeout(INTERVAL, async {
@@ -230,6 +243,7 @@ async fn dropping_the_last_handle_releases_the_row_in_the_background() {
         took < Duration::from_millis(500),
         "released, not expired: {took:?}"
     );
+    logs.assert_safe();
     flags[other].take().unwrap().close().await.unwrap();
 }
 
@@ -237,6 +251,7 @@ async fn dropping_the_last_handle_releases_the_row_in_the_background() {
 async fn close_releases_the_row_and_another_takes_over() {
     let pg = server();
     let mut flags = somes(start_all(&pg, 3).await);
+    let logs = Logs::of(&flags);
     let (leader, _) = wait_for_leader(&flags, Duration::from_secs(5)).await;
     // Let every follower run its first check, so none checks by chance right after the close.
     watch(&flags, Duration::from_millis(500)).await;
@@ -266,6 +281,7 @@ async fn close_releases_the_row_and_another_takes_over() {
     // The release's notification wakes the followers (tokio_notify.rs holds the tight bound);
     // without it they would check when the old lease expires, at most one lease later.
     assert!(at - closing <= INTERVAL + Duration::from_millis(500));
+    logs.assert_safe();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +296,7 @@ async fn a_frozen_backend_lowers_the_leader_by_its_deadline_before_anyone_else_r
             .unwrap();
         flags.push(Some(f));
     }
+    let logs = Logs::of(&flags);
     let (leader, _) = wait_for_leader(&flags, Duration::from_secs(5)).await;
     let name = format!("r{leader}");
     let pid = backend_pid(&pg, &name, None).await;
@@ -288,22 +305,28 @@ async fn a_frozen_backend_lowers_the_leader_by_its_deadline_before_anyone_else_r
     psql(&pg, &format!("ALTER ROLE \"{name}\" NOLOGIN"));
     pg.signal_backend(pid, Signal::Stop).unwrap();
     let frozen = Instant::now();
-    let mut lowered = None;
-    let mut other = None;
-    while other.is_none() {
-        let now = raised(&flags);
-        assert!(now.len() <= 1, "two leaders at once: {now:?}");
-        if lowered.is_none() && !now.contains(&leader) {
-            lowered = Some(frozen.elapsed());
-        }
-        if let Some(&i) = now.iter().find(|&&i| i != leader) {
-            other = Some((i, frozen.elapsed()));
+    let next = loop {
+        assert_one_at_a_time(&flags);
+        if let Some(&i) = raised(&flags).iter().find(|&&i| i != leader) {
+            break i;
         }
         assert!(frozen.elapsed() < INTERVAL * 4, "nobody took over");
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let lowered = lowered.unwrap();
-    let (next, raised_at) = other.unwrap();
+    };
+    // When the leader stopped believing and the next began, as both recorded them.
+    let record = logs.record();
+    let term = |p: usize| {
+        let p = format!("p{p}");
+        record
+            .terms
+            .iter()
+            .rfind(|t| t.process == p)
+            .unwrap()
+            .clone()
+    };
+    let (old, new) = (term(leader), term(next));
+    let lowered = old.believed_until().saturating_duration_since(frozen);
+    let raised_at = new.began.saturating_duration_since(frozen);
     eprintln!(
         "frozen backend: leader lowered after {lowered:?}, r{next} raised after {raised_at:?}"
     );
@@ -312,7 +335,7 @@ async fn a_frozen_backend_lowers_the_leader_by_its_deadline_before_anyone_else_r
         lowered <= DEADLINE + Duration::from_millis(100),
         "lowered {lowered:?} after the freeze"
     );
-    assert!(lowered < raised_at);
+    assert!(old.ended_ns < new.began_ns, "{}", record.describe());
 
     pg.signal_backend(pid, Signal::Cont).unwrap();
     psql(&pg, &format!("ALTER ROLE \"{name}\" LOGIN"));
