@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use leadership_tokio::lease_clock_ns;
 use serde_json::json;
 
 use crate::args::Watch;
@@ -53,6 +54,7 @@ pub async fn watch(args: Watch) -> Result<i32, Failure> {
         if said.as_ref() != Some(&now) {
             let mut line = json!({
                 "t_unix_ns": unix_ns(),
+                "t_clock_ns": lease_clock_ns(),
                 "process": process,
                 "raised": now.raised,
                 "holder": now.holder,
@@ -60,6 +62,20 @@ pub async fn watch(args: Watch) -> Result<i32, Failure> {
             });
             if let Some(deadline) = now.deadline {
                 line["deadline_unix_ns"] = json!(unix_ns_at(deadline));
+            }
+            // The instants the driver recorded for the term this line starts, goes on with
+            // or ends: exact, whenever the line is made.
+            let term = |token| flag.terms().into_iter().rfind(|t| t.token == token);
+            if let Some(t) = now.token.filter(|_| now.raised).and_then(term) {
+                line["began_clock_ns"] = json!(t.began_ns);
+                line["deadline_clock_ns"] = json!(t.deadline_ns);
+            } else if let Some(t) = said
+                .as_ref()
+                .filter(|s| s.raised)
+                .and_then(|s| s.token)
+                .and_then(term)
+            {
+                line["ended_clock_ns"] = json!(t.ended_ns());
             }
             out.line(line);
             said = Some(now);
@@ -73,13 +89,17 @@ pub async fn watch(args: Watch) -> Result<i32, Failure> {
             _ = signals.recv() => {
                 if said.as_ref().is_some_and(|s| s.raised) {
                     // The lowering is printed before the release goes out: a reader must not
-                    // believe this process leads after the next one does.
+                    // believe this process leads after the next one does. The tool stops
+                    // claiming the term here, so that is when its reported belief ends.
+                    let at = lease_clock_ns();
                     out.line(json!({
                         "t_unix_ns": unix_ns(),
+                        "t_clock_ns": at,
                         "process": process,
                         "raised": false,
                         "holder": null,
                         "token": null,
+                        "ended_clock_ns": at,
                     }));
                     out.flush_within(Duration::from_millis(100));
                 }
@@ -108,6 +128,7 @@ async fn observe(
             if said.as_ref() != Some(&now) {
                 out.line(json!({
                     "t_unix_ns": unix_ns(),
+                    "t_clock_ns": lease_clock_ns(),
                     "process": process,
                     "raised": false,
                     "holder": holder.name,

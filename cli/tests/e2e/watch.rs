@@ -45,7 +45,18 @@ fn a_sole_leader_prints_one_line_per_renewal_and_its_lowering_before_it_exits() 
         assert_eq!(l["holder"], "watcher");
         assert!(l["token"].is_i64());
         assert!(l["deadline_unix_ns"].as_i64().unwrap() > l["t_unix_ns"].as_i64().unwrap());
+        // The term's own instants: it began before the line was made, and one term has one
+        // start, whichever renewal the line reports.
+        let began = l["began_clock_ns"].as_u64().unwrap();
+        assert!(began <= l["t_clock_ns"].as_u64().unwrap(), "{l}");
+        assert!(l["deadline_clock_ns"].as_u64().unwrap() > began, "{l}");
     }
+    let starts: std::collections::BTreeSet<_> = lines
+        .seen
+        .iter()
+        .filter_map(|(_, l)| l["began_clock_ns"].as_u64())
+        .collect();
+    assert_eq!(starts.len(), 1, "one term, one start: {starts:?}");
     let deadlines: Vec<_> = lines
         .seen
         .iter()
@@ -74,17 +85,20 @@ fn the_old_leader_prints_its_lowering_before_the_next_one_raises() {
     let mut b_lines = Lines::of(&mut b);
     b_lines.until(Duration::from_secs(10), |l| l["holder"] == "a");
     signal(&a, libc::SIGTERM);
-    let raise = b_lines.until(Duration::from_secs(10), raised)["t_unix_ns"]
+    // The instants each process recorded, on the one clock of the machine: when b's term
+    // began, and when a's reported belief ended (its lowering line, made before the release).
+    let raise = b_lines.until(Duration::from_secs(10), raised)["began_clock_ns"]
         .as_i64()
         .unwrap();
     a_lines.read_to_end(Duration::from_secs(10));
     assert_eq!(exit_within(&mut a, Duration::from_secs(5)), Some(0));
     let lowering = a_lines.seen.last().unwrap().1.clone();
     assert_eq!(lowering["raised"], false);
-    let lowered = lowering["t_unix_ns"].as_i64().unwrap();
+    let lowered = lowering["ended_clock_ns"].as_i64().unwrap();
+    assert_eq!(lowering["t_clock_ns"], lowering["ended_clock_ns"]);
     assert!(
         lowered < raise,
-        "a printed its lowering {} µs after b raised",
+        "a's belief ended {} µs after b's began",
         (lowered - raise) / 1000
     );
     // A graceful handover is a release, not a lease's wait.
