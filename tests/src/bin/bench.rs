@@ -6,6 +6,7 @@
 //! cargo run --release -p leadership-testkit --bin bench -- <scenario> [--impl go,tokio,blocking,cli] \
 //!     [--trials N] [--csv FILE]
 //! cargo run --release -p leadership-testkit --bin bench -- plot --csv FILE --svg OUT.svg
+//! cargo run --release -p leadership-testkit --bin bench -- <scenario> --help   # its options
 //! ```
 //!
 //! Scenarios: `statements` (per check, pg_stat_statements with one role per peer, and client
@@ -1072,116 +1073,199 @@ fn build_impl(name: &str) -> Impl {
     }
 }
 
+/// The implementations a scenario runs, and where its samples go.
+#[derive(clap::Args, Clone, Debug)]
+struct Peers {
+    /// The implementations to run side by side: go (the reference flag, `seedpeer`), tokio,
+    /// blocking, cli (`leadership watch`).
+    #[arg(long = "impl", value_delimiter = ',', default_value = "go,tokio")]
+    impls: Vec<String>,
+    /// Append each sample to this CSV file (for `bench plot`).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+}
+
+/// Benchmarks against real PostgreSQL, side by side with the Go flag.
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Scenario {
+    /// Statements and round trips per check (pg_stat_statements, one role per peer; socket
+    /// writes with strace).
+    Statements(Peers),
+    /// Crash failover: kill -9 the leader, time until another leads.
+    Failover {
+        #[command(flatten)]
+        peers: Peers,
+        /// Trials.
+        #[arg(long, default_value_t = 30)]
+        trials: usize,
+    },
+    /// Graceful handover: SIGTERM the leader, time until another leads.
+    Handover {
+        #[command(flatten)]
+        peers: Peers,
+        /// Trials.
+        #[arg(long, default_value_t = 30)]
+        trials: usize,
+    },
+    /// SIGSTOP the leader for 5 s: how long two believe they lead.
+    Pause {
+        #[command(flatten)]
+        peers: Peers,
+        /// Trials.
+        #[arg(long, default_value_t = 9)]
+        trials: usize,
+    },
+    /// SIGSTOP the leader's backends for 10 s (a hung database).
+    Hung {
+        #[command(flatten)]
+        peers: Peers,
+        /// Trials.
+        #[arg(long, default_value_t = 9)]
+        trials: usize,
+    },
+    /// 8 peers at once on an empty database: failed starts.
+    Coldstart {
+        #[command(flatten)]
+        peers: Peers,
+        /// Trials.
+        #[arg(long, default_value_t = 30)]
+        trials: usize,
+    },
+    /// Resident memory with 1 and 100 flags.
+    Memory(Peers),
+    /// Server statements/s and CPU for N flags.
+    Fleet {
+        #[command(flatten)]
+        peers: Peers,
+        /// Numbers of flags.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        sizes: Vec<usize>,
+        /// The Rust peers hold their flags in one `FlagSet`.
+        #[arg(long)]
+        set: bool,
+    },
+    /// The server's ceiling in checks/s (pgbench; no peers).
+    Ceiling {
+        /// Numbers of flags in the table.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        sizes: Vec<usize>,
+        /// Seconds per pgbench run.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
+    /// What a check costs the server with fsync on: transaction IDs, WAL, fsyncs, CPU, lock
+    /// waits, the ceiling, the fleet per day (`bench/cost.rs`).
+    Cost(cost::Options),
+    /// The first six scenarios.
+    All {
+        #[command(flatten)]
+        peers: Peers,
+        /// Trials of each (default: each scenario's own).
+        #[arg(long)]
+        trials: Option<usize>,
+    },
+    /// Draws the samples of a CSV file as an SVG.
+    Plot {
+        /// The samples.
+        #[arg(long)]
+        csv: PathBuf,
+        /// The picture to write.
+        #[arg(long)]
+        svg: PathBuf,
+        /// Only these labels, separated by `;`.
+        #[arg(long, value_delimiter = ';')]
+        only: Vec<String>,
+    },
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let scenario = args.first().cloned().unwrap_or_else(|| "help".into());
-    if scenario == "plot" {
-        let labels: Vec<String> = get("--only")
-            .map(|s| s.split(';').map(String::from).collect())
-            .unwrap_or_default();
-        plot(
-            Path::new(&get("--csv").expect("--csv FILE")),
-            Path::new(&get("--svg").expect("--svg FILE")),
-            &labels,
-        );
-        return;
-    }
-    if scenario == "cost" {
+    use clap::Parser as _;
+    let scenario = Cli::parse().scenario;
+    let (peers, list, trials): (Peers, Vec<&str>, Option<usize>) = match &scenario {
+        Scenario::Plot { csv, svg, only } => return plot(csv, svg, only),
         // pgbench only, no peers to build.
-        cost::run(&args);
-        return;
-    }
-    let known = [
-        "statements",
-        "failover",
-        "handover",
-        "pause",
-        "hung",
-        "coldstart",
-        "memory",
-        "fleet",
-        "ceiling",
-        "cost",
-        "all",
-    ];
-    if !known.contains(&scenario.as_str()) {
-        eprintln!(
-            "usage: bench <{}> [--impl go,tokio,blocking] [--trials N] [--csv FILE] [--sizes 10,100]\n       bench plot --csv FILE --svg OUT [--only 'label;label']",
-            known.join("|")
-        );
-        std::process::exit(2);
-    }
-    let impls: Vec<Arc<Impl>> = get("--impl")
-        .unwrap_or_else(|| "go,tokio".into())
-        .split(',')
+        Scenario::Cost(options) => return cost::run(options),
+        Scenario::Statements(p) => (p.clone(), vec!["statements"], None),
+        Scenario::Failover { peers, trials } => (peers.clone(), vec!["failover"], Some(*trials)),
+        Scenario::Handover { peers, trials } => (peers.clone(), vec!["handover"], Some(*trials)),
+        Scenario::Pause { peers, trials } => (peers.clone(), vec!["pause"], Some(*trials)),
+        Scenario::Hung { peers, trials } => (peers.clone(), vec!["hung"], Some(*trials)),
+        Scenario::Coldstart { peers, trials } => (peers.clone(), vec!["coldstart"], Some(*trials)),
+        Scenario::Memory(p) => (p.clone(), vec!["memory"], None),
+        Scenario::Fleet { peers, .. } => (peers.clone(), vec!["fleet"], None),
+        // The ceiling runs pgbench, no peers: once, with the first implementation's name.
+        Scenario::Ceiling { .. } => (
+            Peers {
+                impls: vec!["go".into()],
+                csv: None,
+            },
+            vec!["ceiling"],
+            None,
+        ),
+        Scenario::All { peers, trials } => (
+            peers.clone(),
+            vec![
+                "statements",
+                "failover",
+                "handover",
+                "pause",
+                "hung",
+                "coldstart",
+            ],
+            *trials,
+        ),
+    };
+    let impls: Vec<Arc<Impl>> = peers
+        .impls
+        .iter()
         .map(|n| Arc::new(build_impl(n)))
         .collect();
-    let trials: Option<usize> = get("--trials").and_then(|t| t.parse().ok());
-    let mut csv = Csv(get("--csv").map(|p| {
+    let mut csv = Csv(peers.csv.as_ref().map(|p| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(p)
             .expect("open csv")
     }));
-    // `fleet --set`: the Rust peers hold their flags in one `FlagSet`.
-    let set = args.iter().any(|a| a == "--set");
-    let sizes: Vec<usize> = get("--sizes")
-        .unwrap_or_else(|| "10,100".into())
-        .split(',')
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let list: Vec<&str> = match scenario.as_str() {
-        "all" => vec![
-            "statements",
-            "failover",
-            "handover",
-            "pause",
-            "hung",
-            "coldstart",
-        ],
-        s => vec![s],
-    };
     let started = Instant::now();
     for sc in list {
         for imp in &impls {
-            // The ceiling runs pgbench, no peers: once.
-            if sc == "ceiling" && !Arc::ptr_eq(imp, &impls[0]) {
-                continue;
-            }
             // A fresh server per scenario and implementation: nothing carries over.
             let pg = PgServer::start().expect("start PostgreSQL");
             let w = Instant::now();
-            let out = match sc {
-                "statements" => statements(imp, &pg),
-                "failover" => format!(
+            let out = match (sc, &scenario) {
+                ("statements", _) => statements(imp, &pg),
+                ("failover", _) => format!(
                     "{HEAD}\n{}",
                     failover(imp, &pg, trials.unwrap_or(30), &mut csv)
                 ),
-                "handover" => format!(
+                ("handover", _) => format!(
                     "{HEAD}\n{}",
                     handover(imp, &pg, trials.unwrap_or(30), &mut csv)
                 ),
-                "pause" => format!(
+                ("pause", _) => format!(
                     "{HEAD}\n{}",
                     pause(imp, &pg, trials.unwrap_or(9), false, &mut csv)
                 ),
-                "hung" => format!(
+                ("hung", _) => format!(
                     "{HEAD}\n{}",
                     pause(imp, &pg, trials.unwrap_or(9), true, &mut csv)
                 ),
-                "coldstart" => coldstart(imp, &pg, trials.unwrap_or(30)),
-                "memory" => memory(imp, &pg),
-                "fleet" => fleet(imp, &pg, &sizes, set && imp.name != "go"),
-                "ceiling" => {
+                ("coldstart", _) => coldstart(imp, &pg, trials.unwrap_or(30)),
+                ("memory", _) => memory(imp, &pg),
+                ("fleet", Scenario::Fleet { sizes, set, .. }) => {
+                    fleet(imp, &pg, sizes, *set && imp.name != "go")
+                }
+                ("ceiling", Scenario::Ceiling { sizes, secs }) => {
                     let _ = pg.psql(TABLE);
-                    let secs = get("--secs").and_then(|s| s.parse().ok()).unwrap_or(30);
-                    ceiling(&pg, &sizes, secs)
+                    ceiling(&pg, sizes, *secs)
                 }
                 _ => unreachable!(),
             };

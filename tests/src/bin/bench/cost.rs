@@ -873,36 +873,50 @@ fn fleet(
     }
 }
 
+/// `bench cost`'s options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Options {
+    /// Checks per statement shape in part 1 (per-check costs).
+    #[arg(long, default_value_t = 5000)]
+    checks: u64,
+    /// Seconds per pgbench run in part 2 (the ceiling).
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// pgbench runs per point (the best is kept).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Numbers of flags in the table.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    sizes: Vec<usize>,
+    /// pgbench clients.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    clients: Vec<usize>,
+    /// Which checks to compare (ours, go, before, ...; default: all).
+    #[arg(long, value_delimiter = ',')]
+    who: Vec<String>,
+}
+
 /// `bench cost`: parts 1 to 3 on one durable server; prints markdown.
-pub fn run(args: &[String]) {
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let list = |k: &str, default: &str| -> Vec<usize> {
-        get(k)
-            .unwrap_or_else(|| default.into())
-            .split(',')
-            .filter_map(|s| s.parse().ok())
+pub fn run(options: &Options) {
+    let Options {
+        checks,
+        secs,
+        rounds,
+        sizes,
+        clients,
+        who,
+    } = options.clone();
+    let who_list: Vec<Who> = if who.is_empty() {
+        Who::ALL.to_vec()
+    } else {
+        who.iter()
+            .filter_map(|w| {
+                Who::ALL
+                    .into_iter()
+                    .find(|x| x.short().eq_ignore_ascii_case(w))
+            })
             .collect()
     };
-    let checks: u64 = get("--checks").and_then(|s| s.parse().ok()).unwrap_or(5000);
-    let secs: u64 = get("--secs").and_then(|s| s.parse().ok()).unwrap_or(10);
-    let rounds: usize = get("--rounds").and_then(|s| s.parse().ok()).unwrap_or(3);
-    let sizes = list("--sizes", "1000,10000");
-    let clients = list("--clients", "16,64");
-    let who_list: Vec<Who> = get("--who")
-        .map(|s| {
-            s.split(',')
-                .filter_map(|w| {
-                    Who::ALL
-                        .into_iter()
-                        .find(|x| x.short().eq_ignore_ascii_case(w))
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| Who::ALL.to_vec());
     let started = Instant::now();
     let pg = PgServer::start_with(&ServerOptions::new().durable(true)).expect("start PostgreSQL");
     pg.psql(super::TABLE).expect("create the table");
