@@ -9,4 +9,5 @@ mod once;
 mod run;
 mod status;
 mod tls;
+mod tree;
 mod watch;
