@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use leadership_tokio::{Flag, Guard, LastRun, TryLead};
+use leadership_tokio::{boot_clock, Flag, Guard, LastRun, TryLead};
 use tracing::{error, info, warn};
 
 use crate::args::Run;
@@ -158,7 +158,7 @@ pub async fn run(args: Run) -> Result<i32, Failure> {
                     // Keep the flag until `hold` after the start, so that a job started on
                     // many hosts at once runs once; unless the term ends first.
                     tokio::select! {
-                        () = tokio::time::sleep_until((started + hold).into()) => {}
+                        () = boot_clock::sleep_until(started + hold) => {}
                         () = guard.lost() => {}
                         _ = signals.recv() => {}
                     }
@@ -250,7 +250,7 @@ impl Term<'_> {
                     self.tree.signal(&self.members(child), libc::SIGTERM);
                     termed = true;
                 }
-                () = tokio::time::sleep_until(deadline.into()), if !killed => {
+                () = boot_clock::sleep_until(deadline), if !killed => {
                     if self.guard.deadline() <= Instant::now() {
                         warn!("the lease's deadline passed: SIGKILL to the command's tree");
                         // Found before the group dies: its orphans would leave the tree's
@@ -311,7 +311,7 @@ impl Term<'_> {
             let kill = kill_at.min(deadline);
             tokio::select! {
                 () = tokio::time::sleep(DRAIN_POLL) => {}
-                () = tokio::time::sleep_until(kill.into()), if killed_until.is_none() => {
+                () = boot_clock::sleep_until(kill), if killed_until.is_none() => {
                     warn!("the command's leftovers outlived the grace (or the deadline came): SIGKILL");
                     self.tree.signal(&self.members(child), libc::SIGKILL);
                     killed_until = Some(deadline.max(Instant::now() + Duration::from_millis(500)));
@@ -345,5 +345,38 @@ impl Term<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every wait on a lease's deadline counts `CLOCK_BOOTTIME`, the deadline's own clock
+    /// (`boot_clock::sleep_until`, a timerfd whose clock its own test checks; the watchdog's
+    /// timerfd), never tokio's timer (`CLOCK_MONOTONIC`), which a suspend would delay.
+    #[test]
+    fn every_wait_on_a_deadline_uses_the_deadlines_clock() {
+        let monotonic = concat!("tokio::time::", "sleep_until");
+        let boottime = concat!("boot_clock::", "sleep_until(");
+        for (file, text, waits) in [
+            // The kill at the deadline, the drain's kill, the hold.
+            ("cli/src/run.rs", include_str!("run.rs"), 3),
+            ("cli/src/watch.rs", include_str!("watch.rs"), 1),
+            // The driver's timer; the guards' lost() and at_risk().
+            (
+                "driver-tokio/src/driver.rs",
+                include_str!("../../driver-tokio/src/driver.rs"),
+                1,
+            ),
+            (
+                "driver-tokio/src/guard.rs",
+                include_str!("../../driver-tokio/src/guard.rs"),
+                1,
+            ),
+        ] {
+            assert!(!text.contains(monotonic), "{file} waits on CLOCK_MONOTONIC");
+            assert_eq!(text.matches(boottime).count(), waits, "{file}");
+        }
+        let watchdog = include_str!("watchdog.rs");
+        assert!(watchdog.contains(concat!("timerfd_create(libc::", "CLOCK_BOOTTIME")));
     }
 }
