@@ -235,8 +235,15 @@ pub fn serve(group: libc::pid_t, cgroup: Option<PathBuf>) -> ! {
         // SAFETY: read(2) into a buffer we own.
         let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
-            // The tool is gone without disarming: nobody renews any more.
-            kill_tree(tool, group, cgroup.as_deref());
+            // The tool is gone without disarming: nobody renews any more. Its pid may name
+            // another process soon: walk from it only while it is still this one's parent.
+            // SAFETY: getppid takes no arguments.
+            let parent = if unsafe { libc::getppid() } == tool {
+                tool
+            } else {
+                -1
+            };
+            kill_tree(parent, group, cgroup.as_deref());
             if let Some(cgroup) = &cgroup {
                 // Nobody else will remove it now.
                 let _ = std::fs::remove_dir(cgroup);
