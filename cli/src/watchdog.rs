@@ -194,7 +194,10 @@ pub fn serve(group: libc::pid_t, cgroup: Option<PathBuf>) -> ! {
                         "leadership: watchdog: the lease's deadline passed; killed the command's process tree (group {group}{})",
                         cgroup.as_ref().map_or(String::new(), |c| format!(", cgroup {}", c.display()))
                     );
-                    std::process::exit(0);
+                    // Stay until the tool disarms or dies: if it dies, the cgroup is this
+                    // process's to remove.
+                    deadline = None;
+                    continue;
                 }
                 if timer.0 >= 0 {
                     -1 // the timer wakes the poll, on the deadline's own clock
