@@ -57,6 +57,9 @@ pub enum Unavailable {
     /// Creating the cgroup or moving a process into it failed (no write access to the parent,
     /// or a tree owned by systemd without delegation).
     Refused(PathBuf, std::io::Error),
+    /// The tool runs in a systemd unit's cgroup that was not delegated to it (no
+    /// `Delegate=yes`): systemd owns that tree, and a cgroup made in it would be fought over.
+    NotDelegated(PathBuf),
     /// `PR_SET_CHILD_SUBREAPER` failed (not Linux, or refused).
     NoSubreaper(std::io::Error),
 }
@@ -86,6 +89,11 @@ impl fmt::Display for Unavailable {
                     p.display()
                 )
             }
+            Unavailable::NotDelegated(p) => write!(
+                f,
+                "--contain cgroup: {} belongs to a systemd unit without Delegate=yes",
+                p.display()
+            ),
             Unavailable::NoSubreaper(e) => {
                 write!(f, "--contain subreaper: PR_SET_CHILD_SUBREAPER failed: {e}")
             }
@@ -250,6 +258,9 @@ impl Cgroup {
         }
         let own = own_cgroup().ok_or(Unavailable::NoCgroup2)?;
         let parent = mount.join(own.trim_start_matches('/'));
+        if !delegated(&parent) {
+            return Err(Unavailable::NotDelegated(parent));
+        }
         remove_stale(&parent);
         let probe_dir = parent.join(format!("leadership-{}-0", std::process::id()));
         let cgroup = Cgroup::make(probe_dir.clone())?;
@@ -281,6 +292,26 @@ impl Cgroup {
         .map_err(|e| cleanup(Unavailable::Refused(dir.clone(), e.into())))?;
         Ok(Cgroup { dir, procs })
     }
+}
+
+/// Whether the tool may make cgroups under `dir`: a systemd unit's cgroup (`*.service`,
+/// `*.scope`) only if systemd delegated it (it marks those with a `trusted.delegate` or
+/// `user.delegate` attribute); any other cgroup is judged by the kernel (the probe).
+fn delegated(dir: &Path) -> bool {
+    let unit = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".service") || n.ends_with(".scope"));
+    if !unit {
+        return true;
+    }
+    let Ok(path) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    [c"trusted.delegate", c"user.delegate"].iter().any(|name| {
+        // SAFETY: getxattr with NUL-terminated strings and no buffer (size 0 asks the size).
+        unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+    })
 }
 
 /// Removes the empty `leadership-PID-N` cgroups of tools no longer running (killed with their
@@ -559,6 +590,16 @@ fn send(member: &Member, signal: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_systemd_unit_cgroup_is_used_only_when_delegated() {
+        let base = std::env::temp_dir().join(format!("leadership-tree-{}", std::process::id()));
+        let unit = base.join("job.service");
+        std::fs::create_dir_all(&unit).unwrap();
+        assert!(!delegated(&unit), "a unit's cgroup without the delegate mark");
+        assert!(delegated(&base), "not a unit's: the kernel judges");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn mountinfo_fields_are_unescaped() {

@@ -7,8 +7,9 @@
 //! deadline, one line per renewal on its standard input, in nanoseconds of `CLOCK_BOOTTIME`
 //! (the clock the lease is judged by, the same in every process); `disarm` once the command's
 //! tree is empty. When a deadline passes without a later one, or when its input closes without
-//! `disarm` (the tool died), it kills the tree (see [`kill_tree`]) until it is empty, and
-//! exits. It waits on a `CLOCK_BOOTTIME` timer, so a suspend does not delay the kill.
+//! `disarm` (the tool died), it kills the tree (see [`kill_tree`]) until it is empty; then it
+//! waits for the tool to disarm it, or removes the term's cgroup and exits if the tool died.
+//! It waits on a `CLOCK_BOOTTIME` timer, so a suspend does not delay the kill.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
