@@ -596,7 +596,10 @@ mod tests {
         let base = std::env::temp_dir().join(format!("leadership-tree-{}", std::process::id()));
         let unit = base.join("job.service");
         std::fs::create_dir_all(&unit).unwrap();
-        assert!(!delegated(&unit), "a unit's cgroup without the delegate mark");
+        assert!(
+            !delegated(&unit),
+            "a unit's cgroup without the delegate mark"
+        );
         assert!(delegated(&base), "not a unit's: the kernel judges");
         let _ = std::fs::remove_dir_all(&base);
     }
