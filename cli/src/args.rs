@@ -60,11 +60,15 @@ pub enum Command {
     /// Revoke the lease a process holds: its next renew fails, and another process takes over
     /// once the lease has run out (no overlap); --now releases at once instead.
     Release(Release),
-    /// The watchdog of `run` (internal): kills process group GROUP at the deadlines it reads.
+    /// The watchdog of `run` (internal): kills the command's tree (its cgroup, its
+    /// process group and every descendant of the tool) at the deadlines it reads.
     #[command(name = "__watchdog", hide = true)]
     Watchdog {
         /// The command's process group.
         group: i32,
+        /// The command's cgroup directory, killed whole through its `cgroup.kill`.
+        #[arg(long)]
+        cgroup: Option<std::path::PathBuf>,
     },
 }
 
@@ -155,9 +159,28 @@ pub struct Run {
     /// release it: a job started on many hosts at once runs once (ShedLock's lockAtLeastFor).
     #[arg(long, value_parser = duration)]
     pub hold_at_least: Option<Duration>,
+    /// How the command's process tree is contained, so that nothing it started outlives the
+    /// term: auto tries a cgroup of its own, then a child subreaper, then the process group
+    /// alone (the one used is logged at start with -v).
+    #[arg(long, env = "LEADERSHIP_CONTAIN", value_enum, default_value_t = ContainArg::Auto)]
+    pub contain: ContainArg,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+/// `run --contain`: how the command's process tree is contained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ContainArg {
+    /// The best the host allows: cgroup, else subreaper, else group.
+    Auto,
+    /// A cgroup v2 of its own (Linux 5.14 or later, a writable cgroup2 mount); an error if
+    /// not available.
+    Cgroup,
+    /// The tool as a child subreaper (Linux): orphans reparent to it.
+    Subreaper,
+    /// The command's process group alone.
+    Group,
 }
 
 #[derive(Debug, Args)]

@@ -11,14 +11,19 @@ pub struct Child {
     group: libc::pid_t,
 }
 
-/// Starts `argv` with `env` added to the environment.
+/// Starts `argv` with `env` added to the environment; with `cgroup` (a `cgroup.procs`), moved
+/// into that cgroup before exec, so that everything it forks is born inside.
 ///
 /// On Linux the child gets `PR_SET_PDEATHSIG = SIGKILL`: if this tool dies, even by SIGKILL,
 /// the kernel kills the command too. The signal follows the *thread* that forked, so the tool
 /// forks from its main thread, which lives as long as the process (the runtime is
 /// single-threaded). Elsewhere there is no such signal: a killed tool leaves the command
 /// running, fenced only by its token (documented in the README).
-pub fn spawn(argv: &[String], env: &[(&str, String)]) -> Result<Child, Failure> {
+pub fn spawn(
+    argv: &[String],
+    env: &[(&str, String)],
+    cgroup: Option<std::ffi::CString>,
+) -> Result<Child, Failure> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Failure::new(SPAWN, "no command given"))?;
@@ -31,8 +36,8 @@ pub fn spawn(argv: &[String], env: &[(&str, String)]) -> Result<Child, Failure> 
     #[cfg(target_os = "linux")]
     {
         let parent = std::process::id();
-        // SAFETY: between fork and exec only async-signal-safe calls are made (prctl, getppid),
-        // and nothing is allocated.
+        // SAFETY: between fork and exec only async-signal-safe calls are made (prctl, getppid,
+        // open, write, close), and nothing is allocated.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -41,6 +46,9 @@ pub fn spawn(argv: &[String], env: &[(&str, String)]) -> Result<Child, Failure> 
                 // The tool may have died before prctl took effect: then do not start at all.
                 if libc::getppid() as u32 != parent {
                     return Err(std::io::Error::other("the supervising process is gone"));
+                }
+                if let Some(procs) = &cgroup {
+                    crate::tree::enter(procs)?;
                 }
                 Ok(())
             });
@@ -68,6 +76,11 @@ impl Child {
         unsafe {
             libc::kill(-self.group, signal);
         }
+    }
+
+    /// The command's pid (its status is waited for here, never reaped elsewhere).
+    pub fn pid(&self) -> libc::pid_t {
+        self.group
     }
 
     /// Waits for the command to exit.

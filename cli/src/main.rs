@@ -11,6 +11,7 @@ mod release;
 mod run;
 mod signals;
 mod status;
+mod tree;
 mod watch;
 mod watchdog;
 
@@ -50,8 +51,8 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let args::Command::Watchdog { group } = cli.command {
-        watchdog::serve(group);
+    if let args::Command::Watchdog { group, cgroup } = cli.command {
+        watchdog::serve(group, cgroup);
     }
     let log = logging(&cli);
     // One thread: the command is forked from it, and its parent-death signal follows it.

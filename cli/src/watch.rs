@@ -150,7 +150,8 @@ async fn observe(
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        // On the lease's clock, so a suspend cannot delay it.
+        Some(at) => leadership_tokio::boot_clock::sleep_until(at.into_std()).await,
         None => std::future::pending().await,
     }
 }

@@ -558,7 +558,8 @@ async fn changed(wanted: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        // On the lease's clock: a suspend must not delay a timeout.
+        Some(at) => crate::boot_clock::sleep_until(at.into_std()).await,
         None => std::future::pending().await,
     }
 }

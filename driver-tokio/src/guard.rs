@@ -364,7 +364,8 @@ pub(crate) async fn wait(signals: &Signals, token: i64, risk: bool) {
         tokio::select! {
             changed = term.changed() => if changed.is_err() { return },
             // A renew may have moved the instant meanwhile: look again.
-            () = tokio::time::sleep_until(wake.into()) => {}
+            // On the lease's clock, so a suspend cannot delay it.
+            () = crate::boot_clock::sleep_until(wake) => {}
         }
     }
 }

@@ -92,6 +92,7 @@
 
 mod backoff;
 mod balanced;
+pub mod boot_clock;
 mod builder;
 mod connection;
 mod driver;

@@ -1,6 +1,6 @@
 //! The `leadership` binary end to end, against real PostgreSQL servers from the test kit: the
-//! command runs only on the leader, `watch` prints one line per change, TLS, one-shot jobs,
-//! every exit code, logs.
+//! command runs only on the leader, nothing its process tree started outlives the term, `watch`
+//! prints one line per change, TLS, one-shot jobs, every exit code, logs.
 
 mod common;
 mod exits;
@@ -9,4 +9,5 @@ mod once;
 mod run;
 mod status;
 mod tls;
+mod tree;
 mod watch;
