@@ -37,6 +37,9 @@ fn logging(cli: &args::Cli) -> tracing_appender::non_blocking::WorkerGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false)
+        // Plain text, whatever another crate of the build enables: logs go to files and
+        // collectors more often than to a terminal, and scripts read their `key=value` pairs.
+        .with_ansi(false)
         .init();
     guard
 }
