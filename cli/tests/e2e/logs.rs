@@ -47,7 +47,10 @@ fn a_stopped_server_is_logged_as_a_warning_within_a_retry_interval() {
     assert!(line.contains("WARN") || line.contains("ERROR"), "{line}");
     // Plain text: no terminal escapes, whatever features the build unified (a workspace
     // build once turned them on, and `key=value` readers broke on `key\x1b[2m=`).
-    assert!(!line.contains('\x1b'), "escape codes in a log line: {line:?}");
+    assert!(
+        !line.contains('\x1b'),
+        "escape codes in a log line: {line:?}"
+    );
     // The connection's end is seen at once; at the latest the next check (within interval/2)
     // fails. The bound here is generous for a loaded machine.
     let took = at - stopped;
