@@ -480,11 +480,18 @@ impl Flag {
         // lease on the vanished row end first.
         let may_insert =
             !fenced && self.wanted && (self.seen_max.is_none() || self.missing_noticed);
+        // The check continues the term exactly when the core will call its win a renewal of
+        // this lease (`on_won`): the row at the lease's version, renewed to the next one.
+        let continues = match self.role {
+            Role::Leader(lease) => Some(lease.token),
+            Role::Follower { .. } => None,
+        };
         self.commands.push(Command::Check {
             renew,
             floor,
             may_take,
             may_insert,
+            continues,
         });
     }
 

@@ -504,6 +504,7 @@ impl World {
                 floor,
                 may_take,
                 may_insert,
+                continues,
             } => {
                 let before = self.row.clone();
                 let mut table = self.table();
@@ -516,6 +517,7 @@ impl World {
                     floor,
                     may_take,
                     may_insert,
+                    continues,
                 );
                 log(|| {
                     format!(
@@ -687,6 +689,7 @@ impl World {
                         floor,
                         may_take,
                         may_insert,
+                        continues,
                     } => {
                         let (floor, may_take) = if s.lost_writes_rule {
                             (floor, may_take)
@@ -703,12 +706,14 @@ impl World {
                             floor,
                             may_take,
                             may_insert,
+                            continues,
                         };
                         let sent = Command::Check {
                             renew,
                             floor,
                             may_take,
                             may_insert,
+                            continues,
                         };
                         if sent != c {
                             log(|| format!("r{p} driver sends {op:?} (safeguard off)"));

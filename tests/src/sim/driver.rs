@@ -118,6 +118,7 @@ impl World {
                         floor,
                         may_take,
                         may_insert,
+                        continues,
                     } => {
                         self.stats.checks += 1;
                         let (floor, may_take) = if self.config.safeguards.lost_writes_rule {
@@ -138,6 +139,7 @@ impl World {
                             floor,
                             may_take,
                             may_insert,
+                            continues,
                         };
                         self.send(p, op, db_time(0));
                     }

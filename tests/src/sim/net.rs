@@ -156,6 +156,7 @@ impl World {
                 floor,
                 may_take,
                 may_insert,
+                continues,
             } => {
                 // The row as the statement found it: who held it, and since when.
                 let before = self.table.get(FLAG).map(|row| {
@@ -179,6 +180,7 @@ impl World {
                     floor,
                     may_take,
                     may_insert,
+                    continues,
                 );
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
