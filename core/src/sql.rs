@@ -500,13 +500,26 @@ pub fn fence_literal(
     token: i64,
     lease_micros: i64,
 ) -> String {
-    let values = [
-        literal(name),
-        literal(process),
-        token.to_string(),
-        lease_micros.to_string(),
-    ];
-    render(FENCE, &table.quoted(), &values)
+    Statements::new(table).fence_literal(name, process, token, lease_micros)
+}
+
+impl Statements {
+    /// [`fence_literal`] for this table.
+    pub fn fence_literal(
+        &self,
+        name: &str,
+        process: &str,
+        token: i64,
+        lease_micros: i64,
+    ) -> String {
+        let values = [
+            literal(name),
+            literal(process),
+            token.to_string(),
+            lease_micros.to_string(),
+        ];
+        render(FENCE, &self.regclass, &values)
+    }
 }
 
 /// A text value as an escape-string literal.

@@ -96,6 +96,7 @@ mod builder;
 mod connection;
 mod driver;
 mod error;
+mod fence;
 mod flag;
 mod guard;
 mod health;
@@ -123,6 +124,7 @@ pub mod kind {
     pub use crate::builder::{One, Set};
 }
 pub use error::Error;
+pub use fence::{Fence, FenceError};
 pub use flag::{Flag, LastRun, TryLead};
 pub use guard::Guard;
 pub use health::Health;

@@ -371,3 +371,108 @@ fn the_fence_judges_the_lease_by_the_clock_not_the_transactions_start() {
         .expect("judged at the transaction's start, the stale lease passes");
     assert_eq!(effects(&mut c, t), 1);
 }
+
+/// The blocking driver fences a `postgres` transaction from its guard: the live term's write
+/// commits; once the flag is closed (the row released), the same guard's fence fails with the
+/// typed error at the server (its statement and values run by hand, as with another client).
+#[test]
+fn the_blocking_guard_fences_a_postgres_transaction() {
+    let server = &server();
+    let (mut c, _) = setup(server, &Table::default());
+    let flag = leadership_blocking::Flag::builder("job", "p")
+        .connect_str(&server.conn_string())
+        .interval(Duration::from_secs(2))
+        .start(NoTls)
+        .expect("start");
+    let guard = flag.wait_raised(Duration::from_secs(10)).expect("leads");
+    let mut tx = c.transaction().unwrap();
+    guard.fence_in(&mut tx).expect("the live term");
+    tx.execute("insert into effects (term) values ($1)", &[&guard.token()])
+        .unwrap();
+    tx.commit().unwrap();
+    let fence = guard.fence();
+    drop(guard);
+    flag.close().unwrap();
+    let mut tx = c.transaction().unwrap();
+    let e = tx
+        .query_typed(fence.sql(), &fence.params())
+        .map_err(|e| fence.error(e))
+        .expect_err("released");
+    assert!(
+        matches!(e, leadership_blocking::FenceError::TermOver { .. }),
+        "{e:?}"
+    );
+    drop(tx);
+    assert_eq!(effects(&mut c, fence.token()), 1);
+}
+
+/// A table made by the Go flag gets the term column at start-up where the role owns it; where
+/// it does not, the flag elects without it and every fence fails closed with the typed error
+/// naming the statement an owner can run.
+#[test]
+fn the_term_column_is_added_where_the_role_may_and_fences_fail_closed_where_not() {
+    let server = &server();
+    let go_table = |c: &mut Client, name: &str| {
+        c.batch_execute(&format!(
+            "create table {name} (name text primary key, holder text not null, \
+             version bigint not null, \"timestamp\" timestamptz not null)"
+        ))
+        .unwrap();
+    };
+    let mut c = client(server);
+    go_table(&mut c, "owned");
+    go_table(&mut c, "not_owned");
+    c.batch_execute(
+        "create role app login; grant select, insert, update, delete on not_owned to app",
+    )
+    .unwrap();
+    let has_term = |c: &mut Client, table: &str| -> bool {
+        c.query_one(
+            "select count(*) = 1 from pg_attribute where attrelid = to_regclass($1) \
+             and attname = 'term' and not attisdropped",
+            &[&table],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let start = |conn: &str, table: &str| {
+        leadership_blocking::Flag::builder("job", "p")
+            .connect_str(conn)
+            .table(table)
+            .interval(Duration::from_secs(2))
+            .start(NoTls)
+            .expect("start")
+    };
+    let owner = start(&server.conn_string(), "owned");
+    assert!(has_term(&mut c, "owned"), "added at start-up");
+    let guard = owner.wait_raised(Duration::from_secs(10)).expect("leads");
+    let mut tx = c.transaction().unwrap();
+    guard
+        .fence_in(&mut tx)
+        .expect("fenced on the altered table");
+    drop(tx);
+    drop(guard);
+    owner.close().unwrap();
+
+    let app = format!(
+        "host={} port={} user=app dbname=postgres",
+        server.host(),
+        server.port()
+    );
+    let flag = start(&app, "not_owned");
+    assert!(!has_term(&mut c, "not_owned"), "only its owner may add it");
+    let guard = flag
+        .wait_raised(Duration::from_secs(10))
+        .expect("elects without it");
+    let mut tx = c.transaction().unwrap();
+    let e = guard
+        .fence_in(&mut tx)
+        .expect_err("no term column, no fence");
+    assert!(
+        matches!(&e, leadership_blocking::FenceError::NoTermColumn { add, .. } if add.contains("ADD COLUMN IF NOT EXISTS \"term\" bigint")),
+        "{e}"
+    );
+    drop(tx);
+    drop(guard);
+    flag.close().unwrap();
+}
