@@ -545,6 +545,11 @@ pub struct Safeguards {
     /// it learns the row vanished (a `DELETE`), takes nothing for a lease, then may insert.
     /// Off: a missing row is inserted at once whenever the check may take.
     pub vanished_row_rule: bool,
+    /// The leader-only work runs the fence (`sql::FENCE`) first in each transaction of its
+    /// own on the database: what it writes commits while its term holds the flag, or not at
+    /// all. Off: its writes are unfenced, and one delayed past the term lands in a later term.
+    /// (The model checker's user effects; the simulator has none.)
+    pub fence: bool,
 }
 
 impl Default for Safeguards {
@@ -559,12 +564,13 @@ impl Default for Safeguards {
             no_release_while_working: true,
             lost_writes_rule: true,
             vanished_row_rule: true,
+            fence: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 9] = [
+pub const SAFEGUARD_NAMES: [&str; 10] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
@@ -574,6 +580,7 @@ pub const SAFEGUARD_NAMES: [&str; 9] = [
     "no-release-while-working",
     "lost-writes-rule",
     "vanished-row-rule",
+    "fence",
 ];
 
 impl Safeguards {
@@ -591,6 +598,7 @@ impl Safeguards {
                 "no-release-while-working" => s.no_release_while_working = false,
                 "lost-writes-rule" => s.lost_writes_rule = false,
                 "vanished-row-rule" => s.vanished_row_rule = false,
+                "fence" => s.fence = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -614,6 +622,7 @@ impl Safeguards {
             !self.no_release_while_working,
             !self.lost_writes_rule,
             !self.vanished_row_rule,
+            !self.fence,
         ];
         SAFEGUARD_NAMES
             .iter()
