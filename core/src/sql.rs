@@ -289,6 +289,13 @@ pub const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {table} (
 /// Serialises table creation among our processes. Parameter: `$1` [`Statements::regclass`].
 pub const CREATE_LOCK: &str = "SELECT pg_advisory_xact_lock(1818584436, hashtext($1))";
 
+/// The schema the table is in, as the connection that created or found it resolved the name
+/// (its `search_path`): the fence names the table with it, since a transaction of the
+/// caller's may run with another `search_path`. Parameter: `$1` [`Statements::regclass`].
+/// Returns one text, NULL if there is no such table.
+pub const TABLE_SCHEMA: &str = "SELECT n.nspname::text FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
+
 /// Whether the table exists. Parameter: `$1` [`Statements::regclass`]. Returns one bool.
 pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use leadership_core::sql::{Statements, Table, PROMOTED_AGO, SERVER};
@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::make_tls::MakeTls;
 use crate::pg::PgTime;
 use crate::pooler::{self, Pooler, Route};
-use crate::schema::{bounded, ensure_table};
+use crate::schema::{bounded, ensure_table, schema_of};
 
 type Connecting =
     Pin<Box<dyn Future<Output = Result<(Client, Task), tokio_postgres::Error>> + Send>>;
@@ -265,6 +265,9 @@ pub(crate) struct Connector {
     ids: Arc<AtomicU64>,
     /// Whether the table has the term column, as found at start-up (assumed until then).
     term: Arc<AtomicBool>,
+    /// The statements with the table named by its schema as found at start-up, for fences
+    /// run on other sessions (whose `search_path` may differ).
+    qualified: Arc<OnceLock<Arc<Statements>>>,
 }
 
 /// The text of the check for a table with or without the term column.
@@ -355,6 +358,7 @@ impl Connector {
             pooler,
             ids: Arc::new(AtomicU64::new(0)),
             term: Arc::new(AtomicBool::new(true)),
+            qualified: Arc::new(OnceLock::new()),
         }
     }
 
@@ -373,6 +377,15 @@ impl Connector {
 
     pub(crate) fn statements(&self) -> &Statements {
         &self.statements
+    }
+
+    /// The statements with the table qualified by its schema (as found at start-up), for the
+    /// fence; the configured ones if it was not found.
+    pub(crate) fn qualified_statements(&self) -> Arc<Statements> {
+        self.qualified
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.statements.clone())
     }
 
     /// The bound on opening a connection (every host of the list in turn, and the set-up).
@@ -533,6 +546,10 @@ impl Connector {
         debug!(table = %table.quoted(), "connected; checking the table");
         let shape = ensure_table(&mut client, &self.statements, budget).await?;
         self.term.store(shape.term, Ordering::Relaxed);
+        if let Some(schema) = schema_of(&client, &self.statements, budget).await? {
+            let qualified = Table::qualified(&schema, table.name()).map_err(Error::Table)?;
+            let _ = self.qualified.set(Arc::new(Statements::new(&qualified)));
+        }
         let task = guard.take();
         let conn = bounded(
             "preparing the statements",

@@ -125,7 +125,7 @@ impl Flag {
         let close_bound = config.interval() + config.margin() + config.timeout() * 3;
         let signals = Arc::new(Signals::new());
         let fencing = crate::fence::Fencing {
-            statements: Arc::new(link.connector().statements().clone()),
+            statements: link.connector().qualified_statements(),
             name: config.name().to_string(),
             process: config.process().to_string(),
             lease_micros: config.interval_micros(),

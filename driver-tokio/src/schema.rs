@@ -9,7 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use leadership_core::sql::{
-    Shape, Statements, COLUMNS, CREATE_LOCK, NAME_IS_UNIQUE, TABLE_EXISTS, TERM_COLUMN,
+    Shape, Statements, COLUMNS, CREATE_LOCK, NAME_IS_UNIQUE, TABLE_EXISTS, TABLE_SCHEMA,
+    TERM_COLUMN,
 };
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
@@ -81,6 +82,22 @@ pub(crate) async fn ensure_table(
             Ok(shape)
         }
     }
+}
+
+/// The schema the table was found in, by this connection's `search_path`.
+pub(crate) async fn schema_of(
+    client: &Client,
+    statements: &Statements,
+    timeout: Duration,
+) -> Result<Option<String>, Error> {
+    let regclass = statements.regclass.as_str();
+    let row = bounded("reading the table's schema", timeout, async {
+        client
+            .query_typed_one(TABLE_SCHEMA, &[(&regclass, Type::TEXT)])
+            .await
+    })
+    .await?;
+    Ok(row.get(0))
 }
 
 /// Reads the table's columns and indexes and judges them.

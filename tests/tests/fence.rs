@@ -372,7 +372,7 @@ fn the_fence_judges_the_lease_by_the_clock_not_the_transactions_start() {
     assert_eq!(effects(&mut c, t), 1);
 }
 
-/// The blocking driver fences a `postgres` transaction from its guard: the live term's write
+/// The blocking driver fences a `postgres` transaction from its guard (whatever its search_path): the live term's write
 /// commits; once the flag is closed (the row released), the same guard's fence fails with the
 /// typed error at the server (its statement and values run by hand, as with another client).
 #[test]
@@ -386,9 +386,18 @@ fn the_blocking_guard_fences_a_postgres_transaction() {
         .expect("start");
     let guard = flag.wait_raised(Duration::from_secs(10)).expect("leads");
     let mut tx = c.transaction().unwrap();
+    // The caller's search_path need not find the flags: the fence names the table's schema.
+    tx.batch_execute("SET LOCAL search_path = nowhere").unwrap();
     guard.fence_in(&mut tx).expect("the live term");
-    tx.execute("insert into effects (term) values ($1)", &[&guard.token()])
-        .unwrap();
+    assert!(guard
+        .fence()
+        .sql()
+        .contains(r#"FROM "public"."leadership_flags""#));
+    tx.execute(
+        "insert into public.effects (term) values ($1)",
+        &[&guard.token()],
+    )
+    .unwrap();
     tx.commit().unwrap();
     let fence = guard.fence();
     drop(guard);
