@@ -485,3 +485,46 @@ fn the_term_column_is_added_where_the_role_may_and_fences_fail_closed_where_not(
     drop(guard);
     flag.close().unwrap();
 }
+
+/// Behind pgbouncer in transaction pooling the fence works as on the server: its bounds are
+/// settings of the transaction, on the server connection the pooler lends it, so they hold
+/// there; and they end with it, leaving nothing behind for the next client of that connection.
+#[test]
+fn behind_a_transaction_pooler_the_fence_holds_and_its_bounds_end_with_the_transaction() {
+    use leadership_testkit::pgbouncer::{PgBouncer, PoolMode};
+    let server = &server();
+    let table = Table::default();
+    let (mut c, st) = setup(server, &table);
+    let lease = 2 * SECOND;
+    let t = check(&mut c, &st, "n", "p", None, lease, 0, None).unwrap();
+    let bouncer = PgBouncer::start(server, PoolMode::Transaction).unwrap();
+    let mut b = Client::connect(&bouncer.conn_string(), NoTls).expect("through pgbouncer");
+    let fence = fence_literal(&table, "n", "p", t, lease);
+    let mut tx = b.transaction().unwrap();
+    tx.batch_execute(&fence)
+        .expect("the fence through the pooler");
+    let shown: String = tx
+        .query_one("show idle_in_transaction_session_timeout", &[])
+        .unwrap()
+        .get(0);
+    assert_ne!(shown, "0", "bounded inside the transaction");
+    tx.batch_execute("insert into effects (term) values (0)")
+        .unwrap();
+    tx.commit().unwrap();
+    let after: String = b
+        .query_one("show idle_in_transaction_session_timeout", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after, "0", "nothing left on the pooled connection");
+    // A client that hangs inside a fenced transaction is cut off at the lease's end.
+    let mut tx = b.transaction().unwrap();
+    tx.batch_execute(&fence).unwrap();
+    thread::sleep(Duration::from_millis(2500));
+    assert!(
+        tx.batch_execute("insert into effects (term) values (0)")
+            .and_then(|()| tx.commit())
+            .is_err(),
+        "the hung transaction was ended"
+    );
+    assert_eq!(effects(&mut c, 0), 1);
+}
