@@ -142,20 +142,22 @@ fn a_hung_renew_lowers_at_the_deadline() {
 }
 
 #[test]
-fn a_slow_renew_that_wins_counts_from_when_it_was_sent() {
+fn a_slow_renew_that_wins_after_the_lapse_renews_again_for_a_term_of_its_own() {
     let mut h = Harness::leader();
     h.wake();
-    let sent = h.now;
-    h.wake(); // deadline: lowered
+    h.wake(); // deadline: lowered while the renew is in flight
     h.at(ms(50));
+    // The renew continued term 0 in the row's term column: a new term must write its own
+    // token there before it leads, or its fence would fail and term 0's would pass.
     let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
+    assert_eq!(c, [retake_check(1)], "no raise on the old term's row");
+    let sent = h.now;
+    h.at(ms(30));
+    let c = h.checked(true, Some(row(PROCESS, 2, db(1050))), db(1050));
     let lease = lease_of(&c);
-    assert!(
-        matches!(c[..], [Command::Raise(_)]),
-        "a new term after the lapse: {c:?}"
-    );
-    assert_eq!(lease.deadline, sent + ms(1900));
-    assert_eq!((lease.token, lease.won_by), (1, WonBy::Renewed));
+    assert!(matches!(c[..], [Command::Raise(_)]), "a new term: {c:?}");
+    assert_eq!(lease.deadline, sent + ms(1900), "counted from the send");
+    assert_eq!((lease.token, lease.won_by), (2, WonBy::Renewed));
 }
 
 #[test]

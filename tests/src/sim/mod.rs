@@ -137,6 +137,11 @@ pub struct SimConfig {
     /// A self-test of the liveness check: from this time on the database drops every
     /// statement, and no fault is declared, so the check must report nobody leading.
     pub undeclared_outage: Option<Duration>,
+    /// The user's effects: while a term's leader-only work runs, it sends a transaction to the
+    /// flags' database this often; one in twenty is held by a congested link for up to two
+    /// leases more. Fenced (`sql::FENCE` on the reference table) unless the `fence` safeguard
+    /// is off. `None`: no effects.
+    pub effects: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -158,6 +163,7 @@ impl Default for SimConfig {
             full_trace: false,
             audit: false,
             undeclared_outage: None,
+            effects: None,
         }
     }
 }
@@ -240,6 +246,9 @@ impl SimConfig {
         }
         if self.faults.drift.max_ppm != Drift::default().max_ppm {
             s += &format!(" --drift-ppm {}", self.faults.drift.max_ppm);
+        }
+        if let Some(every) = self.effects {
+            s += &format!(" --effects {}ms", every.as_millis());
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
@@ -548,7 +557,7 @@ pub struct Safeguards {
     /// The leader-only work runs the fence (`sql::FENCE`) first in each transaction of its
     /// own on the database: what it writes commits while its term holds the flag, or not at
     /// all. Off: its writes are unfenced, and one delayed past the term lands in a later term.
-    /// (The model checker's user effects; the simulator has none.)
+    /// (The model checker's user effects, and the simulator's with `SimConfig::effects`.)
     pub fence: bool,
 }
 
@@ -668,6 +677,9 @@ impl fmt::Display for SimConfig {
             self.timeout.as_millis(),
             self.faults.names()
         )?;
+        if let Some(every) = self.effects {
+            write!(f, ", effects every {} ms", every.as_millis())?;
+        }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
             write!(f, ", safeguards OFF [{off}]")?;
