@@ -190,7 +190,7 @@ async fn an_open_fenced_transaction_keeps_followers_off_until_it_commits() {
             (b, db, token)
         });
         // Busy past the lease's expiry, each statement well within the fence's bound.
-        let until = tokio::time::Instant::now() + INTERVAL + Duration::from_millis(1000);
+        let until = tokio::time::Instant::now() + INTERVAL + Duration::from_millis(2500);
         while tokio::time::Instant::now() < until {
             tx.execute("select pg_sleep(0.2)", &[]).await.expect("busy");
         }
