@@ -44,7 +44,11 @@ pub enum Command {
     /// dead before another process can lead. Its environment has LEADERSHIP_TOKEN (the fencing
     /// token), LEADERSHIP_DEADLINE_UNIX_NS (the lease's deadline when CMD started, in Unix
     /// nanoseconds: renewals move it later, and CMD is stopped before any deadline passes),
-    /// LEADERSHIP_NAME and LEADERSHIP_PROCESS.
+    /// LEADERSHIP_NAME, LEADERSHIP_PROCESS, and LEADERSHIP_FENCE_SQL: a statement to run first
+    /// in each transaction CMD makes on the database holding the flags, so that it commits only
+    /// while this term holds the flag:
+    ///
+    ///   psql "$DB" -c "BEGIN; $LEADERSHIP_FENCE_SQL; INSERT INTO runs VALUES ($LEADERSHIP_TOKEN); COMMIT"
     ///
     /// A job that must run once across a fleet (cron on N hosts):
     ///

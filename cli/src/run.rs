@@ -106,6 +106,8 @@ pub async fn run(args: Run) -> Result<i32, Failure> {
             ),
             ("LEADERSHIP_NAME", args.flag.name.clone()),
             ("LEADERSHIP_PROCESS", process.clone()),
+            // This term's fence, complete, for the command's own transactions.
+            ("LEADERSHIP_FENCE_SQL", guard.fence().literal()),
         ];
         let started = Instant::now();
         let spawned = tree

@@ -215,6 +215,7 @@ mod tests {
                 floor: 0,
                 may_take: true,
                 may_insert: true,
+                continues: None,
             }))
         );
         let lease = Lease {
@@ -261,6 +262,7 @@ mod tests {
                 floor: 0,
                 may_take: true,
                 may_insert: true,
+                continues: None,
             }))
         );
         assert_eq!(flag.poll_command(), Ok(Some(Command::StopWork)));

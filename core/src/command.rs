@@ -7,7 +7,7 @@ use crate::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// Run [`sql::CHECK`](crate::sql::CHECK) with `($1 name, $2 process, $3 renew, $4 interval
-    /// in µs, $5 floor, $6 may_take, $7 may_insert)` and reply with
+    /// in µs, $5 floor, $6 may_take, $7 may_insert, $8 continues)` and reply with
     /// [`Input::Checked`](crate::Input::Checked) or [`Input::Failed`](crate::Input::Failed). It
     /// renews the row if it is ours at version `renew`; with `may_take`, it takes the row over
     /// if its lease has expired by the database's clock; with `may_insert`, it inserts the row
@@ -28,6 +28,12 @@ pub enum Command {
         /// that vanished (a `DELETE`, a lost history) may have had a live lease a moment ago;
         /// its holder's renew fails, but until then it still leads.
         may_insert: bool,
+        /// The fencing token of the term a renew of `renew` continues: set while this process
+        /// leads, `None` when a win would start a new term (a renew of a lapsed lease of ours
+        /// included). The check writes it into the term column, which
+        /// [`sql::FENCE`](crate::sql::FENCE) compares with the token, so a later term of this
+        /// same process never passes an earlier term's fence.
+        continues: Option<i64>,
     },
     /// Run [`sql::RELEASE`](crate::sql::RELEASE) with `($1 name, $2 process, $3 version, $4
     /// channel)` and reply with [`Input::Released`](crate::Input::Released) or

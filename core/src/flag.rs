@@ -102,9 +102,11 @@ enum Pending {
     Precheck,
     /// `sent_at`: when the command was emitted. The driver sends it later, never earlier, so a
     /// deadline counted from here is conservative.
+    /// `continues`: the term the check asked the row to continue (its term column).
     Check {
         sent_at: Instant,
         renew: Option<i64>,
+        continues: Option<i64>,
     },
     Release {
         version: i64,
@@ -469,9 +471,16 @@ impl Flag {
             Role::Follower { ours } if !fenced => ours,
             Role::Follower { .. } => None,
         };
+        // The check continues the term exactly when the core will call its win a renewal of
+        // this lease (`on_won`): the row at the lease's version, renewed to the next one.
+        let continues = match self.role {
+            Role::Leader(lease) => Some(lease.token),
+            Role::Follower { .. } => None,
+        };
         self.pending = Pending::Check {
             sent_at: now,
             renew,
+            continues,
         };
         let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
         let may_take = !fenced && self.wanted;
@@ -485,6 +494,7 @@ impl Flag {
             floor,
             may_take,
             may_insert,
+            continues,
         });
     }
 
@@ -510,7 +520,12 @@ impl Flag {
     // ---- The check's reply -----------------------------------------------------------------
 
     fn on_checked(&mut self, now: Instant, reply: Checked<'_>) {
-        let Pending::Check { sent_at, renew } = self.pending else {
+        let Pending::Check {
+            sent_at,
+            renew,
+            continues,
+        } = self.pending
+        else {
             unreachable!("check_contract admits a check reply only while a check is pending")
         };
         self.pending = Pending::Nothing;
@@ -549,7 +564,7 @@ impl Flag {
             return self.resign_now(now);
         }
         match (reply.won, reply.row) {
-            (true, _) => self.on_won(now, sent_at, renew, row),
+            (true, _) => self.on_won(now, sent_at, renew, continues, row),
             (false, None) => {
                 // No row. After we saw one, it vanished (a lost history, or a DELETE): take
                 // nothing for a lease. Before, a row inserted concurrently, not yet in our
@@ -566,13 +581,32 @@ impl Flag {
         }
     }
 
-    fn on_won(&mut self, now: Instant, sent_at: Instant, renew: Option<i64>, row: Row<'_>) {
+    fn on_won(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        renew: Option<i64>,
+        continues: Option<i64>,
+        row: Row<'_>,
+    ) {
         let version = row.version.unwrap_or_default(); // check_contract guarantees Some
         let deadline = sent_at + self.config.interval() - self.config.margin();
         let at_risk = deadline - self.config.stop_ahead();
         if now >= deadline {
             // The win came too late to lead on; renew at once with a fresh send time.
             self.step_down(LowerReason::DeadlinePassed);
+            self.role = Role::Follower {
+                ours: Some(version),
+            };
+            return self.start_check(now);
+        }
+        let lapsed = continues
+            .is_some_and(|term| !matches!(self.role, Role::Leader(lease) if lease.token == term));
+        if lapsed && renew.and_then(|r| r.checked_add(1)) == Some(version) {
+            // This renew asked the row to continue a term that ended here while it was in
+            // flight (its deadline passed): the row names that term, and a new one must write
+            // its own token there first, or its fence would fail and the old term's pass.
+            // Renew at once, continuing nothing.
             self.role = Role::Follower {
                 ours: Some(version),
             };

@@ -14,7 +14,10 @@
 //! version this process last wrote, or takes it over if `now() - timestamp > interval` by the
 //! database's clock, and in every case returns the row and `now()`. A process leads only after
 //! a statement of its own changed the row. Every write increments `version`, so a write based
-//! on an old read fails; the version at which a term began is its fencing token. A graceful
+//! on an old read fails; the version at which a term began is its fencing token, which the
+//! check also writes into the row's term column (a new term) or keeps there (a renew of the
+//! same term: [`Command::Check`]'s `continues`), so that [`sql::FENCE`], run first in a user's
+//! transaction, lets it commit only while that very term holds the flag. A graceful
 //! [`Input::Close`] releases the row ([`sql::RELEASE`]: timestamp set to 1970, so every reader,
 //! Go included, sees it expired) and notifies the followers.
 //!

@@ -1,7 +1,7 @@
 //! Every statement the drivers send, in one place.
 //!
-//! The templates name the table `{table}`; [`Statements::new`] renders them for a validated
-//! [`Table`]. Both drivers prepare the rendered text once per connection (unprepared, planning
+//! The templates name the table `{table}` and the term column `{term}`; [`Statements::new`]
+//! renders them for a validated [`Table`]. Both drivers prepare the rendered text once per connection (unprepared, planning
 //! the check costs more than the round trips it saves) and bind the parameters documented on
 //! each constant. The simulator's reference table implements the same semantics and is checked
 //! against a real server.
@@ -16,7 +16,8 @@ use alloc::vec::Vec;
 /// NULL to renew nothing (bigint), `$4` the lease in microseconds (bigint), `$5` the floor: the
 /// lowest version a win may write (bigint, never NULL), `$6` may take: whether this check may
 /// take over an expired row (boolean, never NULL), `$7` may insert: whether it may insert a
-/// missing row (boolean, never NULL).
+/// missing row (boolean, never NULL), `$8` the fencing token of the term a renew continues, or
+/// NULL if a win starts a new term (bigint).
 ///
 /// Returns exactly one row: `won` (bool), `found` (bool), `holder` (text), `version` (bigint),
 /// `timestamp` (timestamptz), `now` (timestamptz).
@@ -52,19 +53,28 @@ use alloc::vec::Vec;
 ///
 /// The timestamp written is `now()` at the statement's start, which is after the client sent
 /// it: the fact the leader's local deadline rests on.
+///
+/// The term column ([`TERM_COLUMN`]) names the term a row's lease belongs to, for [`FENCE`]: an
+/// insert or a takeover sets it to the version it writes (the new term's fencing token); a
+/// renew keeps it at `$8` when it continues that term, which the core says exactly when the
+/// renew writes the version just above the lease's (`$5` at most `$3 + 1`); any other win
+/// starts a new term, fencing token and term alike (a renew of a lapsed lease of ours, an
+/// adopted one). Rendered without the column ([`Statements::check_without_term`]) where the
+/// table has none: then `$8` is not referenced, so the statement must be prepared with the
+/// eight parameter types given.
 pub const CHECK: &str = r#"WITH seen AS (
     SELECT holder, version, "timestamp" FROM {table} WHERE name = $1
 ), updated AS (
     UPDATE {table} AS flag
-    SET holder = $2, version = greatest(flag.version + 1, $5::bigint), "timestamp" = now()
+    SET holder = $2, version = greatest(flag.version + 1, $5::bigint), "timestamp" = now(){set_term}
     WHERE flag.name = $1
       AND flag.version < 9223372036854775807
       AND ((flag.holder = $2 AND flag.version = $3::bigint)
            OR ($6::boolean AND flag."timestamp" < now() - $4::bigint * interval '1 microsecond'))
     RETURNING flag.holder, flag.version, flag."timestamp"
 ), inserted AS (
-    INSERT INTO {table} AS flag (name, holder, version, "timestamp")
-    SELECT $1, $2, $5::bigint, now()
+    INSERT INTO {table} AS flag (name, holder, version, "timestamp"{term_column})
+    SELECT $1, $2, $5::bigint, now(){term_value}
     WHERE $7::boolean AND NOT EXISTS (SELECT FROM seen)
     ON CONFLICT (name) DO NOTHING
     RETURNING flag.holder, flag.version, flag."timestamp"
@@ -80,6 +90,93 @@ WHERE NOT EXISTS (SELECT FROM won)
 UNION ALL
 SELECT false, false, NULL, NULL, NULL, now()
 WHERE NOT EXISTS (SELECT FROM won) AND NOT EXISTS (SELECT FROM seen)"#;
+
+/// The term column's name: a nullable `bigint` beside the Go flag's four columns, which the Go
+/// flag never names, so it never reads or writes it (its takeovers change the holder, which is
+/// enough to end a term for [`FENCE`]). Created with the table, and added to an existing one
+/// by [`ADD_TERM`].
+pub const TERM_COLUMN: &str = "term";
+
+/// What [`CHECK`] writes into the term column on a win: the term it continues (`$8`) for a renew
+/// of the same term, else the version written, the new term's fencing token. `{term}` is
+/// [`TERM_COLUMN`], quoted.
+const SET_TERM: &str = r#",
+        {term} = CASE WHEN flag.holder = $2 AND flag.version = $3::bigint
+                       AND $5::bigint <= flag.version + 1 AND $8::bigint IS NOT NULL
+                  THEN $8::bigint
+                  ELSE greatest(flag.version + 1, $5::bigint) END"#;
+
+/// Adds the term column to a table created before it existed (or by the Go flag): idempotent,
+/// and only for the table's owner. Run it in a transaction after [`CREATE_LOCK`] with a short
+/// `lock_timeout`: `ADD COLUMN` takes the table's strongest lock and every check waits behind
+/// it, while the column without a default is a change of the catalog only (no rewrite).
+pub const ADD_TERM: &str = "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {term} bigint";
+
+/// The SQLSTATE [`FENCE`] raises when the term does not hold the flag: `22P02`
+/// (`invalid_text_representation`), from casting its message to `bigint`, the one way a plain
+/// statement can raise an error of its own (returning no row would not abort the transaction).
+/// The message begins with [`FENCE_MESSAGE`].
+pub const FENCE_SQLSTATE: &str = "22P02";
+
+/// How the message of [`FENCE`]'s error begins (after PostgreSQL's `invalid input syntax for
+/// type bigint: "`).
+pub const FENCE_MESSAGE: &str = "leadership fence:";
+
+/// The fence: run first in a transaction on the database that holds the flags, it lets the
+/// transaction go on only while this term holds the flag, and keeps it so until the transaction
+/// ends, so what the transaction writes commits while the term holds the flag, or not at all.
+///
+/// Parameters: `$1` flag name (text), `$2` this process (text), `$3` the term's fencing token
+/// (bigint), `$4` the lease in microseconds (bigint, the flag's interval).
+///
+/// - It raises [`FENCE_SQLSTATE`] (which aborts the transaction) unless the row names `$2`, its
+///   term column ([`TERM_COLUMN`]) is `$3`, and its lease is live by the server's clock *now*
+///   (`clock_timestamp()`, not the transaction's start: `"timestamp" >= clock_timestamp() -
+///   lease`, the negation of [`CHECK`]'s takeover rule). A released row (timestamp 1970), a
+///   revoked one (holder `''`), a deleted one, a later term of the same process, a Go takeover
+///   (holder changed), an infinite timestamp: all fail. Without the term column the statement
+///   fails with `42703` (undefined column): closed as well.
+/// - It locks the row `FOR SHARE`. Every write to the row (our renew and takeover, the Go
+///   flag's, a release) takes `FOR NO KEY UPDATE`, which conflicts with it, so none commits
+///   until the transaction ends (`FOR KEY SHARE` would not hold them off). Reads are not held.
+/// - It bounds the transaction: transaction-local `statement_timeout` and
+///   `idle_in_transaction_session_timeout` (and `transaction_timeout` on PostgreSQL 17+) become
+///   the time the lease has left by the server's clock (at least 1 ms), or the value already
+///   set if lower. A hung client cannot hold the flag past the lease its term had. The lease
+///   cannot move meanwhile: this term's own renew waits for the lock as well.
+///
+/// Returns one row: `term` (bigint, `$3`), `until` (timestamptz: the lease's expiry by the
+/// server's clock, the bound), `timeout_ms` (bigint), `timeouts` (bigint: how many settings it
+/// set). It needs `SELECT` and `UPDATE` privilege on the table (`FOR SHARE` asks for `UPDATE`
+/// on at least one column) and a read-write transaction; under `REPEATABLE READ` a row changed since the snapshot fails the
+/// lock with `40001`, which is closed too. Outside a transaction block the lock ends with the
+/// statement: it fences nothing.
+pub const FENCE: &str = r#"WITH held AS (
+    SELECT least("timestamp", clock_timestamp()) + $4::bigint * interval '1 microsecond' AS until
+    FROM {table}
+    WHERE name = $1::text AND holder = $2::text AND {term} = $3::bigint
+      AND "timestamp" >= clock_timestamp() - $4::bigint * interval '1 microsecond'
+      AND "timestamp" < 'infinity'
+    FOR SHARE
+), bound AS (
+    SELECT until,
+           greatest(1, ceil(extract(epoch FROM until - clock_timestamp()) * 1000))::bigint AS ms
+    FROM held
+)
+SELECT $3::bigint AS term, until, ms AS timeout_ms,
+       (SELECT count(set_config(t.name, CASE
+                  WHEN current_setting(t.name)::interval > interval '0'
+                  THEN least(ms, ceil(extract(epoch FROM current_setting(t.name)::interval) * 1000)::bigint)
+                  ELSE ms END::text, true))
+        FROM (VALUES ('statement_timeout'), ('idle_in_transaction_session_timeout'),
+                     ('transaction_timeout')) AS t(name)
+        WHERE t.name <> 'transaction_timeout'
+           OR current_setting('server_version_num')::integer >= 170000) AS timeouts
+FROM bound
+UNION ALL
+SELECT format('leadership fence: flag %L is not held by term %s of process %L (the term is over, or its lease expired)',
+              $1::text, $3::bigint, $2::text)::bigint, NULL, NULL, NULL
+WHERE NOT EXISTS (SELECT FROM held)"#;
 
 /// The release: makes the lease expired for every reader and wakes the followers.
 ///
@@ -185,11 +282,19 @@ pub const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {table} (
     name text NOT NULL PRIMARY KEY,
     holder text NOT NULL,
     version bigint NOT NULL,
-    "timestamp" timestamp with time zone NOT NULL
+    "timestamp" timestamp with time zone NOT NULL,
+    {term} bigint
 )"#;
 
 /// Serialises table creation among our processes. Parameter: `$1` [`Statements::regclass`].
 pub const CREATE_LOCK: &str = "SELECT pg_advisory_xact_lock(1818584436, hashtext($1))";
+
+/// The schema the table is in, as the connection that created or found it resolved the name
+/// (its `search_path`): the fence names the table with it, since a transaction of the
+/// caller's may run with another `search_path`. Parameter: `$1` [`Statements::regclass`].
+/// Returns one text, NULL if there is no such table.
+pub const TABLE_SCHEMA: &str = "SELECT n.nspname::text FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
 
 /// Whether the table exists. Parameter: `$1` [`Statements::regclass`]. Returns one bool.
 pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
@@ -315,12 +420,19 @@ fn quote(identifier: &str) -> String {
 /// The statements rendered for one table: what a driver prepares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statements {
-    /// [`CHECK`].
+    /// [`CHECK`], writing the term column.
     pub check: String,
+    /// [`CHECK`] for a table without the term column (one [`ADD_TERM`] could not change): it
+    /// writes what the Go flag writes and does not reference `$8`.
+    pub check_without_term: String,
     /// [`RELEASE`].
     pub release: String,
     /// [`CREATE_TABLE`].
     pub create_table: String,
+    /// [`ADD_TERM`].
+    pub add_term: String,
+    /// [`FENCE`].
+    pub fence: String,
     /// [`STATUS`].
     pub status: String,
     /// [`FORCE_RELEASE`].
@@ -342,19 +454,121 @@ impl Statements {
     /// Renders every statement for `table`.
     pub fn new(table: &Table) -> Statements {
         let quoted = table.quoted();
+        let r = |template: &str| render(template, &quoted, &[]);
         Statements {
-            check: CHECK.replace("{table}", &quoted),
-            release: RELEASE.replace("{table}", &quoted),
-            create_table: CREATE_TABLE.replace("{table}", &quoted),
-            status: STATUS.replace("{table}", &quoted),
-            force_release: FORCE_RELEASE.replace("{table}", &quoted),
-            revoke: REVOKE.replace("{table}", &quoted),
-            group: GROUP.replace("{table}", &quoted),
+            check: render(
+                &CHECK
+                    .replace("{set_term}", SET_TERM)
+                    .replace("{term_column}", ", {term}")
+                    .replace("{term_value}", ", $5::bigint"),
+                &quoted,
+                &[],
+            ),
+            check_without_term: r(&CHECK
+                .replace("{set_term}", "")
+                .replace("{term_column}", "")
+                .replace("{term_value}", "")),
+            release: r(RELEASE),
+            create_table: r(CREATE_TABLE),
+            add_term: r(ADD_TERM),
+            fence: r(FENCE),
+            status: r(STATUS),
+            force_release: r(FORCE_RELEASE),
+            revoke: r(REVOKE),
+            group: r(GROUP),
             listen: format!("LISTEN {}", quote(table.name())),
             channel: table.name().to_string(),
             regclass: quoted,
         }
     }
+}
+
+/// [`FENCE`] for one term with its values written in as literals: a complete statement, with
+/// no parameters and no trailing semicolon, for a client that cannot bind parameters (a shell
+/// script through `psql`; `leadership run` gives it to its command as `LEADERSHIP_FENCE_SQL`).
+///
+/// Safe for any name: the text values are written as escape-string literals (`E'…'`, quotes and
+/// backslashes escaped), whose meaning does not depend on `standard_conforming_strings`, and
+/// the substitution is one pass, so nothing in a value is read as a placeholder.
+///
+/// ```
+/// use leadership_core::sql::{fence_literal, Table};
+/// let table = Table::qualified("ops", "flags")?;
+/// let sql = fence_literal(&table, "report", "it's me", 42, 10_000_000);
+/// assert!(sql.contains(r#"FROM "ops"."flags""#));
+/// assert!(sql.contains(r"holder = E'it\'s me'::text"));
+/// assert!(sql.contains("42::bigint") && !sql.contains('$'));
+/// # Ok::<(), leadership_core::sql::TableError>(())
+/// ```
+pub fn fence_literal(
+    table: &Table,
+    name: &str,
+    process: &str,
+    token: i64,
+    lease_micros: i64,
+) -> String {
+    Statements::new(table).fence_literal(name, process, token, lease_micros)
+}
+
+impl Statements {
+    /// [`fence_literal`] for this table.
+    pub fn fence_literal(
+        &self,
+        name: &str,
+        process: &str,
+        token: i64,
+        lease_micros: i64,
+    ) -> String {
+        let values = [
+            literal(name),
+            literal(process),
+            token.to_string(),
+            lease_micros.to_string(),
+        ];
+        render(FENCE, &self.regclass, &values)
+    }
+}
+
+/// A text value as an escape-string literal.
+fn literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Fills a template in one pass: `{table}`, `{term}` ([`TERM_COLUMN`], quoted) and, when
+/// `values` are given, `$1`… by the values (written as they are: the caller quotes them).
+fn render(template: &str, table: &str, values: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '$']) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("{table}") {
+            out.push_str(table);
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("{term}") {
+            out.push_str(&quote(TERM_COLUMN));
+            rest = after;
+        } else if let Some((value, after)) = placeholder(rest, values) {
+            out.push_str(value);
+            rest = after;
+        } else {
+            out.push_str(&rest[..1]);
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `$n` at the start of `text`, when `values` has an n-th value: the value and what follows.
+fn placeholder<'t, 'v>(text: &'t str, values: &'v [String]) -> Option<(&'v str, &'t str)> {
+    let digits = text.strip_prefix('$')?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let n: usize = digits[..end].parse().ok()?;
+    let value = values.get(n.checked_sub(1)?)?;
+    Some((value, &digits[end..]))
 }
 
 /// One column of the table as [`COLUMNS`] describes it.
@@ -408,11 +622,21 @@ const REQUIRED: [(&str, &[&str]); 4] = [
     ("timestamp", &["timestamp with time zone"]),
 ];
 
+/// What [`check_shape`] found beyond the required columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// The table has the term column ([`TERM_COLUMN`], `bigint`): [`Statements::check`] can
+    /// run and [`FENCE`] can pass.
+    pub term: bool,
+}
+
 /// Judges whether a table can hold flags, from [`COLUMNS`] and [`NAME_IS_UNIQUE`].
 ///
 /// Nullable columns are accepted (a table created by hand may have them); NULLs in a row are
-/// reported by the core as [`Anomaly::NullInRow`](crate::Anomaly::NullInRow).
-pub fn check_shape(columns: &[Column<'_>], name_is_unique: bool) -> Result<(), ShapeError> {
+/// reported by the core as [`Anomaly::NullInRow`](crate::Anomaly::NullInRow). The term column
+/// is optional (a table made by the Go flag has none), but must be a nullable `bigint` if
+/// present (the Go flag's inserts leave it out).
+pub fn check_shape(columns: &[Column<'_>], name_is_unique: bool) -> Result<Shape, ShapeError> {
     for (column, types) in REQUIRED {
         let found = columns
             .iter()
@@ -439,7 +663,17 @@ pub fn check_shape(columns: &[Column<'_>], name_is_unique: bool) -> Result<(), S
     if !name_is_unique {
         return Err(ShapeError::NameNotUnique);
     }
-    Ok(())
+    let term = columns.iter().find(|c| c.name == TERM_COLUMN);
+    if let Some(found) = term.filter(|c| c.type_name != "bigint") {
+        return Err(ShapeError::WrongType {
+            column: TERM_COLUMN,
+            found: found.type_name.to_string(),
+            expected: "bigint",
+        });
+    }
+    Ok(Shape {
+        term: term.is_some(),
+    })
 }
 
 #[cfg(test)]
@@ -466,7 +700,29 @@ mod tests {
 
     #[test]
     fn the_go_flags_table_is_accepted() {
-        assert_eq!(check_shape(&go_table(), true), Ok(()));
+        assert_eq!(check_shape(&go_table(), true), Ok(Shape { term: false }));
+    }
+
+    #[test]
+    fn the_term_column_is_found_and_must_be_a_nullable_bigint() {
+        let mut t = go_table();
+        t.push(Column {
+            name: TERM_COLUMN,
+            type_name: "bigint",
+            not_null: false,
+            has_default: false,
+        });
+        assert_eq!(check_shape(&t, true), Ok(Shape { term: true }));
+        t[4].type_name = "integer";
+        assert!(matches!(
+            check_shape(&t, true),
+            Err(ShapeError::WrongType { column: "term", .. })
+        ));
+        t[4] = col(TERM_COLUMN, "bigint");
+        assert!(matches!(
+            check_shape(&t, true),
+            Err(ShapeError::ExtraNotNull { .. })
+        ));
     }
 
     #[test]
@@ -525,7 +781,7 @@ mod tests {
             not_null: true,
             has_default: true,
         });
-        assert_eq!(check_shape(&t, true), Ok(()));
+        assert_eq!(check_shape(&t, true), Ok(Shape { term: false }));
     }
 
     #[test]
@@ -534,20 +790,41 @@ mod tests {
         let s = Statements::new(&t);
         for text in [
             &s.check,
+            &s.check_without_term,
+            &s.fence,
+            &s.add_term,
             &s.release,
             &s.create_table,
             &s.status,
             &s.force_release,
             &s.revoke,
         ] {
-            assert!(!text.contains("{table}"), "{text}");
+            assert!(!text.contains('{'), "{text}");
         }
         assert!(s
             .check
             .contains(r#"INSERT INTO "ops"."Flags ""x""" AS flag"#));
+        assert!(s.check.contains(r#""term" = CASE"#) && s.check.contains("$8"));
+        assert!(!s.check_without_term.contains("term") && !s.check_without_term.contains("$8"));
+        assert!(s.fence.contains(r#"AND "term" = $3::bigint"#));
         assert_eq!(s.listen, r#"LISTEN "Flags ""x""""#);
         assert_eq!(s.channel, "Flags \"x\"");
         assert_eq!(s.regclass, r#""ops"."Flags ""x""""#);
+    }
+
+    #[test]
+    fn the_literal_fence_is_one_pass_and_quotes_every_value() {
+        let t = Table::qualified("o\"ps", "$1 {term}").unwrap();
+        let sql = fence_literal(&t, "{table}", "a\\'b $2", 0, i64::MAX);
+        assert!(sql.contains(r#"FROM "o""ps"."$1 {term}""#), "{sql}");
+        assert!(sql.contains(r"name = E'{table}'::text"), "{sql}");
+        assert!(sql.contains(r"holder = E'a\\\'b $2'::text"), "{sql}");
+        assert!(sql.contains(r#""term" = 0::bigint"#), "{sql}");
+        assert!(
+            sql.contains("9223372036854775807::bigint * interval"),
+            "{sql}"
+        );
+        assert!(!sql.ends_with(';'));
     }
 
     #[test]

@@ -44,6 +44,40 @@ impl Guard {
         self.inner.token()
     }
 
+    /// This term's fence: the statement and its values (see [`leadership_tokio::Fence`]).
+    pub fn fence(&self) -> leadership_tokio::Fence {
+        self.inner.fence()
+    }
+
+    /// Runs this term's fence first in `transaction` (a `postgres::Transaction`, or a `Client`
+    /// inside a transaction block begun by hand), on the database that holds the flags: `Ok`
+    /// means the transaction's writes commit while this term holds the flag, or not at all.
+    /// See [`leadership_tokio::Guard::fence_in`].
+    ///
+    /// ```no_run
+    /// # fn demo(guard: &leadership_blocking::Guard, db: &mut postgres::Client)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = db.transaction()?;
+    /// guard.fence_in(&mut tx)?; // the term is over: the error, and no commit
+    /// tx.execute("INSERT INTO report_runs (token) VALUES ($1)", &[&guard.token()])?;
+    /// tx.commit()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fence_in<C: postgres::GenericClient>(
+        &self,
+        transaction: &mut C,
+    ) -> Result<(), crate::FenceError> {
+        let fence = self.inner.fence();
+        if self.inner.is_lost() {
+            return Err(fence.error_term_over());
+        }
+        transaction
+            .query_typed(fence.sql(), &fence.params())
+            .map(drop)
+            .map_err(|e| fence.error(e))
+    }
+
     /// The current lease's deadline (moved by each renew of this term).
     pub fn deadline(&self) -> Instant {
         self.inner.deadline()

@@ -72,8 +72,8 @@ pub use guard::Guard;
 pub use leadership_core::sql::{ShapeError, TableError};
 pub use leadership_core::{ConfigError, WonBy};
 pub use leadership_tokio::{
-    default_process, lease_clock_ns, Error, Health, Holder, Lease, Pooler, Settings, State,
-    TermLog, TermRecord, TERM_LOG_LEN,
+    default_process, lease_clock_ns, Error, Fence, FenceError, Health, Holder, Lease, Pooler,
+    Settings, State, TermLog, TermRecord, TERM_LOG_LEN,
 };
 pub use observer::Observer;
 

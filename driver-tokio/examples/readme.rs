@@ -10,8 +10,10 @@
 // first block) does not call.
 #![allow(dead_code)]
 
-use leadership_tokio::{tls::TlsSettings, Flag};
+use leadership_tokio::{tls::TlsSettings, Flag, Guard};
 use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,10 +21,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
     let (pg, tls) = TlsSettings::from_conn_str(&url, |key| std::env::var(key).ok())?;
     let flag = Flag::builder("nightly-report", "") // "": host name and pid
-        .pg_config(pg)
+        .pg_config(pg.clone())
         .interval(Duration::from_secs(10))
         .start(tls.connector()?)
         .await?;
+    let (db, connection) = pg.connect(tls.connector()?).await?; // the service's own session
+    tokio::spawn(connection);
+    let db = &Mutex::new(db);
     let shutdown = flag.clone(); // cheap: every clone drives the same flag
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
@@ -31,11 +36,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     flag.lead(|guard| async move {
         let stop = guard.stop_token(); // cancelled when the lease is at risk or lost
         while !stop.is_cancelled() {
-            // one step of leader-only work; fence writes elsewhere with guard.token()
+            if let Err(e) = step(db, &guard).await {
+                eprintln!("step not written: {e}"); // e.g. the term is over: nothing committed
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await?; // returns once the flag is closed
+    Ok(())
+}
+
+/// One step of leader-only work: its row commits while this term holds the flag, or not at all.
+async fn step(db: &Mutex<Client>, guard: &Guard) -> Result<(), Box<dyn std::error::Error>> {
+    let mut db = db.lock().await;
+    let tx = db.transaction().await?;
+    guard.fence_in(&tx).await?; // first in the transaction: fails once the term is over
+    tx.execute("INSERT INTO steps (token) VALUES ($1)", &[&guard.token()])
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use leadership_core::sql::{Statements, Table, PROMOTED_AGO, SERVER};
@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::make_tls::MakeTls;
 use crate::pg::PgTime;
 use crate::pooler::{self, Pooler, Route};
-use crate::schema::{bounded, ensure_table};
+use crate::schema::{bounded, ensure_table, schema_of};
 
 type Connecting =
     Pin<Box<dyn Future<Output = Result<(Client, Task), tokio_postgres::Error>> + Send>>;
@@ -48,6 +48,8 @@ pub(crate) struct Conn {
     pub(crate) client: Client,
     pub(crate) server: Server,
     statements: Arc<Statements>,
+    /// Whether the table has the term column: which text of the check this connection runs.
+    term: bool,
     prepared: Prepared,
     /// How to cancel a statement abandoned on this connection; `None` behind a pooler (a
     /// pgbouncer 1.18 may drop, or even crash on, a cancel sent the way tokio-postgres sends
@@ -78,7 +80,21 @@ pub(crate) struct CheckParams<'a> {
     pub(crate) floor: i64,
     pub(crate) may_take: bool,
     pub(crate) may_insert: bool,
+    pub(crate) continues: Option<i64>,
 }
+
+/// The check's parameter types: given when it is prepared, since the text for a table
+/// without the term column does not reference `$8`.
+const CHECK_TYPES: [Type; 8] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::BOOL,
+    Type::BOOL,
+    Type::INT8,
+];
 
 impl Conn {
     /// Runs the check: one round trip, one row.
@@ -86,20 +102,21 @@ impl Conn {
         &self,
         p: &CheckParams<'_>,
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
-            (&p.name, Type::TEXT),
-            (&p.process, Type::TEXT),
-            (&p.renew, Type::INT8),
-            (&p.lease_micros, Type::INT8),
-            (&p.floor, Type::INT8),
-            (&p.may_take, Type::BOOL),
-            (&p.may_insert, Type::BOOL),
+        let params: [(&(dyn ToSql + Sync), Type); 8] = [
+            (&p.name, CHECK_TYPES[0].clone()),
+            (&p.process, CHECK_TYPES[1].clone()),
+            (&p.renew, CHECK_TYPES[2].clone()),
+            (&p.lease_micros, CHECK_TYPES[3].clone()),
+            (&p.floor, CHECK_TYPES[4].clone()),
+            (&p.may_take, CHECK_TYPES[5].clone()),
+            (&p.may_insert, CHECK_TYPES[6].clone()),
+            (&p.continues, CHECK_TYPES[7].clone()),
         ];
         match &self.prepared {
             Prepared::Named { check, .. } => self.client.query_one(check, &values(&params)).await,
             Prepared::Unnamed => {
                 self.client
-                    .query_typed_one(&self.statements.check, &params)
+                    .query_typed_one(check_text(&self.statements, self.term), &params)
                     .await
             }
         }
@@ -246,6 +263,19 @@ pub(crate) struct Connector {
     route: Arc<Mutex<Route>>,
     pooler: Pooler,
     ids: Arc<AtomicU64>,
+    /// Whether the table has the term column, as found at start-up (assumed until then).
+    term: Arc<AtomicBool>,
+    /// The statements with the table named by its schema as found at start-up, for fences
+    /// run on other sessions (whose `search_path` may differ).
+    qualified: Arc<OnceLock<Arc<Statements>>>,
+}
+
+/// The text of the check for a table with or without the term column.
+fn check_text(statements: &Statements, term: bool) -> &str {
+    match term {
+        true => &statements.check,
+        false => &statements.check_without_term,
+    }
 }
 
 /// The connection settings the driver adds to the user's: the server's `statement_timeout` and
@@ -327,6 +357,8 @@ impl Connector {
             route: Arc::new(Mutex::new(pooler.initial_route())),
             pooler,
             ids: Arc::new(AtomicU64::new(0)),
+            term: Arc::new(AtomicBool::new(true)),
+            qualified: Arc::new(OnceLock::new()),
         }
     }
 
@@ -345,6 +377,15 @@ impl Connector {
 
     pub(crate) fn statements(&self) -> &Statements {
         &self.statements
+    }
+
+    /// The statements with the table qualified by its schema (as found at start-up), for the
+    /// fence; the configured ones if it was not found.
+    pub(crate) fn qualified_statements(&self) -> Arc<Statements> {
+        self.qualified
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.statements.clone())
     }
 
     /// The bound on opening a connection (every host of the list in turn, and the set-up).
@@ -405,11 +446,15 @@ impl Connector {
         let task = AbortOnDrop(Some(task));
         let route = self.route();
         let named = route != Route::Transaction;
+        let term = self.term.load(Ordering::Relaxed);
         // Pipelined: the exchanges share the round trips.
         let (check, release, listen, server) = tokio::join!(
             async {
                 match named {
-                    true => client.prepare(&self.statements.check).await.map(Some),
+                    true => client
+                        .prepare_typed(check_text(&self.statements, term), &CHECK_TYPES)
+                        .await
+                        .map(Some),
                     false => Ok(None),
                 }
             },
@@ -465,6 +510,7 @@ impl Connector {
             client,
             server,
             statements: self.statements.clone(),
+            term,
             prepared,
             cancel,
             task: task.take(),
@@ -498,7 +544,12 @@ impl Connector {
         // From here on, `task` must not outlive a failure: wrap it at once.
         let guard = AbortOnDrop(Some(task));
         debug!(table = %table.quoted(), "connected; checking the table");
-        ensure_table(&mut client, &self.statements, budget).await?;
+        let shape = ensure_table(&mut client, &self.statements, budget).await?;
+        self.term.store(shape.term, Ordering::Relaxed);
+        if let Some(schema) = schema_of(&client, &self.statements, budget).await? {
+            let qualified = Table::qualified(&schema, table.name()).map_err(Error::Table)?;
+            let _ = self.qualified.set(Arc::new(Statements::new(&qualified)));
+        }
         let task = guard.take();
         let conn = bounded(
             "preparing the statements",

@@ -288,7 +288,8 @@ impl Driver {
                     floor,
                     may_take,
                     may_insert,
-                } => next = Some(self.check(renew, floor, may_take, may_insert)),
+                    continues,
+                } => next = Some(self.check(renew, floor, may_take, may_insert, continues)),
                 Command::Release { version } => next = Some(self.release(version)),
                 Command::RunPrecheck => next = Some(self.run_precheck()),
                 Command::Raise(lease) => {
@@ -331,6 +332,7 @@ impl Driver {
         floor: i64,
         may_take: bool,
         may_insert: bool,
+        continues: Option<i64>,
     ) -> Pending {
         let (name, process, lease_micros) =
             (self.name.clone(), self.process.clone(), self.lease_micros);
@@ -348,6 +350,7 @@ impl Driver {
                     floor,
                     may_take,
                     may_insert,
+                    continues,
                 };
                 let row = conn.check(&params).await.map_err(Why::Statement)?;
                 let row = CheckRow::decode(&row).map_err(Why::Decode)?;

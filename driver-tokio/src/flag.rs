@@ -124,6 +124,13 @@ impl Flag {
         // release another; one more for the scheduler's slack.
         let close_bound = config.interval() + config.margin() + config.timeout() * 3;
         let signals = Arc::new(Signals::new());
+        let fencing = crate::fence::Fencing {
+            statements: link.connector().qualified_statements(),
+            name: config.name().to_string(),
+            process: config.process().to_string(),
+            lease_micros: config.interval_micros(),
+        };
+        let _ = signals.fencing.set(Arc::new(fencing));
         let close = shutdown.map_or_else(CancellationToken::new, |s| s.child_token());
         let (outcome_tx, outcome) = watch::channel(None);
         // The task's events carry the flag and the process, inside the span of whoever

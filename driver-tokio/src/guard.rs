@@ -8,6 +8,7 @@ use leadership_core::Instant as CoreInstant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::fence::{Fence, FenceError, Fencing};
 use crate::lease::{Lease, LeaseCell};
 use crate::state::{Holder, State};
 
@@ -37,6 +38,8 @@ pub(crate) struct Signals {
     holder: watch::Sender<Option<Holder>>,
     /// The statements' outcomes, for `health()`.
     pub(crate) health: crate::health::HealthCounters,
+    /// What guards need to fence: set by the flag before its driver runs, so before any guard.
+    pub(crate) fencing: OnceLock<Arc<Fencing>>,
 }
 
 impl Signals {
@@ -49,6 +52,7 @@ impl Signals {
             guards: watch::Sender::new(0),
             holder: watch::Sender::new(None),
             health: Default::default(),
+            fencing: OnceLock::new(),
         }
     }
 
@@ -229,6 +233,49 @@ impl Guard {
     /// ```
     pub fn token(&self) -> i64 {
         self.token
+    }
+
+    /// This term's fence, for the database that holds the flags: the statement and its values,
+    /// to run first in a transaction whose writes must commit only while this term holds the
+    /// flag. See [`Fence`]; [`fence_in`](Guard::fence_in) runs it with tokio-postgres.
+    pub fn fence(&self) -> Fence {
+        let fencing = self
+            .signals
+            .fencing
+            .get()
+            .expect("a flag sets its fencing before its driver makes any guard");
+        Fence::new(fencing.clone(), self.token)
+    }
+
+    /// Runs this term's fence first in `transaction` (a tokio-postgres `Transaction`, or a
+    /// `Client` inside a transaction block begun by hand), on the database that holds the
+    /// flags: `Ok` means the transaction's writes commit while this term holds the flag, or
+    /// not at all (every renew and takeover waits for the transaction to end, which the fence
+    /// bounds by the lease left). [`FenceError::TermOver`] means the term is over: roll back.
+    /// A guard already lost fails without a round trip.
+    ///
+    /// Keep the transaction short, well under the flag's timeout: this term's own renew waits
+    /// for it too.
+    ///
+    /// ```no_run
+    /// # async fn demo(guard: &leadership_tokio::Guard, db: &mut tokio_postgres::Client)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let tx = db.transaction().await?;
+    /// guard.fence_in(&tx).await?; // the term is over: the error, and no commit
+    /// tx.execute("INSERT INTO report_runs (token) VALUES ($1)", &[&guard.token()]).await?;
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn fence_in<C>(&self, transaction: &C) -> Result<(), FenceError>
+    where
+        C: tokio_postgres::GenericClient + Sync,
+    {
+        let fence = self.fence();
+        if self.is_lost() {
+            return Err(fence.error_term_over());
+        }
+        fence.run(transaction).await
     }
 
     /// The term's current term, if it still holds by the state (not by the clock).

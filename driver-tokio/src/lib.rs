@@ -63,6 +63,11 @@
 //!   (the lease expires instead), so the next leader never starts while this one's work still
 //!   runs. [`Flag::subscribe`] watches the [`State`]; [`Flag::current_holder`] says who held
 //!   the row at the last check.
+//! - Writes of the leader-only work to the database that holds the flags are fenced where they
+//!   land: [`Guard::fence_in`] runs the term's [`Fence`] first in the work's transaction, which
+//!   then commits only while this term holds the flag, or fails with
+//!   [`FenceError::TermOver`]; [`Guard::fence`] gives the statement and its parameters for
+//!   other clients.
 //! - A [`FlagSet`] runs many flags of one process over one connection; with
 //!   [`FlagSet::balanced`] a fleet shares a group of shards, each process leading about its
 //!   share ([`Balanced`]), with membership kept in the same table.
@@ -97,6 +102,7 @@ mod builder;
 mod connection;
 mod driver;
 mod error;
+mod fence;
 mod flag;
 mod guard;
 mod health;
@@ -124,6 +130,7 @@ pub mod kind {
     pub use crate::builder::{One, Set};
 }
 pub use error::Error;
+pub use fence::{Fence, FenceError};
 pub use flag::{Flag, LastRun, TryLead};
 pub use guard::Guard;
 pub use health::Health;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leadership_core::sql::{check_shape, Column, ShapeError};
+use leadership_core::sql::{check_shape, Column, Shape, ShapeError};
 use leadership_core::{Checked, Config, DbTime, Row};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
@@ -118,7 +118,7 @@ pub(crate) fn is_create_race(error: &tokio_postgres::Error) -> bool {
 pub(crate) fn shape_from_rows(
     columns: &[tokio_postgres::Row],
     name_is_unique: bool,
-) -> Result<(), ShapeError> {
+) -> Result<Shape, ShapeError> {
     let decoded: Vec<(String, String, bool, bool)> = columns
         .iter()
         .filter_map(|r| {

@@ -101,3 +101,30 @@ WHERE NOT EXISTS (SELECT FROM won) AND NOT EXISTS (SELECT FROM seen)"#;
 pub fn render(template: &str, table: &Table) -> String {
     template.replace("{table}", &table.quoted())
 }
+
+/// A safeguard of [`FENCE`](leadership_core::sql::FENCE) to switch off, for the tests that show
+/// each one matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceWithout {
+    /// The term column: `holder = me AND version >= token` instead, which a later term of the
+    /// same process passes.
+    Term,
+    /// `FOR SHARE`: `FOR KEY SHARE` instead, which an `UPDATE` of the row does not wait for.
+    ShareLock,
+    /// `clock_timestamp()`: the transaction's start (`now()`) instead, which is stale in a
+    /// transaction that began before the lease expired.
+    Clock,
+}
+
+/// [`FENCE`](leadership_core::sql::FENCE) for `table` with one safeguard switched off; panics if
+/// the fence's text no longer has the piece (the variant would silently equal the fence).
+pub fn fence_without(safeguard: FenceWithout, table: &Table) -> String {
+    let fence = leadership_core::sql::Statements::new(table).fence;
+    let (from, to) = match safeguard {
+        FenceWithout::Term => (r#"AND "term" = $3::bigint"#, "AND version >= $3::bigint"),
+        FenceWithout::ShareLock => ("FOR SHARE", "FOR KEY SHARE"),
+        FenceWithout::Clock => ("clock_timestamp()", "now()"),
+    };
+    assert!(fence.contains(from), "the fence has no {from:?}");
+    fence.replace(from, to)
+}

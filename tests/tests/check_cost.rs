@@ -79,8 +79,12 @@ impl Check {
         renew: Option<i64>,
     ) -> Result<bool, postgres::Error> {
         let floor = renew.map_or(0, |v| v + 1);
-        let all: [&(dyn ToSql + Sync); 7] = [&FLAG, &process, &renew, &LEASE, &floor, &true, &true];
-        // Each text takes the parameters it names: the check before 4, the variants 6, ours 7.
+        // A renew continues the term of the leader's row (`held_by_leader`: version 5).
+        let continues = renew.map(|_| 5i64);
+        let all: [&(dyn ToSql + Sync); 8] = [
+            &FLAG, &process, &renew, &LEASE, &floor, &true, &true, &continues,
+        ];
+        // Each text takes the parameters it names: the check before 4, the variants 6, ours 8.
         let statement = c.prepare(self.text.as_str())?;
         let params = &all[..statement.params().len()];
         c.query_one(&statement, params).map(|r| r.get(0))

@@ -137,18 +137,27 @@ fn client(conn: String, process: String, kind: Kind, lease: i64, until: Instant)
     let check = c.prepare(&kind.text()).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ process.bytes().map(u64::from).sum::<u64>() << 7);
     let (mut held, mut highest): (Option<i64>, Option<i64>) = (None, None);
+    // The term a renew of `held` continues, as the core tracks it.
+    let mut term: Option<i64> = None;
     let mut wins = Vec::new();
     let pause = |us: u64| thread::sleep(Duration::from_micros(us));
     while Instant::now() < until {
         let floor = highest.map_or(0, |v| v + 1);
-        let all: [&(dyn ToSql + Sync); 7] = [&FLAG, &process, &held, &lease, &floor, &true, &true];
-        // Each text takes the parameters it names: the check before 4, the variants 6, ours 7.
+        let continues = held.and(term);
+        let all: [&(dyn ToSql + Sync); 8] = [
+            &FLAG, &process, &held, &lease, &floor, &true, &true, &continues,
+        ];
+        // Each text takes the parameters it names: the check before 4, the variants 6, ours 8.
         let params = &all[..check.params().len()];
         let r = c.query_one(&check, params).expect("the check");
         let (won, version): (bool, Option<i64>) = (r.get("won"), r.get("version"));
         highest = highest.max(version);
         if won {
             let version = version.expect("a win has a version");
+            term = match held {
+                Some(h) if h + 1 == version => term,
+                _ => Some(version),
+            };
             wins.push(Win {
                 process: process.clone(),
                 renew: held,

@@ -38,6 +38,8 @@ struct Start {
     holder: Option<&'static str>,
     version: Option<i64>,
     ts: Ts,
+    /// The term column.
+    term: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +54,8 @@ enum Call {
         may_take: bool,
         /// `$7`: whether a missing row may be inserted.
         may_insert: bool,
+        /// `$8`: the term a renew continues.
+        continues: Option<i64>,
     },
     Release {
         process: &'static str,
@@ -64,7 +68,7 @@ fn client(server: &PgServer) -> Client {
     // Nullable columns, as a table made by hand may have; the statements are the same.
     c.batch_execute(
         "create table if not exists conformance (name text primary key, holder text, \
-         version bigint, \"timestamp\" timestamptz)",
+         version bigint, \"timestamp\" timestamptz, term bigint)",
     )
     .expect("create table");
     c
@@ -97,17 +101,17 @@ fn ts_ref(ts: Ts, now: DbTime) -> Option<DbTime> {
 fn put(tx: &mut Transaction<'_>, name: &str, start: &Start) {
     tx.execute(
         &format!(
-            "insert into conformance values ($1, $2, $3, {})",
+            "insert into conformance values ($1, $2, $3, {}, $4)",
             ts_sql(start.ts)
         ),
-        &[&name, &start.holder, &start.version],
+        &[&name, &start.holder, &start.version, &start.term],
     )
     .expect("insert the starting row");
 }
 
 fn rows(tx: &mut Transaction<'_>) -> Vec<(String, RefRow)> {
     tx.query(
-        "select name, holder, version, \"timestamp\" from conformance order by name",
+        "select name, holder, version, \"timestamp\", term from conformance order by name",
         &[],
     )
     .expect("read rows")
@@ -120,6 +124,7 @@ fn rows(tx: &mut Transaction<'_>) -> Vec<(String, RefRow)> {
                 holder: r.get(1),
                 version: r.get(2),
                 timestamp: ts.map(|t| t.0),
+                term: r.get(4),
             },
         )
     })
@@ -139,6 +144,7 @@ fn compare(
         holder: Some("z"),
         version: Some(1),
         ts: Ts::Rel(-10 * YEAR),
+        term: Some(1),
     };
     put(&mut tx, OTHER, &neighbour);
     if let Some(start) = &start {
@@ -153,6 +159,7 @@ fn compare(
         holder: s.holder.map(str::to_string),
         version: s.version,
         timestamp: ts_ref(s.ts, now),
+        term: s.term,
     };
     table.put(OTHER, to_ref(&neighbour));
     if let Some(start) = &start {
@@ -167,6 +174,7 @@ fn compare(
             floor,
             may_take,
             may_insert,
+            continues,
         } => {
             let got = tx
                 .query_one(
@@ -179,12 +187,13 @@ fn compare(
                         &floor,
                         &may_take,
                         &may_insert,
+                        &continues,
                     ],
                 )
                 .map_err(|e| format!("server error: {e}"))
                 .and_then(|r| CheckRow::decode(&r).map_err(|e| e.to_string()));
             let want = table.check(
-                now, FLAG, process, renew, lease, floor, may_take, may_insert,
+                now, FLAG, process, renew, lease, floor, may_take, may_insert, continues,
             );
             match got {
                 Err(e) => Err(format!("{e}; reference: {want:?}")),
@@ -225,6 +234,7 @@ fn same(got: &CheckRow, want: &CheckResult) -> bool {
         holder: None,
         version: None,
         timestamp: None,
+        term: None,
     });
     got.won == want.won
         && got.found == want.found
@@ -235,11 +245,13 @@ fn same(got: &CheckRow, want: &CheckResult) -> bool {
 }
 
 fn starts() -> Vec<Option<Start>> {
+    // The term column at 2: kept by what does not win, replaced by a new term.
     let s = |holder, version, ts| {
         Some(Start {
             holder,
             version,
             ts,
+            term: Some(2),
         })
     };
     let lease = SECOND;
@@ -292,15 +304,23 @@ fn calls(start: &Option<Start>) -> Vec<Call> {
                         } else {
                             vec![may_take]
                         };
+                        // A term continues only with a renew: both there.
+                        let terms = match renew {
+                            Some(_) => vec![None, Some(7)],
+                            None => vec![None],
+                        };
                         for may_insert in inserts {
-                            calls.push(Call::Check {
-                                process,
-                                renew,
-                                lease,
-                                floor,
-                                may_take,
-                                may_insert,
-                            });
+                            for &continues in &terms {
+                                calls.push(Call::Check {
+                                    process,
+                                    renew,
+                                    lease,
+                                    floor,
+                                    may_take,
+                                    may_insert,
+                                    continues,
+                                });
+                            }
                         }
                     }
                 }
@@ -361,7 +381,7 @@ fn start_strategy() -> impl Strategy<Value = Option<Start>> {
     let version = prop_oneof![8 => version_strategy().prop_map(Some), 1 => Just(None)];
     prop_oneof![
         1 => Just(None),
-        8 => (holder, version, ts_strategy()).prop_map(|(holder, version, ts)| Some(Start { holder, version, ts })),
+        8 => (holder, version, ts_strategy(), proptest::option::of(version_strategy())).prop_map(|(holder, version, ts, term)| Some(Start { holder, version, ts, term })),
     ]
 }
 
@@ -379,8 +399,8 @@ fn call_strategy(v: i64) -> impl Strategy<Value = Call> {
     let lease = prop_oneof![Just(SECOND), 1..3 * SECOND, Just(YEAR)];
     let may = || prop_oneof![3 => Just(true), 1 => Just(false)];
     prop_oneof![
-        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may(), may())
-            .prop_map(|(process, renew, lease, floor, may_take, may_insert)| Call::Check { process, renew, lease, floor, may_take, may_insert }),
+        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may(), may(), proptest::option::of(version_strategy()))
+            .prop_map(|(process, renew, lease, floor, may_take, may_insert, continues)| Call::Check { process, renew, lease, floor, may_take, may_insert, continues }),
         1 => (process, version_strategy()).prop_map(|(process, version)| Call::Release { process, version }),
     ]
 }
@@ -401,8 +421,8 @@ fn the_reference_table_matches_the_server_on_random_cases() {
         let v = start.and_then(|s| s.version).unwrap_or(0);
         let call = prop_oneof![
             2 => call_strategy(v),
-            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>(), any::<bool>())
-                .prop_map(|(process, v, floor, may_take, may_insert)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take, may_insert }),
+            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>(), any::<bool>(), proptest::option::of(version_strategy()))
+                .prop_map(|(process, v, floor, may_take, may_insert, continues)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take, may_insert, continues }),
             1 => (prop_oneof![Just("a"), Just("b")], Just(v))
                 .prop_map(|(process, version)| Call::Release { process, version }),
         ];
@@ -414,4 +434,58 @@ fn the_reference_table_matches_the_server_on_random_cases() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// Where the term column cannot be added, the check runs without it on the Go flag's own table
+/// (prepared with its eight types, since it does not reference `$8`) and wins as the full one.
+#[test]
+fn the_check_without_the_term_column_runs_on_the_go_flags_table() {
+    let server = &server();
+    let mut c = Client::connect(&server.conn_string(), NoTls).expect("connect");
+    c.batch_execute(
+        "create table goshaped (name text primary key, holder text not null, \
+         version bigint not null, \"timestamp\" timestamptz not null)",
+    )
+    .unwrap();
+    let st = Statements::new(&Table::new("goshaped").unwrap());
+    use postgres::types::Type;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::BOOL,
+        Type::BOOL,
+        Type::INT8,
+    ];
+    let check = c.prepare_typed(&st.check_without_term, &types).unwrap();
+    let none: Option<i64> = None;
+    let r = c
+        .query_one(
+            &check,
+            &[&FLAG, &"a", &none, &SECOND, &0i64, &true, &true, &none],
+        )
+        .unwrap();
+    assert!(r.get::<_, bool>("won"));
+    let r = c
+        .query_one(
+            &check,
+            &[
+                &FLAG,
+                &"a",
+                &Some(0i64),
+                &SECOND,
+                &1i64,
+                &true,
+                &true,
+                &Some(0i64),
+            ],
+        )
+        .unwrap();
+    assert!(r.get::<_, bool>("won") && r.get::<_, i64>("version") == 1);
+    assert!(
+        c.prepare(&st.check).is_err(),
+        "the full check needs the column"
+    );
 }

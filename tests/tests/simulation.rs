@@ -577,3 +577,40 @@ fn lost_notifications_cost_only_time() {
     assert!(delivered < Duration::from_millis(20), "{delivered:?}");
     assert!(half_lost > delivered * 5, "{half_lost:?} vs {delivered:?}");
 }
+
+// ---- The user's effects (issue 26) -------------------------------------------------------------
+
+/// The leader-only work writes a transaction every 200 ms, some held by the link for up to two
+/// leases: with the fence none commits after a newer term began, through every fault; and
+/// every term was raised on a row naming it (its fence can pass).
+#[test]
+fn with_the_fence_the_works_transactions_commit_only_in_their_term() {
+    let (mut committed, mut refused) = (0, 0);
+    for seed in 0..150 {
+        let report = sim::run(&SimConfig {
+            effects: Some(Duration::from_millis(200)),
+            ..config(seed, 3, 5, "all")
+        });
+        clean(&report);
+        committed += report.stats.effects_committed;
+        refused += report.stats.effects_refused;
+    }
+    println!("{committed} transactions committed, {refused} refused by the fence");
+    assert!(committed > 100_000, "{committed}");
+    assert!(
+        refused > 100,
+        "late transactions reached the fence: {refused}"
+    );
+}
+
+#[test]
+fn without_fence_a_delayed_transaction_commits_in_a_later_term() {
+    let report = first_failure(50, |seed| SimConfig {
+        effects: Some(Duration::from_millis(200)),
+        safeguards: Safeguards::without("fence").unwrap(),
+        ..config(seed, 3, 5, "pause,crash,stall,slow")
+    });
+    let f = report.failure.expect("found");
+    assert!(matches!(f.violation, Violation::LateEffect { .. }), "{f}");
+    assert!(f.to_string().contains("--unsafe fence"), "{f}");
+}

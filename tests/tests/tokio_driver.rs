@@ -643,7 +643,8 @@ async fn odd_rows_never_raise_and_are_left_intact() {
     );
     let before = psql(
         &pg,
-        "SELECT * FROM leadership_flags WHERE name NOT IN ('null-holder', 'almost') ORDER BY name",
+        "SELECT name, holder, version, \"timestamp\" FROM leadership_flags \
+         WHERE name NOT IN ('null-holder', 'almost') ORDER BY name",
     );
     let start = |name: &'static str| {
         let b = Flag::builder(name, "p")
@@ -667,7 +668,8 @@ async fn odd_rows_never_raise_and_are_left_intact() {
     assert_eq!(
         psql(
             &pg,
-            "SELECT * FROM leadership_flags WHERE name NOT IN ('null-holder', 'almost') ORDER BY name"
+            "SELECT name, holder, version, \"timestamp\" FROM leadership_flags \
+         WHERE name NOT IN ('null-holder', 'almost') ORDER BY name"
         ),
         before,
         "rows it could not take are untouched"

@@ -4,6 +4,7 @@
 
 mod common;
 mod exits;
+mod fence;
 mod logs;
 mod once;
 mod run;

@@ -2,7 +2,7 @@
 
 use alloc::format;
 
-use super::harness::{db, ms, renew_check, row, Harness, TestRow, OTHER, PROCESS};
+use super::harness::{db, ms, renew_check, retake_check, row, Harness, TestRow, OTHER, PROCESS};
 use crate::{
     Anomaly, Checked, Command, Config, ContractError, DbTime, Failure, Input, InputKind, Lease,
     LowerReason, Precheck, WonBy,
@@ -26,6 +26,7 @@ fn first_check_takes_a_missing_flag_at_once() {
             floor: 0,
             may_take: true,
             may_insert: true,
+            continues: None,
         }],
         "no waiting at start-up"
     );
@@ -61,6 +62,7 @@ fn leader_renews_with_one_statement_per_check() {
                 floor: version,
                 may_take: true,
                 may_insert: false,
+                continues: Some(0),
             }],
             "one statement"
         );
@@ -94,6 +96,7 @@ fn follower_checks_with_one_statement_and_wakes_when_the_lease_expires() {
             floor: 6,
             may_take: true,
             may_insert: false,
+            continues: None,
         }],
         "one statement"
     );
@@ -135,24 +138,26 @@ fn a_hung_renew_lowers_at_the_deadline() {
     // The statement times out; the next check still tries to renew the row it may hold.
     h.at(ms(100));
     assert_eq!(h.input(Input::Failed(Failure::Timeout)), []);
-    assert_eq!(h.wake(), [renew_check(0)]);
+    assert_eq!(h.wake(), [retake_check(0)], "a win would start a new term");
 }
 
 #[test]
-fn a_slow_renew_that_wins_counts_from_when_it_was_sent() {
+fn a_slow_renew_that_wins_after_the_lapse_renews_again_for_a_term_of_its_own() {
     let mut h = Harness::leader();
     h.wake();
-    let sent = h.now;
-    h.wake(); // deadline: lowered
+    h.wake(); // deadline: lowered while the renew is in flight
     h.at(ms(50));
+    // The renew continued term 0 in the row's term column: a new term must write its own
+    // token there before it leads, or its fence would fail and term 0's would pass.
     let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
+    assert_eq!(c, [retake_check(1)], "no raise on the old term's row");
+    let sent = h.now;
+    h.at(ms(30));
+    let c = h.checked(true, Some(row(PROCESS, 2, db(1050))), db(1050));
     let lease = lease_of(&c);
-    assert!(
-        matches!(c[..], [Command::Raise(_)]),
-        "a new term after the lapse: {c:?}"
-    );
-    assert_eq!(lease.deadline, sent + ms(1900));
-    assert_eq!((lease.token, lease.won_by), (1, WonBy::Renewed));
+    assert!(matches!(c[..], [Command::Raise(_)]), "a new term: {c:?}");
+    assert_eq!(lease.deadline, sent + ms(1900), "counted from the send");
+    assert_eq!((lease.token, lease.won_by), (2, WonBy::Renewed));
 }
 
 #[test]
@@ -161,7 +166,11 @@ fn a_win_that_arrives_after_its_own_deadline_raises_nothing() {
     h.commands();
     h.at(ms(1900));
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
-    assert_eq!(c, [renew_check(0)], "renews at once instead");
+    assert_eq!(
+        c,
+        [retake_check(0)],
+        "renews at once instead, for a new term"
+    );
     assert!(!h.flag.is_leader(h.now));
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 1, db(1900))), db(1900)));
     assert_eq!(lease.deadline, h.now + ms(1900));
@@ -261,7 +270,7 @@ fn a_row_naming_us_after_a_restart_is_adopted_and_renewed() {
     let mut h = Harness::new();
     h.commands();
     let c = h.checked(false, Some(row(PROCESS, 41, db(-100))), db(0));
-    assert_eq!(c, [renew_check(41)], "adopts at once");
+    assert_eq!(c, [retake_check(41)], "adopts at once: a new term");
     let lease = lease_of(&h.checked(true, Some(row(PROCESS, 42, db(0))), db(0)));
     assert_eq!((lease.token, lease.won_by), (42, WonBy::Renewed));
 }
@@ -298,6 +307,7 @@ fn another_process_using_our_name_is_reported_and_we_step_aside() {
             floor: 6,
             may_take: true,
             may_insert: false,
+            continues: None,
         }],
         "no renew of a row it did not write"
     );
@@ -320,6 +330,7 @@ fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
             floor: 0,
             may_take: true,
             may_insert: true,
+            continues: None,
         }]
     );
     h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -362,6 +373,7 @@ fn a_notification_makes_a_follower_check_at_once() {
             floor: 4,
             may_take: true,
             may_insert: false,
+            continues: None,
         }]
     );
     assert_eq!(h.input(Input::Notified), [], "one check at a time");
@@ -373,6 +385,7 @@ fn a_notification_makes_a_follower_check_at_once() {
             floor: 4,
             may_take: true,
             may_insert: false,
+            continues: None,
         }],
         "the waiting notification is served"
     );
@@ -415,6 +428,7 @@ fn odd_rows_are_reported_and_never_taken() {
             floor: 4,
             may_take: true,
             may_insert: false,
+            continues: None,
         }]
     );
     assert_eq!(

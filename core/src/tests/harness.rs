@@ -31,13 +31,15 @@ pub(crate) fn db(ms: i64) -> DbTime {
 }
 
 /// The check a leader holding `version` sends to renew it, exactly as the core sends it (the
-/// next version is the floor; no insert, since the leader saw the row).
+/// next version is the floor; no insert, since the leader saw the row; the term of
+/// [`Harness::leader`], won at version 0, continues).
 pub(crate) fn renew_check(version: i64) -> Command {
     Command::Check {
         renew: Some(version),
         floor: version + 1,
         may_take: true,
         may_insert: false,
+        continues: Some(0),
     }
 }
 
@@ -116,10 +118,32 @@ impl Harness {
                 floor: 0,
                 may_take: true,
                 may_insert: true,
+                continues: None,
             }]
         );
         let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
         assert!(matches!(c[..], [Command::Raise(_)]), "{c:?}");
         h
+    }
+}
+
+/// The check a follower sends to renew a row of its own that is not a live lease of this
+/// life (a lapsed lease, an adopted one): like [`renew_check`], but a win starts a new term.
+pub(crate) fn retake_check(version: i64) -> Command {
+    match renew_check(version) {
+        Command::Check {
+            renew,
+            floor,
+            may_take,
+            may_insert,
+            ..
+        } => Command::Check {
+            renew,
+            floor,
+            may_take,
+            may_insert,
+            continues: None,
+        },
+        other => other,
     }
 }

@@ -4,7 +4,7 @@
 
 use core::time::Duration;
 
-use super::harness::{db, ms, row, Harness, OTHER, PROCESS};
+use super::harness::{db, ms, renew_check, row, Harness, OTHER, PROCESS};
 use crate::{Anomaly, Command, Input, Instant, LowerReason, Server};
 
 fn server(timeline: u32, started_ms: i64) -> Server {
@@ -29,6 +29,7 @@ fn check_inserting(renew: Option<i64>, floor: i64, may_take: bool, may_insert: b
         floor,
         may_take,
         may_insert,
+        continues: None,
     }
 }
 
@@ -36,7 +37,7 @@ fn check_inserting(renew: Option<i64>, floor: i64, may_take: bool, may_insert: b
 fn leader_at_10() -> Harness {
     let mut h = Harness::leader();
     for version in 1..=10 {
-        assert_eq!(h.wake(), [check(Some(version - 1), version, true)]);
+        assert_eq!(h.wake(), [renew_check(version - 1)]);
         h.checked(true, Some(row(PROCESS, version, db(0))), db(0));
     }
     h
@@ -45,7 +46,7 @@ fn leader_at_10() -> Harness {
 #[test]
 fn a_row_below_a_version_seen_is_lost_writes_and_fences_takeovers_for_a_lease() {
     let mut h = leader_at_10();
-    assert_eq!(h.wake(), [check(Some(10), 11, true)]);
+    assert_eq!(h.wake(), [renew_check(10)]);
     // The database lost the last writes: the row names us at version 5, long expired.
     let c = h.checked(false, Some(row(PROCESS, 5, db(-10_000))), db(0));
     assert_eq!(
@@ -78,15 +79,21 @@ fn a_renew_of_an_intact_row_goes_on_through_a_server_change() {
     // Failover to a current standby: the row is as we left it; the term goes on.
     let mut h = leader_at_10();
     assert_eq!(h.input(Input::Connected(server(1, 0))), []);
-    assert_eq!(h.wake(), [check(Some(10), 11, true)]);
+    assert_eq!(h.wake(), [renew_check(10)]);
     let c = h.input(Input::Connected(server(2, 0)));
     assert_eq!(
         c,
         [
             Command::Anomaly(Anomaly::LostWrites),
-            check(Some(10), 11, false)
+            Command::Check {
+                renew: Some(10),
+                floor: 11,
+                may_take: false,
+                may_insert: false,
+                continues: Some(0),
+            }
         ],
-        "the check was not run: it goes again, fenced"
+        "the check was not run: it goes again, fenced, continuing the term"
     );
     let c = h.checked(true, Some(row(PROCESS, 11, db(0))), db(0));
     assert!(
@@ -163,7 +170,7 @@ fn a_fresh_process_on_a_recently_promoted_server_takes_nothing_until_a_lease_aft
 #[test]
 fn a_deleted_row_never_brings_the_token_below_one_handed_out() {
     let mut h = leader_at_10();
-    assert_eq!(h.wake(), [check(Some(10), 11, true)]);
+    assert_eq!(h.wake(), [renew_check(10)]);
     // Someone ran DELETE: the renew inserted the row again, at the floor.
     let c = h.checked(true, Some(row(PROCESS, 11, db(0))), db(0));
     assert!(

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use super::harness::{db, ms, renew_check, row, Harness, OTHER, PROCESS};
+use super::harness::{db, ms, renew_check, retake_check, row, Harness, OTHER, PROCESS};
 use crate::{Command, Config, Failure, Input, LowerReason, Precheck};
 
 /// Interval 2 s, timeout 200 ms, margin 100 ms, retry 200 ms, stop-ahead 500 ms: the lease
@@ -23,6 +23,7 @@ fn with_stop_ahead() -> Harness {
             floor: 0,
             may_take: true,
             may_insert: true,
+            continues: None,
         }]
     );
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -124,6 +125,7 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                     floor: version + 1,
                     may_take: true,
                     may_insert: false,
+                    continues: Some(0),
                 }],
                 "{seed}/{round}"
             );
@@ -140,6 +142,7 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                         floor: version + 1,
                         may_take: true,
                         may_insert: false,
+                        continues: Some(0),
                     }]
                 );
             }
@@ -285,7 +288,7 @@ fn a_close_after_a_renew_in_doubt_reads_the_row_again_and_releases_what_is_there
         [
             Command::Lower(LowerReason::Closed),
             Command::StopWork,
-            renew_check(0)
+            retake_check(0)
         ],
         "the row once more, before releasing"
     );
@@ -384,6 +387,7 @@ fn an_unwanted_leader_hands_over_after_its_work_stopped_and_an_unwanted_follower
             floor: 2,
             may_take: true,
             may_insert: false,
+            continues: None,
         }]
     );
 }
@@ -418,6 +422,7 @@ fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_
             floor: 0,
             may_take: true,
             may_insert: true,
+            continues: None,
         }]
     );
     f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
@@ -451,6 +456,7 @@ fn a_flag_started_unwanted_checks_only_once_wanted() {
             floor: 0,
             may_take: true,
             may_insert: true,
+            continues: None,
         })
     );
 }

@@ -37,8 +37,10 @@ mod cost;
 
 const FLAG: &str = "seed";
 const MS: f64 = 1e6;
-const TABLE: &str = "create table if not exists leadership_flags (name text not null primary key, \
-    holder text not null, version bigint not null, \"timestamp\" timestamp with time zone not null)";
+/// The flags table as our processes create it (the Go flag's columns and the term column).
+fn table() -> String {
+    leadership_core::sql::Statements::new(&leadership_core::sql::Table::default()).create_table
+}
 
 fn unix_ns() -> i64 {
     SystemTime::now()
@@ -97,7 +99,7 @@ impl Fleet {
         }
         // The Go flag's Build() fails when peers create the table at once (the cold start
         // figure): every other scenario starts with the table in place.
-        let _ = pg.psql(TABLE);
+        let _ = pg.psql(&table());
         Fleet {
             imp: Arc::clone(imp),
             port: pg.port(),
@@ -800,7 +802,8 @@ fn ceiling(pg: &PgServer, sizes: &[usize], secs: u64) -> String {
             .replace("$4", lease)
             .replace("$5", "0")
             .replace("$6", "true")
-            .replace("$7", "true");
+            .replace("$7", "true")
+            .replace("$8", "NULL");
         // pgbench wants one statement per line.
         format!(
             "\\set n random(1, :nflags)\n{}\n",
@@ -1264,7 +1267,7 @@ fn main() {
                     fleet(imp, &pg, sizes, *set && imp.name != "go")
                 }
                 ("ceiling", Scenario::Ceiling { sizes, secs }) => {
-                    let _ = pg.psql(TABLE);
+                    let _ = pg.psql(&table());
                     ceiling(&pg, sizes, *secs)
                 }
                 _ => unreachable!(),

@@ -71,6 +71,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             failovers: 0,
             deletes: 0,
             losses: 0,
+            writes: 1,
         };
     }
     let mut tick = None;

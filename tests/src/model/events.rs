@@ -12,7 +12,7 @@ use std::fmt;
 use leadership_core::{Command, Failure, Input, LowerReason};
 
 use super::properties::Violation;
-use super::world::{Budget, Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
+use super::world::{Budget, Effect, Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
 use super::Params;
 use crate::sim::trace::Op;
 use crate::table::{RefRow, RefTable};
@@ -55,6 +55,11 @@ pub enum Event {
     Failover(u8),
     /// An operator deletes the row.
     Delete,
+    /// The process's leader-only work sends a transaction (fenced unless the safeguard is
+    /// off) on its way to the database.
+    Write(u8),
+    /// The work's transaction `k` arrives and runs now: fence, write, commit.
+    Land(u8),
 }
 
 impl fmt::Display for Event {
@@ -80,6 +85,8 @@ impl fmt::Display for Event {
                 "db: FAILOVER to a standby that lacks the last {k} write(s)"
             ),
             Event::Delete => write!(f, "db: an operator DELETEs the row"),
+            Event::Write(p) => write!(f, "r{p}: its work sends a transaction of its term"),
+            Event::Land(k) => write!(f, "db: the work's transaction #{k} arrives"),
         }
     }
 }
@@ -180,6 +187,12 @@ impl World {
                     }
                 }
             }
+            if pr.work_token.is_some()
+                && matches!(pr.work, Some(Work::Running | Work::Told { .. }))
+                && self.budget.writes > 0
+            {
+                out.push(Event::Write(q));
+            }
             if pr.notify {
                 if self.budget.losses > 0 && self.budget.total > 0 {
                     out.push(Event::LoseNotify(q));
@@ -231,6 +244,9 @@ impl World {
             for k in 0..=self.history.len() {
                 out.push(Event::Failover(k as u8));
             }
+        }
+        for k in 0..self.effects.len() {
+            out.push(Event::Land(k as u8));
         }
         if self.budget.deletes > 0
             && self.budget.total > 0
@@ -315,6 +331,19 @@ impl World {
                 self.spend();
             }
             Event::WorkEnds(p) => self.work_ends(params, usize::from(p)),
+            Event::Write(p) => {
+                let token = self.procs[usize::from(p)]
+                    .work_token
+                    .expect("enabled with a token");
+                self.effects.push(Effect {
+                    p,
+                    token,
+                    fenced: params.sim.safeguards.fence,
+                    timeline: self.timeline,
+                });
+                self.budget.writes -= 1;
+            }
+            Event::Land(k) => self.land(params, usize::from(k)),
             Event::Pause(p) => {
                 self.procs[usize::from(p)].paused = true;
                 self.budget.pauses -= 1;
@@ -504,6 +533,7 @@ impl World {
                 floor,
                 may_take,
                 may_insert,
+                continues,
             } => {
                 let before = self.row.clone();
                 let mut table = self.table();
@@ -516,6 +546,7 @@ impl World {
                     floor,
                     may_take,
                     may_insert,
+                    continues,
                 );
                 log(|| {
                     format!(
@@ -538,6 +569,8 @@ impl World {
                 if r.won {
                     self.remember(params, before.clone());
                     self.row = table.get(FLAG).cloned();
+                    let term = self.row.as_ref().and_then(|row| row.term);
+                    self.newest_term = self.newest_term.max(term);
                 }
                 Reply::Check(r)
             }
@@ -564,6 +597,44 @@ impl World {
         if req.live && self.procs[p].core.is_some() {
             self.procs[p].reply = Some(reply);
             self.procs[p].reply_late = false;
+        }
+    }
+
+    /// The work's transaction `k` arrives: on the current timeline it runs the fence (unless
+    /// unfenced), writes and commits at once. The fence's row lock makes that one instant in
+    /// the model: no check commits between the fence and the commit.
+    fn land(&mut self, params: &Params, k: usize) {
+        let e = self.effects.remove(k);
+        let who = self.procs[usize::from(e.p)].name.clone();
+        if e.timeline != self.timeline {
+            return log(|| format!("db: {who}'s transaction was sent to a lost primary: gone"));
+        }
+        if e.fenced {
+            let held = self.table().fence(
+                self.db_now(params),
+                FLAG,
+                &who,
+                e.token,
+                params.lease_micros,
+            );
+            if !held {
+                return log(|| {
+                    format!(
+                        "db: the fence of {who}'s term {} fails: the transaction aborts",
+                        e.token
+                    )
+                });
+            }
+        }
+        log(|| format!("db: {who}'s transaction of term {} COMMITS", e.token));
+        if let Some(newer) = self.newest_term.filter(|&n| n > e.token) {
+            if !self.history_lost {
+                self.violate(Violation::LateEffect {
+                    who,
+                    token: e.token,
+                    newer,
+                });
+            }
         }
     }
 
@@ -678,7 +749,7 @@ impl World {
             if commands.is_empty() {
                 break;
             }
-            let (mut stop_work, mut raised) = (false, false);
+            let (mut stop_work, mut raised) = (false, None);
             for c in commands {
                 log(|| format!("r{p} core → {}", command_text(&c)));
                 match c {
@@ -687,6 +758,7 @@ impl World {
                         floor,
                         may_take,
                         may_insert,
+                        continues,
                     } => {
                         let (floor, may_take) = if s.lost_writes_rule {
                             (floor, may_take)
@@ -703,12 +775,14 @@ impl World {
                             floor,
                             may_take,
                             may_insert,
+                            continues,
                         };
                         let sent = Command::Check {
                             renew,
                             floor,
                             may_take,
                             may_insert,
+                            continues,
                         };
                         if sent != c {
                             log(|| format!("r{p} driver sends {op:?} (safeguard off)"));
@@ -741,7 +815,7 @@ impl World {
                             Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
                         self.procs[p].lease_deadline = lease.deadline;
                         self.believe(params, p);
-                        raised = true;
+                        raised = Some(lease.token);
                     }
                     Command::Renewed(lease) => {
                         self.procs[p].lease_deadline = lease.deadline;
@@ -764,8 +838,9 @@ impl World {
                     }
                 }
             }
-            if raised && self.procs[p].work.is_none() {
+            if raised.is_some() && self.procs[p].work.is_none() {
                 self.procs[p].work = Some(Work::Running);
+                self.procs[p].work_token = raised;
             }
             if stop_work {
                 self.term_work(params, p);

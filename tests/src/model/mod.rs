@@ -87,6 +87,7 @@ impl Params {
                 losses: 1,
                 lates: 1,
                 total: 1,
+                writes: 1,
             },
             lease_micros: 0,
             liveness_ticks: 0,

@@ -11,6 +11,8 @@
 //! - **the Go rule**: no check takes over a lease live by the Go flag's rule.
 //! - **the core's promises**: the core's auditor (`leadership_core::audit`) finds nothing,
 //!   and the core never refuses an input of the modelled driver.
+//! - **effects in their term**: no transaction of a term's leader-only work commits after a
+//!   newer term began (the check that started it committed), whenever it arrives.
 //! - **liveness** (bounded): once no fault has been active for the liveness window (a lease,
 //!   a renew, two retries and a timeout, stretched by the slowest clock), someone leads.
 
@@ -66,6 +68,15 @@ pub enum Violation {
         /// The core's error.
         error: String,
     },
+    /// A transaction of a term's work committed after a newer term began.
+    LateEffect {
+        /// The process whose work wrote it.
+        who: String,
+        /// Its term.
+        token: i64,
+        /// The newer term that had begun.
+        newer: i64,
+    },
     /// Nobody leads though nothing has gone wrong for the liveness window.
     NoLeader {
         /// Quiet for this many ticks.
@@ -83,6 +94,7 @@ impl Violation {
             Violation::TookLiveLease { .. } => "go-rule",
             Violation::CorePromise { .. } => "core-promise",
             Violation::Contract { .. } => "contract",
+            Violation::LateEffect { .. } => "effects-in-their-term",
             Violation::NoLeader { .. } => "liveness",
         }
     }
@@ -115,6 +127,10 @@ impl fmt::Display for Violation {
             Violation::Contract { who, error } => {
                 write!(f, "{who}'s core refused an input: {error}")
             }
+            Violation::LateEffect { who, token, newer } => write!(
+                f,
+                "a transaction of {who}'s term {token} committed after term {newer} began"
+            ),
             Violation::NoLeader { quiet_ticks } => write!(
                 f,
                 "liveness: nobody leads after {quiet_ticks} ticks without faults"

@@ -121,6 +121,22 @@ pub struct Proc {
     pub observed: Option<i64>,
     /// Whether its latest check showed the row (the delete fault's precondition).
     pub saw_row: bool,
+    /// The fencing token of the term its work runs for (the work's `LEADERSHIP_TOKEN`).
+    pub work_token: Option<i64>,
+}
+
+/// A transaction of a term's leader-only work on its way to the database (the user's effect):
+/// it may arrive and commit at any later moment, as a congested link delivers it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Effect {
+    /// The process whose work sent it.
+    pub p: u8,
+    /// The term's fencing token it was written with.
+    pub token: i64,
+    /// Whether it runs the fence first.
+    pub fenced: bool,
+    /// The database timeline it was sent to: after a failover it never runs.
+    pub timeline: u8,
 }
 
 /// The most statements of one process the network holds at once; a further send loses the
@@ -149,6 +165,8 @@ pub struct Budget {
     pub lates: u8,
     /// Faults of any kind above, in all: bounds the combinations.
     pub total: u8,
+    /// Transactions the leader-only work may send (not a fault: outside `total`).
+    pub writes: u8,
 }
 
 /// The whole world.
@@ -181,6 +199,11 @@ pub struct World {
     pub no_start_before: u32,
     /// The first broken property on this path (set by a step; the state is a counterexample).
     pub violation: Option<Violation>,
+    /// The work's transactions on their way.
+    pub effects: Vec<Effect>,
+    /// The highest term the row has named (its term column), on any timeline: a term begins
+    /// for the user's data when the check that starts it commits.
+    pub newest_term: Option<i64>,
 }
 
 impl World {
@@ -212,6 +235,7 @@ impl World {
                 reap_pending: false,
                 observed: None,
                 saw_row: false,
+                work_token: None,
             })
             .collect();
         let mut w = World {
@@ -227,6 +251,8 @@ impl World {
             history_lost: false,
             no_start_before: 0,
             violation: None,
+            effects: Vec::new(),
+            newest_term: None,
         };
         for p in 0..w.procs.len() {
             w.start(params, p);

@@ -8,7 +8,7 @@ use super::go_model::GoNext;
 use super::invariants::Violation;
 use super::process::{Core, Reply, Work};
 use super::trace::{Op, Pid, What};
-use super::world::{Ev, World};
+use super::world::{Ev, World, FLAG};
 
 /// How often the leader-only work takes long to stop (up to 1.5 leases), in ppm.
 const WORK_LONG_PPM: u64 = 200_000;
@@ -118,6 +118,7 @@ impl World {
                         floor,
                         may_take,
                         may_insert,
+                        continues,
                     } => {
                         self.stats.checks += 1;
                         let (floor, may_take) = if self.config.safeguards.lost_writes_rule {
@@ -138,6 +139,7 @@ impl World {
                             floor,
                             may_take,
                             may_insert,
+                            continues,
                         };
                         self.send(p, op, db_time(0));
                     }
@@ -180,6 +182,21 @@ impl World {
                         }
                         self.last_token =
                             Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
+                        // The row this term's check wrote names the term, for its fence.
+                        let name = &self.rust[i].host.name;
+                        let row = self.table.get(FLAG).filter(|r| {
+                            r.holder.as_deref() == Some(name.as_str())
+                                && r.version == Some(lease.version)
+                        });
+                        if let Some(term) = row.map(|r| r.term) {
+                            if term != Some(lease.token) && self.violation.is_none() {
+                                self.violation = Some(Violation::TermNotInRow {
+                                    who: name.clone(),
+                                    token: lease.token,
+                                    term,
+                                });
+                            }
+                        }
                         self.new_deadline(p, lease.deadline);
                         self.believe(p);
                         raised = true;
@@ -264,15 +281,59 @@ impl World {
     /// A term began: its work starts, unless the work of an earlier term is still ending (the
     /// supervisor waits for it; [`World::work_ends`] starts the next one then).
     fn start_work(&mut self, p: Pid) {
+        let t = self.t;
         let r = &mut self.rust[usize::from(p)];
         if r.work.is_none() {
+            let local = r.host.clock.local(t);
+            let token = r
+                .flag
+                .as_ref()
+                .and_then(|f| f.lease_at(local))
+                .map(|l| l.token);
             r.works += 1;
+            let work = r.works;
             r.work = Some(Work {
-                id: r.works,
+                id: work,
                 stops_at: None,
                 dies_at: None,
+                token,
             });
+            if let Some(every) = self.config.effects {
+                self.push(t + every.as_nanos() as u64, Ev::EffectTick { p, work });
+            }
         }
+    }
+
+    /// The work `work` of process `p` sends a transaction of its term, if it still runs.
+    pub(super) fn effect_tick(&mut self, p: Pid, work: u64) {
+        let t = self.t;
+        let i = usize::from(p);
+        let Some(w) = self.rust[i].work.filter(|w| w.id == work) else {
+            return; // that work has ended
+        };
+        let every = self.config.effects.map_or(0, |e| e.as_nanos() as u64);
+        self.push(t + every.max(1), Ev::EffectTick { p, work });
+        let (Some(token), true) = (w.token, !self.rust[i].host.paused(t)) else {
+            return;
+        };
+        let Some(mut delay) = self.latency() else {
+            return; // lost on its way: never committed
+        };
+        if self.rng.chance_ppm(50_000) {
+            // A congested link holds it, in order, then delivers it.
+            delay += self.rng.below(2 * self.config.interval.as_nanos() as u64);
+        }
+        let fenced = self.config.safeguards.fence;
+        let timeline = self.timeline;
+        self.push(
+            t + delay,
+            Ev::EffectLands {
+                p,
+                token,
+                fenced,
+                timeline,
+            },
+        );
     }
 
     /// The lease's deadline moved (raise, renew): the kill waits for the new one.

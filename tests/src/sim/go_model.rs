@@ -154,7 +154,14 @@ pub fn insert(table: &mut RefTable, name: &str, process: &str, ts: DbTime) -> bo
     if table.get(name).is_some() {
         return false;
     }
-    table.put(name, RefRow::new(process, 0, ts));
+    // The Go flag names its four columns: the term column stays NULL.
+    table.put(
+        name,
+        RefRow {
+            term: None,
+            ..RefRow::new(process, 0, ts)
+        },
+    );
     true
 }
 
@@ -169,7 +176,14 @@ pub fn update_timestamp(
 ) -> bool {
     match table.get(name) {
         Some(row) if row.holder.as_deref() == Some(process) && row.version == Some(version) => {
-            table.put(name, RefRow::new(process, version + 1, ts));
+            let term = row.term;
+            table.put(
+                name,
+                RefRow {
+                    term,
+                    ..RefRow::new(process, version + 1, ts)
+                },
+            );
             true
         }
         _ => false,
@@ -187,7 +201,15 @@ pub fn update_holder(
 ) -> bool {
     match table.get(name) {
         Some(row) if row.version == Some(version) => {
-            table.put(name, RefRow::new(process, version + 1, ts));
+            // The term column is left as it was: the holder, which the fence compares, changed.
+            let term = row.term;
+            table.put(
+                name,
+                RefRow {
+                    term,
+                    ..RefRow::new(process, version + 1, ts)
+                },
+            );
             true
         }
         _ => false,

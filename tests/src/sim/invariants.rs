@@ -66,6 +66,27 @@ pub enum Violation {
         /// The process whose work runs.
         worker: String,
     },
+    /// A transaction of a term's work committed after a newer term began in the table.
+    LateEffect {
+        /// The process whose work sent it.
+        who: String,
+        /// Its term.
+        token: i64,
+        /// Terms begun so far.
+        epoch: u64,
+        /// The count when its term began.
+        began: u64,
+    },
+    /// A term was raised on a row whose term column names another term: its fence would fail,
+    /// and the other term's pass.
+    TermNotInRow {
+        /// The raising process.
+        who: String,
+        /// Its token.
+        token: i64,
+        /// The row's term column.
+        term: Option<i64>,
+    },
     /// After a graceful release, nobody else led within one check.
     SlowHandover {
         /// How long since the release (ns).
@@ -96,6 +117,8 @@ impl Violation {
             Violation::TookLiveLease { .. } => "go-rule",
             Violation::NoLeader { .. } => "liveness",
             Violation::SlowHandover { .. } => "handover",
+            Violation::LateEffect { .. } => "effects-in-their-term",
+            Violation::TermNotInRow { .. } => "term-in-row",
             Violation::WorkStillRunning { .. } => "work-stops-first",
             Violation::Contract { .. } => "contract",
             Violation::CorePromise { .. } => "core-promise",
@@ -128,6 +151,20 @@ impl fmt::Display for Violation {
                 f,
                 "liveness: nobody leads after {} without faults",
                 Secs(*quiet_for)
+            ),
+            Violation::LateEffect {
+                who,
+                token,
+                epoch,
+                began,
+            } => write!(
+                f,
+                "a transaction of {who}'s term {token} committed after {} newer term(s) began",
+                epoch - began
+            ),
+            Violation::TermNotInRow { who, token, term } => write!(
+                f,
+                "{who} raised term {token} on a row whose term column is {term:?}"
             ),
             Violation::SlowHandover { waited } => write!(
                 f,

@@ -137,6 +137,11 @@ pub struct SimConfig {
     /// A self-test of the liveness check: from this time on the database drops every
     /// statement, and no fault is declared, so the check must report nobody leading.
     pub undeclared_outage: Option<Duration>,
+    /// The user's effects: while a term's leader-only work runs, it sends a transaction to the
+    /// flags' database this often; one in twenty is held by a congested link for up to two
+    /// leases more. Fenced (`sql::FENCE` on the reference table) unless the `fence` safeguard
+    /// is off. `None`: no effects.
+    pub effects: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -158,6 +163,7 @@ impl Default for SimConfig {
             full_trace: false,
             audit: false,
             undeclared_outage: None,
+            effects: None,
         }
     }
 }
@@ -240,6 +246,9 @@ impl SimConfig {
         }
         if self.faults.drift.max_ppm != Drift::default().max_ppm {
             s += &format!(" --drift-ppm {}", self.faults.drift.max_ppm);
+        }
+        if let Some(every) = self.effects {
+            s += &format!(" --effects {}ms", every.as_millis());
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
@@ -545,6 +554,11 @@ pub struct Safeguards {
     /// it learns the row vanished (a `DELETE`), takes nothing for a lease, then may insert.
     /// Off: a missing row is inserted at once whenever the check may take.
     pub vanished_row_rule: bool,
+    /// The leader-only work runs the fence (`sql::FENCE`) first in each transaction of its
+    /// own on the database: what it writes commits while its term holds the flag, or not at
+    /// all. Off: its writes are unfenced, and one delayed past the term lands in a later term.
+    /// (The model checker's user effects, and the simulator's with `SimConfig::effects`.)
+    pub fence: bool,
 }
 
 impl Default for Safeguards {
@@ -559,12 +573,13 @@ impl Default for Safeguards {
             no_release_while_working: true,
             lost_writes_rule: true,
             vanished_row_rule: true,
+            fence: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 9] = [
+pub const SAFEGUARD_NAMES: [&str; 10] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
@@ -574,6 +589,7 @@ pub const SAFEGUARD_NAMES: [&str; 9] = [
     "no-release-while-working",
     "lost-writes-rule",
     "vanished-row-rule",
+    "fence",
 ];
 
 impl Safeguards {
@@ -591,6 +607,7 @@ impl Safeguards {
                 "no-release-while-working" => s.no_release_while_working = false,
                 "lost-writes-rule" => s.lost_writes_rule = false,
                 "vanished-row-rule" => s.vanished_row_rule = false,
+                "fence" => s.fence = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -614,6 +631,7 @@ impl Safeguards {
             !self.no_release_while_working,
             !self.lost_writes_rule,
             !self.vanished_row_rule,
+            !self.fence,
         ];
         SAFEGUARD_NAMES
             .iter()
@@ -659,6 +677,9 @@ impl fmt::Display for SimConfig {
             self.timeout.as_millis(),
             self.faults.names()
         )?;
+        if let Some(every) = self.effects {
+            write!(f, ", effects every {} ms", every.as_millis())?;
+        }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
             write!(f, ", safeguards OFF [{off}]")?;

@@ -3,6 +3,7 @@
 
 use super::clock::db_time;
 use super::go_model;
+use super::invariants::Violation;
 use super::process::{Reply, Stmt};
 use super::trace::{Op, Outcome, Pid, What, DB};
 use super::world::{Ev, World, FLAG};
@@ -138,6 +139,62 @@ impl World {
 
     /// Runs a statement at the database, now.
     pub(super) fn execute(&mut self, stmt: Stmt) {
+        let before = self.term_of_row();
+        self.execute_statement(stmt);
+        let after = self.term_of_row();
+        if after.is_some() && after != before {
+            // A new term for the user's data: the change that began it has committed.
+            self.epoch += 1;
+            if let Some((_, Some(token))) = &after {
+                self.epoch_of_token.insert(*token, self.epoch);
+            }
+        }
+    }
+
+    /// The row's holder and term column.
+    fn term_of_row(&self) -> Option<(Option<String>, Option<i64>)> {
+        self.table.get(FLAG).map(|r| (r.holder.clone(), r.term))
+    }
+
+    /// A transaction of a term's work arrives: fenced, it commits only if the term holds the
+    /// flag with a live lease (the fence's row lock makes fence and commit one instant here);
+    /// unfenced, it commits. A commit after a newer term began breaks the invariant.
+    pub(super) fn effect_lands(&mut self, p: Pid, token: i64, fenced: bool, timeline: u32) {
+        let t = self.t;
+        if timeline != self.timeline {
+            return; // sent to the primary that failed over
+        }
+        if t < self.stall_until {
+            let until = self.stall_until;
+            return self.push(
+                until,
+                Ev::EffectLands {
+                    p,
+                    token,
+                    fenced,
+                    timeline,
+                },
+            );
+        }
+        let now = db_time(t + self.db_offset);
+        let name = self.rust[usize::from(p)].host.name.clone();
+        if fenced && !self.table.fence(now, FLAG, &name, token, self.lease_micros) {
+            self.stats.effects_refused += 1;
+            return;
+        }
+        self.stats.effects_committed += 1;
+        let began = self.epoch_of_token.get(&token).copied().unwrap_or(0);
+        if self.epoch > began && !self.history_lost && self.violation.is_none() {
+            self.violation = Some(Violation::LateEffect {
+                who: name,
+                token,
+                epoch: self.epoch,
+                began,
+            });
+        }
+    }
+
+    fn execute_statement(&mut self, stmt: Stmt) {
         let t = self.t;
         let now = db_time(t + self.db_offset);
         let p = stmt.who;
@@ -156,6 +213,7 @@ impl World {
                 floor,
                 may_take,
                 may_insert,
+                continues,
             } => {
                 // The row as the statement found it: who held it, and since when.
                 let before = self.table.get(FLAG).map(|row| {
@@ -179,6 +237,7 @@ impl World {
                     floor,
                     may_take,
                     may_insert,
+                    continues,
                 );
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));

@@ -278,6 +278,8 @@ pub struct Work {
     pub stops_at: Option<u64>,
     /// Killed: it is gone at this true time.
     pub dies_at: Option<u64>,
+    /// The fencing token of the term it runs for (its `LEADERSHIP_TOKEN`).
+    pub token: Option<i64>,
 }
 
 impl Work {

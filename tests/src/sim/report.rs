@@ -29,6 +29,10 @@ pub struct Stats {
     pub takeovers: u64,
     /// Rust renewals.
     pub renewals: u64,
+    /// Transactions of the work that committed (`SimConfig::effects`).
+    pub effects_committed: u64,
+    /// Transactions of the work whose fence failed.
+    pub effects_refused: u64,
     /// Driver timeouts (Rust and Go).
     pub timeouts: u64,
     /// Statements that failed (stall or connection).

@@ -285,6 +285,7 @@ enum Stmt {
         floor: i64,
         may_take: bool,
         may_insert: bool,
+        continues: Option<i64>,
     },
     Release {
         version: i64,
@@ -512,6 +513,7 @@ impl World {
                     floor,
                     may_take,
                     may_insert,
+                    continues,
                 } => self.send(
                     p,
                     slot,
@@ -520,6 +522,7 @@ impl World {
                         floor,
                         may_take,
                         may_insert,
+                        continues,
                     },
                 ),
                 Command::Release { version } => self.send(p, slot, Stmt::Release { version }),
@@ -768,11 +771,12 @@ impl World {
                 floor,
                 may_take,
                 may_insert,
+                continues,
             } => {
                 self.report.checks += 1;
                 let flag = self.slot_name(&name, slot);
                 Reply::Checked(self.table.check(
-                    now, &flag, &name, renew, lease_us, floor, may_take, may_insert,
+                    now, &flag, &name, renew, lease_us, floor, may_take, may_insert, continues,
                 ))
             }
             Stmt::Release { version } => {

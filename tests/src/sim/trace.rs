@@ -28,6 +28,8 @@ pub enum Op {
         may_take: bool,
         /// Whether it may insert a missing row.
         may_insert: bool,
+        /// The term a renew continues.
+        continues: Option<i64>,
     },
     /// The Rust release.
     Release {

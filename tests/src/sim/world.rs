@@ -87,6 +87,18 @@ pub(super) enum Ev {
     },
     /// The standby's copy of the table (for failovers): a snapshot, taken every 100 ms.
     Snapshot,
+    /// The work numbered `work` sends a transaction of its term (`SimConfig::effects`).
+    EffectTick {
+        p: Pid,
+        work: u64,
+    },
+    /// A transaction of the work of `p`'s term `token` reaches the database.
+    EffectLands {
+        p: Pid,
+        token: i64,
+        fenced: bool,
+        timeline: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +182,10 @@ pub(super) struct World {
     pub(super) free_slots: Vec<u32>,
     /// The database's timeline: a failover starts a new one.
     pub(super) timeline: u32,
+    /// Terms begun in the table (its holder or term column changed): a count.
+    pub(super) epoch: u64,
+    /// The epoch at which each Rust term began, by its token.
+    pub(super) epoch_of_token: std::collections::BTreeMap<i64, u64>,
     /// When the database started (true time) and, after a failover, when it was promoted.
     pub(super) db_started: u64,
     /// Snapshots of the table (true time, table) of the last few seconds: what a lagging
@@ -280,6 +296,8 @@ impl World {
             in_net: Vec::with_capacity(64),
             free_slots: Vec::with_capacity(64),
             timeline: 1,
+            epoch: 0,
+            epoch_of_token: std::collections::BTreeMap::new(),
             db_started: 0,
             snapshots: std::collections::VecDeque::with_capacity(64),
             history_lost: false,
@@ -534,6 +552,13 @@ impl World {
                 self.feed(p, Input::Precheck(answer));
             }
             Ev::WorkEnds { p, work } => self.work_ends(p, work),
+            Ev::EffectTick { p, work } => self.effect_tick(p, work),
+            Ev::EffectLands {
+                p,
+                token,
+                fenced,
+                timeline,
+            } => self.effect_lands(p, token, fenced, timeline),
             Ev::Reaped { p, inc } => {
                 let h = self.host(p);
                 if !h.up || h.inc != inc {

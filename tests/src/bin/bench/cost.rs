@@ -134,6 +134,7 @@ fn script(who: Who, role: Role, random: bool) -> String {
         (Role::Leader, true) => ("'p1'", "NULL", "0", "0"),
         (Role::Leader, false) => ("'p1'", "(:version)::bigint", LONG_LEASE, "(:floor)::bigint"),
     };
+    let renews_held = role == Role::Leader && !random;
     let stmt = template
         .replace("$1", "(:n)::text")
         .replace("$2", process)
@@ -141,7 +142,9 @@ fn script(who: Who, role: Role, random: bool) -> String {
         .replace("$4", lease)
         .replace("$5", floor)
         .replace("$6", "true")
-        .replace("$7", "true");
+        .replace("$7", "true")
+        // A renew continues the term the row names (5, from `one_row`); the rest start one.
+        .replace("$8", if renews_held { "(5)::bigint" } else { "NULL" });
     let renews = role == Role::Leader && !random;
     if renews {
         s.push_str("\\set floor :version + 1\n");
@@ -919,7 +922,7 @@ pub fn run(options: &Options) {
     };
     let started = Instant::now();
     let pg = PgServer::start_with(&ServerOptions::new().durable(true)).expect("start PostgreSQL");
-    pg.psql(super::TABLE).expect("create the table");
+    pg.psql(&super::table()).expect("create the table");
     pg.psql("create extension if not exists pg_walinspect")
         .expect("pg_walinspect");
     let settings = pg
