@@ -146,6 +146,10 @@ pub struct SimConfig {
     /// as two containers with one default name, or a process restarted beside a frozen earlier
     /// incarnation. Shown as `r0` and `r1` in the trace; judged as two processes.
     pub twins: bool,
+    /// Failovers happen behind a pooler in transaction pooling (issue 25): the pooler keeps
+    /// each client connection open and swaps the server under it, so no process is told
+    /// (no `Connected` input); statements simply run on the new primary.
+    pub pooler: bool,
 }
 
 impl Default for SimConfig {
@@ -169,6 +173,7 @@ impl Default for SimConfig {
             undeclared_outage: None,
             effects: None,
             twins: false,
+            pooler: false,
         }
     }
 }
@@ -257,6 +262,9 @@ impl SimConfig {
         }
         if self.twins {
             s += " --twins";
+        }
+        if self.pooler {
+            s += " --pooler";
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
@@ -690,6 +698,9 @@ impl fmt::Display for SimConfig {
         }
         if self.twins {
             write!(f, ", r0 and r1 share one name")?;
+        }
+        if self.pooler {
+            write!(f, ", failovers behind a pooler (no reconnect)")?;
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
