@@ -148,9 +148,12 @@ pub enum Anomaly {
     VersionExhausted,
     /// The row's timestamp is `infinity`: it never expires.
     NeverExpires,
-    /// The row moved to a version this process did not write while naming this process, with
-    /// none of its statements in doubt: another process uses the same name. Process names
-    /// must be unique per flag; this one steps aside.
+    /// A live row names this process at a version this incarnation did not write and has no
+    /// renew in doubt for: another process holds it under the same name (a twin given the same
+    /// name, or an earlier incarnation of this one, after a crash, that may still run). Process
+    /// names must be unique per flag; this one steps aside and takes the flag only once that
+    /// lease has expired or been released, as any follower would. (The Go flag adopts any row
+    /// under its name.)
     DuplicateProcess,
     /// Committed writes may have been lost: the row went back to a version below one this
     /// process has seen, or the connection landed on another server, a promoted standby, or a

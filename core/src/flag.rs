@@ -32,11 +32,12 @@ pub struct Flag {
     next_check: Option<Instant>,
     /// A notification arrived while a statement was pending: check again once it returns.
     recheck: bool,
-    /// A statement of ours may have changed the row without our knowing (it failed or timed
-    /// out, or an earlier incarnation of this process wrote it). While this holds, a row naming
-    /// us at a version we did not write is ours to adopt; otherwise another process uses our
-    /// name.
-    uncertain: bool,
+    /// A renew of ours failed or timed out while this process led, so it may have committed
+    /// unseen. A row naming us at a version this incarnation did not see itself write is ours
+    /// only if it is this one, seen before the lease it renewed would have lapsed
+    /// ([`Flag::owns_in_doubt`]); any other row under our name is held by another process (a
+    /// twin, or an earlier incarnation that may still run).
+    doubt: Option<Doubt>,
     /// The highest row version this process knows it wrote. A check that does not win returns
     /// the row as of its start, so it may show one of our own writes: only a later version
     /// under our name is news.
@@ -85,11 +86,19 @@ pub struct Flag {
     commands: Queue,
 }
 
+/// A renew in doubt: the version it would have written, and the deadline of the lease it
+/// renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Doubt {
+    version: i64,
+    until: Instant,
+}
+
 /// Whether this process leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Role {
-    /// Not leading. `ours` is a version of the row that names this process (a lapsed lease, or
-    /// a row an earlier incarnation wrote): the next check tries to renew it.
+    /// Not leading. `ours` is a version of the row this incarnation wrote (a lapsed lease, or
+    /// its renew in doubt): the next check tries to renew it.
     Follower { ours: Option<i64> },
     /// Leading until `lease.deadline`.
     Leader(Lease),
@@ -168,7 +177,7 @@ impl Flag {
             phase: Phase::Running,
             next_check: None,
             recheck: false,
-            uncertain: true,
+            doubt: None,
             written: None,
             seen_max: None,
             history_max: None,
@@ -532,7 +541,7 @@ impl Flag {
         self.record(now, &reply);
         self.judge_history(now, reply.row.and_then(|r| r.version));
         if reply.won {
-            self.uncertain = false;
+            self.doubt = None;
             self.note_written(reply.row.and_then(|r| r.version));
         }
         let row = reply.row.unwrap_or(Row {
@@ -544,9 +553,7 @@ impl Flag {
         if self.phase == Phase::Closing {
             let held = match (reply.won, row.version) {
                 (true, version) => version,
-                (false, Some(v)) if self.names_us(&row) && !self.knows(v) && self.uncertain => {
-                    Some(v)
-                }
+                (false, Some(v)) if self.names_us(&row) && self.owns_in_doubt(v, now) => Some(v),
                 _ => None,
             };
             self.role = Role::Follower { ours: held };
@@ -555,9 +562,7 @@ impl Flag {
         if self.resigning {
             let held = match (reply.won, row.version) {
                 (true, version) => version,
-                (false, Some(v)) if self.names_us(&row) && !self.knows(v) && self.uncertain => {
-                    Some(v)
-                }
+                (false, Some(v)) if self.names_us(&row) && self.owns_in_doubt(v, now) => Some(v),
                 _ => None,
             };
             self.role = Role::Follower { ours: held };
@@ -667,10 +672,10 @@ impl Flag {
             return self.schedule(now, now + self.config.interval());
         }
         if self.names_us(&row) && !self.knows(version) {
-            if self.uncertain {
-                // One of our statements changed the row unseen (a renew whose reply was lost,
-                // or an earlier incarnation's lease): adopt that version and renew it at once.
-                // Leadership, if held, continues: the deadline moves only on a confirmed win.
+            if self.owns_in_doubt(version, now) {
+                // Our renew in doubt committed unseen (its reply was lost): adopt that version
+                // and renew it at once. Leadership, if held, continues: the deadline moves only
+                // on a confirmed win.
                 self.note_written(Some(version));
                 match &mut self.role {
                     Role::Leader(lease) => lease.version = version,
@@ -682,8 +687,10 @@ impl Flag {
                     _ => self.start_check(now),
                 };
             }
-            // Nothing of ours is in doubt, yet the row moved under our name: another process
-            // uses it. Step aside rather than fight over one identity.
+            // A row under our name that this incarnation neither wrote nor has in doubt: another
+            // process holds it (a twin with our name, or an earlier incarnation that may still
+            // run). Step aside rather than fight over one identity: wait for it to expire or be
+            // released. (The Go flag adopts any row under its name.)
             self.commands
                 .push(Command::Anomaly(Anomaly::DuplicateProcess));
         }
@@ -695,8 +702,18 @@ impl Flag {
     fn on_failed(&mut self, now: Instant, _failure: Failure) {
         let was = self.pending;
         self.pending = Pending::Nothing;
-        // The statement may have run: its effect on the row is unknown.
-        self.uncertain = true;
+        // The statement may have run: its effect on the row is unknown. Only a leader's renew
+        // is remembered: a takeover or an insert in doubt writes what a twin's takeover or
+        // renew could write as well, so its row, if it committed, is left to expire.
+        if let (Pending::Check { renew: Some(r), .. }, Role::Leader(lease)) = (was, self.role) {
+            if lease.version == r {
+                let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
+                self.doubt = Some(Doubt {
+                    version: r.saturating_add(1).max(floor),
+                    until: lease.deadline,
+                });
+            }
+        }
         if self.phase == Phase::Closing {
             return match was {
                 Pending::Release { .. } => self.closed(),
@@ -797,7 +814,7 @@ impl Flag {
     /// release of an older one would match nothing and leave the closed process a fresh lease.
     fn finish_close(&mut self) {
         match self.role {
-            Role::Follower { ours: Some(_) } if self.uncertain && !self.close_rechecked => {
+            Role::Follower { ours: Some(_) } if self.doubt.is_some() && !self.close_rechecked => {
                 self.close_rechecked = true;
                 self.send_check(self.now);
             }
@@ -978,6 +995,19 @@ impl Flag {
 
     fn knows(&self, version: i64) -> bool {
         self.written.is_some_and(|w| version <= w)
+    }
+
+    /// Whether a row naming us at `version`, returned by a check answered at `now`, is this
+    /// incarnation's renew in doubt: the version it would have written, seen before the deadline
+    /// of the lease it renewed. Before that deadline no other process can have taken that lease
+    /// over (the safety argument), nor renewed a version only we wrote, so the row is ours;
+    /// after it, a twin's takeover writes the same version under the same name, and the row is
+    /// left to expire.
+    fn owns_in_doubt(&self, version: i64, now: Instant) -> bool {
+        !self.knows(version)
+            && self
+                .doubt
+                .is_some_and(|d| d.version == version && now < d.until)
     }
 
     fn names_us(&self, row: &Row<'_>) -> bool {

@@ -43,8 +43,19 @@
 //!    less than `margin` (default interval/20, 5%, far above the 0.05% NTP may slew), and the
 //!    database's clock is not stepped forward by more than what remains of the margin;
 //! 3. process names are unique per flag (two processes with one name are one holder to the
-//!    table; the core detects it in steady state, [`Anomaly::DuplicateProcess`], and steps
-//!    aside, but not at the first check).
+//!    table). The core keeps the damage of a duplicate name to liveness: a row under its name
+//!    is its lease only at a version this incarnation wrote, or the one version its renew in
+//!    doubt would have written, seen before the lease it renewed would have lapsed (before
+//!    then nobody can have taken that lease over). Any other live row under its name, at the
+//!    first check as later, belongs to another process, a twin or an earlier incarnation that
+//!    may still run: [`Anomaly::DuplicateProcess`], and it waits for that lease to expire or be
+//!    released. A graceful close releases, so a normal restart waits for nothing; a restart
+//!    after a crash, under the same name, waits one lease. A takeover or an insert in doubt is
+//!    never adopted (a twin's renew or takeover writes the same version under the same name):
+//!    its row, if it committed, is left to expire. The Go flag adopts any row under its name,
+//!    so a Go twin, or a Go process restarted while its earlier incarnation still runs, can
+//!    lead beside another holder of the name; a mixed fleet with unique names sees nothing of
+//!    this.
 //!
 //! # Why the leader's work stops before another leader starts
 //!

@@ -270,3 +270,30 @@ fn every_safeguard_has_its_test() {
         assert!(source.contains(&test), "missing {test}");
     }
 }
+
+/// Issue 25: two processes with one name (the second twin writes the first's name), with a
+/// lost statement, a timeout by a late reply, a pause or a crash (one in all): every property
+/// holds, one leader at a time included. With the core before issue 25 (which adopted any row
+/// under its name at start and after a failed statement) this finds two leaders.
+#[test]
+fn twins_with_one_name_never_both_lead() {
+    let mut p = params(
+        2,
+        20,
+        Safeguards::default(),
+        budget(&["loss", "late", "pause", "crash"], 1),
+    );
+    p.sim.twins = true;
+    let start = Instant::now();
+    let outcome = model::check(&p);
+    if let Some(cx) = &outcome.counterexample {
+        panic!("{cx}");
+    }
+    assert!(outcome.complete);
+    println!(
+        "twins: {} states, {} transitions, {:.2} s",
+        outcome.states,
+        outcome.transitions,
+        start.elapsed().as_secs_f64()
+    );
+}

@@ -908,3 +908,74 @@ async fn a_refusing_precheck_keeps_the_process_from_leading() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The pid of the backend of role `role` other than `not`, waiting up to five seconds for it.
+async fn backend_of_role(pg: &PgServer, role: &str, not: i32) -> i32 {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = psql(
+            pg,
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE usename = '{role}' \
+                 AND application_name LIKE 'leadership:%' AND pid <> {not}"
+            ),
+        );
+        let pids: Vec<i32> = pids.lines().map(|l| l.parse().unwrap()).collect();
+        match pids[..] {
+            [pid] => return pid,
+            [] => assert!(Instant::now() < until, "{role} has no backend"),
+            _ => panic!("{role} has several backends: {pids:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 25: two processes given one explicit name (connecting as roles `ra` and `rb`, so
+/// their backends can be told apart). The second finds the first's live row under its name at
+/// start and, after its own check failed (its backend frozen past the timeout), again; the
+/// first's renew fails too (its backend frozen mid-renew). Neither may lead while the other
+/// does, judged from the instants both drivers recorded. With the core before issue 25 the
+/// second adopted the first's lease at its first check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_name_never_both_lead_through_failed_statements() {
+    let pg = server();
+    let twin = |role: &str, seed: u64| {
+        Flag::builder("job", "twin")
+            .connect_str(&login_as(&pg, role))
+            .interval(INTERVAL)
+            .timeout(TIMEOUT)
+            .seed(seed)
+    };
+    let logs = Logs::new();
+    let first = twin("rb", 1).start(NoTls).await.unwrap();
+    logs.add("first", &first);
+    let until = Instant::now() + Duration::from_secs(5);
+    while !first.is_raised() {
+        assert!(Instant::now() < until, "the first never led");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = twin("ra", 2).start(NoTls).await.unwrap();
+    logs.add("second", &second);
+    tokio::time::sleep(INTERVAL / 2).await;
+    logs.assert_safe();
+
+    // The second's check fails: its backend frozen past the timeout.
+    let pid = backend_of_role(&pg, "ra", 0).await;
+    pg.signal_backend(pid, Signal::Stop).unwrap();
+    tokio::time::sleep(INTERVAL + TIMEOUT).await;
+    pg.signal_backend(pid, Signal::Cont).unwrap();
+    logs.assert_safe();
+
+    // The first's renew fails: its backend frozen mid-renew, past the timeout.
+    let pid = backend_of_role(&pg, "rb", 0).await;
+    pg.signal_backend(pid, Signal::Stop).unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    pg.signal_backend(pid, Signal::Cont).unwrap();
+    tokio::time::sleep(INTERVAL * 2).await;
+
+    let record = logs.record();
+    eprintln!("twins:\n{}", record.describe());
+    logs.assert_safe();
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}

@@ -270,13 +270,18 @@ fn regression_a_fresh_process_renews_no_row_of_an_earlier_life_while_fenced() {
         ..server(2, 0)
     };
     assert_eq!(h.input(Input::Connected(promoted)), [check(None, 0, false)]);
-    // The row names us at a version this life did not write: normally adopted and renewed.
+    // The row names us at a version this life did not write: another's, never adopted (it
+    // was, before issue 25).
     let c = h.checked(false, Some(row(PROCESS, 241, db(-500))), db(0));
-    assert_eq!(c, [], "no renew of it while fenced");
+    assert_eq!(
+        c,
+        [Command::Anomaly(Anomaly::DuplicateProcess)],
+        "no renew of it"
+    );
     let c = h.wake();
     assert_eq!(
         c,
-        [check(Some(241), 242, true)],
-        "a lease after the promotion"
+        [check(None, 242, true)],
+        "a takeover, a lease after the promotion"
     );
 }

@@ -5,7 +5,7 @@
 //! cargo run --release -p leadership-testkit --bin model-check -- [--processes N] [--depth D]
 //!     [--unsafe SAFEGUARD] [--pauses 1] [--crashes 1] [--closes 1] [--failovers 1]
 //!     [--deletes 1] [--losses 1] [--lates 1] [--faults 1] [--drift-ppm 40000] [--tick 100ms]
-//!     [--max-states N]
+//!     [--max-states N] [--twins]
 //! ```
 //!
 //! Prints the states explored, the depth reached (events and ticks) and the time; on a
@@ -20,6 +20,7 @@ use leadership_testkit::sim::{parse_duration, Safeguards, SAFEGUARD_NAMES};
 const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsafe SAFEGUARDS]
                    [--pauses K] [--crashes K] [--closes K] [--failovers K] [--deletes K]
                    [--losses K] [--lates K] [--faults K] [--drift-ppm PPM] [--tick 100ms] [--max-states N]
+                   [--twins]
 
   --processes N   processes of the fleet (default 2)
   --depth TICKS   the time horizon in ticks (default 50: two and a half leases)
@@ -31,12 +32,14 @@ const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsaf
   --faults K      faults of any kind per trace, in all (default 1)
   --drift-ppm P   each clock runs at -P, 0 or +P ppm (default 40000 = 4%, margin 5%)
   --tick D        the tick of true time (default interval/20 = 100ms)
-  --max-states N  stop after N states (the search is then incomplete)";
+  --max-states N  stop after N states (the search is then incomplete)
+  --twins         r0 and r1 share one name (issue 25)";
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
     let mut processes = 2;
     let mut depth = 50;
     let mut safeguards = Safeguards::default();
+    let mut twins = false;
     let mut settings: Vec<(String, String)> = Vec::new();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -45,6 +48,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             "--processes" | "-n" => processes = number(value()?)? as usize,
             "--depth" => depth = number(value()?)? as u32,
             "--unsafe" => safeguards = Safeguards::without(&value()?)?,
+            "--twins" => twins = true,
             "--help" | "-h" => return Err(String::new()),
             f @ ("--pauses" | "--crashes" | "--closes" | "--failovers" | "--deletes"
             | "--losses" | "--lates" | "--faults" | "--drift-ppm" | "--tick"
@@ -59,6 +63,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
         return Err("--processes must be 1..=4".into());
     }
     let mut p = Params::new(processes, depth, safeguards);
+    p.sim.twins = twins;
     if !safeguards.deadline_from_send && settings.is_empty() {
         // A belief stretched by a slow reply overlaps only if the leader then fails to renew:
         // two faults, a late reply and a pause (the simulator's test uses pause,slow).

@@ -23,7 +23,7 @@ const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [
                 [--interval 2s] [--timeout 1s] [--jitter 0.2] [--margin 100ms] [--stop-ahead interval/4]
                 [--drift-ppm PPM] [--db-step-max 10ms] [--unsafe SAFEGUARDS]
                 [--intensity F] [--assert-handover] [--audit] [--undeclared-outage 60s]
-                [--effects 200ms] [--svg out.svg] [--trace] [--quiet]
+                [--effects 200ms] [--twins] [--pooler] [--svg out.svg] [--trace] [--quiet]
        simulate --shards N [--processes M] [--max-processes K] [--seed S] [--seeds K]
                 [--duration 10m] [--interval 2s] [--timeout 500ms]
                 [--faults join,leave,crash,pause,blip,loss,stall,drift|all] [--quiet]
@@ -40,6 +40,9 @@ const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [
   --effects T     the leader-only work writes a transaction every T, fenced (unless
                   --unsafe fence); one in twenty is held up to two leases by the link;
                   checked: none commits after a newer term began
+  --twins         r0 and r1 share one name (two containers with one default name)
+  --pooler        failovers swap the server under open connections (a pooler): no
+                  process is told
   --undeclared-outage T  the database goes silent at T, unknown to the liveness
                   check (a self-test: it must report nobody leading)
   --audit         check the core's own promises on every call (slower)
@@ -115,6 +118,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--intensity" => a.config.intensity = number(value()?)?.clamp(1, 1000) as u32,
             "--effects" => a.config.effects = Some(parse_duration(&value()?)?),
+            "--twins" => a.config.twins = true,
+            "--pooler" => a.config.pooler = true,
             "--svg" => a.svg = Some(value()?),
             "--trace" => a.trace = true,
             "--quiet" | "-q" => a.quiet = true,

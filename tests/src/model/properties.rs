@@ -163,8 +163,9 @@ pub fn judge(world: &World, params: &Params) -> Option<Violation> {
         if leads(world, params, pr) {
             if let Some(a) = leader {
                 return Some(Violation::TwoLeaders {
-                    a: world.procs[a].name.clone(),
-                    b: pr.name.clone(),
+                    // By index: twins share a name.
+                    a: format!("r{a}"),
+                    b: format!("r{i}"),
                 });
             }
             leader = Some(i);
@@ -176,8 +177,8 @@ pub fn judge(world: &World, params: &Params) -> Option<Violation> {
                 (0..world.procs.len()).find(|&j| j != l && world.procs[j].work.is_some())
             {
                 return Some(Violation::WorkStillRunning {
-                    leader: world.procs[l].name.clone(),
-                    worker: world.procs[w].name.clone(),
+                    leader: format!("r{l}"),
+                    worker: format!("r{w}"),
                 });
             }
         }

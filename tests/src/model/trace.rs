@@ -153,6 +153,9 @@ fn replay_command(params: &Params, steps: &[Step]) -> String {
     if !off.is_empty() {
         let _ = write!(cmd, " --unsafe {off}");
     }
+    if params.sim.twins {
+        cmd += " --twins";
+    }
     cmd
 }
 

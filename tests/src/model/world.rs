@@ -214,7 +214,8 @@ impl World {
             .iter()
             .enumerate()
             .map(|(i, &ppm)| Proc {
-                name: format!("r{i}"),
+                // Twins: r1 writes r0's name (the holder both write).
+                name: format!("r{}", if params.sim.twins && i == 1 { 0 } else { i }),
                 clock: Clock {
                     origin: 1_000_000_000_000 + i as u64 * 1_000_000_000,
                     ppm,

@@ -190,6 +190,13 @@ impl World {
                 self.stalled.clear();
                 self.stall_until = 0;
                 self.trace.push(t, DB, What::Failover(d));
+                if self.config.pooler {
+                    // The pooler keeps every client connection and swaps the server under
+                    // it: nobody reconnects, so nobody is told.
+                    for r in &mut self.rust {
+                        r.host.known_timeline = self.timeline;
+                    }
+                }
                 // A lease (any lease of the old primary ends) and the fence that follows.
                 self.quiet_until(t + 2 * self.interval_ns);
             }

@@ -267,9 +267,10 @@ impl World {
                 match first {
                     None => first = Some(i),
                     Some(a) => {
+                        // Named as in the trace (twins share a holder name).
                         self.violation = Some(Violation::TwoLeaders {
-                            a: self.rust[a].host.name.clone(),
-                            b: self.rust[i].host.name.clone(),
+                            a: self.trace.names()[a].clone(),
+                            b: self.trace.names()[i].clone(),
                         });
                         return;
                     }
@@ -279,8 +280,8 @@ impl World {
         if let Some(leader) = first {
             if let Some(worker) = (0..self.rust.len()).find(|&j| j != leader && self.work_runs(j)) {
                 self.violation = Some(Violation::WorkStillRunning {
-                    leader: self.rust[leader].host.name.clone(),
-                    worker: self.rust[worker].host.name.clone(),
+                    leader: self.trace.names()[leader].clone(),
+                    worker: self.trace.names()[worker].clone(),
                 });
                 return;
             }

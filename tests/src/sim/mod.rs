@@ -142,6 +142,14 @@ pub struct SimConfig {
     /// leases more. Fenced (`sql::FENCE` on the reference table) unless the `fence` safeguard
     /// is off. `None`: no effects.
     pub effects: Option<Duration>,
+    /// Twins: Rust processes `r0` and `r1` are given one name (`r0`, the `holder` both write),
+    /// as two containers with one default name, or a process restarted beside a frozen earlier
+    /// incarnation. Shown as `r0` and `r1` in the trace; judged as two processes.
+    pub twins: bool,
+    /// Failovers happen behind a pooler in transaction pooling (issue 25): the pooler keeps
+    /// each client connection open and swaps the server under it, so no process is told
+    /// (no `Connected` input); statements simply run on the new primary.
+    pub pooler: bool,
 }
 
 impl Default for SimConfig {
@@ -164,6 +172,8 @@ impl Default for SimConfig {
             audit: false,
             undeclared_outage: None,
             effects: None,
+            twins: false,
+            pooler: false,
         }
     }
 }
@@ -249,6 +259,12 @@ impl SimConfig {
         }
         if let Some(every) = self.effects {
             s += &format!(" --effects {}ms", every.as_millis());
+        }
+        if self.twins {
+            s += " --twins";
+        }
+        if self.pooler {
+            s += " --pooler";
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
@@ -679,6 +695,12 @@ impl fmt::Display for SimConfig {
         )?;
         if let Some(every) = self.effects {
             write!(f, ", effects every {} ms", every.as_millis())?;
+        }
+        if self.twins {
+            write!(f, ", r0 and r1 share one name")?;
+        }
+        if self.pooler {
+            write!(f, ", failovers behind a pooler (no reconnect)")?;
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {

@@ -204,9 +204,16 @@ impl World {
         let mut names = Vec::with_capacity(n);
         names.extend((0..config.processes).map(|i| format!("r{i}")));
         names.extend((0..config.go_peers).map(|i| format!("g{i}")));
-        let core_configs = names[..config.processes]
-            .iter()
-            .map(|name| config.core_config(name))
+        // The name each process writes as `holder`: its own, but for the second twin.
+        let holder = |i: usize| -> String {
+            if config.twins && i == 1 && config.processes >= 2 {
+                names[0].clone()
+            } else {
+                names[i].clone()
+            }
+        };
+        let core_configs = (0..config.processes)
+            .map(|i| config.core_config(&holder(i)))
             .collect();
         let drift = config.faults.drift;
         let bound = if drift.on {
@@ -214,13 +221,12 @@ impl World {
         } else {
             drift.base_ppm
         };
-        let mut hosts: Vec<Host> = names
-            .iter()
-            .map(|name| {
+        let mut hosts: Vec<Host> = (0..names.len())
+            .map(|i| {
                 // Each machine's monotonic clock has its own origin and rate error.
                 let origin = rng.below(1_000_000_000_000);
                 let ppm = rng.signed(bound);
-                Host::new(name.clone(), LocalClock::new(0, origin, ppm))
+                Host::new(holder(i), LocalClock::new(0, origin, ppm))
             })
             .collect();
         let go_hosts = hosts.split_off(config.processes);
