@@ -119,7 +119,7 @@ pub struct FlagArgs {
     /// The flag's name.
     #[arg(long, env = "LEADERSHIP_NAME")]
     pub name: String,
-    /// This process's name, unique among those sharing the flag (default: host name and pid).
+    /// This process's name, unique among those sharing the flag (default: host name, pid and a random suffix).
     #[arg(long, env = "LEADERSHIP_PROCESS")]
     pub process: Option<String>,
     /// The lease: others take over when the holder has not renewed for this long.

@@ -6,6 +6,7 @@ mod common;
 mod exits;
 mod fence;
 mod logs;
+mod names;
 mod once;
 mod run;
 mod status;
