@@ -132,7 +132,7 @@ pub struct FlagArgs {
     #[arg(long, env = "LEADERSHIP_JITTER", default_value_t = leadership_core::DEFAULT_JITTER)]
     pub jitter: f64,
     /// How much earlier than the lease's end this process stops believing it leads (default:
-    /// interval/20).
+    /// interval/20; at least interval/1000, the clocks' rate drift over one lease).
     #[arg(long, env = "LEADERSHIP_MARGIN", value_parser = duration)]
     pub margin: Option<Duration>,
     /// The wait after a failure (default: interval/10).
