@@ -5,6 +5,7 @@
 mod common;
 mod exits;
 mod fence;
+mod hosts;
 mod logs;
 mod names;
 mod once;
