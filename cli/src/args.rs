@@ -119,7 +119,7 @@ pub struct FlagArgs {
     /// The flag's name.
     #[arg(long, env = "LEADERSHIP_NAME")]
     pub name: String,
-    /// This process's name, unique among those sharing the flag (default: host name and pid).
+    /// This process's name, unique among those sharing the flag (default: host name, pid and a random suffix).
     #[arg(long, env = "LEADERSHIP_PROCESS")]
     pub process: Option<String>,
     /// The lease: others take over when the holder has not renewed for this long.
@@ -132,7 +132,7 @@ pub struct FlagArgs {
     #[arg(long, env = "LEADERSHIP_JITTER", default_value_t = leadership_core::DEFAULT_JITTER)]
     pub jitter: f64,
     /// How much earlier than the lease's end this process stops believing it leads (default:
-    /// interval/20).
+    /// interval/20; at least interval/1000, the clocks' rate drift over one lease).
     #[arg(long, env = "LEADERSHIP_MARGIN", value_parser = duration)]
     pub margin: Option<Duration>,
     /// The wait after a failure (default: interval/10).

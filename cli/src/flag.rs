@@ -80,6 +80,18 @@ fn failure(e: leadership_tokio::Error, servers: &str) -> Failure {
                  lengthen --interval"
             ),
         ),
+        leadership_tokio::Error::Config(ConfigError::MarginBelowFloor {
+            margin,
+            floor,
+            interval,
+        }) => Failure::new(
+            CONFIG,
+            format!(
+                "--margin {margin:?} is below its floor {floor:?} (--interval {interval:?}/1000): \
+                 the margin absorbs the clocks' rate difference over one lease; give at least \
+                 {floor:?} or leave --margin unset (interval/20)"
+            ),
+        ),
         e => {
             let mut failure = Failure::from(e);
             if failure.code == UNAVAILABLE {

@@ -54,6 +54,13 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// millisecond cannot outlive one round trip.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
+/// The margin is at least interval / 1000 (so never 0: the interval is at least 1 ms). The
+/// margin is what absorbs the difference in rate between this host's monotonic clock and the
+/// database's clock over one lease: NTP daemons slew a clock by at most 500 ppm and quartz errs
+/// by well under 100 ppm, so two clocks drift apart by at most 1000 ppm, interval/1000 of a
+/// lease. The default, interval/20, is fifty times this floor.
+pub const MARGIN_FLOOR_DIVISOR: u32 = 1000;
+
 /// Longest lease or timeout: one year keeps every computation far from overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -105,6 +112,20 @@ pub enum ConfigError {
     TimeoutNotBelowInterval {
         /// The statement timeout.
         timeout: Duration,
+        /// The lease.
+        interval: Duration,
+    },
+    /// The margin is below [`MARGIN_FLOOR_DIVISOR`]'s share of the lease: it could not absorb
+    /// the clocks' rate difference over one lease, and the safety argument would not hold.
+    #[error(
+        "margin {margin:?} is below its floor {floor:?} (interval {interval:?}/1000): the margin \
+         must absorb the clocks' rate difference over one lease (up to 1000 ppm)"
+    )]
+    MarginBelowFloor {
+        /// The margin given.
+        margin: Duration,
+        /// The smallest allowed: interval / [`MARGIN_FLOOR_DIVISOR`].
+        floor: Duration,
         /// The lease.
         interval: Duration,
     },
@@ -386,6 +407,14 @@ impl ConfigBuilder {
         }
         let margin = self.margin.unwrap_or(self.interval / 20);
         in_range("margin", margin, Duration::ZERO)?;
+        let floor = self.interval / MARGIN_FLOOR_DIVISOR;
+        if margin < floor {
+            return Err(ConfigError::MarginBelowFloor {
+                margin,
+                floor,
+                interval: self.interval,
+            });
+        }
         if margin >= self.interval {
             return Err(ConfigError::MarginNotBelowInterval {
                 margin,
@@ -513,6 +542,34 @@ mod tests {
         assert_eq!(c.margin(), Duration::from_millis(1500));
         assert_eq!(c.interval_micros(), 30_000_000);
         assert_eq!(c.stop_ahead(), Duration::from_millis(7500));
+    }
+
+    #[test]
+    fn a_margin_below_the_clock_drift_floor_is_refused_naming_the_margin() {
+        let b = || Config::builder("n", "p").interval(secs(30));
+        let e = b().margin(Duration::ZERO).build().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::MarginBelowFloor {
+                margin: Duration::ZERO,
+                floor: Duration::from_millis(30),
+                interval: secs(30),
+            }
+        );
+        assert!(e.to_string().starts_with("margin 0ns is below"), "{e}");
+        let e = b()
+            .margin(Duration::from_micros(29_999))
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::MarginBelowFloor { .. }), "{e}");
+        assert!(b().margin(Duration::from_millis(30)).build().is_ok());
+        // The shortest lease still refuses 0.
+        let e = Config::builder("n", "p")
+            .interval(MIN_INTERVAL)
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::MarginBelowFloor { .. }), "{e}");
     }
 
     #[test]

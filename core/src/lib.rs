@@ -185,7 +185,7 @@ mod tests;
 pub use command::{Anomaly, Command, Lease, LowerReason, WonBy};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_TIMEOUT,
-    MAX_DURATION, MAX_NAME_BYTES, MIN_INTERVAL,
+    MARGIN_FLOOR_DIVISOR, MAX_DURATION, MAX_NAME_BYTES, MIN_INTERVAL,
 };
 pub use error::ContractError;
 pub use flag::{Flag, Seen};

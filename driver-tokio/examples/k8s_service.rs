@@ -22,7 +22,7 @@ use leadership_tokio::Flag;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "host=localhost".into());
-    let flag = Flag::builder("scheduler", "") // "": host name and pid
+    let flag = Flag::builder("scheduler", "") // "": host name, pid and a random suffix
         .connect_str(&url)
         .interval(Duration::from_secs(10))
         .start(tokio_postgres::NoTls)

@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // libpq's settings: "postgres://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem"
     let url = std::env::var("DATABASE_URL")?;
     let (pg, tls) = TlsSettings::from_conn_str(&url, |key| std::env::var(key).ok())?;
-    let flag = Flag::builder("nightly-report", "") // "": host name and pid
+    let flag = Flag::builder("nightly-report", "") // "": host name, pid and a random suffix
         .pg_config(pg.clone())
         .interval(Duration::from_secs(10))
         .start(tls.connector()?)

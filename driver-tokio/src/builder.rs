@@ -106,22 +106,46 @@ impl<K> fmt::Debug for FlagBuilder<K> {
     }
 }
 
-/// A process name for when the user gives none: the host name and the pid (`web-7f9c-4121`),
-/// unique on one host and, with distinct host names (pods, machines), across the fleet.
-/// [`Flag::builder`] and [`FlagSet::builder`] use it for an empty process name.
+/// A process name for when the user gives none: the host name, the pid and a random suffix
+/// drawn once per process (`web-7f9c-4121-3fa95c0e`). The suffix is what a restart or a second
+/// container cannot share: two containers each the first process of its own PID namespace, with
+/// one host name (host networking), are both `<host>-1`, and a process restarted under the same
+/// pid would be its own predecessor. Every call in one process returns the same name.
+/// [`Flag::builder`] and [`FlagSet::builder`] use it for an empty process name; give an explicit
+/// name (the pod name, from the downward API) where an operator should recognise it.
 ///
 /// ```
 /// let process = leadership_tokio::default_process();
-/// assert!(process.ends_with(&format!("-{}", std::process::id())));
+/// assert!(process.contains(&format!("-{}-", std::process::id())));
+/// assert_eq!(process, leadership_tokio::default_process());
 /// ```
 pub fn default_process() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}-{}", std::process::id())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}-{}-{:08x}", std::process::id(), incarnation())
+    })
+    .clone()
+}
+
+/// 32 random bits for this process: std's `RandomState` keys come from the operating system's
+/// random source once per process, so two processes (twins in PID namespaces, or a restart) draw
+/// independent values; the clock is mixed in for platforms whose source is weak.
+fn incarnation() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
 }
 
 impl<K> FlagBuilder<K> {

@@ -268,6 +268,8 @@ pub(crate) struct Connector {
     /// The statements with the table named by its schema as found at start-up, for fences
     /// run on other sessions (whose `search_path` may differ).
     qualified: Arc<OnceLock<Arc<Statements>>>,
+    /// The host list, `host:port`, for messages.
+    servers: Arc<str>,
 }
 
 /// The text of the check for a table with or without the term column.
@@ -304,6 +306,7 @@ impl Connector {
         pooler: Pooler,
     ) -> Connector {
         let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let servers: Arc<str> = crate::pg::servers(&pg).into();
         let plain = Arc::new(pg.clone());
         let timed = Arc::new(with_server_timeouts(&pg, timeout));
         let routes = Routes::default();
@@ -359,6 +362,7 @@ impl Connector {
             ids: Arc::new(AtomicU64::new(0)),
             term: Arc::new(AtomicBool::new(true)),
             qualified: Arc::new(OnceLock::new()),
+            servers,
         }
     }
 
@@ -391,6 +395,11 @@ impl Connector {
     /// The bound on opening a connection (every host of the list in turn, and the set-up).
     pub(crate) fn connect_budget(&self) -> Duration {
         self.connect_budget
+    }
+
+    /// The host list, `host:port`, for messages.
+    pub(crate) fn servers(&self) -> &str {
+        &self.servers
     }
 
     pub(crate) fn route(&self) -> Route {
@@ -531,6 +540,12 @@ impl Connector {
             Ok(Ok(c)) => c,
             Ok(Err(e)) if pooler::refused_options(&e) => {
                 return Err(Error::PoolerRefusedOptions(e));
+            }
+            Ok(Err(e)) if crate::pg::is_read_only_server(&e) => {
+                return Err(Error::ReadOnly {
+                    servers: self.servers.to_string(),
+                    source: e,
+                });
             }
             Ok(Err(e)) => return Err(Error::from_connect(e)),
             Err(_) => {

@@ -516,6 +516,18 @@ where
                 match tokio::time::timeout(timeout, run(conn.clone())).await {
                     Ok(Ok(reply)) => (reply, None, reconnected),
                     Ok(Err(why)) => {
+                        if let Why::Statement(e) = &why {
+                            if crate::pg::is_read_only_statement(e) {
+                                warn!(
+                                    servers = link.connector().servers(),
+                                    system = ?conn.server.system,
+                                    timeline = ?conn.server.timeline,
+                                    "the server answered read-only (SQLSTATE 25006): dropping \
+                                     the connection; the next connect skips read-only servers \
+                                     of the list"
+                                );
+                            }
+                        }
                         link.abandon(&conn);
                         (Reply::Failed(Failure::Error), Some(why), reconnected)
                     }

@@ -50,6 +50,18 @@ pub enum Error {
     /// The server could not be reached, or the connection failed while being set up.
     #[error("cannot connect to the database: {}", Chain(.0))]
     Connect(#[source] tokio_postgres::Error),
+    /// No server of the list accepts writes (each is a hot standby, or read-only by
+    /// `default_transaction_read_only`): a process competing for a flag needs a writable one.
+    /// The driver connects with `target_session_attrs=read-write` unless the settings ask for
+    /// another value, so it skips read-only servers when the list has a writable one.
+    #[error("no writable server: {servers} accepted the connection read-only (a standby, or default_transaction_read_only); a process competing for a flag needs the primary in the host list: {}", Chain(.source))]
+    ReadOnly {
+        /// The servers tried, `host:port`, in order.
+        servers: String,
+        /// The error of the last attempt.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// The table exists but cannot hold flags; the error names the column.
     #[error("table {table} cannot hold flags: {source}")]
     Shape {

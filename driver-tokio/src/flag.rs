@@ -98,7 +98,7 @@ pub enum TryLead {
 impl Flag {
     /// Starts building flag `name` for process `process` (unique among the processes sharing
     /// the flag, e.g. the pod name; empty for [`default_process`](crate::default_process):
-    /// host name and pid).
+    /// host name, pid and a random suffix).
     ///
     /// ```
     /// let builder = leadership_tokio::Flag::builder("nightly-report", "pod-a");

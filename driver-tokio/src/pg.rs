@@ -44,6 +44,11 @@ pub(crate) fn configure(
     config: &Config,
     connect_timeout: Duration,
 ) {
+    // A competing process needs a writable server: skip standbys and read-only primaries in a
+    // host list. `Any` is tokio-postgres's default and cannot be told from an explicit `any`.
+    if pg.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any {
+        pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
     if pg.get_application_name().is_none() {
         pg.application_name(application_name(config.process()));
     }
@@ -98,6 +103,39 @@ impl std::fmt::Display for Chain<'_> {
 /// unknown role, role not allowed to log in, no `pg_hba.conf` entry).
 pub(crate) fn is_login_refused(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|c| c.code().starts_with("28"))
+}
+
+/// Whether a connection attempt with `target_session_attrs=read-write` found only read-only
+/// servers (tokio-postgres says so in an I/O error, without a SQLSTATE).
+pub(crate) fn is_read_only_server(error: &tokio_postgres::Error) -> bool {
+    error.code().is_none() && Chain(error).to_string().contains("does not allow writes")
+}
+
+/// Whether a statement failed because the server is read-only: SQLSTATE 25006 (a standby, or
+/// `default_transaction_read_only` on a primary). The connection is dropped and the next
+/// connect skips that server.
+pub(crate) fn is_read_only_statement(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
+/// The servers of `pg`'s host list, `host:port`, for messages.
+pub(crate) fn servers(pg: &tokio_postgres::Config) -> String {
+    let ports = pg.get_ports();
+    pg.get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(host) => format!("{host}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => {
+                    format!("{}/.s.PGSQL.{port}", path.display())
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether creating the table failed because another process created it at the same moment
@@ -377,6 +415,16 @@ mod tests {
         assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(4)));
         assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(8)));
         assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(4));
+        // Writable servers only, unless the user asked for read-only ones.
+        use tokio_postgres::config::TargetSessionAttrs;
+        assert_eq!(pg.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        let mut read_only = tokio_postgres::Config::new();
+        read_only.target_session_attrs(TargetSessionAttrs::ReadOnly);
+        configure(&mut read_only, &config, Duration::from_secs(4));
+        assert_eq!(
+            read_only.get_target_session_attrs(),
+            TargetSessionAttrs::ReadOnly
+        );
         let go = Config::builder("report", "pod-a")
             .interval(Duration::from_secs(2))
             .timeout(Duration::from_secs(1))

@@ -378,12 +378,16 @@ fn settings_read_from_a_file_apply_and_a_typo_is_an_error_naming_the_key() {
 }
 
 #[test]
-fn the_default_process_name_is_the_host_and_the_pid() {
+fn the_default_process_name_is_the_host_the_pid_and_a_suffix_fixed_for_the_process() {
     let process = leadership_tokio::default_process();
     assert!(
-        process.ends_with(&format!("-{}", std::process::id())),
+        process.contains(&format!("-{}-", std::process::id())),
         "{process}"
     );
+    let suffix = process.rsplit('-').next().unwrap();
+    assert_eq!(suffix.len(), 8, "{process}");
+    assert!(suffix.chars().all(|c| c.is_ascii_hexdigit()), "{process}");
+    assert_eq!(process, leadership_tokio::default_process());
     let shown = format!("{:?}", Flag::builder("report", ""));
     assert!(shown.contains(&process), "{shown}");
 }

@@ -65,6 +65,12 @@ fn usage_configuration_and_shape_errors() {
     ]);
     assert_eq!(c, Some(78), "{e}");
     assert!(e.contains("--grace"), "{e}");
+    // A margin below interval/1000 (0 included) leaves no room for clock-rate drift.
+    let (c, e) = stderr(&[
+        "run", "--url", &url, "--name", "n", "--margin", "0s", "--", "true",
+    ]);
+    assert_eq!(c, Some(78), "{e}");
+    assert!(e.contains("--margin") && e.contains("floor"), "{e}");
     let bad = "postgres://u:hunter2@h:notaport/db";
     let (c, e) = stderr(&["status", "--url", bad]);
     assert_eq!(c, Some(78), "{e}");

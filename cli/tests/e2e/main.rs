@@ -5,7 +5,9 @@
 mod common;
 mod exits;
 mod fence;
+mod hosts;
 mod logs;
+mod names;
 mod once;
 mod run;
 mod status;
