@@ -172,12 +172,12 @@ impl Tree {
         self.parent.as_deref()
     }
 
-    /// A new term: with the cgroup kind, makes its cgroup (`leadership-PID-N`), so that each
+    /// A new term: with the cgroup kind, makes its cgroup (`leadership-PID-RANDOM-N`), so that each
     /// term's tree is one directory, removed by [`Tree::end`] (or by the watchdog).
     pub fn begin(&mut self) -> Result<(), Unavailable> {
         if let Some(parent) = &self.parent {
             self.terms += 1;
-            let dir = parent.join(format!("leadership-{}-{}", self.me, self.terms));
+            let dir = parent.join(format!("leadership-{}-{}", incarnation(), self.terms));
             self.cgroup = Some(Cgroup::make(dir)?);
         }
         Ok(())
@@ -262,7 +262,7 @@ impl Cgroup {
             return Err(Unavailable::NotDelegated(parent));
         }
         remove_stale(&parent);
-        let probe_dir = parent.join(format!("leadership-{}-0", std::process::id()));
+        let probe_dir = parent.join(format!("leadership-{}-0", incarnation()));
         let cgroup = Cgroup::make(probe_dir.clone())?;
         let proven = probe(&cgroup.procs).map_err(|e| Unavailable::Refused(probe_dir.clone(), e));
         // The probe has exited and been reaped: the directory is empty.
@@ -314,7 +314,25 @@ fn delegated(dir: &Path) -> bool {
     })
 }
 
-/// Removes the empty `leadership-PID-N` cgroups of tools no longer running (killed with their
+/// This tool's part of its cgroups' names: its pid and 32 random bits drawn once, so that two
+/// tools with one pid (each pid 1 of its own PID namespace, sharing the host's cgroup tree)
+/// never make the same cgroup.
+fn incarnation() -> &'static str {
+    static ME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ME.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is keyed from the operating system's randomness once per process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("{}-{:08x}", std::process::id(), h.finish() as u32)
+    })
+}
+
+/// Removes the empty `leadership-PID-…` cgroups of tools no longer running (killed with their
 /// watchdog); a non-empty one is left alone (rmdir refuses it).
 fn remove_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
