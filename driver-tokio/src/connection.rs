@@ -85,7 +85,7 @@ pub(crate) struct CheckParams<'a> {
 
 /// The check's parameter types: given when it is prepared, since the text for a table
 /// without the term column does not reference `$8`.
-const CHECK_TYPES: [Type; 8] = [
+pub const CHECK_TYPES: [Type; 8] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,

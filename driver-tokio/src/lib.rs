@@ -147,5 +147,6 @@ pub use state::{Holder, State};
 /// the fuzzer, error formatting); not part of the API, and free to change.
 #[doc(hidden)]
 pub mod internal {
+    pub use crate::connection::CHECK_TYPES;
     pub use crate::pg::{Chain, CheckRow, DecodeError, PgTime, CHECK_COLUMNS};
 }

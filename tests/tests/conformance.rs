@@ -448,17 +448,8 @@ fn the_check_without_the_term_column_runs_on_the_go_flags_table() {
     )
     .unwrap();
     let st = Statements::new(&Table::new("goshaped").unwrap());
-    use postgres::types::Type;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::BOOL,
-        Type::BOOL,
-        Type::INT8,
-    ];
+    // The driver's own parameter types: the Go-shaped text does not name `$8`.
+    let types = leadership_tokio::internal::CHECK_TYPES;
     let check = c.prepare_typed(&st.check_without_term, &types).unwrap();
     let none: Option<i64> = None;
     let r = c
