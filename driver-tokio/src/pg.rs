@@ -46,7 +46,11 @@ pub(crate) fn configure(
 ) {
     // A competing process needs a writable server: skip standbys and read-only primaries in a
     // host list. `Any` is tokio-postgres's default and cannot be told from an explicit `any`.
-    if pg.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any {
+    // One host has no other to skip to, and asking costs every connect a round trip (a slow
+    // link's reconnect must fit in what is left of the lease): a list only.
+    let hosts = pg.get_hosts().len().max(pg.get_hostaddrs().len());
+    if hosts > 1 && pg.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any
+    {
         pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     }
     if pg.get_application_name().is_none() {
@@ -415,9 +419,17 @@ mod tests {
         assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(4)));
         assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(8)));
         assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(4));
-        // Writable servers only, unless the user asked for read-only ones.
+        // Writable servers only in a host list, unless the user asked for read-only ones; one
+        // host is left as it is (no round trip to ask it).
         use tokio_postgres::config::TargetSessionAttrs;
-        assert_eq!(pg.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert_eq!(pg.get_target_session_attrs(), TargetSessionAttrs::Any);
+        let mut list = tokio_postgres::Config::new();
+        list.host("a").host("b");
+        configure(&mut list, &config, Duration::from_secs(4));
+        assert_eq!(
+            list.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
         let mut read_only = tokio_postgres::Config::new();
         read_only.target_session_attrs(TargetSessionAttrs::ReadOnly);
         configure(&mut read_only, &config, Duration::from_secs(4));

@@ -440,7 +440,16 @@ fn the_blocking_driver_balances_and_streams_ownership() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(a.owned().iter().all(|i| !b.owned().contains(i)));
+    // A shard stops counting as owned at its lowering, and its `NotOwning` is published with
+    // the release that follows: b can lead it before a's event is out. Wait for the events
+    // (a loaded machine once read them 0 ms after b's last raise and found one of three).
     let mut events = Vec::new();
+    let until = Instant::now() + interval() * 4;
+    while events.len() < 9 && Instant::now() < until {
+        if let Some(change) = changes.recv_timeout(Duration::from_millis(50)) {
+            events.push(change);
+        }
+    }
     while let Some(change) = changes.try_recv() {
         events.push(change);
     }

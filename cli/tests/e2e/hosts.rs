@@ -78,8 +78,9 @@ fn a_host_list_with_a_standby_first_leads_on_the_primary() {
         || !log_lines(&log).is_empty(),
     );
     assert_eq!(holder(&primary), "p");
-    // The standby alone can never lead: an error naming it.
-    let alone = host_list(&[&standby]);
+    // The standby alone, asked for a writable server, can never lead: an error naming it.
+    // (Without the setting, one host is not asked: its checks fail with 25006.)
+    let alone = format!("{} target_session_attrs=read-write", host_list(&[&standby]));
     let out = output(&["run", "--url", &alone, "--name", "job", "--", "true"]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{e}");
