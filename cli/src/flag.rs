@@ -22,7 +22,7 @@ fn flag_builder(
     grace: Option<Duration>,
 ) -> Result<(FlagBuilder, leadership_tokio::tls::RustlsConnector, String), Failure> {
     let (pg, tls) = settings(&args.connection, env)?;
-    let servers = servers(&pg);
+    let servers = leadership_tokio::internal::servers(&pg);
     let mut builder = builder(&args.name, process, &args.connection, pg)?
         .interval(args.interval)
         .jitter(args.jitter);
@@ -39,27 +39,6 @@ fn flag_builder(
         builder = builder.stop_ahead(grace);
     }
     Ok((builder, tls, servers))
-}
-
-/// The servers a configuration names (never its password), for an error saying which could not
-/// be reached and where that came from.
-fn servers(pg: &tokio_postgres::Config) -> String {
-    let ports = pg.get_ports();
-    let hosts: Vec<String> = pg
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            match host {
-                tokio_postgres::config::Host::Tcp(host) => format!("{host}:{port}"),
-                tokio_postgres::config::Host::Unix(path) => {
-                    format!("{}/.s.PGSQL.{port}", path.display())
-                }
-            }
-        })
-        .collect();
-    hosts.join(", ")
 }
 
 /// Names the command line's settings in the library's configuration errors, and the servers
@@ -129,7 +108,7 @@ pub async fn inspect(
     timeout: Option<Duration>,
 ) -> Result<Inspector, Failure> {
     let (pg, tls) = settings(connection, env)?;
-    let servers = servers(&pg);
+    let servers = leadership_tokio::internal::servers(&pg);
     let mut builder = builder("flags", &default_process(), connection, pg)?;
     if let Some(interval) = interval {
         builder = builder.interval(interval);

@@ -148,5 +148,5 @@ pub use state::{Holder, State};
 #[doc(hidden)]
 pub mod internal {
     pub use crate::connection::CHECK_TYPES;
-    pub use crate::pg::{Chain, CheckRow, DecodeError, PgTime, CHECK_COLUMNS};
+    pub use crate::pg::{servers, Chain, CheckRow, DecodeError, PgTime, CHECK_COLUMNS};
 }

@@ -122,8 +122,8 @@ pub(crate) fn is_read_only_statement(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
-/// The servers of `pg`'s host list, `host:port`, for messages.
-pub(crate) fn servers(pg: &tokio_postgres::Config) -> String {
+/// The servers of `pg`'s host list, `host:port` (never a password), for messages.
+pub fn servers(pg: &tokio_postgres::Config) -> String {
     let ports = pg.get_ports();
     pg.get_hosts()
         .iter()
