@@ -222,6 +222,13 @@ impl World {
                     Command::Anomaly(a) => {
                         self.stats.anomalies += 1;
                         self.trace.push(t, p, What::Anomaly(a));
+                        if a == leadership_core::Anomaly::LostWrites && self.history_lost {
+                            // The vanished-row rule takes nothing for a lease from the instant
+                            // a process *notices* the loss, and one that was paused or cut off
+                            // when the row vanished notices only once it is back: the fault
+                            // ends for liveness then, not at the DELETE or the failover.
+                            self.quiet_until(t);
+                        }
                     }
                     Command::Closed => {
                         let down = self.rng.between(
