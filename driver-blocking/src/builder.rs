@@ -236,3 +236,29 @@ fn on_runtime<V, W>(
     let started = runtime.block_on(start)?;
     Ok(wrap(started, runtime))
 }
+
+// The handles' builders live here, beside what they build with: the handles need nothing of
+// the builder.
+impl Flag {
+    /// Starts configuring a flag `name` for process `process` (unique among the processes
+    /// sharing the flag, e.g. a pod name).
+    ///
+    /// ```
+    /// let builder = leadership_blocking::Flag::builder("nightly-report", "pod-a");
+    /// ```
+    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> FlagBuilder {
+        FlagBuilder::wrap(leadership_tokio::Flag::builder(name, process))
+    }
+}
+
+impl FlagSet {
+    /// Starts building a set for process `process`; finish with
+    /// its `start` (a set's builder cannot build a single flag).
+    ///
+    /// ```
+    /// let builder = leadership_blocking::FlagSet::builder("pod-a");
+    /// ```
+    pub fn builder(process: impl Into<String>) -> FlagSetBuilder {
+        FlagBuilder::wrap(leadership_tokio::FlagSet::builder(process))
+    }
+}

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::builder::{FlagBuilder, FlagSetBuilder};
 use crate::guard::Guard;
 use crate::runtime::Runtime;
 use crate::subscription::Subscription;
@@ -40,16 +39,6 @@ pub struct Flag {
 }
 
 impl Flag {
-    /// Starts configuring a flag `name` for process `process` (unique among the processes
-    /// sharing the flag, e.g. a pod name).
-    ///
-    /// ```
-    /// let builder = leadership_blocking::Flag::builder("nightly-report", "pod-a");
-    /// ```
-    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> FlagBuilder {
-        FlagBuilder::wrap(leadership_tokio::Flag::builder(name, process))
-    }
-
     pub(crate) fn wrap(inner: leadership_tokio::Flag, runtime: Arc<Runtime>) -> Flag {
         // If the last handle goes without a close, the driver closes in the background: the
         // runtime's thread waits for that before it ends.
@@ -261,16 +250,6 @@ pub struct FlagSet {
 }
 
 impl FlagSet {
-    /// Starts building a set for process `process`; finish with
-    /// its `start` (a set's builder cannot build a single flag).
-    ///
-    /// ```
-    /// let builder = leadership_blocking::FlagSet::builder("pod-a");
-    /// ```
-    pub fn builder(process: impl Into<String>) -> FlagSetBuilder {
-        FlagBuilder::wrap(leadership_tokio::FlagSet::builder(process))
-    }
-
     pub(crate) fn wrap(inner: leadership_tokio::FlagSet, runtime: Arc<Runtime>) -> FlagSet {
         FlagSet { inner, runtime }
     }

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
+use crate::parts::Shard;
 use crate::recorder::Metrics;
 use crate::set::FlagSet;
 use crate::state::State;
@@ -183,7 +184,7 @@ impl FlagSet {
             period: config.interval() / 2,
             timeout: config.timeout(),
             assignment: assignment_tx,
-            rng: crate::builder::random_seed() | 1,
+            rng: crate::parts::random_seed() | 1,
         };
         let balancer = tokio::spawn(balancer.run(stop.clone()));
         info!(group, shards, "joined the balanced group");
@@ -328,14 +329,6 @@ async fn forward(
 /// others of the same leave: a leave is taken up in about this, and a burst of releases costs
 /// one read, not one each.
 const RESCAN_GATHER: Duration = Duration::from_millis(10);
-
-/// What makes a flag a shard of a balanced set: the switch by which the balance wants it or
-/// not ([`Core::set_wanted`](leadership_core::Flag::set_wanted)), and the wake-up by which it
-/// asks for the group to be read again (a release it heard of while dormant).
-pub(crate) struct Shard {
-    pub(crate) wanted: watch::Receiver<bool>,
-    pub(crate) rescan: Arc<Notify>,
-}
 
 struct Balancer {
     /// The group's metrics (`name` = the group).

@@ -2,12 +2,9 @@
 //! precheck; [`FlagBuilder::start`] connects, makes sure the table is usable and spawns the
 //! driver.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,21 +14,28 @@ use leadership_core::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::balanced::Shard;
 use crate::connection::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
 use crate::make_tls::MakeTls;
 use crate::observer::{Inspector, Observer};
+use crate::parts::{random_seed, Parts, PrecheckFn, Shard};
 use crate::pooler::Pooler;
 use crate::recorder::Metrics;
-use crate::set::FlagSet;
 
-/// The user's precheck, boxed: `Ok(true)` lets the check run, `Ok(false)` refuses, an error is
-/// logged and counts as a refusal.
-pub(crate) type PrecheckFn =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> + Send + Sync>;
+impl Flag {
+    /// Starts building flag `name` for process `process` (unique among the processes sharing
+    /// the flag, e.g. the pod name; empty for [`default_process`](crate::default_process):
+    /// host name, pid and a random suffix).
+    ///
+    /// ```
+    /// let builder = leadership_tokio::Flag::builder("nightly-report", "pod-a");
+    /// ```
+    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> FlagBuilder {
+        FlagBuilder::new(name.into(), process.into())
+    }
+}
 
 /// Builds a [`Flag`]. Every setter of the core's configuration has the Go flag's default
 /// (interval 30 s, timeout 1 s, jitter 0.2); see [`leadership_core::Config`].
@@ -389,7 +393,10 @@ impl<K> FlagBuilder<K> {
 
     /// Validates the settings (with the builder's name), connects and makes sure the table is
     /// usable.
-    async fn connect_only<T: MakeTls>(&mut self, tls: T) -> Result<(Config, Arc<Link>), Error> {
+    pub(crate) async fn connect_only<T: MakeTls>(
+        &mut self,
+        tls: T,
+    ) -> Result<(Config, Arc<Link>), Error> {
         let name = if self.name.is_empty() {
             "flags"
         } else {
@@ -397,6 +404,7 @@ impl<K> FlagBuilder<K> {
         };
         let config = self.config_for(name)?;
         let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
+        self.table = Ok(table.clone());
         let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
         let connect_timeout = self.connect_timeout_for(&config);
         crate::pg::configure(&mut pg, &config, connect_timeout);
@@ -453,16 +461,16 @@ impl<K> FlagBuilder<K> {
             .listen(config.name())
             .ok_or_else(|| Error::DuplicateFlag(name.to_string()))?;
         let metrics = self.metrics(config.name(), config.process());
-        Ok(Flag::spawn(
+        let parts = Parts {
             config,
-            seed(self.seed),
-            link.clone(),
-            Some(notifications),
+            seed: seed(self.seed),
+            link: link.clone(),
+            notifications: Some(notifications),
             metrics,
-            self.precheck.clone(),
-            self.shutdown.clone(),
+            precheck: self.precheck.clone(),
             shard,
-        ))
+        };
+        Ok(Flag::spawn(parts, self.shutdown.clone()))
     }
 }
 
@@ -496,16 +504,16 @@ impl FlagBuilder<One> {
         let seed = self.seed.unwrap_or_else(random_seed);
         let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
         let notifications = link.connector().listen(config.name());
-        Ok(Flag::spawn(
+        let parts = Parts {
             config,
             seed,
             link,
             notifications,
             metrics,
-            self.precheck,
-            self.shutdown,
-            None,
-        ))
+            precheck: self.precheck,
+            shard: None,
+        };
+        Ok(Flag::spawn(parts, self.shutdown))
     }
 
     /// Connects for an operator's reads and revokes ([`Inspector`]), with these settings
@@ -546,33 +554,6 @@ impl FlagBuilder<One> {
     }
 }
 
-impl FlagBuilder<Set> {
-    /// Validates the settings, connects once and makes sure the table is usable, as a flag's
-    /// `start` does; flags are added with [`FlagSet::add`] and share that connection.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
-    /// let set = leadership_tokio::FlagSet::builder("pod-a")
-    ///     .connect_str("host=db user=app")
-    ///     .start(tokio_postgres::NoTls)
-    ///     .await?;
-    /// let shard = set.add("shard-1")?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn start<T: MakeTls>(mut self, tls: T) -> Result<FlagSet, Error> {
-        // The shared settings are checked now, with a stand-in name; each flag's name when
-        // it is added.
-        let config = self.config_for("flag-set")?;
-        let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
-        self.table = Ok(table.clone());
-        let mut pg = self.database.take().ok_or(Error::NoDatabase)??;
-        let connect_timeout = self.connect_timeout_for(&config);
-        crate::pg::configure(&mut pg, &config, connect_timeout);
-        let link = connect(pg, tls, &table, &config, connect_timeout, self.pooler).await?;
-        Ok(FlagSet::new(self, link))
-    }
-}
-
 /// Connects once with every step bounded and typed, makes sure the table is usable, and
 /// wraps the connection for sharing.
 async fn connect<T: MakeTls>(
@@ -597,17 +578,4 @@ async fn connect<T: MakeTls>(
     let link = Arc::new(Link::new(connector, conn, backoff));
     link.keep_listening();
     Ok(link)
-}
-
-/// A seed from the standard library's per-process random hasher keys: enough to keep processes
-/// from sharing a schedule, without a dependency on `rand`.
-pub(crate) fn random_seed() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }

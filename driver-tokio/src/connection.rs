@@ -452,7 +452,7 @@ impl Connector {
     /// Prepares (or not), listens (or not) and learns what the server is, on a connection;
     /// the connection's task is aborted if that fails.
     async fn set_up(&self, client: Client, task: Task) -> Result<Conn, tokio_postgres::Error> {
-        let task = AbortOnDrop(Some(task));
+        let task = SetUpGuard(Some(task));
         let route = self.route();
         let named = route != Route::Transaction;
         let term = self.term.load(Ordering::Relaxed);
@@ -557,7 +557,7 @@ impl Connector {
             }
         };
         // From here on, `task` must not outlive a failure: wrap it at once.
-        let guard = AbortOnDrop(Some(task));
+        let guard = SetUpGuard(Some(task));
         debug!(table = %table.quoted(), "connected; checking the table");
         let shape = ensure_table(&mut client, &self.statements, budget).await?;
         self.term.store(shape.term, Ordering::Relaxed);
@@ -590,16 +590,18 @@ fn route(routes: &Routes, payload: &str) {
     }
 }
 
-/// Aborts the connection task when a set-up step fails, so it never outlives a failure.
-struct AbortOnDrop(Option<Task>);
+/// Aborts the connection task when a set-up step fails, so it never outlives a failure (unlike
+/// `tokio_util`'s `AbortOnDropHandle`, it also holds the task's closed token, and is taken, not
+/// detached, once set-up succeeded).
+struct SetUpGuard(Option<Task>);
 
-impl AbortOnDrop {
+impl SetUpGuard {
     fn take(mut self) -> Task {
         self.0.take().expect("taken once")
     }
 }
 
-impl Drop for AbortOnDrop {
+impl Drop for SetUpGuard {
     fn drop(&mut self) {
         if let Some(task) = &self.0 {
             task.abort();

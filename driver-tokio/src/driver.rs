@@ -7,18 +7,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::{Command, Config, Failure, Flag as Core, Input, Precheck, Server};
+use leadership_core::{Command, Failure, Flag as Core, Input, Precheck, Server};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::balanced::Shard;
-use crate::builder::PrecheckFn;
 use crate::connection::{CheckParams, Conn};
-use crate::guard::Signals;
 use crate::link::{Link, NoConn};
+use crate::parts::{Parts, PrecheckFn};
 use crate::pg::{Chain, CheckRow, DecodeError};
 use crate::recorder::{Metrics, Statement};
+use crate::signals::Signals;
 use crate::state::Holder;
 
 /// The one statement or precheck in flight (the core never asks for two at once).
@@ -129,18 +128,16 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    // Each is a part the driver owns; a struct of them would only rename the list.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        config: Config,
-        seed: u64,
-        signals: Arc<Signals>,
-        link: Arc<Link>,
-        notifications: Option<mpsc::Receiver<()>>,
-        metrics: Metrics,
-        precheck: Option<PrecheckFn>,
-        shard: Option<Shard>,
-    ) -> Driver {
+    pub(crate) fn new(parts: Parts, signals: Arc<Signals>) -> Driver {
+        let Parts {
+            config,
+            seed,
+            link,
+            notifications,
+            metrics,
+            precheck,
+            shard,
+        } = parts;
         let (wanted, rescan) = shard.map_or((None, None), |s| (Some(s.wanted), Some(s.rescan)));
         metrics.state(false);
         let now = signals.cell.now();

@@ -4,21 +4,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use leadership_core::Config;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::balanced::Shard;
-use crate::builder::{FlagBuilder, PrecheckFn};
 use crate::driver::{Driver, Outcome, Request};
 use crate::error::Error;
-use crate::guard::{self, Guard, Signals};
+use crate::guard::Guard;
 use crate::health::Health;
 use crate::lease::{Lease, TermLog, TermRecord};
-use crate::link::Link;
-use crate::recorder::Metrics;
+use crate::parts::Parts;
+use crate::signals::Signals;
 use crate::state::{Holder, State};
 
 /// A leadership flag competed for through a PostgreSQL table, driven by a tokio task.
@@ -96,36 +93,17 @@ pub enum TryLead {
 }
 
 impl Flag {
-    /// Starts building flag `name` for process `process` (unique among the processes sharing
-    /// the flag, e.g. the pod name; empty for [`default_process`](crate::default_process):
-    /// host name, pid and a random suffix).
-    ///
-    /// ```
-    /// let builder = leadership_tokio::Flag::builder("nightly-report", "pod-a");
-    /// ```
-    pub fn builder(name: impl Into<String>, process: impl Into<String>) -> FlagBuilder {
-        FlagBuilder::new(name.into(), process.into())
-    }
-
-    // Each is a part the driver owns; a struct of them would only rename the list.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn spawn(
-        config: Config,
-        seed: u64,
-        link: Arc<Link>,
-        notifications: Option<mpsc::Receiver<()>>,
-        metrics: Metrics,
-        precheck: Option<PrecheckFn>,
-        shutdown: Option<CancellationToken>,
-        shard: Option<Shard>,
-    ) -> Flag {
+    /// Spawns the driver task of `parts` on the current runtime; `shutdown`, the user's token,
+    /// closes the flag when cancelled.
+    pub(crate) fn spawn(parts: Parts, shutdown: Option<CancellationToken>) -> Flag {
+        let config = &parts.config;
         // The leader-only work may take until a margin past the lease's deadline to stop (then
         // the release is given up); a pending statement takes at most one timeout, the
         // release another; one more for the scheduler's slack.
         let close_bound = config.interval() + config.margin() + config.timeout() * 3;
         let signals = Arc::new(Signals::new());
         let fencing = crate::fence::Fencing {
-            statements: link.connector().qualified_statements(),
+            statements: parts.link.connector().qualified_statements(),
             name: config.name().to_string(),
             process: config.process().to_string(),
             lease_micros: config.interval_micros(),
@@ -137,16 +115,7 @@ impl Flag {
         // started it (a request's, a service's).
         let span =
             tracing::info_span!("leadership", name = %config.name(), process = %config.process());
-        let driver = Driver::new(
-            config,
-            seed,
-            signals.clone(),
-            link,
-            notifications,
-            metrics,
-            precheck,
-            shard,
-        );
+        let driver = Driver::new(parts, signals.clone());
         let closing = close.clone();
         let (requests, received) = mpsc::unbounded_channel();
         let task = tokio::spawn(
@@ -304,7 +273,7 @@ impl Flag {
             if let Some(ended) = self.ended(*outcome.borrow_and_update()) {
                 return Err(ended);
             }
-            if let Some(guard) = signals.guard(not_at_risk) {
+            if let Some(guard) = Guard::current(signals, not_at_risk) {
                 return Ok(guard);
             }
             // Not raised, at risk, or raised past its deadline (the driver is stuck): wait for
@@ -351,7 +320,7 @@ impl Flag {
             tokio::pin!(run);
             let stopped = tokio::select! {
                 () = &mut run => false,
-                () = guard::wait(&self.inner.signals, token, true) => {
+                () = self.inner.signals.wait(token, true) => {
                     // Told to stop (its guard says so too): wait for it to return.
                     run.await;
                     true
@@ -382,7 +351,7 @@ impl Flag {
                     // Finished by itself in this term: wait for the term to end, holding no
                     // guard (a close must not wait for this).
                     drop(guard);
-                    guard::wait(&self.inner.signals, token, false).await;
+                    self.inner.signals.wait(token, false).await;
                 }
                 _ => return Ok(Some(guard)),
             }
@@ -412,7 +381,7 @@ impl Flag {
             if let Some(ended) = self.ended(*outcome.borrow_and_update()) {
                 return Err(ended);
             }
-            if let Some(guard) = self.inner.signals.guard(false) {
+            if let Some(guard) = Guard::current(&self.inner.signals, false) {
                 return Ok(TryLead::Led(guard));
             }
             if let Some(holder) = self.current_holder() {

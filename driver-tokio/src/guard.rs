@@ -1,189 +1,14 @@
-//! [`Guard`]: a term of leadership held by leader-only work, and the signals through which the
-//! driver tells the handle, watchers and guards what the core decided.
+//! [`Guard`]: a term of leadership held by leader-only work, counted by the driver's
+//! [`Signals`] so that no release passes a guard still alive.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use leadership_core::Instant as CoreInstant;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::fence::{Fence, FenceError, Fencing};
-use crate::lease::{Lease, LeaseCell};
-use crate::state::{Holder, State};
-
-/// The current term as the driver last published it: on every raise, renew, at-risk and
-/// lower. Judged against the lease cell's clock, the one `is_raised` uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Term {
-    pub(crate) token: i64,
-    pub(crate) deadline: CoreInstant,
-    pub(crate) at_risk: CoreInstant,
-    /// The core said the lease is at risk, and no renew has won since.
-    pub(crate) told_at_risk: bool,
-}
-
-/// What the driver publishes: the lease cell (the fast path of `is_raised`), the current term
-/// for guards, the state for watchers (transitions only), the number of live guards (the
-/// leader-only work the core waits for before releasing), and the holder seen by the last
-/// check.
-#[derive(Debug)]
-pub(crate) struct Signals {
-    pub(crate) cell: LeaseCell,
-    term: watch::Sender<Option<Term>>,
-    /// The lease as the handle reports it: every raise, renew and lower.
-    lease: watch::Sender<Option<Lease>>,
-    state: watch::Sender<State>,
-    guards: watch::Sender<usize>,
-    holder: watch::Sender<Option<Holder>>,
-    /// The statements' outcomes, for `health()`.
-    pub(crate) health: crate::health::HealthCounters,
-    /// What guards need to fence: set by the flag before its driver runs, so before any guard.
-    pub(crate) fencing: OnceLock<Arc<Fencing>>,
-}
-
-impl Signals {
-    pub(crate) fn new() -> Signals {
-        Signals {
-            cell: LeaseCell::new(),
-            term: watch::Sender::new(None),
-            lease: watch::Sender::new(None),
-            state: watch::Sender::new(State::Lowered),
-            guards: watch::Sender::new(0),
-            holder: watch::Sender::new(None),
-            health: Default::default(),
-            fencing: OnceLock::new(),
-        }
-    }
-
-    /// A raise or a renew: the lease and the term, and the state if it changed.
-    pub(crate) fn raised(&self, lease: leadership_core::Lease) -> Lease {
-        let reported = self.cell.publish(lease);
-        self.lease.send_replace(Some(reported));
-        self.publish_term(Some(Term {
-            token: lease.token,
-            deadline: lease.deadline,
-            at_risk: lease.at_risk,
-            told_at_risk: false,
-        }));
-        reported
-    }
-
-    /// The core said the lease is at risk.
-    pub(crate) fn at_risk(&self) {
-        self.term.send_if_modified(|term| match term {
-            Some(t) if !t.told_at_risk => {
-                t.told_at_risk = true;
-                true
-            }
-            _ => false,
-        });
-        self.publish_state();
-    }
-
-    /// Leadership ended: every guard's `lost()` fires now.
-    pub(crate) fn lowered(&self) {
-        self.cell.clear();
-        self.lease.send_if_modified(|l| l.take().is_some());
-        self.publish_term(None);
-    }
-
-    fn publish_term(&self, term: Option<Term>) {
-        self.term.send_if_modified(|t| {
-            let changed = *t != term;
-            *t = term;
-            changed
-        });
-        self.publish_state();
-    }
-
-    /// The state follows the term, and watchers see transitions only: a raise, a new term, the
-    /// lease at risk and back, a lower; not the deadline moved by each renew.
-    fn publish_state(&self) {
-        let state = match *self.term.borrow() {
-            Some(t) => State::Raised {
-                token: t.token,
-                at_risk: t.told_at_risk,
-            },
-            None => State::Lowered,
-        };
-        self.state.send_if_modified(|s| {
-            let changed = *s != state;
-            *s = state;
-            changed
-        });
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<State> {
-        self.state.subscribe()
-    }
-
-    pub(crate) fn subscribe_lease(&self) -> watch::Receiver<Option<Lease>> {
-        self.lease.subscribe()
-    }
-
-    pub(crate) fn subscribe_term(&self) -> watch::Receiver<Option<Term>> {
-        self.term.subscribe()
-    }
-
-    /// Resolves once no guard is alive.
-    pub(crate) async fn guards_dropped(&self) {
-        let mut guards = self.guards.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = guards.wait_for(|n| *n == 0).await;
-    }
-
-    #[cfg(test)]
-    pub(crate) fn guards(&self) -> usize {
-        *self.guards.borrow()
-    }
-
-    pub(crate) fn set_holder(&self, holder: Holder) {
-        self.cell.saw(holder.version);
-        self.holder.send_replace(Some(holder));
-    }
-
-    pub(crate) fn holder(&self) -> Option<Holder> {
-        self.holder.borrow().clone()
-    }
-
-    pub(crate) fn subscribe_holder(&self) -> watch::Receiver<Option<Holder>> {
-        self.holder.subscribe()
-    }
-
-    /// A guard for the current term, if this process leads (the deadline lies ahead by the
-    /// clock). With `not_at_risk`, none while the lease is at risk either.
-    ///
-    /// The guard is counted under the count's lock, after reading the term: the driver
-    /// publishes the lowering before it reads the count, so either it sees this guard and waits
-    /// for it, or this sees the lowering and makes no guard. No guard can slip past a release.
-    pub(crate) fn guard(self: &Arc<Self>, not_at_risk: bool) -> Option<Guard> {
-        let mut made = None;
-        self.guards.send_if_modified(|n| {
-            let Some(term) = *self.term.borrow() else {
-                return false;
-            };
-            let now = self.cell.now();
-            if now >= term.deadline || (not_at_risk && is_at_risk(&term, now)) {
-                return false;
-            }
-            *n += 1;
-            made = Some(term);
-            true
-        });
-        let term = made?;
-        Some(Guard {
-            token: term.token,
-            deadline: term.deadline,
-            signals: self.clone(),
-            stop: OnceLock::new(),
-        })
-    }
-}
-
-fn is_at_risk(term: &Term, now: CoreInstant) -> bool {
-    term.told_at_risk || now >= term.at_risk
-}
+use crate::fence::{Fence, FenceError};
+use crate::signals::{Signals, Term};
 
 /// A term of leadership held by leader-only work, from [`Flag::raised`](crate::Flag::raised),
 /// [`Flag::try_lead`](crate::Flag::try_lead) or [`Flag::lead`](crate::Flag::lead).
@@ -223,6 +48,18 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// A guard for the current term, if this process leads (the deadline lies ahead by the
+    /// clock). With `not_at_risk`, none while the lease is at risk either.
+    pub(crate) fn current(signals: &Arc<Signals>, not_at_risk: bool) -> Option<Guard> {
+        let term = signals.count_guard(not_at_risk)?;
+        Some(Guard {
+            token: term.token,
+            deadline: term.deadline,
+            signals: signals.clone(),
+            stop: OnceLock::new(),
+        })
+    }
+
     /// The fencing token: the row version at which this term was won. A later leader's is
     /// always larger; pass it to systems that refuse writes from deposed leaders.
     ///
@@ -280,7 +117,7 @@ impl Guard {
 
     /// The term's current term, if it still holds by the state (not by the clock).
     fn term(&self) -> Option<Term> {
-        (*self.signals.term.borrow()).filter(|t| t.token == self.token)
+        self.signals.term().filter(|t| t.token == self.token)
     }
 
     /// The current lease's deadline: moved later by every renew of this term; once the term
@@ -329,7 +166,7 @@ impl Guard {
     pub fn is_at_risk(&self) -> bool {
         let now = self.signals.cell.now();
         self.term()
-            .is_none_or(|t| now >= t.deadline || is_at_risk(&t, now))
+            .is_none_or(|t| now >= t.deadline || t.is_at_risk(now))
     }
 
     /// Resolves when the work should begin stopping so that it is over by the deadline: the
@@ -363,7 +200,7 @@ impl Guard {
     }
 
     async fn wait(&self, risk: bool) {
-        wait(&self.signals, self.token, risk).await
+        self.signals.wait(self.token, risk).await
     }
 
     /// A token cancelled when the work should stop: when the lease is at risk, the term ends,
@@ -386,7 +223,7 @@ impl Guard {
                 let (signals, token, watcher) = (self.signals.clone(), self.token, stop.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = wait(&signals, token, true) => watcher.cancel(),
+                        () = signals.wait(token, true) => watcher.cancel(),
                         () = watcher.cancelled() => {}
                     }
                 });
@@ -396,41 +233,19 @@ impl Guard {
     }
 }
 
-/// Waits until the term `token` ends or, with `risk`, is at risk (by the state or the clock).
-pub(crate) async fn wait(signals: &Signals, token: i64, risk: bool) {
-    let mut term = signals.subscribe_term();
-    loop {
-        let current = (*term.borrow_and_update()).filter(|t| t.token == token);
-        let Some(t) = current else { return };
-        let now = signals.cell.now();
-        if now >= t.deadline || (risk && is_at_risk(&t, now)) {
-            return;
-        }
-        let wake = if risk { t.at_risk } else { t.deadline };
-        let wake = signals.cell.at(wake).unwrap_or_else(Instant::now);
-        tokio::select! {
-            changed = term.changed() => if changed.is_err() { return },
-            // A renew may have moved the instant meanwhile: look again.
-            // On the lease's clock, so a suspend cannot delay it.
-            () = crate::boot_clock::sleep_until(wake) => {}
-        }
-    }
-}
-
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.get() {
             stop.cancel();
         }
-        self.signals
-            .guards
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.signals.guard_dropped();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::State;
     use std::time::Duration;
 
     fn raised(signals: &Signals, token: i64, ahead: Duration, risk_ahead: Duration) {
@@ -447,12 +262,12 @@ mod tests {
     #[test]
     fn no_guard_while_lowered_or_past_the_deadline_or_at_risk_if_asked() {
         let signals = Arc::new(Signals::new());
-        assert!(signals.guard(false).is_none());
+        assert!(Guard::current(&signals, false).is_none());
         raised(&signals, 1, Duration::ZERO, Duration::ZERO);
-        assert!(signals.guard(false).is_none());
+        assert!(Guard::current(&signals, false).is_none());
         raised(&signals, 2, Duration::from_secs(60), Duration::ZERO);
-        assert!(signals.guard(true).is_none(), "at risk");
-        let guard = signals.guard(false).expect("leading, at risk");
+        assert!(Guard::current(&signals, true).is_none(), "at risk");
+        let guard = Guard::current(&signals, false).expect("leading, at risk");
         assert!(guard.is_at_risk() && !guard.is_lost());
         drop(guard);
         assert_eq!(signals.guards(), 0);
@@ -513,7 +328,10 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(60),
         );
-        let (a, b) = (signals.guard(true).unwrap(), signals.guard(true).unwrap());
+        let (a, b) = (
+            Guard::current(&signals, true).unwrap(),
+            Guard::current(&signals, true).unwrap(),
+        );
         assert_eq!((a.token(), signals.guards()), (3, 2));
         signals.lowered();
         drop(a);
@@ -539,7 +357,7 @@ mod tests {
             Duration::from_millis(200),
             Duration::from_millis(100),
         );
-        let guard = signals.guard(true).unwrap();
+        let guard = Guard::current(&signals, true).unwrap();
         let started = Instant::now();
         tokio::time::timeout(Duration::from_secs(5), guard.at_risk())
             .await
@@ -567,7 +385,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(60),
         );
-        let guard = signals.guard(false).unwrap();
+        let guard = Guard::current(&signals, false).unwrap();
         let lost = tokio::spawn(async move {
             guard.lost().await;
             guard

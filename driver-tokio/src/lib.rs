@@ -111,12 +111,14 @@ mod link;
 mod make_tls;
 pub mod metrics;
 mod observer;
+mod parts;
 mod pg;
 mod pooler;
 mod recorder;
 mod schema;
 mod set;
 mod settings;
+mod signals;
 mod state;
 #[cfg(any(feature = "rustls", feature = "native-tls"))]
 pub mod tls;

@@ -7,13 +7,13 @@ use std::time::Duration;
 use leadership_core::observe::Observation;
 use leadership_core::{DbTime, Row};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
 use crate::error::Error;
-use crate::guard::Signals;
 use crate::link::Link;
 use crate::pg::PgTime;
+use crate::signals::Signals;
 use crate::state::Holder;
 
 /// Reads and revokes for operators and tools, on one connection of their own; from
@@ -191,7 +191,7 @@ fn decode_status(row: &tokio_postgres::Row) -> Result<StatusRow, tokio_postgres:
 #[derive(Clone)]
 pub struct Observer {
     holder: watch::Receiver<Option<Holder>>,
-    _task: Arc<AbortOnDrop>,
+    _task: Arc<AbortOnDropHandle<()>>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -199,14 +199,6 @@ impl std::fmt::Debug for Observer {
         f.debug_struct("Observer")
             .field("holder", &*self.holder.borrow())
             .finish_non_exhaustive()
-    }
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -266,7 +258,7 @@ impl Observer {
         });
         Observer {
             holder,
-            _task: Arc::new(AbortOnDrop(task)),
+            _task: Arc::new(AbortOnDropHandle::new(task)),
         }
     }
 

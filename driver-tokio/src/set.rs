@@ -3,11 +3,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::balanced::Shard;
-use crate::builder::{random_seed, FlagSetBuilder};
+use crate::builder::{FlagBuilder, FlagSetBuilder, Set};
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;
+use crate::make_tls::MakeTls;
+use crate::parts::{random_seed, Shard};
 
 /// Many flags (different names, one process, one table) over one connection: a process that
 /// owns 100 shards competes for 100 flags without opening 100 connections.
@@ -110,5 +111,25 @@ impl FlagSet {
             },
             shard,
         )
+    }
+}
+
+impl FlagBuilder<Set> {
+    /// Validates the settings, connects once and makes sure the table is usable, as a flag's
+    /// `start` does; flags are added with [`FlagSet::add`] and share that connection.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), leadership_tokio::Error> {
+    /// let set = leadership_tokio::FlagSet::builder("pod-a")
+    ///     .connect_str("host=db user=app")
+    ///     .start(tokio_postgres::NoTls)
+    ///     .await?;
+    /// let shard = set.add("shard-1")?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start<T: MakeTls>(mut self, tls: T) -> Result<FlagSet, Error> {
+        // The shared settings are checked now; each flag's name when it is added.
+        let (_, link) = self.connect_only(tls).await?;
+        Ok(FlagSet::new(self, link))
     }
 }

@@ -82,7 +82,16 @@ impl Process {
 
     fn close(mut self) {
         let runtime = self.runtime.take().unwrap();
-        runtime.block_on(self.group.close()).unwrap();
+        // A release that fails on close (its statement timed out on a loaded machine: the
+        // timeout is interval/10) leaves the row to expire: a documented outcome that none of
+        // these tests judges. Anything else is a failure.
+        match runtime.block_on(self.group.close()) {
+            Ok(()) => {}
+            Err(leadership_tokio::Error::ReleaseFailed) => {
+                eprintln!("{}: a release failed on close; its rows expire", self.name)
+            }
+            Err(e) => panic!("closing {}: {e}", self.name),
+        }
     }
 }
 
