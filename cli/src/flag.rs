@@ -23,21 +23,15 @@ fn flag_builder(
 ) -> Result<(FlagBuilder, leadership_tokio::tls::RustlsConnector, String), Failure> {
     let (pg, tls) = settings(&args.connection, env)?;
     let servers = leadership_tokio::internal::servers(&pg);
-    let mut builder = builder(&args.name, process, &args.connection, pg)?
-        .interval(args.interval)
-        .jitter(args.jitter);
-    if let Some(timeout) = args.timeout {
-        builder = builder.timeout(timeout);
-    }
-    if let Some(margin) = args.margin {
-        builder = builder.margin(margin);
-    }
-    if let Some(retry) = args.retry_interval {
-        builder = builder.retry_interval(retry);
-    }
-    if let Some(grace) = grace {
-        builder = builder.stop_ahead(grace);
-    }
+    // The command line fills the library's one list of settings; unset ones keep its defaults.
+    let mut set = leadership_tokio::Settings::default();
+    set.interval = Some(args.interval);
+    set.jitter = Some(args.jitter);
+    set.timeout = args.timeout;
+    set.margin = args.margin;
+    set.retry_interval = args.retry_interval;
+    set.stop_ahead = grace;
+    let builder = builder(&args.name, process, &args.connection, pg)?.settings(&set);
     Ok((builder, tls, servers))
 }
 

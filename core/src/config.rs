@@ -341,6 +341,22 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
+    /// The same settings for another flag, `name` (a flag set's settings, one flag at a time).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The flag's name, as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process, as given.
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
     /// The lease (default 30 s). Every process on one flag must use the same interval (or the
     /// leader a shorter one): the safety argument in the crate docs needs it.
     pub fn interval(mut self, interval: Duration) -> Self {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::sql::{Statements, Table};
-use leadership_core::Config;
+use leadership_core::{Config, ConfigBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -58,14 +58,9 @@ impl Flag {
 /// ```
 #[must_use]
 pub struct FlagBuilder<K = One> {
-    name: String,
-    process: String,
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
-    jitter: Option<f64>,
-    margin: Option<Duration>,
-    retry: Option<Duration>,
-    stop_ahead: Option<Duration>,
+    /// The core's settings, the flag's name and the process: the one place they are kept
+    /// (validated when the flag starts, or each flag of a set is added).
+    config: ConfigBuilder,
     connect_timeout: Option<Duration>,
     pooler: Pooler,
     shutdown: Option<CancellationToken>,
@@ -103,8 +98,7 @@ pub type FlagSetBuilder = FlagBuilder<Set>;
 impl<K> fmt::Debug for FlagBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlagBuilder")
-            .field("name", &self.name)
-            .field("process", &self.process)
+            .field("config", &self.config)
             .field("table", &self.table.as_ref().ok())
             .finish_non_exhaustive()
     }
@@ -154,19 +148,13 @@ fn incarnation() -> u32 {
 
 impl<K> FlagBuilder<K> {
     pub(crate) fn new(name: String, process: String) -> FlagBuilder<K> {
+        let process = if process.is_empty() {
+            default_process()
+        } else {
+            process
+        };
         FlagBuilder {
-            name,
-            process: if process.is_empty() {
-                default_process()
-            } else {
-                process
-            },
-            interval: None,
-            timeout: None,
-            jitter: None,
-            margin: None,
-            retry: None,
-            stop_ahead: None,
+            config: Config::builder(name, process),
             connect_timeout: None,
             pooler: Pooler::Auto,
             shutdown: None,
@@ -187,7 +175,7 @@ impl<K> FlagBuilder<K> {
     /// let b = leadership_tokio::Flag::builder("report", "pod-a").interval(Duration::from_secs(5));
     /// ```
     pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = Some(interval);
+        self.config = self.config.interval(interval);
         self
     }
 
@@ -199,7 +187,7 @@ impl<K> FlagBuilder<K> {
     /// let b = leadership_tokio::Flag::builder("report", "pod-a").timeout(Duration::from_millis(500));
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.config = self.config.timeout(timeout);
         self
     }
 
@@ -209,7 +197,7 @@ impl<K> FlagBuilder<K> {
     /// let b = leadership_tokio::Flag::builder("report", "pod-a").jitter(0.1);
     /// ```
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = Some(jitter);
+        self.config = self.config.jitter(jitter);
         self
     }
 
@@ -221,7 +209,7 @@ impl<K> FlagBuilder<K> {
     /// let b = leadership_tokio::Flag::builder("report", "pod-a").margin(Duration::from_secs(2));
     /// ```
     pub fn margin(mut self, margin: Duration) -> Self {
-        self.margin = Some(margin);
+        self.config = self.config.margin(margin);
         self
     }
 
@@ -232,7 +220,7 @@ impl<K> FlagBuilder<K> {
     /// let b = leadership_tokio::Flag::builder("report", "pod-a").retry_interval(Duration::from_secs(1));
     /// ```
     pub fn retry_interval(mut self, retry: Duration) -> Self {
-        self.retry = Some(retry);
+        self.config = self.config.retry_interval(retry);
         self
     }
 
@@ -248,7 +236,7 @@ impl<K> FlagBuilder<K> {
     ///     .stop_ahead(Duration::from_secs(10));
     /// ```
     pub fn stop_ahead(mut self, stop_ahead: Duration) -> Self {
-        self.stop_ahead = Some(stop_ahead);
+        self.config = self.config.stop_ahead(stop_ahead);
         self
     }
 
@@ -397,10 +385,9 @@ impl<K> FlagBuilder<K> {
         &mut self,
         tls: T,
     ) -> Result<(Config, Arc<Link>), Error> {
-        let name = if self.name.is_empty() {
-            "flags"
-        } else {
-            self.name.as_str()
+        let name = match self.config.name() {
+            "" => "flags",
+            name => name,
         };
         let config = self.config_for(name)?;
         let table = std::mem::replace(&mut self.table, Ok(Table::default()))?;
@@ -419,30 +406,12 @@ impl<K> FlagBuilder<K> {
 
     /// The process name.
     pub(crate) fn process(&self) -> &str {
-        &self.process
+        self.config.process()
     }
 
     /// The core's configuration for flag `name` with these settings.
     pub(crate) fn config_for(&self, name: &str) -> Result<Config, Error> {
-        let mut config = Config::builder(name, self.process.as_str());
-        if let Some(v) = self.interval {
-            config = config.interval(v);
-        }
-        if let Some(v) = self.timeout {
-            config = config.timeout(v);
-        }
-        if let Some(v) = self.jitter {
-            config = config.jitter(v);
-        }
-        if let Some(v) = self.margin {
-            config = config.margin(v);
-        }
-        if let Some(v) = self.retry {
-            config = config.retry_interval(v);
-        }
-        if let Some(v) = self.stop_ahead {
-            config = config.stop_ahead(v);
-        }
+        let config = self.config.clone().named(name);
         Ok(config.precheck(self.precheck.is_some()).build()?)
     }
 
@@ -495,7 +464,7 @@ impl FlagBuilder<One> {
     /// # Ok(()) }
     /// ```
     pub async fn start<T: MakeTls>(self, tls: T) -> Result<Flag, Error> {
-        let config = self.config_for(&self.name)?;
+        let config = self.config_for(self.config.name())?;
         let connect_timeout = self.connect_timeout_for(&config);
         let metrics = self.metrics(config.name(), config.process());
         let table = self.table?;
@@ -546,7 +515,7 @@ impl FlagBuilder<One> {
     /// # Ok(()) }
     /// ```
     pub async fn observe<T: MakeTls>(mut self, tls: T) -> Result<Observer, Error> {
-        let name = self.name.clone();
+        let name = self.config.name().to_string();
         let (config, link) = self.connect_only(tls).await?;
         let notifications = link.connector().listen(&name);
         let inspector = Inspector::new(link, config.timeout(), config.interval());
