@@ -64,6 +64,22 @@ pub enum Command {
     /// Revoke the lease a process holds: its next renew fails, and another process takes over
     /// once the lease has run out (no overlap); --now releases at once instead.
     Release(Release),
+    /// Print a completion script for a shell to standard output.
+    ///
+    ///   leadership completions bash > /etc/bash_completion.d/leadership
+    ///   leadership completions zsh > "${fpath[1]}/_leadership"
+    ///   leadership completions fish > ~/.config/fish/completions/leadership.fish
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, leadership(1), to standard output, or write every page (one per
+    /// subcommand too) into a directory.
+    ///
+    ///   leadership man > /usr/local/share/man/man1/leadership.1
+    ///   leadership man --out-dir /usr/local/share/man/man1
+    Man(Man),
     /// The watchdog of `run` (internal): kills the command's tree (its cgroup, its
     /// process group and every descendant of the tool) at the deadlines it reads.
     #[command(name = "__watchdog", hide = true)]
@@ -194,6 +210,14 @@ pub struct Watch {
     /// Do not compete: only report who holds the flag.
     #[arg(long)]
     pub observe: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Man {
+    /// Write leadership.1 and one page per subcommand (leadership-run.1, ...) into this
+    /// directory instead of printing leadership.1.
+    #[arg(long)]
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
