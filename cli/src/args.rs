@@ -138,10 +138,12 @@ pub struct FlagArgs {
     /// This process's name, unique among those sharing the flag (default: host name, pid and a random suffix).
     #[arg(long, env = "LEADERSHIP_PROCESS")]
     pub process: Option<String>,
-    /// The lease: others take over when the holder has not renewed for this long.
+    /// The lease: others take over when the holder has not renewed for this long. At least
+    /// 100ms with the default timeout (interval/10), as a statement's timeout is at least 10ms.
     #[arg(long, env = "LEADERSHIP_INTERVAL", value_parser = duration, default_value = "30s")]
     pub interval: Duration,
-    /// The bound on each statement (default: 1s, or a tenth of the interval if shorter).
+    /// The bound on each statement (default: 1s, or a tenth of the interval if shorter; at
+    /// least 10ms, a round trip and a commit).
     #[arg(long, env = "LEADERSHIP_TIMEOUT", value_parser = duration)]
     pub timeout: Option<Duration>,
     /// Randomisation of the schedule, between 0 and 1.
