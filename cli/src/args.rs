@@ -58,6 +58,11 @@ pub enum Command {
     /// for 10 minutes from the job's start, so a late host does not run it again.
     Run(Run),
     /// Compete (or only observe) and print one JSON line per change of state.
+    ///
+    /// Lines are written by a thread of their own: a reader that stops reading never delays a
+    /// renewal. At most 16 lines wait for a stalled reader; beyond that the oldest waiting
+    /// line is dropped, and the next line written carries "dropped":N, the number of lines
+    /// (changes of state) dropped before it.
     Watch(Watch),
     /// Print the flags table: holder, version, lease age by the database's clock, expired.
     Status(Status),
