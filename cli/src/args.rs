@@ -72,7 +72,7 @@ pub enum Command {
     /// Print a completion script for a shell to standard output.
     ///
     ///   leadership completions bash > /etc/bash_completion.d/leadership
-    ///   leadership completions zsh > "${fpath[1]}/_leadership"
+    ///   leadership completions zsh > /usr/local/share/zsh/site-functions/_leadership
     ///   leadership completions fish > ~/.config/fish/completions/leadership.fish
     Completions {
         /// The shell.

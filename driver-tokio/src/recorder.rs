@@ -1,5 +1,6 @@
 //! Recording the metrics named in [`crate::metrics`] through the `metrics` facade.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub(crate) struct Metrics {
 struct Inner {
     prefix: String,
     labels: Vec<Label>,
+    /// The check's error counters exist (at 0 until a failure).
+    check_errors_registered: AtomicBool,
 }
 
 impl Metrics {
@@ -54,9 +57,31 @@ impl Metrics {
                     Label::new("name", name.to_string()),
                     Label::new("process", process.to_string()),
                 ],
+                check_errors_registered: AtomicBool::new(false),
             })
         });
         Metrics { inner }
+    }
+
+    /// Creates the check's error counters at 0, once, with the first check that returns (a
+    /// balanced group's metrics never check): Prometheus's `increase()` cannot count a
+    /// series' first sample, so a counter born at 1 with the first failure would hide that
+    /// failure from the alerts (`deploy/prometheus/`).
+    fn register_check_errors(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.check_errors_registered.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let errors = format!("{}_{STATEMENT_ERRORS}", inner.prefix);
+        for kind in ["error", "timeout"] {
+            counter!(
+                errors.clone(),
+                self.labels_with(&[("statement", Statement::Check.as_str()), ("kind", kind)])
+            )
+            .increment(0);
+        }
     }
 
     /// The full name of metric `suffix` (one of this module's constants), or `None` when
@@ -89,6 +114,7 @@ impl Metrics {
         let Some(checks) = self.metric_name(CHECKS) else {
             return;
         };
+        self.register_check_errors();
         let outcome = if won { "won" } else { "not_won" };
         counter!(checks, self.labels_with(&[("outcome", outcome)])).increment(1);
         self.latency(Statement::Check, latency);
@@ -301,6 +327,19 @@ mod tests {
     }
 
     #[test]
+    fn the_check_s_error_counters_exist_at_0_before_the_first_failure() {
+        let out = render(|| {
+            Metrics::new(Some("jobs"), "report", "pod-a").checked(true, Duration::from_millis(1))
+        });
+        for kind in ["error", "timeout"] {
+            let line = format!(
+                r#"jobs_leadership_statement_errors_total{{name="report",process="pod-a",statement="check",kind="{kind}"}} 0"#
+            );
+            assert!(out.contains(&line), "missing {line} in\n{out}");
+        }
+    }
+
+    #[test]
     fn every_metric_recorded_is_in_the_list_of_names() {
         let out = render(|| {
             let m = Metrics::new(Some("jobs"), "report", "pod-a");
@@ -349,6 +388,10 @@ mod tests {
         ] {
             assert!(out.contains(line), "missing {line} in\n{out}");
         }
+        assert!(
+            !out.contains("statement_errors"),
+            "a group runs no checks:\n{out}"
+        );
     }
 
     #[test]
