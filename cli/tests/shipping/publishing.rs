@@ -1,7 +1,7 @@
 //! The workspace is ready to publish: what `cargo package --workspace` and crates.io need of
-//! every publishable crate, checked from `cargo metadata` in well under a second (CI does not
-//! run `cargo package --workspace` itself: it rebuilds every crate from its tarball, minutes on
-//! two cores).
+//! every publishable crate, checked from `cargo metadata` in well under a second. CI does not
+//! run `cargo package --workspace` itself: it rebuilds every crate from its tarball (4 min 14 s
+//! on two shared cores); `--no-verify` takes ~10 s but needs the crates.io index.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
