@@ -1,7 +1,10 @@
 //! The workspace is ready to publish: what `cargo package --workspace` and crates.io need of
 //! every publishable crate, checked from `cargo metadata` in well under a second. CI does not
 //! run `cargo package --workspace` itself: it rebuilds every crate from its tarball (4 min 14 s
-//! on two shared cores); `--no-verify` takes ~10 s but needs the crates.io index.
+//! on two shared cores); `--no-verify` takes ~10 s but needs the crates.io index. To run it
+//! again at an unchanged version, first delete `target/package` and the siblings cargo
+//! unpacked the first time (`~/.cargo/registry/src/-<hash>/leadership-*`): it reuses them as
+//! if they were published, and verifies the new tarballs against the old siblings.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
