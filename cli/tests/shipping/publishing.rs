@@ -2,9 +2,10 @@
 //! every publishable crate, checked from `cargo metadata` in well under a second. CI does not
 //! run `cargo package --workspace` itself: it rebuilds every crate from its tarball (4 min 14 s
 //! on two shared cores); `--no-verify` takes ~10 s but needs the crates.io index. To run it
-//! again at an unchanged version, first delete `target/package` and the siblings cargo
-//! unpacked the first time (`~/.cargo/registry/src/-<hash>/leadership-*`): it reuses them as
-//! if they were published, and verifies the new tarballs against the old siblings.
+//! again at an unchanged version, use a fresh `--target-dir` and delete the siblings cargo
+//! unpacked the first time (`~/.cargo/registry/src/-<hash>/leadership-*`): cargo takes a
+//! registry crate of the same version as unchanged, and would verify the new tarballs against
+//! the old siblings' sources and builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
