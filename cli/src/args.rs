@@ -58,12 +58,33 @@ pub enum Command {
     /// for 10 minutes from the job's start, so a late host does not run it again.
     Run(Run),
     /// Compete (or only observe) and print one JSON line per change of state.
+    ///
+    /// Lines are written by a thread of their own: a reader that stops reading never delays a
+    /// renewal. At most 16 lines wait for a stalled reader; beyond that the oldest waiting
+    /// line is dropped, and the next line written carries "dropped":N, the number of lines
+    /// (changes of state) dropped before it.
     Watch(Watch),
     /// Print the flags table: holder, version, lease age by the database's clock, expired.
     Status(Status),
     /// Revoke the lease a process holds: its next renew fails, and another process takes over
     /// once the lease has run out (no overlap); --now releases at once instead.
     Release(Release),
+    /// Print a completion script for a shell to standard output.
+    ///
+    ///   leadership completions bash > /etc/bash_completion.d/leadership
+    ///   leadership completions zsh > /usr/local/share/zsh/site-functions/_leadership
+    ///   leadership completions fish > ~/.config/fish/completions/leadership.fish
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, leadership(1), to standard output, or write every page (one per
+    /// subcommand too) into a directory.
+    ///
+    ///   leadership man > /usr/local/share/man/man1/leadership.1
+    ///   leadership man --out-dir /usr/local/share/man/man1
+    Man(Man),
     /// The watchdog of `run` (internal): kills the command's tree (its cgroup, its
     /// process group and every descendant of the tool) at the deadlines it reads.
     #[command(name = "__watchdog", hide = true)]
@@ -122,10 +143,12 @@ pub struct FlagArgs {
     /// This process's name, unique among those sharing the flag (default: host name, pid and a random suffix).
     #[arg(long, env = "LEADERSHIP_PROCESS")]
     pub process: Option<String>,
-    /// The lease: others take over when the holder has not renewed for this long.
+    /// The lease: others take over when the holder has not renewed for this long. At least
+    /// 100ms with the default timeout (interval/10), as a statement's timeout is at least 10ms.
     #[arg(long, env = "LEADERSHIP_INTERVAL", value_parser = duration, default_value = "30s")]
     pub interval: Duration,
-    /// The bound on each statement (default: 1s, or a tenth of the interval if shorter).
+    /// The bound on each statement (default: 1s, or a tenth of the interval if shorter; at
+    /// least 10ms, a round trip and a commit).
     #[arg(long, env = "LEADERSHIP_TIMEOUT", value_parser = duration)]
     pub timeout: Option<Duration>,
     /// Randomisation of the schedule, between 0 and 1.
@@ -194,6 +217,14 @@ pub struct Watch {
     /// Do not compete: only report who holds the flag.
     #[arg(long)]
     pub observe: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Man {
+    /// Write leadership.1 and one page per subcommand (leadership-run.1, ...) into this
+    /// directory instead of printing leadership.1.
+    #[arg(long)]
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

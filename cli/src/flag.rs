@@ -65,6 +65,29 @@ fn failure(e: leadership_tokio::Error, servers: &str) -> Failure {
                  {floor:?} or leave --margin unset (interval/20)"
             ),
         ),
+        leadership_tokio::Error::Config(ConfigError::IntervalTooShort {
+            interval,
+            timeout,
+            floor,
+            min_interval,
+        }) => Failure::new(
+            CONFIG,
+            format!(
+                "--interval {interval:?} is too short to run a statement: its default --timeout \
+                 (interval/10 = {timeout:?}) is below the floor of one statement, {floor:?} (a \
+                 round trip and a commit); give --interval {min_interval:?} or more, or --timeout \
+                 {floor:?} or more"
+            ),
+        ),
+        leadership_tokio::Error::Config(ConfigError::TimeoutBelowFloor { timeout, floor }) => {
+            Failure::new(
+                CONFIG,
+                format!(
+                    "--timeout {timeout:?} is below the floor of one statement, {floor:?} (a \
+                     round trip and a commit): healthy statements would be cancelled"
+                ),
+            )
+        }
         e => {
             let mut failure = Failure::from(e);
             if failure.code == UNAVAILABLE {

@@ -6,6 +6,7 @@ mod child;
 mod connect;
 mod exit;
 mod flag;
+mod manual;
 mod output;
 mod release;
 mod run;
@@ -54,8 +55,21 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let args::Command::Watchdog { group, cgroup } = cli.command {
-        watchdog::serve(group, cgroup);
+    // Neither needs logs, a runtime or a server.
+    let printed = match &cli.command {
+        args::Command::Watchdog { group, cgroup } => watchdog::serve(*group, cgroup.clone()),
+        args::Command::Completions { shell } => Some(manual::completions(*shell)),
+        args::Command::Man(a) => Some(manual::man(a)),
+        _ => None,
+    };
+    if let Some(result) = printed {
+        match result {
+            Ok(code) => std::process::exit(code),
+            Err(failure) => {
+                eprintln!("leadership: {failure}");
+                std::process::exit(failure.code);
+            }
+        }
     }
     let log = logging(&cli);
     // One thread: the command is forked from it, and its parent-death signal follows it.
@@ -75,7 +89,9 @@ fn main() {
             args::Command::Watch(a) => watch::watch(a).await,
             args::Command::Status(a) => status::status(a).await,
             args::Command::Release(a) => release::release(a).await,
-            args::Command::Watchdog { .. } => unreachable!("served above"),
+            args::Command::Watchdog { .. }
+            | args::Command::Completions { .. }
+            | args::Command::Man(_) => unreachable!("served above"),
         }
     });
     drop(runtime);

@@ -185,7 +185,8 @@ mod tests;
 pub use command::{Anomaly, Command, Lease, LowerReason, WonBy};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_TIMEOUT,
-    MARGIN_FLOOR_DIVISOR, MAX_DURATION, MAX_NAME_BYTES, MIN_INTERVAL,
+    MARGIN_FLOOR_DIVISOR, MAX_DURATION, MAX_NAME_BYTES, MIN_DEFAULT_INTERVAL, MIN_INTERVAL,
+    MIN_TIMEOUT,
 };
 pub use error::ContractError;
 pub use flag::{Flag, Seen};

@@ -7,9 +7,12 @@
 //! curl -s 127.0.0.1:8080/leader    # who leads, from the last check
 //! ```
 //!
-//! In the pod spec: `livenessProbe` on `/healthz`, `terminationGracePeriodSeconds: 30`; the
-//! close below is bounded by 20 s so the process exits before the kubelet's SIGKILL. The
-//! process name defaults to the host name (the pod name) and the pid.
+//! In the pod spec (`deploy/kubernetes/service.yaml`): `readinessProbe` on `/healthz` (a
+//! follower is ready too, so a rolling update never waits for a new pod to lead),
+//! `livenessProbe` on `/leader` (served from memory: a database outage restarts nothing),
+//! `terminationGracePeriodSeconds: 30`; the close below is bounded by 20 s so the process exits
+//! before the kubelet's SIGKILL. The process name defaults to the host name (the pod name), the
+//! pid and a random suffix.
 
 use std::time::Duration;
 
@@ -33,7 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/healthz", get(healthz))
         .route("/leader", get(leader))
         .with_state(flag.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    // In a pod, LISTEN=0.0.0.0:8080: the kubelet probes the pod's address.
+    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // SIGTERM (the kubelet) or Ctrl-C: hand over within the grace period.

@@ -15,6 +15,8 @@
 //! | [`CHECKS`] | counter | `outcome` = `won`, `not_won`, `error`, `timeout` | checks finished |
 //! | [`STATEMENT_ERRORS`] | counter | `statement` = `check`, `release`; `kind` = `error`, `timeout` | statements that failed or timed out |
 //! | [`STATEMENT_SECONDS`] | histogram | `statement` | latency of statements that returned |
+//! | [`AT_RISK`] | gauge | | 1 while the lease is at risk (no renew has won by the deadline minus the stop-ahead: the leader-only work was told to stop), 0 otherwise |
+//! | [`LAST_RENEW`] | gauge | | when this process last won a check (a term's first or a renew), in Unix seconds; `time() - it` is the age of the last won renew |
 //! | [`TAKEOVERS`] | counter | | terms won by taking over an expired lease |
 //! | [`HANDOVERS`] | counter | | releases that freed the row for the next leader |
 //! | [`RECONNECTS`] | counter | | connections replaced after a failure |
@@ -38,6 +40,10 @@ pub const CHECKS: &str = "leadership_checks_total";
 pub const STATEMENT_ERRORS: &str = "leadership_statement_errors_total";
 /// Latency of the statements that returned, in seconds, by `statement`.
 pub const STATEMENT_SECONDS: &str = "leadership_statement_seconds";
+/// 1 while the lease is at risk, 0 otherwise.
+pub const AT_RISK: &str = "leadership_lease_at_risk";
+/// When this process last won a check, in Unix seconds (set on a raise and on each renew).
+pub const LAST_RENEW: &str = "leadership_last_renew_timestamp_seconds";
 /// Terms won by taking over an expired lease.
 pub const TAKEOVERS: &str = "leadership_takeovers_total";
 /// Releases that freed the row for the next leader.
@@ -50,3 +56,20 @@ pub const BALANCE_MEMBERS: &str = "leadership_balance_members";
 pub const BALANCE_WANTED: &str = "leadership_balance_wanted_shards";
 /// Reads of a balanced group that failed.
 pub const BALANCE_SCAN_ERRORS: &str = "leadership_balance_scan_errors_total";
+
+/// Every name above: what dashboards and alerting rules may use (`deploy/prometheus/` is
+/// checked against it).
+pub const ALL: &[&str] = &[
+    STATE,
+    CHECKS,
+    STATEMENT_ERRORS,
+    STATEMENT_SECONDS,
+    AT_RISK,
+    LAST_RENEW,
+    TAKEOVERS,
+    HANDOVERS,
+    RECONNECTS,
+    BALANCE_MEMBERS,
+    BALANCE_WANTED,
+    BALANCE_SCAN_ERRORS,
+];

@@ -1,5 +1,6 @@
 //! Recording the metrics named in [`crate::metrics`] through the `metrics` facade.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,8 +8,8 @@ use leadership_core::{Command, Failure, WonBy};
 use metrics::{counter, gauge, histogram, Label};
 
 use crate::metrics::{
-    BALANCE_MEMBERS, BALANCE_SCAN_ERRORS, BALANCE_WANTED, CHECKS, HANDOVERS, RECONNECTS, STATE,
-    STATEMENT_ERRORS, STATEMENT_SECONDS, TAKEOVERS,
+    AT_RISK, BALANCE_MEMBERS, BALANCE_SCAN_ERRORS, BALANCE_WANTED, CHECKS, HANDOVERS, LAST_RENEW,
+    RECONNECTS, STATE, STATEMENT_ERRORS, STATEMENT_SECONDS, TAKEOVERS,
 };
 
 /// Which statement a measurement is about (the `statement` label).
@@ -41,6 +42,8 @@ pub(crate) struct Metrics {
 struct Inner {
     prefix: String,
     labels: Vec<Label>,
+    /// The check's error counters exist (at 0 until a failure).
+    check_errors_registered: AtomicBool,
 }
 
 impl Metrics {
@@ -54,9 +57,31 @@ impl Metrics {
                     Label::new("name", name.to_string()),
                     Label::new("process", process.to_string()),
                 ],
+                check_errors_registered: AtomicBool::new(false),
             })
         });
         Metrics { inner }
+    }
+
+    /// Creates the check's error counters at 0, once, with the first check that returns (a
+    /// balanced group's metrics never check): Prometheus's `increase()` cannot count a
+    /// series' first sample, so a counter born at 1 with the first failure would hide that
+    /// failure from the alerts (`deploy/prometheus/`).
+    fn register_check_errors(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.check_errors_registered.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let errors = format!("{}_{STATEMENT_ERRORS}", inner.prefix);
+        for kind in ["error", "timeout"] {
+            counter!(
+                errors.clone(),
+                self.labels_with(&[("statement", Statement::Check.as_str()), ("kind", kind)])
+            )
+            .increment(0);
+        }
     }
 
     /// The full name of metric `suffix` (one of this module's constants), or `None` when
@@ -89,6 +114,7 @@ impl Metrics {
         let Some(checks) = self.metric_name(CHECKS) else {
             return;
         };
+        self.register_check_errors();
         let outcome = if won { "won" } else { "not_won" };
         counter!(checks, self.labels_with(&[("outcome", outcome)])).increment(1);
         self.latency(Statement::Check, latency);
@@ -157,19 +183,46 @@ impl Metrics {
     }
 
     /// Follows a core command: the state gauge on raise and lower, a takeover on a term won
-    /// by taking over. Call it for every command drained.
+    /// by taking over, the at-risk gauge, and the time of the last won check. Call it for every
+    /// command drained.
     pub(crate) fn command(&self, command: &Command) {
         match command {
             Command::Raise(lease) => {
                 self.state(true);
+                self.at_risk(false);
+                self.won_now();
                 if lease.won_by == WonBy::TookOver {
                     if let Some(name) = self.metric_name(TAKEOVERS) {
                         counter!(name, self.labels_with(&[])).increment(1);
                     }
                 }
             }
-            Command::Lower(_) | Command::Closed => self.state(false),
+            Command::Renewed(_) => {
+                self.at_risk(false);
+                self.won_now();
+            }
+            Command::AtRisk(_) => self.at_risk(true),
+            Command::Lower(_) | Command::Closed => {
+                self.state(false);
+                self.at_risk(false);
+            }
             _ => {}
+        }
+    }
+
+    fn at_risk(&self, at_risk: bool) {
+        if let Some(name) = self.metric_name(AT_RISK) {
+            gauge!(name, self.labels_with(&[])).set(f64::from(u8::from(at_risk)));
+        }
+    }
+
+    /// A check won now: the wall clock, which is what Prometheus's `time()` compares with.
+    fn won_now(&self) {
+        if let Some(name) = self.metric_name(LAST_RENEW) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            gauge!(name, self.labels_with(&[])).set(now);
         }
     }
 
@@ -229,6 +282,98 @@ mod tests {
         assert!(out.contains(r#"jobs_leadership_flag_state{name="report",process="pod-a"} 0"#));
     }
 
+    fn lease() -> Lease {
+        Lease {
+            token: 3,
+            version: 3,
+            deadline: Instant::from_nanos(1),
+            at_risk: Instant::from_nanos(1),
+            won_by: WonBy::Created,
+        }
+    }
+
+    #[test]
+    fn a_lease_at_risk_is_1_until_a_renew_wins_or_the_flag_lowers_and_a_won_check_is_dated() {
+        let value = |out: &str, metric: &str| -> f64 {
+            let prefix = format!("jobs_{metric}{{name=\"report\",process=\"pod-a\"}} ");
+            out.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {metric} in\n{out}"))
+                .parse()
+                .unwrap()
+        };
+        let m = || Metrics::new(Some("jobs"), "report", "pod-a");
+        let out = render(|| m().command(&Command::Raise(lease())));
+        assert_eq!(value(&out, AT_RISK), 0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - value(&out, LAST_RENEW)).abs() < 60.0, "{out}");
+        let out = render(|| m().command(&Command::AtRisk(lease())));
+        assert_eq!(value(&out, AT_RISK), 1.0);
+        let out = render(|| {
+            m().command(&Command::AtRisk(lease()));
+            m().command(&Command::Renewed(lease()));
+        });
+        assert_eq!(value(&out, AT_RISK), 0.0);
+        assert!(value(&out, LAST_RENEW) > 0.0);
+        let out = render(|| {
+            m().command(&Command::AtRisk(lease()));
+            m().command(&Command::Lower(LowerReason::DeadlinePassed));
+        });
+        assert_eq!(value(&out, AT_RISK), 0.0);
+        assert_eq!(value(&out, STATE), 0.0);
+    }
+
+    #[test]
+    fn the_check_s_error_counters_exist_at_0_before_the_first_failure() {
+        let out = render(|| {
+            Metrics::new(Some("jobs"), "report", "pod-a").checked(true, Duration::from_millis(1))
+        });
+        for kind in ["error", "timeout"] {
+            let line = format!(
+                r#"jobs_leadership_statement_errors_total{{name="report",process="pod-a",statement="check",kind="{kind}"}} 0"#
+            );
+            assert!(out.contains(&line), "missing {line} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn every_metric_recorded_is_in_the_list_of_names() {
+        let out = render(|| {
+            let m = Metrics::new(Some("jobs"), "report", "pod-a");
+            m.command(&Command::Raise(Lease {
+                won_by: WonBy::TookOver,
+                ..lease()
+            }));
+            m.command(&Command::AtRisk(lease()));
+            m.checked(true, Duration::from_millis(1));
+            m.failed(Statement::Check, Failure::Error, Duration::from_secs(1));
+            m.released(true, Duration::from_millis(1));
+            m.reconnect();
+            m.balanced(3, 22);
+            m.scan_failed();
+        });
+        let mut recorded: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.split(['{', ' ']).next().unwrap())
+            .map(|n| n.strip_prefix("jobs_").unwrap())
+            .map(|n| {
+                // A histogram (rendered as a summary by default) adds its series' suffixes.
+                n.strip_suffix("_sum")
+                    .or_else(|| n.strip_suffix("_count"))
+                    .unwrap_or(n)
+            })
+            .collect();
+        recorded.sort_unstable();
+        recorded.dedup();
+        let mut all = crate::metrics::ALL.to_vec();
+        all.sort_unstable();
+        assert_eq!(recorded, all, "metrics::ALL lists exactly what is recorded");
+    }
+
     #[test]
     fn a_balanced_group_reports_its_members_and_this_process_s_shards() {
         let out = render(|| {
@@ -243,6 +388,10 @@ mod tests {
         ] {
             assert!(out.contains(line), "missing {line} in\n{out}");
         }
+        assert!(
+            !out.contains("statement_errors"),
+            "a group runs no checks:\n{out}"
+        );
     }
 
     #[test]

@@ -89,6 +89,38 @@ fn usage_configuration_and_shape_errors() {
 }
 
 #[test]
+fn an_interval_too_short_to_run_a_statement_is_refused_at_configuration_naming_interval() {
+    let pg = PgServer::start().unwrap();
+    let url = pg.url();
+    // The case: 10 ms implies a 1 ms timeout, and creating the table was cancelled
+    // (exit 70). Now refused before anything reaches the server: the table is not created.
+    for sub in [&["watch"][..], &["run"]] {
+        let mut args = sub.to_vec();
+        args.extend(["--url", &url, "--name", "n", "--interval", "10ms"]);
+        if sub == ["run"] {
+            args.extend(["--", "true"]);
+        }
+        let (c, e) = stderr(&args);
+        assert_eq!(c, Some(78), "{args:?}: {e}");
+        assert!(
+            e.contains("--interval 10ms is too short") && e.contains("--interval 100ms or more"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        pg.psql("select to_regclass('leadership_flags') is null")
+            .unwrap()
+            .trim(),
+        "t",
+        "nothing was written"
+    );
+    // A timeout given below the floor is named as the timeout.
+    let (c, e) = stderr(&["watch", "--url", &url, "--name", "n", "--timeout", "5ms"]);
+    assert_eq!(c, Some(78), "{e}");
+    assert!(e.contains("--timeout 5ms is below the floor"), "{e}");
+}
+
+#[test]
 fn server_and_login_errors() {
     let pg = PgServer::start().unwrap();
     let url = pg.url();

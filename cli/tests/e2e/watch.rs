@@ -144,3 +144,44 @@ fn an_observer_names_the_holder_without_competing() {
         .collect();
     assert!(!holders.iter().any(|h| h.trim() == "eye"), "{holders:?}");
 }
+
+#[test]
+fn a_stalled_reader_gets_the_latest_state_and_the_count_of_lines_dropped_meanwhile() {
+    use std::os::fd::AsRawFd;
+    let pg = PgServer::start().unwrap();
+    // A renewal every 100 ms, each a line.
+    let mut child = watch(&pg.url(), "stall", "s", &["--interval", "200ms"]);
+    // The smallest pipe (one page, about a dozen lines), so the tool's queue (16 lines) fills
+    // within seconds while nobody reads.
+    let fd = child.stdout.as_ref().unwrap().as_raw_fd();
+    // SAFETY: fcntl on a pipe this test owns.
+    assert!(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 4096) } >= 4096);
+    std::thread::sleep(Duration::from_secs(6));
+    let mut lines = Lines::of(&mut child);
+    let told = lines
+        .until(Duration::from_secs(10), |l| l.get("dropped").is_some())
+        .clone();
+    assert!(told["dropped"].as_u64().unwrap() >= 1, "{told}");
+    // After the gap: the latest state, still the same term (the stalled pipe never stalled
+    // the renewals), and lines as usual.
+    let first = lines
+        .values()
+        .into_iter()
+        .find(|l| raised(l))
+        .unwrap()
+        .clone();
+    assert!(raised(&told), "{told}");
+    assert_eq!(told["token"], first["token"], "one term throughout");
+    assert_eq!(
+        told["began_clock_ns"], first["began_clock_ns"],
+        "one term throughout"
+    );
+    let gap = lines.seen.len();
+    lines.until(Duration::from_secs(5), raised);
+    assert!(lines.seen.len() > gap, "lines go on after the gap");
+    assert!(lines.seen[gap..]
+        .iter()
+        .all(|(_, l)| l.get("dropped").is_none()));
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_within(&mut child, Duration::from_secs(10)), Some(0));
+}
