@@ -88,7 +88,7 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use leadership_core::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row};
+//! use leadership_core::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row, WonBy};
 //!
 //! // One row, the database's clock, and the check statement's rules (see `sql::CHECK`).
 //! struct Db { row: Option<(String, i64, DbTime)>, now: DbTime }
@@ -129,7 +129,9 @@
 //!                     version: Some(*version),
 //!                     timestamp: Some(*ts),
 //!                 });
-//!                 flag.handle_input(now, Input::Checked(Checked { won, row, now: db.now }))?;
+//!                 let won_by = won.then_some(WonBy::Created).filter(|_| raises == 0);
+//!                 let reply = Checked { won, won_by, row, now: db.now, server: None };
+//!                 flag.handle_input(now, Input::Checked(reply))?;
 //!             }
 //!             Command::Raise(lease) => {
 //!                 raises += 1;
@@ -189,5 +191,5 @@ pub use config::{
 };
 pub use error::ContractError;
 pub use flag::{Flag, Seen};
-pub use input::{Checked, Failure, Input, InputKind, Precheck, Row, Server};
+pub use input::{Checked, Failure, Identity, Input, InputKind, Precheck, Row, Server};
 pub use time::{DbTime, Instant};
