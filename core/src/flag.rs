@@ -544,7 +544,9 @@ impl Flag {
         if let Some(server) = reply.server.filter(|_| self.answered_by_another(&reply)) {
             // Another server ran the check (a pooler swapped it under the connection) and the
             // statement changed nothing: as if a new connection had opened to it, the check
-            // still pending.
+            // still pending. The row it read is that server's row all the same: seen.
+            self.record(now, &reply);
+            self.judge_history(now, reply.row.and_then(|r| r.version));
             return self.on_connected(now, server);
         }
         self.pending = Pending::Nothing;

@@ -128,7 +128,8 @@ pub struct Checked<'a> {
 pub struct Row<'a> {
     /// `holder`: the process that wrote it last.
     pub holder: Option<&'a str>,
-    /// `version`: incremented by every write.
+    /// `version`: raised by every write (by one for a renewal; a new term of ours jumps to the
+    /// server's clock in µs).
     pub version: Option<i64>,
     /// `timestamp`: the database's time of the last write.
     pub timestamp: Option<DbTime>,

@@ -410,7 +410,7 @@ impl World {
                 // Statements on their way to the old primary never run anywhere.
                 for pr in &mut self.procs {
                     pr.reqs.clear();
-                    if pooler && pr.core.is_some() {
+                    if pooler && pr.core.is_some() && pr.known_timeline != 0 {
                         // The connection stays open: the driver believes it knows the server.
                         pr.known_timeline = self.timeline;
                     }
