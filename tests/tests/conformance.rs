@@ -556,3 +556,76 @@ fn the_check_without_the_term_column_runs_on_the_go_flags_table() {
         "the full check needs the column"
     );
 }
+
+/// Issue 25: a server that is not durable (`fsync = off`) and started less than a lease ago
+/// may have lost commits in a crash, on the same timeline: the check inserts nothing and takes
+/// nothing over until a lease after `pg_postmaster_start_time()`, and the reference table says
+/// the same. A renewal is not refused. (The kit's servers run with `fsync = on` for this
+/// reason.) Fails if the statement's `settled` condition is removed.
+#[test]
+fn a_fresh_server_that_is_not_durable_takes_nothing_for_a_lease_after_its_start() {
+    use leadership_testkit::pg::ServerOptions;
+    let server = PgServer::start_with(&ServerOptions::new().config("fsync = off"))
+        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let mut c = client(&server);
+    let st = statements();
+    let mut tx = c.transaction().unwrap();
+    let this = this_server(&mut tx);
+    assert!(!this.durable, "{this:?}");
+    let started = this.started.expect("a start time");
+    let now: DbTime = tx
+        .query_one("select now()", &[])
+        .map(|r| r.get::<_, PgTime>(0).0)
+        .unwrap();
+    let up_for = now.micros_since(started);
+    let check = |tx: &mut Transaction<'_>, lease: i64| {
+        let expect = this.identity();
+        let row = tx
+            .query_one(
+                &st.check,
+                &[
+                    &FLAG,
+                    &"a",
+                    &None::<i64>,
+                    &lease,
+                    &0i64,
+                    &true,
+                    &true,
+                    &None::<i64>,
+                    &expect.system.map(|s| s.to_string()),
+                    &expect.timeline.map(|t| t as i32),
+                    &expect.started.map(PgTime),
+                ],
+            )
+            .unwrap();
+        let got = CheckRow::decode(&row).unwrap();
+        let args = CheckArgs {
+            name: FLAG,
+            process: "a",
+            renew: None,
+            lease_micros: lease,
+            floor: 0,
+            may_take: true,
+            may_insert: true,
+            continues: None,
+            expect: Some(expect),
+        };
+        let want = RefTable::new().check_on(got.now, &this, &args);
+        assert_eq!(
+            got.won, want.won,
+            "lease {lease} µs: server {got:?}, reference {want:?}"
+        );
+        got.won
+    };
+    // A lease longer than the server has been up: no insert.
+    assert!(
+        !check(&mut tx, up_for + YEAR),
+        "inserted on a fresh non-durable server"
+    );
+    // A lease it has outlived: the insert goes ahead.
+    assert!(
+        check(&mut tx, up_for / 2),
+        "refused although a lease has passed"
+    );
+    tx.rollback().unwrap();
+}
