@@ -719,6 +719,9 @@ impl Flag {
         // renew could write as well, so its row, if it committed, is left to expire.
         if let (Pending::Check { renew: Some(r), .. }, Role::Leader(lease)) = (was, self.role) {
             if lease.version == r {
+                // The leader's renew continues its term, so it writes exactly `r + 1` (a new
+                // term's token would follow the server's clock, and is never adopted: the
+                // floor only matters if it passed `r + 1`, when the renew was a new term).
                 let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
                 self.doubt = Some(Doubt {
                     version: r.saturating_add(1).max(floor),
