@@ -407,6 +407,15 @@ impl CheckRow {
         }
         let [won, found, holder, version, timestamp, now, won_by, system, timeline, started, durable] =
             columns;
+        // In column order, so an error names the first column that cannot be decoded.
+        let (won, found, holder, version, timestamp, now) = (
+            get(won, "won")?,
+            get(found, "found")?,
+            get(holder, "holder")?,
+            get(version, "version")?,
+            get::<Option<PgTime>>(timestamp, "timestamp")?.map(|t| t.0),
+            get::<PgTime>(now, "now")?.0,
+        );
         let won_by = match get::<Option<String>>(won_by, "won_by")?.as_deref() {
             None => None,
             Some("created") => Some(WonBy::Created),
@@ -427,12 +436,12 @@ impl CheckRow {
             promoted_ago: None,
         };
         Ok(CheckRow {
-            won: get(won, "won")?,
-            found: get(found, "found")?,
-            holder: get(holder, "holder")?,
-            version: get(version, "version")?,
-            timestamp: get::<Option<PgTime>>(timestamp, "timestamp")?.map(|t| t.0),
-            now: get::<PgTime>(now, "now")?.0,
+            won,
+            found,
+            holder,
+            version,
+            timestamp,
+            now,
             won_by,
             server,
         })
