@@ -53,6 +53,8 @@ fn leader(rounds: u64) -> (u64, Duration, u64) {
                 };
                 let reply = Input::Checked(Checked {
                     won: true,
+                    won_by: None,
+                    server: None,
                     row: Some(row),
                     now: db,
                 });
@@ -94,6 +96,8 @@ fn follower(rounds: u64) -> (u64, Duration, u64) {
                 };
                 let reply = Input::Checked(Checked {
                     won: false,
+                    won_by: None,
+                    server: None,
                     row: Some(row),
                     now: db,
                 });

@@ -216,6 +216,7 @@ mod tests {
                 may_take: true,
                 may_insert: true,
                 continues: None,
+                expect: None,
             }))
         );
         let lease = Lease {
@@ -240,6 +241,8 @@ mod tests {
         assert!(flag.handle_input(Instant::from_nanos(6), reply).is_ok());
         let reply = Input::Checked(crate::Checked {
             won: false,
+            won_by: None,
+            server: None,
             row: None,
             now: crate::DbTime::UNIX_EPOCH,
         });
@@ -263,6 +266,7 @@ mod tests {
                 may_take: true,
                 may_insert: true,
                 continues: None,
+                expect: None,
             }))
         );
         assert_eq!(flag.poll_command(), Ok(Some(Command::StopWork)));

@@ -1,5 +1,6 @@
 //! What the core asks of the driver, drained with [`Flag::poll_command`](crate::Flag::poll_command).
 
+use crate::input::Identity;
 use crate::time::Instant;
 
 /// One command. Statements are named, not written: the driver binds the parameters to the text
@@ -7,7 +8,7 @@ use crate::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// Run [`sql::CHECK`](crate::sql::CHECK) with `($1 name, $2 process, $3 renew, $4 interval
-    /// in µs, $5 floor, $6 may_take, $7 may_insert, $8 continues)` and reply with
+    /// in µs, $5 floor, $6 may_take, $7 may_insert, $8 continues, $9..$11 expect)` and reply with
     /// [`Input::Checked`](crate::Input::Checked) or [`Input::Failed`](crate::Input::Failed). It
     /// renews the row if it is ours at version `renew`; with `may_take`, it takes the row over
     /// if its lease has expired by the database's clock; with `may_insert`, it inserts the row
@@ -34,6 +35,12 @@ pub enum Command {
         /// [`sql::FENCE`](crate::sql::FENCE) compares with the token, so a later term of this
         /// same process never passes an earlier term's fence.
         continues: Option<i64>,
+        /// The server this process knows it talks to (the latest [`Input::Connected`], or the
+        /// latest check's reply): the check changes nothing on any other, and says which
+        /// server answered instead. `None` before any is known: nothing is compared.
+        ///
+        /// [`Input::Connected`]: crate::Input::Connected
+        expect: Option<Identity>,
     },
     /// Run [`sql::RELEASE`](crate::sql::RELEASE) with `($1 name, $2 process, $3 version, $4
     /// channel)` and reply with [`Input::Released`](crate::Input::Released) or

@@ -24,6 +24,11 @@ pub enum ContractError {
     /// A check reply claims a win but carries no row version.
     #[error("a won check reply has no row version")]
     WonWithoutVersion,
+    /// A check reply claims a win on another server than the one the check expected: the
+    /// statement changes nothing there ([`sql::CHECK`](crate::sql::CHECK)), so the driver ran
+    /// another statement, or decoded the reply wrongly.
+    #[error("a won check reply names another server than the one the check expected")]
+    WonOnAnotherServer,
     /// Commands were not drained between inputs.
     #[error("commands were not drained: call poll_command until it returns None after each input")]
     NotDrained,

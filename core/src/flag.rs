@@ -394,6 +394,9 @@ impl Flag {
             if reply.won && reply.row.and_then(|r| r.version).is_none() {
                 return Err(ContractError::WonWithoutVersion);
             }
+            if reply.won && self.answered_by_another(reply) {
+                return Err(ContractError::WonOnAnotherServer);
+            }
         }
         Ok(())
     }
@@ -504,6 +507,7 @@ impl Flag {
             may_take,
             may_insert,
             continues,
+            expect: self.server.map(|s| s.identity()),
         });
     }
 
@@ -537,7 +541,18 @@ impl Flag {
         else {
             unreachable!("check_contract admits a check reply only while a check is pending")
         };
+        if let Some(server) = reply.server.filter(|_| self.answered_by_another(&reply)) {
+            // Another server ran the check (a pooler swapped it under the connection) and the
+            // statement changed nothing: as if a new connection had opened to it, the check
+            // still pending. The row it read is that server's row all the same: seen.
+            self.record(now, &reply);
+            self.judge_history(now, reply.row.and_then(|r| r.version));
+            return self.on_connected(now, server);
+        }
         self.pending = Pending::Nothing;
+        if self.server.is_none() {
+            self.server = reply.server;
+        }
         self.record(now, &reply);
         self.judge_history(now, reply.row.and_then(|r| r.version));
         if reply.won {
@@ -569,7 +584,7 @@ impl Flag {
             return self.resign_now(now);
         }
         match (reply.won, reply.row) {
-            (true, _) => self.on_won(now, sent_at, renew, continues, row),
+            (true, _) => self.on_won(now, sent_at, renew, continues, row, reply.won_by),
             (false, None) => {
                 // No row. After we saw one, it vanished (a lost history, or a DELETE): take
                 // nothing for a lease. Before, a row inserted concurrently, not yet in our
@@ -593,6 +608,7 @@ impl Flag {
         renew: Option<i64>,
         continues: Option<i64>,
         row: Row<'_>,
+        won_by: Option<WonBy>,
     ) {
         let version = row.version.unwrap_or_default(); // check_contract guarantees Some
         let deadline = sent_at + self.config.interval() - self.config.margin();
@@ -633,13 +649,9 @@ impl Flag {
                 // A new term. If we still led, the row passed through other hands since our
                 // last write: that term ended, whatever our clock said.
                 self.step_down(LowerReason::Lost);
-                let won_by = if version == 0 {
-                    WonBy::Created
-                } else if renew.and_then(|r| r.checked_add(1)) == Some(version) {
-                    WonBy::Renewed
-                } else {
-                    WonBy::TookOver
-                };
+                // Only the statement knows which of its branches won: a new term's token
+                // follows the server's clock, whatever the branch.
+                let won_by = won_by.unwrap_or(WonBy::TookOver);
                 let lease = Lease {
                     token: version,
                     version,
@@ -707,6 +719,9 @@ impl Flag {
         // renew could write as well, so its row, if it committed, is left to expire.
         if let (Pending::Check { renew: Some(r), .. }, Role::Leader(lease)) = (was, self.role) {
             if lease.version == r {
+                // The leader's renew continues its term, so it writes exactly `r + 1` (a new
+                // term's token would follow the server's clock, and is never adopted: the
+                // floor only matters if it passed `r + 1`, when the renew was a new term).
                 let floor = self.seen_max.map_or(0, |v| v.saturating_add(1));
                 self.doubt = Some(Doubt {
                     version: r.saturating_add(1).max(floor),
@@ -898,6 +913,15 @@ impl Flag {
             }
         }
         self.note_seen(version);
+    }
+
+    /// Whether the server that answered `reply` is another than the one this process knows
+    /// (and so the one the check expected): then the statement changed nothing.
+    fn answered_by_another(&self, reply: &Checked<'_>) -> bool {
+        match (self.server, reply.server) {
+            (Some(known), Some(answered)) => known.identity() != answered.identity(),
+            _ => false,
+        }
     }
 
     /// A new connection: another server, another timeline, a restart that may have lost

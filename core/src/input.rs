@@ -5,6 +5,7 @@
 
 use core::time::Duration;
 
+use crate::command::WonBy;
 use crate::time::DbTime;
 
 /// One input to [`Flag::handle_input`](crate::Flag::handle_input).
@@ -71,12 +72,49 @@ pub struct Server {
     pub promoted_ago: Option<Duration>,
 }
 
+impl Server {
+    /// What [`sql::CHECK`](crate::sql::CHECK) compares: which server, on which history, since
+    /// which start.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            system: self.system,
+            timeline: self.timeline,
+            started: self.started,
+        }
+    }
+}
+
+/// Which server answers: the part of [`Server`] that [`sql::CHECK`](crate::sql::CHECK)
+/// compares inside the statement (its parameters `$9`, `$10`, `$11`), so that a server
+/// swapped under an open connection (a transaction pooler) is caught where the write would
+/// land. Two servers with the same identity are the same cluster, on the same timeline, in the
+/// same run of its postmaster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// [`Server::system`].
+    pub system: Option<u64>,
+    /// [`Server::timeline`].
+    pub timeline: Option<u32>,
+    /// [`Server::started`].
+    pub started: Option<DbTime>,
+}
+
 /// What the check statement returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checked<'a> {
     /// The statement changed the row in this process's favour (insert, renew or takeover).
     /// Only this proves leadership: an unchanged row is read as of the statement's start.
     pub won: bool,
+    /// How it won (`won_by`): inserted, renewed a version of ours, or took an expired lease
+    /// over; `None` if it did not win (or the driver cannot tell: a new term is then called a
+    /// takeover).
+    pub won_by: Option<WonBy>,
+    /// The server that ran the statement, as the statement itself computed it
+    /// (`promoted_ago` is never known there). `None` if the driver cannot tell; then only
+    /// [`Input::Connected`] tells the core about servers. When it is not the server the
+    /// check expected ([`Command::Check`](crate::Command::Check)'s `expect`), the statement
+    /// changed nothing, and the core treats it as a new connection to that server.
+    pub server: Option<Server>,
     /// The row (after the change if `won`), or `None` if none was visible: a concurrent
     /// insert not yet in the statement's snapshot.
     pub row: Option<Row<'a>>,
@@ -90,7 +128,8 @@ pub struct Checked<'a> {
 pub struct Row<'a> {
     /// `holder`: the process that wrote it last.
     pub holder: Option<&'a str>,
-    /// `version`: incremented by every write.
+    /// `version`: raised by every write (by one for a renewal; a new term of ours jumps to the
+    /// server's clock in µs).
     pub version: Option<i64>,
     /// `timestamp`: the database's time of the last write.
     pub timestamp: Option<DbTime>,

@@ -13,8 +13,8 @@
 //! statement that inserts the row if there is none, renews it if it names this process at the
 //! version this process last wrote, or takes it over if `now() - timestamp > interval` by the
 //! database's clock, and in every case returns the row and `now()`. A process leads only after
-//! a statement of its own changed the row. Every write increments `version`, so a write based
-//! on an old read fails; the version at which a term began is its fencing token, which the
+//! a statement of its own changed the row. Every write raises `version` (a renewal by one), so
+//! a write based on an old read fails; the version at which a term began is its fencing token, which the
 //! check also writes into the row's term column (a new term) or keeps there (a renew of the
 //! same term: [`Command::Check`]'s `continues`), so that [`sql::FENCE`], run first in a user's
 //! transaction, lets it commit only while that very term holds the flag. A graceful
@@ -80,6 +80,26 @@
 //! still holds by its rule. (A Go leader itself believes until its next check, so it can
 //! overlap with its successor after a pause; ours cannot.)
 //!
+//! # Lost writes, other servers, and tokens that never go back
+//!
+//! The rule above holds on one history of the row. A failover to a lagging standby, a restored
+//! backup, or a crash of a server that is not durable loses committed writes: the row goes back
+//! in time, and an expired-looking row may carry a lease still believed. The evidence is an
+//! input: a row version below one seen, a vanished row, or another server ([`Input::Connected`],
+//! and the server's identity that [`sql::CHECK`] computes in the statement itself and compares
+//! with [`Command::Check`]'s `expect`, so a pooler swapping the server under an open connection
+//! is caught where the write would land). On evidence the core takes nothing for one lease plus
+//! the margin ([`Anomaly::LostWrites`]): every lease granted on the lost history has ended
+//! first. A server that is not durable refuses takeovers and inserts in the statement for a
+//! lease after its start, which fences a process that never saw the old history too.
+//!
+//! Fencing tokens never go back for our processes: a new term's token is at least the server's
+//! clock in microseconds (and above every version the process saw), a renewal adds one. So a
+//! term started after a failover is above every token of the lost history, seen or not,
+//! provided the new server's clock reads later than the old one's did at the lost write, and
+//! the row is written less than once per microsecond (versions never run ahead of the clock).
+//! The Go flag ignores both (its takeover writes `version + 1`, its insert 0).
+//!
 //! # The run loop
 //!
 //! A driver owns a [`Flag`] and loops: carry out the commands, wait for the earliest of the
@@ -88,7 +108,7 @@
 //!
 //! ```
 //! use core::time::Duration;
-//! use leadership_core::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row};
+//! use leadership_core::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row, WonBy};
 //!
 //! // One row, the database's clock, and the check statement's rules (see `sql::CHECK`).
 //! struct Db { row: Option<(String, i64, DbTime)>, now: DbTime }
@@ -129,7 +149,9 @@
 //!                     version: Some(*version),
 //!                     timestamp: Some(*ts),
 //!                 });
-//!                 flag.handle_input(now, Input::Checked(Checked { won, row, now: db.now }))?;
+//!                 let won_by = won.then_some(WonBy::Created).filter(|_| raises == 0);
+//!                 let reply = Checked { won, won_by, row, now: db.now, server: None };
+//!                 flag.handle_input(now, Input::Checked(reply))?;
 //!             }
 //!             Command::Raise(lease) => {
 //!                 raises += 1;
@@ -190,5 +212,5 @@ pub use config::{
 };
 pub use error::ContractError;
 pub use flag::{Flag, Seen};
-pub use input::{Checked, Failure, Input, InputKind, Precheck, Row, Server};
+pub use input::{Checked, Failure, Identity, Input, InputKind, Precheck, Row, Server};
 pub use time::{DbTime, Instant};

@@ -128,6 +128,16 @@ impl DbTime {
         }
     }
 
+    /// To PostgreSQL's binary `timestamptz` (microseconds since 2000-01-01), keeping the
+    /// infinities infinite: the inverse of [`DbTime::from_pg_micros`].
+    pub const fn as_pg_micros(self) -> i64 {
+        match self.0 {
+            i64::MAX => i64::MAX,
+            i64::MIN => i64::MIN,
+            unix => unix.saturating_sub(PG_EPOCH_UNIX_MICROS),
+        }
+    }
+
     /// `self + d`, saturating.
     pub fn saturating_add(self, d: Duration) -> DbTime {
         DbTime(self.0.saturating_add(duration_micros(d)))

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use leadership_core::sql::{Statements, Table, PROMOTED_AGO, SERVER};
-use leadership_core::Server;
+use leadership_core::{Identity, Server};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
@@ -81,11 +81,13 @@ pub(crate) struct CheckParams<'a> {
     pub(crate) may_take: bool,
     pub(crate) may_insert: bool,
     pub(crate) continues: Option<i64>,
+    /// The server the core expects: `$9`, `$10`, `$11`.
+    pub(crate) expect: Option<Identity>,
 }
 
-/// The check's parameter types: given when it is prepared, since the text for a table
-/// without the term column does not reference `$8`.
-pub const CHECK_TYPES: [Type; 8] = [
+/// The check's parameter types: given when it is prepared, so that both texts (with and
+/// without the term column) are typed alike.
+pub const CHECK_TYPES: [Type; 11] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
@@ -94,6 +96,9 @@ pub const CHECK_TYPES: [Type; 8] = [
     Type::BOOL,
     Type::BOOL,
     Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
 ];
 
 impl Conn {
@@ -102,7 +107,14 @@ impl Conn {
         &self,
         p: &CheckParams<'_>,
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let params: [(&(dyn ToSql + Sync), Type); 8] = [
+        // An unknown identity binds NULL to `$9`, and the statement compares nothing.
+        let expect = p.expect.filter(|e| e.system.is_some());
+        let system = expect.and_then(|e| e.system).map(|s| s.to_string());
+        let timeline = expect
+            .and_then(|e| e.timeline)
+            .and_then(|t| i32::try_from(t).ok());
+        let started = expect.and_then(|e| e.started).map(PgTime);
+        let params: [(&(dyn ToSql + Sync), Type); 11] = [
             (&p.name, CHECK_TYPES[0].clone()),
             (&p.process, CHECK_TYPES[1].clone()),
             (&p.renew, CHECK_TYPES[2].clone()),
@@ -111,6 +123,9 @@ impl Conn {
             (&p.may_take, CHECK_TYPES[5].clone()),
             (&p.may_insert, CHECK_TYPES[6].clone()),
             (&p.continues, CHECK_TYPES[7].clone()),
+            (&system, CHECK_TYPES[8].clone()),
+            (&timeline, CHECK_TYPES[9].clone()),
+            (&started, CHECK_TYPES[10].clone()),
         ];
         match &self.prepared {
             Prepared::Named { check, .. } => self.client.query_one(check, &values(&params)).await,

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::{Command, Failure, Flag as Core, Input, Precheck, Server};
+use leadership_core::{Command, Failure, Flag as Core, Identity, Input, Precheck, Server};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -24,6 +24,17 @@ use crate::state::Holder;
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// What a statement or precheck came back with.
+/// The fields of [`Command::Check`], carried to the statement.
+#[derive(Clone, Copy)]
+struct CheckCommand {
+    renew: Option<i64>,
+    floor: i64,
+    may_take: bool,
+    may_insert: bool,
+    continues: Option<i64>,
+    expect: Option<Identity>,
+}
+
 struct Done {
     reply: Reply,
     /// Which statement (None for a precheck).
@@ -286,7 +297,18 @@ impl Driver {
                     may_take,
                     may_insert,
                     continues,
-                } => next = Some(self.check(renew, floor, may_take, may_insert, continues)),
+                    expect,
+                } => {
+                    let check = CheckCommand {
+                        renew,
+                        floor,
+                        may_take,
+                        may_insert,
+                        continues,
+                        expect,
+                    };
+                    next = Some(self.check(check))
+                }
                 Command::Release { version } => next = Some(self.release(version)),
                 Command::RunPrecheck => next = Some(self.run_precheck()),
                 Command::Raise(lease) => {
@@ -323,14 +345,7 @@ impl Driver {
         next
     }
 
-    fn check(
-        &mut self,
-        renew: Option<i64>,
-        floor: i64,
-        may_take: bool,
-        may_insert: bool,
-        continues: Option<i64>,
-    ) -> Pending {
+    fn check(&mut self, c: CheckCommand) -> Pending {
         let (name, process, lease_micros) =
             (self.name.clone(), self.process.clone(), self.lease_micros);
         bounded(
@@ -342,12 +357,13 @@ impl Driver {
                 let params = CheckParams {
                     name: &name,
                     process: &process,
-                    renew,
+                    renew: c.renew,
                     lease_micros,
-                    floor,
-                    may_take,
-                    may_insert,
-                    continues,
+                    floor: c.floor,
+                    may_take: c.may_take,
+                    may_insert: c.may_insert,
+                    continues: c.continues,
+                    expect: c.expect,
                 };
                 let row = conn.check(&params).await.map_err(Why::Statement)?;
                 let row = CheckRow::decode(&row).map_err(Why::Decode)?;

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use leadership_core::sql::{check_shape, Column, Shape, ShapeError};
-use leadership_core::{Checked, Config, DbTime, Row};
+use leadership_core::{Checked, Config, DbTime, Row, Server, WonBy};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 /// PostgreSQL truncates `application_name` to this many bytes (`NAMEDATALEN - 1`).
 pub(crate) const MAX_APPLICATION_NAME_BYTES: usize = 63;
@@ -214,6 +214,24 @@ impl<'a> FromSql<'a> for PgTime {
     }
 }
 
+/// The check's `$11` (the expected server's start) is bound as a `timestamptz`.
+impl ToSql for PgTime {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0.as_pg_micros().to_be_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+
+    to_sql_checked!();
+}
+
 /// The row of [`sql::CHECK`](leadership_core::sql::CHECK), owned.
 ///
 /// ```
@@ -226,6 +244,8 @@ impl<'a> FromSql<'a> for PgTime {
 ///     version: Some(7),
 ///     timestamp: Some(DbTime::from_unix_micros(1_700_000_000_000_000)),
 ///     now: DbTime::from_unix_micros(1_700_000_001_000_000),
+///     won_by: None,
+///     server: Default::default(),
 /// };
 /// let input = row.as_input();
 /// assert_eq!(input.row.unwrap().holder, Some("pod-b"));
@@ -244,6 +264,11 @@ pub struct CheckRow {
     pub timestamp: Option<DbTime>,
     /// The database's `now()`.
     pub now: DbTime,
+    /// `won_by`: how the statement won, if it did.
+    pub won_by: Option<WonBy>,
+    /// The server that ran the statement, as the statement computed it (`system`,
+    /// `timeline`, `started`, `durable`; never `promoted_ago`).
+    pub server: Server,
 }
 
 /// A check row that cannot be decoded: the statement's text and the decoding disagree, or the
@@ -267,7 +292,19 @@ pub struct DecodeError {
 }
 
 /// The columns of [`sql::CHECK`](leadership_core::sql::CHECK), in order.
-pub const CHECK_COLUMNS: [&str; 6] = ["won", "found", "holder", "version", "timestamp", "now"];
+pub const CHECK_COLUMNS: [&str; 11] = [
+    "won",
+    "found",
+    "holder",
+    "version",
+    "timestamp",
+    "now",
+    "won_by",
+    "system",
+    "timeline",
+    "started",
+    "durable",
+];
 
 /// A column's raw bytes, whatever its type: what [`CheckRow::decode`] hands to
 /// [`CheckRow::from_columns`].
@@ -318,15 +355,14 @@ impl CheckRow {
             })?;
             Ok((row.columns()[index].type_().clone(), raw.0))
         };
-        let [a, b, c, d, e, f] = CHECK_COLUMNS;
-        CheckRow::from_columns(&[
-            column(a)?,
-            column(b)?,
-            column(c)?,
-            column(d)?,
-            column(e)?,
-            column(f)?,
-        ])
+        let mut columns = Vec::with_capacity(CHECK_COLUMNS.len());
+        for name in CHECK_COLUMNS {
+            columns.push(column(name)?);
+        }
+        let columns: [(Type, Option<&[u8]>); 11] = columns
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one entry per column"));
+        CheckRow::from_columns(&columns)
     }
 
     /// Decodes the check's columns from their types and raw binary values (`None` for NULL),
@@ -338,6 +374,7 @@ impl CheckRow {
     /// use tokio_postgres::types::Type;
     /// let version = 7i64.to_be_bytes();
     /// let now = 0i64.to_be_bytes();
+    /// let timeline = 2i32.to_be_bytes();
     /// let row = CheckRow::from_columns(&[
     ///     (Type::BOOL, Some(&[0][..])),
     ///     (Type::BOOL, Some(&[1][..])),
@@ -345,12 +382,19 @@ impl CheckRow {
     ///     (Type::INT8, Some(&version[..])),
     ///     (Type::TIMESTAMPTZ, None),
     ///     (Type::TIMESTAMPTZ, Some(&now[..])),
+    ///     (Type::TEXT, None),
+    ///     (Type::TEXT, Some(&b"7716126914797641258"[..])),
+    ///     (Type::INT4, Some(&timeline[..])),
+    ///     (Type::TIMESTAMPTZ, Some(&now[..])),
+    ///     (Type::BOOL, Some(&[1][..])),
     /// ])?;
     /// assert_eq!(row.holder.as_deref(), Some("pod-b"));
     /// assert_eq!(row.now, DbTime::from_pg_micros(0));
+    /// assert_eq!(row.server.system, Some(7716126914797641258));
+    /// assert_eq!(row.server.timeline, Some(2));
     /// # Ok::<(), leadership_tokio::internal::DecodeError>(())
     /// ```
-    pub fn from_columns(columns: &[(Type, Option<&[u8]>); 6]) -> Result<CheckRow, DecodeError> {
+    pub fn from_columns(columns: &[(Type, Option<&[u8]>); 11]) -> Result<CheckRow, DecodeError> {
         fn get<'a, T: FromSql<'a>>(
             (ty, raw): &'a (Type, Option<&'a [u8]>),
             column: &'static str,
@@ -361,14 +405,45 @@ impl CheckRow {
             }
             T::from_sql_nullable(ty, *raw).map_err(|source| DecodeError { column, source })
         }
-        let [won, found, holder, version, timestamp, now] = columns;
+        let [won, found, holder, version, timestamp, now, won_by, system, timeline, started, durable] =
+            columns;
+        // In column order, so an error names the first column that cannot be decoded.
+        let (won, found, holder, version, timestamp, now) = (
+            get(won, "won")?,
+            get(found, "found")?,
+            get(holder, "holder")?,
+            get(version, "version")?,
+            get::<Option<PgTime>>(timestamp, "timestamp")?.map(|t| t.0),
+            get::<PgTime>(now, "now")?.0,
+        );
+        let won_by = match get::<Option<String>>(won_by, "won_by")?.as_deref() {
+            None => None,
+            Some("created") => Some(WonBy::Created),
+            Some("renewed") => Some(WonBy::Renewed),
+            Some("took_over") => Some(WonBy::TookOver),
+            Some(other) => {
+                return Err(DecodeError {
+                    column: "won_by",
+                    source: format!("unknown value {other:?}").into(),
+                })
+            }
+        };
+        let server = Server {
+            system: get::<Option<String>>(system, "system")?.and_then(|s| s.parse().ok()),
+            timeline: get::<Option<i32>>(timeline, "timeline")?.and_then(|t| u32::try_from(t).ok()),
+            started: get::<Option<PgTime>>(started, "started")?.map(|t| t.0),
+            durable: get(durable, "durable")?,
+            promoted_ago: None,
+        };
         Ok(CheckRow {
-            won: get(won, "won")?,
-            found: get(found, "found")?,
-            holder: get(holder, "holder")?,
-            version: get(version, "version")?,
-            timestamp: get::<Option<PgTime>>(timestamp, "timestamp")?.map(|t| t.0),
-            now: get::<PgTime>(now, "now")?.0,
+            won,
+            found,
+            holder,
+            version,
+            timestamp,
+            now,
+            won_by,
+            server,
         })
     }
 
@@ -378,19 +453,21 @@ impl CheckRow {
     /// use leadership_core::DbTime;
     /// let row = leadership_tokio::internal::CheckRow {
     ///     won: false, found: false, holder: None, version: None, timestamp: None,
-    ///     now: DbTime::UNIX_EPOCH,
+    ///     now: DbTime::UNIX_EPOCH, won_by: None, server: Default::default(),
     /// };
     /// assert!(row.as_input().row.is_none());
     /// ```
     pub fn as_input(&self) -> Checked<'_> {
         Checked {
             won: self.won,
+            won_by: self.won_by,
             row: self.found.then_some(Row {
                 holder: self.holder.as_deref(),
                 version: self.version,
                 timestamp: self.timestamp,
             }),
             now: self.now,
+            server: Some(self.server),
         }
     }
 }

@@ -200,6 +200,8 @@ pub fn core_events(data: &[u8]) -> usize {
                 });
                 Input::Checked(Checked {
                     won,
+                    won_by: None,
+                    server: None,
                     row: row.map(|r| Row {
                         holder: holder_text.as_deref(),
                         version: r.version,
@@ -238,13 +240,18 @@ struct FuzzColumn {
     raw: Option<Vec<u8>>,
 }
 
-const PROPER: [Type; 6] = [
+const PROPER: [Type; 11] = [
     Type::BOOL,
     Type::BOOL,
     Type::TEXT,
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::BOOL,
 ];
 const OTHERS: [Type; 8] = [
     Type::INT4,
@@ -258,10 +265,10 @@ const OTHERS: [Type; 8] = [
 ];
 
 /// `row_decoding`: any types and bytes (NULLs, wrong widths, invalid UTF-8, infinite
-/// timestamps) in the check's six columns decode to a row or to a typed error naming the column;
+/// timestamps) in the check's eleven columns decode to a row or to a typed error naming the column;
 /// a decoded row, handed to a core as the reply to its check, breaks no promise.
 pub fn row_decoding(data: &[u8]) {
-    let Ok(columns) = <[FuzzColumn; 6]>::arbitrary_take_rest(Unstructured::new(data)) else {
+    let Ok(columns) = <[FuzzColumn; 11]>::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
     let typed: Vec<(Type, Option<&[u8]>)> = columns
@@ -276,7 +283,7 @@ pub fn row_decoding(data: &[u8]) {
             (ty, c.raw.as_deref())
         })
         .collect();
-    let typed: &[(Type, Option<&[u8]>); 6] = typed.as_slice().try_into().expect("six columns");
+    let typed: &[(Type, Option<&[u8]>); 11] = typed.as_slice().try_into().expect("eleven columns");
     match CheckRow::from_columns(typed) {
         Ok(row) => {
             if let (Some(raw), Some(version)) = (typed[3].1, row.version) {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use leadership_core::{Checked, DbTime, Row};
+use leadership_core::{Checked, DbTime, Identity, Row, Server, WonBy};
 
 /// One row. Fields are optional because a table created by hand may allow NULLs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +44,12 @@ pub struct CheckResult {
     pub row: Option<RefRow>,
     /// `now()`.
     pub now: DbTime,
+    /// `won_by`.
+    pub won_by: Option<WonBy>,
+    /// The server that ran it (`system`, `timeline`, `started`, `durable`), or `None` where
+    /// the caller models a statement that does not say (the server in the statement
+    /// switched off).
+    pub server: Option<Server>,
 }
 
 impl CheckResult {
@@ -51,26 +57,84 @@ impl CheckResult {
     pub fn as_input(&self) -> Checked<'_> {
         Checked {
             won: self.won,
+            won_by: self.won_by,
             row: self.row.as_ref().map(|r| Row {
                 holder: r.holder.as_deref(),
                 version: r.version,
                 timestamp: r.timestamp,
             }),
             now: self.now,
+            server: self.server,
         }
     }
 }
 
 /// The table: flag name → row.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RefTable {
     rows: BTreeMap<String, RefRow>,
+    /// A new term's token is at least the server's clock in µs, as [`sql::CHECK`] writes it.
+    /// Off (a model of the statement without it): `greatest(version + 1, floor)`, and an
+    /// insert writes the floor, as before issue 25.
+    ///
+    /// [`sql::CHECK`]: leadership_core::sql::CHECK
+    pub clock_floor: bool,
 }
+
+impl Default for RefTable {
+    fn default() -> RefTable {
+        RefTable {
+            rows: BTreeMap::new(),
+            clock_floor: true,
+        }
+    }
+}
+
+/// The parameters of [`sql::CHECK`](leadership_core::sql::CHECK), `$1` to `$11`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckArgs<'a> {
+    /// `$1`.
+    pub name: &'a str,
+    /// `$2`.
+    pub process: &'a str,
+    /// `$3`.
+    pub renew: Option<i64>,
+    /// `$4`.
+    pub lease_micros: i64,
+    /// `$5`.
+    pub floor: i64,
+    /// `$6`.
+    pub may_take: bool,
+    /// `$7`.
+    pub may_insert: bool,
+    /// `$8`.
+    pub continues: Option<i64>,
+    /// `$9`, `$10`, `$11`.
+    pub expect: Option<Identity>,
+}
+
+/// The server the reference table's statements run on when a test names none: durable,
+/// timeline 1, started at the Unix epoch.
+pub const DEFAULT_SERVER: Server = Server {
+    system: Some(1),
+    timeline: Some(1),
+    started: Some(DbTime::UNIX_EPOCH),
+    durable: true,
+    promoted_ago: None,
+};
 
 impl RefTable {
     /// An empty table.
     pub fn new() -> RefTable {
         RefTable::default()
+    }
+
+    /// An empty table whose statements do not raise a new term's token to the clock (the
+    /// statement before issue 25): what the tests of other rules compare exact versions with.
+    pub fn without_clock_floor() -> RefTable {
+        let mut table = RefTable::new();
+        table.clock_floor = false;
+        table
     }
 
     /// Sets a row as an operator would by hand (odd rows included).
@@ -93,11 +157,12 @@ impl RefTable {
         self.rows.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now`, with its
-    /// parameters: the version to renew, the lease, the floor (`$5`: the lowest version a win
-    /// may write), may take (`$6`: whether an expired row may be taken over; a renew is
-    /// allowed either way), may insert (`$7`: whether a missing row may be inserted) and the
-    /// term a renew continues (`$8`).
+    /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now` on
+    /// [`DEFAULT_SERVER`], expecting no server in particular, with its other parameters: the
+    /// version to renew, the lease, the floor (`$5`: the lowest version a win may write), may
+    /// take (`$6`: whether an expired row may be taken over; a renew is allowed either way),
+    /// may insert (`$7`: whether a missing row may be inserted) and the term a renew
+    /// continues (`$8`).
     #[allow(clippy::too_many_arguments)]
     pub fn check(
         &mut self,
@@ -111,57 +176,87 @@ impl RefTable {
         may_insert: bool,
         continues: Option<i64>,
     ) -> CheckResult {
-        let Some(row) = self.rows.get_mut(name) else {
-            if !may_insert {
-                return CheckResult {
-                    won: false,
-                    found: false,
-                    row: None,
-                    now,
-                };
+        let args = CheckArgs {
+            name,
+            process,
+            renew,
+            lease_micros,
+            floor,
+            may_take,
+            may_insert,
+            continues,
+            expect: None,
+        };
+        self.check_on(now, &DEFAULT_SERVER, &args)
+    }
+
+    /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now` on
+    /// `server` (what the statement computes about the server it runs on).
+    pub fn check_on(&mut self, now: DbTime, server: &Server, a: &CheckArgs<'_>) -> CheckResult {
+        let same = a
+            .expect
+            .is_none_or(|e| e.system.is_none() || e == server.identity());
+        // A server that may have lost commits in a crash takes nothing for a lease from its
+        // start: `durable OR started <= now() - lease`.
+        let settled = server.durable
+            || server.started.is_some_and(|s| {
+                s <= DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(a.lease_micros))
+            });
+        let clock = now.as_unix_micros();
+        let reply = |won: bool, row: Option<RefRow>, won_by: Option<WonBy>| CheckResult {
+            won,
+            found: row.is_some(),
+            row,
+            now,
+            won_by,
+            server: Some(*server),
+        };
+        let Some(row) = self.rows.get_mut(a.name) else {
+            if !a.may_insert || !same || !settled {
+                return reply(false, None, None);
             }
-            let row = RefRow::new(process, floor, now);
-            self.rows.insert(name.to_string(), row.clone());
-            return CheckResult {
-                won: true,
-                found: true,
-                row: Some(row),
-                now,
+            let version = match self.clock_floor {
+                true => a.floor.max(clock),
+                false => a.floor,
             };
+            let row = RefRow::new(a.process, version, now);
+            self.rows.insert(a.name.to_string(), row.clone());
+            return reply(true, Some(row), Some(WonBy::Created));
         };
         let seen = row.clone();
         // SQL's three-valued logic: a comparison with NULL is not true.
-        let renewable =
-            row.holder.as_deref() == Some(process) && row.version.is_some() && row.version == renew;
+        let renewable = row.holder.as_deref() == Some(a.process)
+            && row.version.is_some()
+            && row.version == a.renew;
         // `timestamp < now() - lease`; `now() - lease` saturates like PostgreSQL's infinities.
         let expired = row.timestamp.is_some_and(|t| {
-            t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(lease_micros))
+            t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(a.lease_micros))
         });
         let incrementable = row.version.is_some_and(|v| v < i64::MAX);
-        if incrementable && (renewable || (may_take && expired)) {
-            // `greatest(version + 1, floor)` with the version NOT NULL and below i64::MAX.
-            let next = row.version.map(|v| (v + 1).max(floor));
-            // The term continues only for a renew to the next version that says which term.
-            row.term = match continues {
-                Some(term) if renewable && row.version.map(|v| v + 1) == next => Some(term),
-                _ => next,
+        if same && incrementable && (renewable || (a.may_take && settled && expired)) {
+            let v = row.version.unwrap_or_default(); // incrementable: NOT NULL
+                                                     // A renew to the next version that says which term it continues keeps the term;
+                                                     // every other win starts a new one, at a token that follows the clock.
+            let continuing = renewable && a.floor <= v + 1 && a.continues.is_some();
+            let next = match (continuing, self.clock_floor) {
+                (true, _) => v + 1,
+                (false, true) => (v + 1).max(a.floor).max(clock),
+                (false, false) => (v + 1).max(a.floor),
             };
-            row.version = next;
-            row.holder = Some(process.to_string());
+            row.term = match a.continues {
+                Some(term) if continuing => Some(term),
+                _ => Some(next),
+            };
+            row.version = Some(next);
+            row.holder = Some(a.process.to_string());
             row.timestamp = Some(now);
-            return CheckResult {
-                won: true,
-                found: true,
-                row: Some(row.clone()),
-                now,
+            let won_by = match renewable {
+                true => WonBy::Renewed,
+                false => WonBy::TookOver,
             };
+            return reply(true, Some(row.clone()), Some(won_by));
         }
-        CheckResult {
-            won: false,
-            found: true,
-            row: Some(seen),
-            now,
-        }
+        reply(false, Some(seen), None)
     }
 
     /// Executes [`sql::FENCE`](leadership_core::sql::FENCE) at database time `now` (its
@@ -216,9 +311,120 @@ mod tests {
         DbTime::from_unix_micros(1_700_000_000_000_000 + us)
     }
 
+    fn args<'a>(process: &'a str, renew: Option<i64>, continues: Option<i64>) -> CheckArgs<'a> {
+        CheckArgs {
+            name: "f",
+            process,
+            renew,
+            lease_micros: LEASE,
+            floor: 0,
+            may_take: true,
+            may_insert: true,
+            continues,
+            expect: Some(DEFAULT_SERVER.identity()),
+        }
+    }
+
+    #[test]
+    fn new_terms_follow_the_clock_and_renewals_add_one() {
+        let mut table = RefTable::new();
+        let s = DEFAULT_SERVER;
+        let r = table.check_on(t(0), &s, &args("a", None, None));
+        let clock = t(0).as_unix_micros();
+        assert_eq!((r.won, r.won_by), (true, Some(WonBy::Created)));
+        assert_eq!(r.row, Some(RefRow::new("a", clock, t(0))));
+        let r = table.check_on(t(10), &s, &args("a", Some(clock), Some(clock)));
+        assert_eq!(r.won_by, Some(WonBy::Renewed));
+        assert_eq!(
+            r.row.map(|r| (r.version, r.term)),
+            Some((Some(clock + 1), Some(clock)))
+        );
+        // A renew of a lapsed lease of ours (no term to continue) is a new term.
+        let r = table.check_on(t(20), &s, &args("a", Some(clock + 1), None));
+        assert_eq!(r.won_by, Some(WonBy::Renewed));
+        assert_eq!(r.row.unwrap().version, Some(t(20).as_unix_micros()));
+        let r = table.check_on(t(21 + LEASE), &s, &args("b", None, None));
+        assert_eq!(r.won_by, Some(WonBy::TookOver));
+        assert_eq!(r.row.unwrap().version, Some(t(21 + LEASE).as_unix_micros()));
+    }
+
+    #[test]
+    fn another_server_changes_nothing_and_says_which_it_is() {
+        let mut table = RefTable::new();
+        let s = DEFAULT_SERVER;
+        table.check_on(t(0), &s, &args("a", None, None));
+        let promoted = Server {
+            timeline: Some(2),
+            ..s
+        };
+        let before = table.clone();
+        let r = table.check_on(t(1 + LEASE), &promoted, &args("b", None, None));
+        assert!(!r.won && r.server == Some(promoted) && table == before);
+        let mut fresh = RefTable::new();
+        let r = fresh.check_on(t(0), &promoted, &args("a", None, None));
+        assert!(!r.won && fresh.get("f").is_none(), "no insert either");
+        let unknown = CheckArgs {
+            expect: None,
+            ..args("b", None, None)
+        };
+        assert!(table.check_on(t(1 + LEASE), &promoted, &unknown).won);
+    }
+
+    #[test]
+    fn a_non_durable_server_takes_nothing_for_a_lease_after_its_start() {
+        let mut table = RefTable::new();
+        let restarted = Server {
+            durable: false,
+            started: Some(t(0)),
+            ..DEFAULT_SERVER
+        };
+        let a = CheckArgs {
+            expect: Some(restarted.identity()),
+            ..args("a", None, None)
+        };
+        assert!(
+            !table.check_on(t(LEASE - 1), &restarted, &a).won,
+            "no insert"
+        );
+        assert!(table.check_on(t(LEASE), &restarted, &a).won);
+        let b = CheckArgs {
+            expect: Some(restarted.identity()),
+            ..args("b", None, None)
+        };
+        let mut again = table.clone();
+        let restarted_later = Server {
+            started: Some(t(LEASE + 2)),
+            ..restarted
+        };
+        let b_later = CheckArgs {
+            expect: Some(restarted_later.identity()),
+            ..b
+        };
+        assert!(
+            !again
+                .check_on(t(2 * LEASE + 1), &restarted_later, &b_later)
+                .won,
+            "no takeover of an expired row within a lease of the start"
+        );
+        assert!(
+            again
+                .check_on(t(2 * LEASE + 2), &restarted_later, &b_later)
+                .won
+        );
+        let durable = Server {
+            durable: true,
+            ..restarted_later
+        };
+        let b_durable = CheckArgs {
+            expect: Some(durable.identity()),
+            ..b
+        };
+        assert!(table.check_on(t(2 * LEASE + 1), &durable, &b_durable).won);
+    }
+
     #[test]
     fn insert_renew_takeover_release() {
-        let mut table = RefTable::new();
+        let mut table = RefTable::without_clock_floor();
         let r = table.check(t(0), "f", "a", None, LEASE, 0, true, true, None);
         assert!(r.won && r.row == Some(RefRow::new("a", 0, t(0))));
         let r = table.check(t(10), "f", "b", None, LEASE, 0, true, true, None);
@@ -258,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_win_writes_at_least_the_floor() {
-        let mut table = RefTable::new();
+        let mut table = RefTable::without_clock_floor();
         let r = table.check(t(0), "f", "a", None, LEASE, 7, true, true, None);
         assert!(
             r.won && r.row == Some(RefRow::new("a", 7, t(0))),
@@ -301,7 +507,7 @@ mod tests {
 
     #[test]
     fn without_may_take_only_a_renew_wins() {
-        let mut table = RefTable::new();
+        let mut table = RefTable::without_clock_floor();
         let r = table.check(t(0), "f", "a", None, LEASE, 0, false, false, None);
         assert!(!r.won && !r.found && r.row.is_none() && table.get("f").is_none());
         table.put("f", RefRow::new("a", 4, t(0)));
@@ -336,7 +542,7 @@ mod tests {
 
     #[test]
     fn may_take_and_may_insert_are_apart() {
-        let mut table = RefTable::new();
+        let mut table = RefTable::without_clock_floor();
         // May take over, may not insert: a missing row stays missing.
         let r = table.check(t(0), "f", "a", None, LEASE, 3, true, false, None);
         assert!(!r.won && !r.found && table.get("f").is_none());
@@ -360,7 +566,7 @@ mod tests {
 
     #[test]
     fn the_term_column_names_the_term_and_the_fence_passes_only_its_live_lease() {
-        let mut table = RefTable::new();
+        let mut table = RefTable::without_clock_floor();
         table.check(t(0), "f", "a", None, LEASE, 4, true, true, None);
         assert_eq!(
             table.get("f").unwrap().term,
@@ -405,7 +611,7 @@ mod tests {
 
     #[test]
     fn odd_rows_are_never_won() {
-        let mut table = RefTable::new();
+        let mut table = RefTable::without_clock_floor();
         table.put("inf", RefRow::new("x", 5, DbTime::INFINITY));
         table.put("max", RefRow::new("x", i64::MAX, DbTime::UNIX_EPOCH));
         table.put(

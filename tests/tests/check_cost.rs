@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use leadership_core::sql::{Statements, Table};
 use leadership_testkit::check_variants::{self, BEFORE};
 use leadership_testkit::pg::{PgServer, ServerOptions};
+use leadership_tokio::internal::PgTime;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
@@ -81,10 +82,14 @@ impl Check {
         let floor = renew.map_or(0, |v| v + 1);
         // A renew continues the term of the leader's row (`held_by_leader`: version 5).
         let continues = renew.map(|_| 5i64);
-        let all: [&(dyn ToSql + Sync); 8] = [
-            &FLAG, &process, &renew, &LEASE, &floor, &true, &true, &continues,
+        // No server expected (NULLs): one server here.
+        let (system, timeline, started): (Option<String>, Option<i32>, Option<PgTime>) =
+            (None, None, None);
+        let all: [&(dyn ToSql + Sync); 11] = [
+            &FLAG, &process, &renew, &LEASE, &floor, &true, &true, &continues, &system, &timeline,
+            &started,
         ];
-        // Each text takes the parameters it names: the check before 4, the variants 6, ours 8.
+        // Each text takes the parameters it names: the check before 4, the variants 6, ours 11.
         let statement = c.prepare(self.text.as_str())?;
         let params = &all[..statement.params().len()];
         c.query_one(&statement, params).map(|r| r.get(0))

@@ -4,8 +4,9 @@
 //!
 //! An `AFTER UPDATE` trigger logs every change of the row, in the order the row lock gave them,
 //! and each client keeps the wins it was told of. From the two:
-//! - versions never skip or repeat: each change replaced the row the previous change left and
-//!   wrote its version + 1 (the floors the clients pass never exceed that);
+//! - versions never repeat or go back: each change replaced the row the previous change left
+//!   and wrote a higher version, its version + 1 for a renewal (a new term of ours jumps to the
+//!   server's clock, issue 25; the floors the clients pass never exceed that);
 //! - no version is won twice, and each win a client was told of is that client's change;
 //! - no early takeover: a change of holder, or a win that did not renew, replaced a row whose
 //!   lease had expired by the winner's `now()` (`timestamp < now - lease`, the Go flag's rule).
@@ -144,10 +145,14 @@ fn client(conn: String, process: String, kind: Kind, lease: i64, until: Instant)
     while Instant::now() < until {
         let floor = highest.map_or(0, |v| v + 1);
         let continues = held.and(term);
-        let all: [&(dyn ToSql + Sync); 8] = [
-            &FLAG, &process, &held, &lease, &floor, &true, &true, &continues,
+        // No server expected (NULLs): this test is about the row, on one server.
+        let (system, timeline, started): (Option<String>, Option<i32>, Option<PgTime>) =
+            (None, None, None);
+        let all: [&(dyn ToSql + Sync); 11] = [
+            &FLAG, &process, &held, &lease, &floor, &true, &true, &continues, &system, &timeline,
+            &started,
         ];
-        // Each text takes the parameters it names: the check before 4, the variants 6, ours 8.
+        // Each text takes the parameters it names: the check before 4, the variants 6, ours 11.
         let params = &all[..check.params().len()];
         let r = c.query_one(&check, params).expect("the check");
         let (won, version): (bool, Option<i64>) = (r.get("won"), r.get("version"));
@@ -236,15 +241,15 @@ fn judge(start: &Row, log: &[Change], wins: &[Win], lease: i64) -> Verdict {
                 c.old
             ));
         }
-        if c.new.version != c.old.version + 1 {
+        let win = told.get(&c.new.version).and_then(|ws| ws.first());
+        let renewed =
+            c.new.holder == c.old.holder && win.is_none_or(|w| w.renew == Some(c.old.version));
+        if c.new.version <= c.old.version || (renewed && c.new.version != c.old.version + 1) {
             v.violations.push(format!(
                 "change {i} wrote version {} over {}",
                 c.new.version, c.old.version
             ));
         }
-        let win = told.get(&c.new.version).and_then(|ws| ws.first());
-        let renewed =
-            c.new.holder == c.old.holder && win.is_none_or(|w| w.renew == Some(c.old.version));
         if renewed {
             v.renews += 1;
         } else {

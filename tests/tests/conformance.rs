@@ -6,11 +6,11 @@
 //! setup (timestamps relative to `now()`) and the statement, and the reference table is given
 //! exactly the server's `now()`.
 
-use leadership_core::sql::{Statements, Table};
-use leadership_core::DbTime;
+use leadership_core::sql::{Statements, Table, SERVER};
+use leadership_core::{DbTime, Identity, Server};
 use leadership_testkit::helpers::server;
 use leadership_testkit::pg::PgServer;
-use leadership_testkit::table::{CheckResult, RefRow, RefTable};
+use leadership_testkit::table::{CheckArgs, CheckResult, RefRow, RefTable};
 use leadership_tokio::internal::{CheckRow, PgTime};
 use postgres::{Client, NoTls, Transaction};
 use proptest::prelude::*;
@@ -56,11 +56,38 @@ enum Call {
         may_insert: bool,
         /// `$8`: the term a renew continues.
         continues: Option<i64>,
+        /// `$9`–`$11`: the server the check expects.
+        expect: Expect,
     },
     Release {
         process: &'static str,
         version: i64,
     },
+}
+
+/// Which server a check expects to run on.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// None known: NULLs, nothing compared.
+    Unknown,
+    /// The one that runs it.
+    Same,
+    /// Another cluster (system identifier 1).
+    Other,
+}
+
+/// The server as [`SERVER`] and the check compute it.
+fn this_server(tx: &mut Transaction<'_>) -> Server {
+    let r = tx.query_one(SERVER, &[]).unwrap();
+    Server {
+        system: r
+            .get::<_, Option<String>>("system")
+            .and_then(|s| s.parse().ok()),
+        timeline: r.get::<_, Option<i32>>("timeline").map(|t| t as u32),
+        started: r.get::<_, Option<PgTime>>("started").map(|t| t.0),
+        durable: r.get("durable"),
+        promoted_ago: None,
+    }
 }
 
 fn client(server: &PgServer) -> Client {
@@ -154,6 +181,7 @@ fn compare(
         .query_one("select now()", &[])
         .map(|r| r.get::<_, PgTime>(0).0)
         .unwrap();
+    let server = this_server(&mut tx);
     let mut table = RefTable::new();
     let to_ref = |s: &Start| RefRow {
         holder: s.holder.map(str::to_string),
@@ -175,7 +203,19 @@ fn compare(
             may_take,
             may_insert,
             continues,
+            expect,
         } => {
+            let expect = match expect {
+                Expect::Unknown => None,
+                Expect::Same => Some(server.identity()),
+                Expect::Other => Some(Identity {
+                    system: Some(1),
+                    ..server.identity()
+                }),
+            };
+            let system = expect.and_then(|e| e.system).map(|s| s.to_string());
+            let timeline = expect.and_then(|e| e.timeline).map(|t| t as i32);
+            let started = expect.and_then(|e| e.started).map(PgTime);
             let got = tx
                 .query_one(
                     &st.check,
@@ -188,13 +228,25 @@ fn compare(
                         &may_take,
                         &may_insert,
                         &continues,
+                        &system,
+                        &timeline,
+                        &started,
                     ],
                 )
                 .map_err(|e| format!("server error: {e}"))
                 .and_then(|r| CheckRow::decode(&r).map_err(|e| e.to_string()));
-            let want = table.check(
-                now, FLAG, process, renew, lease, floor, may_take, may_insert, continues,
-            );
+            let args = CheckArgs {
+                name: FLAG,
+                process,
+                renew,
+                lease_micros: lease,
+                floor,
+                may_take,
+                may_insert,
+                continues,
+                expect,
+            };
+            let want = table.check_on(now, &server, &args);
             match got {
                 Err(e) => Err(format!("{e}; reference: {want:?}")),
                 Ok(got) if !same(&got, &want) => Err(format!("server {got:?}\nreference {want:?}")),
@@ -242,6 +294,8 @@ fn same(got: &CheckRow, want: &CheckResult) -> bool {
         && got.version == row.version
         && got.timestamp == row.timestamp
         && got.now == want.now
+        && got.won_by == want.won_by
+        && Some(got.server) == want.server
 }
 
 fn starts() -> Vec<Option<Start>> {
@@ -309,17 +363,25 @@ fn calls(start: &Option<Start>) -> Vec<Call> {
                             Some(_) => vec![None, Some(7)],
                             None => vec![None],
                         };
+                        // The server expected: another only where a win is possible at all.
+                        let expects = match (lease, may_take || start.is_none()) {
+                            (SECOND, true) => &[Expect::Same, Expect::Other, Expect::Unknown][..],
+                            _ => &[Expect::Same][..],
+                        };
                         for may_insert in inserts {
                             for &continues in &terms {
-                                calls.push(Call::Check {
-                                    process,
-                                    renew,
-                                    lease,
-                                    floor,
-                                    may_take,
-                                    may_insert,
-                                    continues,
-                                });
+                                for &expect in expects {
+                                    calls.push(Call::Check {
+                                        process,
+                                        renew,
+                                        lease,
+                                        floor,
+                                        may_take,
+                                        may_insert,
+                                        continues,
+                                        expect,
+                                    });
+                                }
                             }
                         }
                     }
@@ -394,13 +456,17 @@ fn floor_strategy(v: i64) -> impl Strategy<Value = i64> {
     ]
 }
 
+fn expect_strategy() -> impl Strategy<Value = Expect> {
+    prop_oneof![4 => Just(Expect::Same), 1 => Just(Expect::Other), 1 => Just(Expect::Unknown)]
+}
+
 fn call_strategy(v: i64) -> impl Strategy<Value = Call> {
     let process = prop_oneof![Just("a"), Just("b")];
     let lease = prop_oneof![Just(SECOND), 1..3 * SECOND, Just(YEAR)];
     let may = || prop_oneof![3 => Just(true), 1 => Just(false)];
     prop_oneof![
-        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may(), may(), proptest::option::of(version_strategy()))
-            .prop_map(|(process, renew, lease, floor, may_take, may_insert, continues)| Call::Check { process, renew, lease, floor, may_take, may_insert, continues }),
+        3 => (process.clone(), proptest::option::of(version_strategy()), lease, floor_strategy(v), may(), may(), proptest::option::of(version_strategy()), expect_strategy())
+            .prop_map(|(process, renew, lease, floor, may_take, may_insert, continues, expect)| Call::Check { process, renew, lease, floor, may_take, may_insert, continues, expect }),
         1 => (process, version_strategy()).prop_map(|(process, version)| Call::Release { process, version }),
     ]
 }
@@ -421,8 +487,8 @@ fn the_reference_table_matches_the_server_on_random_cases() {
         let v = start.and_then(|s| s.version).unwrap_or(0);
         let call = prop_oneof![
             2 => call_strategy(v),
-            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>(), any::<bool>(), proptest::option::of(version_strategy()))
-                .prop_map(|(process, v, floor, may_take, may_insert, continues)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take, may_insert, continues }),
+            1 => (prop_oneof![Just("a"), Just("b")], Just(v), floor_strategy(v), any::<bool>(), any::<bool>(), proptest::option::of(version_strategy()), expect_strategy())
+                .prop_map(|(process, v, floor, may_take, may_insert, continues, expect)| Call::Check { process, renew: Some(v), lease: SECOND, floor, may_take, may_insert, continues, expect }),
             1 => (prop_oneof![Just("a"), Just("b")], Just(v))
                 .prop_map(|(process, version)| Call::Release { process, version }),
         ];
@@ -437,7 +503,8 @@ fn the_reference_table_matches_the_server_on_random_cases() {
 }
 
 /// Where the term column cannot be added, the check runs without it on the Go flag's own table
-/// (prepared with its eight types, since it does not reference `$8`) and wins as the full one.
+/// (prepared with the driver's types) and wins as the full one: a new term at the server's
+/// clock, a renew one above.
 #[test]
 fn the_check_without_the_term_column_runs_on_the_go_flags_table() {
     let server = &server();
@@ -448,35 +515,117 @@ fn the_check_without_the_term_column_runs_on_the_go_flags_table() {
     )
     .unwrap();
     let st = Statements::new(&Table::new("goshaped").unwrap());
-    // The driver's own parameter types: the Go-shaped text does not name `$8`.
+    // The driver's own parameter types.
     let types = leadership_tokio::internal::CHECK_TYPES;
     let check = c.prepare_typed(&st.check_without_term, &types).unwrap();
     let none: Option<i64> = None;
+    let (system, timeline, started): (Option<String>, Option<i32>, Option<PgTime>) =
+        (None, None, None);
     let r = c
         .query_one(
             &check,
-            &[&FLAG, &"a", &none, &SECOND, &0i64, &true, &true, &none],
+            &[
+                &FLAG, &"a", &none, &SECOND, &0i64, &true, &true, &none, &system, &timeline,
+                &started,
+            ],
         )
         .unwrap();
     assert!(r.get::<_, bool>("won"));
+    let token = r.get::<_, i64>("version");
     let r = c
         .query_one(
             &check,
             &[
                 &FLAG,
                 &"a",
-                &Some(0i64),
+                &Some(token),
                 &SECOND,
-                &1i64,
+                &(token + 1),
                 &true,
                 &true,
-                &Some(0i64),
+                &Some(token),
+                &system,
+                &timeline,
+                &started,
             ],
         )
         .unwrap();
-    assert!(r.get::<_, bool>("won") && r.get::<_, i64>("version") == 1);
+    assert!(r.get::<_, bool>("won") && r.get::<_, i64>("version") == token + 1);
     assert!(
         c.prepare(&st.check).is_err(),
         "the full check needs the column"
     );
+}
+
+/// Issue 25: a server that is not durable (`fsync = off`) and started less than a lease ago
+/// may have lost commits in a crash, on the same timeline: the check inserts nothing and takes
+/// nothing over until a lease after `pg_postmaster_start_time()`, and the reference table says
+/// the same. A renewal is not refused. (The kit's servers run with `fsync = on` for this
+/// reason.) Fails if the statement's `settled` condition is removed.
+#[test]
+fn a_fresh_server_that_is_not_durable_takes_nothing_for_a_lease_after_its_start() {
+    use leadership_testkit::pg::ServerOptions;
+    let server = PgServer::start_with(&ServerOptions::new().config("fsync = off"))
+        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let mut c = client(&server);
+    let st = statements();
+    let mut tx = c.transaction().unwrap();
+    let this = this_server(&mut tx);
+    assert!(!this.durable, "{this:?}");
+    let started = this.started.expect("a start time");
+    let now: DbTime = tx
+        .query_one("select now()", &[])
+        .map(|r| r.get::<_, PgTime>(0).0)
+        .unwrap();
+    let up_for = now.micros_since(started);
+    let check = |tx: &mut Transaction<'_>, lease: i64| {
+        let expect = this.identity();
+        let row = tx
+            .query_one(
+                &st.check,
+                &[
+                    &FLAG,
+                    &"a",
+                    &None::<i64>,
+                    &lease,
+                    &0i64,
+                    &true,
+                    &true,
+                    &None::<i64>,
+                    &expect.system.map(|s| s.to_string()),
+                    &expect.timeline.map(|t| t as i32),
+                    &expect.started.map(PgTime),
+                ],
+            )
+            .unwrap();
+        let got = CheckRow::decode(&row).unwrap();
+        let args = CheckArgs {
+            name: FLAG,
+            process: "a",
+            renew: None,
+            lease_micros: lease,
+            floor: 0,
+            may_take: true,
+            may_insert: true,
+            continues: None,
+            expect: Some(expect),
+        };
+        let want = RefTable::new().check_on(got.now, &this, &args);
+        assert_eq!(
+            got.won, want.won,
+            "lease {lease} µs: server {got:?}, reference {want:?}"
+        );
+        got.won
+    };
+    // A lease longer than the server has been up: no insert.
+    assert!(
+        !check(&mut tx, up_for + YEAR),
+        "inserted on a fresh non-durable server"
+    );
+    // A lease it has outlived: the insert goes ahead.
+    assert!(
+        check(&mut tx, up_for / 2),
+        "refused although a lease has passed"
+    );
+    tx.rollback().unwrap();
 }

@@ -50,7 +50,17 @@ fn check(
         .query_one(
             &st.check,
             &[
-                &name, &process, &renew, &lease, &floor, &true, &true, &continues,
+                &name,
+                &process,
+                &renew,
+                &lease,
+                &floor,
+                &true,
+                &true,
+                &continues,
+                &None::<String>,
+                &None::<i32>,
+                &None::<leadership_tokio::internal::PgTime>,
             ],
         )
         .expect("the check");
@@ -93,16 +103,16 @@ fn the_fence_passes_only_its_terms_live_lease_and_fails_closed_on_hostile_and_od
     let (mut c, st) = setup(server, &table);
     let (name, p, q) = ("n'a\"me", "o'brien \"p\" \\", "q");
     let lease = 30 * SECOND;
-    // Term 0: inserted at the floor 0.
-    assert_eq!(check(&mut c, &st, name, p, None, lease, 0, None), Some(0));
-    fenced_write(&mut c, &st.fence, name, p, 0, lease).expect("term 0 holds the flag");
-    assert_eq!(effects(&mut c, 0), 1);
+    // Term t0: inserted (at the server's clock in µs, above the floor 0).
+    let t0 = check(&mut c, &st, name, p, None, lease, 0, None).expect("inserted");
+    fenced_write(&mut c, &st.fence, name, p, t0, lease).expect("term t0 holds the flag");
+    assert_eq!(effects(&mut c, t0), 1);
     for (process, token, what) in [
         (p, i64::MAX, "a token of i64::MAX"),
-        (p, 1, "a token above the term"),
+        (p, t0 + 1, "a token above the term"),
         (p, -1, "a negative token"),
-        (q, 0, "another process"),
-        ("", 0, "the empty process"),
+        (q, t0, "another process"),
+        ("", t0, "the empty process"),
     ] {
         let e = fenced_write(&mut c, &st.fence, name, process, token, lease).expect_err(what);
         assert!(is_refusal(&e), "{what}: {e:?}");
@@ -114,9 +124,9 @@ fn the_fence_passes_only_its_terms_live_lease_and_fails_closed_on_hostile_and_od
             fence_literal(&table, name, process, token, lease)
         )
     };
-    c.batch_execute(&batch(p, 0))
-        .expect("the literal fence of term 0");
-    assert_eq!(effects(&mut c, 0), 2);
+    c.batch_execute(&batch(p, t0))
+        .expect("the literal fence of term t0");
+    assert_eq!(effects(&mut c, t0), 2);
     let e = c.batch_execute(&batch(p, 7)).expect_err("another term");
     assert!(is_refusal(&e), "{e:?}");
     let _ = c.batch_execute("ROLLBACK");
@@ -134,25 +144,26 @@ fn the_fence_passes_only_its_terms_live_lease_and_fails_closed_on_hostile_and_od
     fenced_write(&mut c, &st.fence, "max", p, i64::MAX, lease).expect("term i64::MAX");
 
     // Released, revoked, deleted, missing, expired, infinite: closed.
-    c.execute(&st.release, &[&name, &p, &0i64, &st.channel])
+    c.execute(&st.release, &[&name, &p, &t0, &st.channel])
         .unwrap();
-    let e = fenced_write(&mut c, &st.fence, name, p, 0, lease).expect_err("released");
+    let e = fenced_write(&mut c, &st.fence, name, p, t0, lease).expect_err("released");
     assert!(is_refusal(&e), "{e:?}");
-    assert_eq!(check(&mut c, &st, "r", p, None, lease, 0, None), Some(0));
+    let tr = check(&mut c, &st, "r", p, None, lease, 0, None).expect("inserted");
+    fenced_write(&mut c, &st.fence, "r", p, tr, lease).expect("term tr holds the flag");
     c.execute(&st.revoke, &[&"r", &p]).unwrap();
-    let e = fenced_write(&mut c, &st.fence, "r", p, 0, lease).expect_err("revoked");
+    let e = fenced_write(&mut c, &st.fence, "r", p, tr, lease).expect_err("revoked");
     assert!(is_refusal(&e), "{e:?}");
-    assert_eq!(check(&mut c, &st, "d", p, None, lease, 0, None), Some(0));
+    let td = check(&mut c, &st, "d", p, None, lease, 0, None).expect("inserted");
     c.execute(
         &format!("delete from {} where name = 'd'", table.quoted()),
         &[],
     )
     .unwrap();
-    let e = fenced_write(&mut c, &st.fence, "d", p, 0, lease).expect_err("deleted");
+    let e = fenced_write(&mut c, &st.fence, "d", p, td, lease).expect_err("deleted");
     assert!(is_refusal(&e), "{e:?}");
     let e = fenced_write(&mut c, &st.fence, "never", p, 0, lease).expect_err("no row");
     assert!(is_refusal(&e), "{e:?}");
-    assert_eq!(check(&mut c, &st, "x", p, None, SECOND, 0, None), Some(0));
+    let tx_ = check(&mut c, &st, "x", p, None, SECOND, 0, None).expect("inserted");
     c.execute(
         &format!(
             "update {} set \"timestamp\" = now() - interval '2 seconds' where name = 'x'",
@@ -161,7 +172,7 @@ fn the_fence_passes_only_its_terms_live_lease_and_fails_closed_on_hostile_and_od
         &[],
     )
     .unwrap();
-    let e = fenced_write(&mut c, &st.fence, "x", p, 0, SECOND).expect_err("expired");
+    let e = fenced_write(&mut c, &st.fence, "x", p, tx_, SECOND).expect_err("expired");
     assert!(is_refusal(&e), "{e:?}");
     c.execute(
         &format!(
@@ -171,14 +182,14 @@ fn the_fence_passes_only_its_terms_live_lease_and_fails_closed_on_hostile_and_od
         &[],
     )
     .unwrap();
-    let e = fenced_write(&mut c, &st.fence, "x", p, 0, SECOND).expect_err("infinite");
+    let e = fenced_write(&mut c, &st.fence, "x", p, tx_, SECOND).expect_err("infinite");
     assert!(is_refusal(&e), "{e:?}");
 
     // What it needs: a read-write transaction, and the term column.
-    assert_eq!(check(&mut c, &st, "ro", p, None, lease, 0, None), Some(0));
+    let tro = check(&mut c, &st, "ro", p, None, lease, 0, None).expect("inserted");
     let mut tx = c.build_transaction().read_only(true).start().unwrap();
     let e = tx
-        .query(&st.fence, &[&"ro", &p, &0i64, &lease])
+        .query(&st.fence, &[&"ro", &p, &tro, &lease])
         .expect_err("read-only");
     assert_eq!(
         e.code(),
@@ -196,7 +207,7 @@ fn the_fence_passes_only_its_terms_live_lease_and_fails_closed_on_hostile_and_od
     let e = fenced_write(&mut c, &go.fence, "g", "p", 0, lease).expect_err("no term column");
     assert_eq!(e.code(), Some(&SqlState::UNDEFINED_COLUMN), "{e:?}");
     assert_eq!(
-        effects(&mut c, 0),
+        effects(&mut c, t0),
         2,
         "no refused transaction wrote anything"
     );

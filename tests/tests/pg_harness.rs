@@ -90,7 +90,11 @@ fn config_and_connection_strings() {
         format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")
     );
     let show = |name: &str| s.psql(&format!("show {name}")).unwrap().trim().to_string();
-    assert_eq!(show("fsync"), "off");
+    assert_eq!(
+        show("fsync"),
+        "on",
+        "durable, so the check takes over at once"
+    );
     assert_eq!(show("max_connections"), "300");
     assert_eq!(show("shared_preload_libraries"), "pg_stat_statements");
     assert_eq!(show("pg_stat_statements.track"), "all");
@@ -357,9 +361,10 @@ fn a_durable_server_syncs_and_lives_on_disk() {
         "{} is on a tmpfs, where an fsync costs nothing",
         s.data_dir().display()
     );
-    // The default stays what every other test relies on.
+    // The default says it is durable as well (the check relies on it), on a tmpfs where
+    // that costs nothing when there is one.
     let fast = PgServer::start().unwrap();
-    assert_eq!(fast.psql("show fsync").unwrap(), "off\n");
+    assert_eq!(fast.psql("show fsync").unwrap(), "on\n");
 }
 
 #[test]

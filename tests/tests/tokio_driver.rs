@@ -142,7 +142,24 @@ async fn election_raises_exactly_one_and_it_stays() {
     );
     assert_eq!(row, format!("p{leader}"));
     let token = flags[leader].as_ref().unwrap().lease().unwrap().token;
-    assert_eq!(token, 0, "the first term's token is the inserted version");
+    // The first term's token is the inserted version: the server's clock in µs (issue 25).
+    let version: i64 = psql(
+        &pg,
+        "SELECT version FROM leadership_flags WHERE name = 'job'",
+    )
+    .parse()
+    .unwrap();
+    let clock: i64 = psql(&pg, "SELECT (extract(epoch FROM now()) * 1000000)::bigint")
+        .parse()
+        .unwrap();
+    assert!(
+        token <= version && version - token <= 10,
+        "{token} {version}"
+    );
+    assert!(
+        token > clock - 60_000_000 && token <= clock,
+        "{token} vs {clock}"
+    );
     for f in flags.into_iter().flatten() {
         f.close().await.unwrap();
     }
@@ -808,7 +825,7 @@ async fn each_check_is_one_statement_for_leader_and_follower() {
         .unwrap();
     let stats = psql(
         &pg,
-        "SELECT r.rolname, s.calls, s.query LIKE 'WITH seen AS%' FROM pg_stat_statements s \
+        "SELECT r.rolname, s.calls, s.query LIKE 'WITH server AS%' FROM pg_stat_statements s \
          JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname IN ('leader', 'follower')",
     );
     let mut checks = [0i64; 2];

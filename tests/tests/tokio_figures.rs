@@ -18,7 +18,7 @@ fn check_calls(pg: &PgServer, role: &str) -> (i64, i64) {
     let out = psql(
         pg,
         &format!(
-            "SELECT coalesce(sum(calls) FILTER (WHERE query LIKE 'WITH seen AS%'), 0), \
+            "SELECT coalesce(sum(calls) FILTER (WHERE query LIKE 'WITH server AS%'), 0), \
              coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
              WHERE r.rolname = '{role}'"
         ),

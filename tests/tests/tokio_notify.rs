@@ -144,16 +144,18 @@ async fn close_ends_the_guards_and_releases_only_after_they_are_dropped() {
     let pg = server();
     let (a, b) = leader_and_fresh_follower(&pg, "close-guard").await;
     let guard = a.raised().await.unwrap();
-    assert_eq!(guard.token(), 0, "a created the row");
+    // a created the row: its token is the server's clock in µs (issue 25).
+    let token = guard.token();
+    assert!(token > 1_600_000_000_000_000, "{token}");
     assert!(guard.deadline() > Instant::now());
     let mut state = a.subscribe();
     assert!(matches!(
         *state.borrow_and_update(),
-        State::Raised { token: 0, .. }
+        State::Raised { token: t, .. } if t == token
     ));
     // The follower reports the holder from its last check.
     let holder = b.current_holder().unwrap();
-    assert!(holder.version >= Some(0) && holder.lease_age.unwrap() < INTERVAL);
+    assert!(holder.version >= Some(token) && holder.lease_age.unwrap() < INTERVAL);
 
     // The leader-only work: it notices the loss, takes 300 ms to wind down, then drops the
     // guard.

@@ -79,8 +79,14 @@ async fn a_handle_cloned_into_three_tasks_closes_once_from_any_and_every_clone_s
         led - closed < Duration::from_millis(500),
         "handed over, not expired"
     );
-    // One release (+1) and b's takeover (+1): the row was released once.
-    assert_eq!(version(&pg, "shared"), before + 2);
+    // One release statement, however many clones closed; then b's takeover, whose token
+    // follows the server's clock (issue 25), so the versions no longer count the writes.
+    let releases = psql(
+        &pg,
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE 'WITH released AS%'",
+    );
+    assert_eq!(releases, "1", "the row was released once");
+    assert!(version(&pg, "shared") > before + 1);
     b.close().await.unwrap();
 }
 

@@ -27,6 +27,7 @@ fn first_check_takes_a_missing_flag_at_once() {
             may_take: true,
             may_insert: true,
             continues: None,
+            expect: None,
         }],
         "no waiting at start-up"
     );
@@ -63,6 +64,7 @@ fn leader_renews_with_one_statement_per_check() {
                 may_take: true,
                 may_insert: false,
                 continues: Some(0),
+                expect: None,
             }],
             "one statement"
         );
@@ -97,6 +99,7 @@ fn follower_checks_with_one_statement_and_wakes_when_the_lease_expires() {
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }],
         "one statement"
     );
@@ -153,7 +156,13 @@ fn a_slow_renew_that_wins_after_the_lapse_renews_again_for_a_term_of_its_own() {
     assert_eq!(c, [retake_check(1)], "no raise on the old term's row");
     let sent = h.now;
     h.at(ms(30));
-    let c = h.checked(true, Some(row(PROCESS, 2, db(1050))), db(1050));
+    // The statement says it renewed our row (a new term's token follows the clock).
+    let c = h.checked_on(
+        Some(WonBy::Renewed),
+        Some(row(PROCESS, 2, db(1050))),
+        db(1050),
+        None,
+    );
     let lease = lease_of(&c);
     assert!(matches!(c[..], [Command::Raise(_)]), "a new term: {c:?}");
     assert_eq!(lease.deadline, sent + ms(1900), "counted from the send");
@@ -292,6 +301,7 @@ fn a_row_naming_us_after_a_restart_is_left_to_expire_then_taken_over() {
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }],
         "a takeover, no renew of a row it did not write"
     );
@@ -413,6 +423,7 @@ fn another_process_using_our_name_is_reported_and_we_step_aside() {
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }],
         "no renew of a row it did not write"
     );
@@ -436,6 +447,7 @@ fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
             may_take: true,
             may_insert: true,
             continues: None,
+            expect: None,
         }]
     );
     h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -479,6 +491,7 @@ fn a_notification_makes_a_follower_check_at_once() {
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }]
     );
     assert_eq!(h.input(Input::Notified), [], "one check at a time");
@@ -491,6 +504,7 @@ fn a_notification_makes_a_follower_check_at_once() {
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }],
         "the waiting notification is served"
     );
@@ -534,6 +548,7 @@ fn odd_rows_are_reported_and_never_taken() {
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }]
     );
     assert_eq!(
@@ -559,6 +574,8 @@ fn contract_breaches_are_refused_and_change_nothing() {
     let before = format!("{:?}", h.flag);
     let reply = Input::Checked(Checked {
         won: true,
+        won_by: None,
+        server: None,
         row: None,
         now: db(0),
     });
@@ -592,6 +609,8 @@ fn undrained_commands_are_refused() {
     let refused = (0..20).find_map(|version| {
         let won = Input::Checked(Checked {
             won: true,
+            won_by: None,
+            server: None,
             row: Some(crate::Row {
                 holder: Some(PROCESS),
                 version: Some(version),

@@ -4,7 +4,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use crate::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row};
+use crate::{Checked, Command, Config, DbTime, Flag, Input, Instant, Row, WonBy};
 
 pub(crate) const PROCESS: &str = "me";
 pub(crate) const OTHER: &str = "other";
@@ -40,6 +40,7 @@ pub(crate) fn renew_check(version: i64) -> Command {
         may_take: true,
         may_insert: false,
         continues: Some(0),
+        expect: None,
     }
 }
 
@@ -92,7 +93,38 @@ impl Harness {
             version: r.version,
             timestamp: r.timestamp,
         });
-        self.input(Input::Checked(Checked { won, row, now }))
+        // A won insert is told as the statement tells it (`won_by`); other wins are new terms
+        // or renewals that the core tells apart itself, unless a test says how.
+        let won_by = (won && row.and_then(|r| r.version) == Some(0)).then_some(WonBy::Created);
+        self.input(Input::Checked(Checked {
+            won,
+            won_by,
+            row,
+            now,
+            server: None,
+        }))
+    }
+
+    /// A check reply that says how it won, and which server ran it.
+    pub fn checked_on(
+        &mut self,
+        won_by: Option<WonBy>,
+        row: Option<TestRow>,
+        now: DbTime,
+        server: Option<crate::Server>,
+    ) -> Vec<Command> {
+        let row = row.as_ref().map(|r| Row {
+            holder: r.holder.as_deref(),
+            version: r.version,
+            timestamp: r.timestamp,
+        });
+        self.input(Input::Checked(Checked {
+            won: won_by.is_some(),
+            won_by,
+            row,
+            now,
+            server,
+        }))
     }
 
     /// Moves the clock to the next wake-up and fires it.
@@ -119,6 +151,7 @@ impl Harness {
                 may_take: true,
                 may_insert: true,
                 continues: None,
+                expect: None,
             }]
         );
         let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -143,6 +176,7 @@ pub(crate) fn retake_check(version: i64) -> Command {
             may_take,
             may_insert,
             continues: None,
+            expect: None,
         },
         other => other,
     }

@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use super::harness::{db, ms, renew_check, row, Harness, OTHER, PROCESS};
-use crate::{Anomaly, Command, Input, Instant, LowerReason, Server};
+use crate::{Anomaly, Command, Input, Instant, LowerReason, Server, WonBy};
 
 fn server(timeline: u32, started_ms: i64) -> Server {
     Server {
@@ -23,6 +23,28 @@ fn check(renew: Option<i64>, floor: i64, may_take: bool) -> Command {
     check_inserting(renew, floor, may_take, may_take && floor == 0)
 }
 
+/// `check` as sent once `server` is known: the statement compares its identity.
+fn on(server: Server, check: Command) -> Command {
+    match check {
+        Command::Check {
+            renew,
+            floor,
+            may_take,
+            may_insert,
+            continues,
+            ..
+        } => Command::Check {
+            renew,
+            floor,
+            may_take,
+            may_insert,
+            continues,
+            expect: Some(server.identity()),
+        },
+        other => other,
+    }
+}
+
 fn check_inserting(renew: Option<i64>, floor: i64, may_take: bool, may_insert: bool) -> Command {
     Command::Check {
         renew,
@@ -30,6 +52,7 @@ fn check_inserting(renew: Option<i64>, floor: i64, may_take: bool, may_insert: b
         may_take,
         may_insert,
         continues: None,
+        expect: None,
     }
 }
 
@@ -79,7 +102,7 @@ fn a_renew_of_an_intact_row_goes_on_through_a_server_change() {
     // Failover to a current standby: the row is as we left it; the term goes on.
     let mut h = leader_at_10();
     assert_eq!(h.input(Input::Connected(server(1, 0))), []);
-    assert_eq!(h.wake(), [renew_check(10)]);
+    assert_eq!(h.wake(), [on(server(1, 0), renew_check(10))]);
     let c = h.input(Input::Connected(server(2, 0)));
     assert_eq!(
         c,
@@ -91,6 +114,7 @@ fn a_renew_of_an_intact_row_goes_on_through_a_server_change() {
                 may_take: false,
                 may_insert: false,
                 continues: Some(0),
+                expect: Some(server(2, 0).identity()),
             }
         ],
         "the check was not run: it goes again, fenced, continuing the term"
@@ -153,13 +177,13 @@ fn a_fresh_process_on_a_recently_promoted_server_takes_nothing_until_a_lease_aft
     };
     assert_eq!(
         h.input(Input::Connected(promoted)),
-        [check(None, 0, false)],
+        [on(promoted, check(None, 0, false))],
         "no insert or takeover yet: the old primary's leases may be believed"
     );
     let c = h.checked(false, Some(row(OTHER, 4, db(-5_000))), db(0));
     assert_eq!(c, []);
     let c = h.wake();
-    assert_eq!(c, [check(None, 5, true)]);
+    assert_eq!(c, [on(promoted, check(None, 5, true))]);
     assert!(
         h.now >= start + ms(1500) + ms(100),
         "a lease after the promotion: {}",
@@ -269,7 +293,10 @@ fn regression_a_fresh_process_renews_no_row_of_an_earlier_life_while_fenced() {
         promoted_ago: Some(ms(300)),
         ..server(2, 0)
     };
-    assert_eq!(h.input(Input::Connected(promoted)), [check(None, 0, false)]);
+    assert_eq!(
+        h.input(Input::Connected(promoted)),
+        [on(promoted, check(None, 0, false))]
+    );
     // The row names us at a version this life did not write: another's, never adopted (it
     // was, before issue 25).
     let c = h.checked(false, Some(row(PROCESS, 241, db(-500))), db(0));
@@ -281,7 +308,73 @@ fn regression_a_fresh_process_renews_no_row_of_an_earlier_life_while_fenced() {
     let c = h.wake();
     assert_eq!(
         c,
-        [check(None, 242, true)],
+        [on(promoted, check(None, 242, true))],
         "a takeover, a lease after the promotion"
+    );
+}
+
+/// Behind a transaction pooler the server changes under an open connection and no
+/// `Connected` comes (issue 25): the check itself says which server ran it, changed nothing
+/// there, and the core fences as on a new connection, then sends it again, expecting that one.
+#[test]
+fn a_check_answered_by_another_server_is_evidence_and_goes_again_expecting_it() {
+    let mut h = Harness::new();
+    h.commands();
+    h.checked(false, Some(row(OTHER, 3, db(0))), db(0));
+    assert_eq!(h.input(Input::Connected(server(1, 0))), []);
+    let c = h.wake();
+    assert_eq!(c, [on(server(1, 0), check(None, 4, true))]);
+    let swapped = server(2, 0);
+    let c = h.checked_on(None, Some(row(OTHER, 3, db(-9_000))), db(0), Some(swapped));
+    assert_eq!(
+        c,
+        [
+            Command::Anomaly(Anomaly::LostWrites),
+            on(swapped, check_inserting(None, 4, false, false)),
+        ],
+        "fenced, and sent again at once to the server that answered"
+    );
+    // The same server answering again is no news.
+    let c = h.checked_on(None, Some(row(OTHER, 3, db(-9_000))), db(0), Some(swapped));
+    assert!(!c.contains(&Command::Anomaly(Anomaly::LostWrites)), "{c:?}");
+    assert!(!h.flag.is_leader(h.now));
+}
+
+#[test]
+fn a_win_on_another_server_than_expected_breaks_the_contract() {
+    let mut h = Harness::new();
+    h.commands();
+    h.input(Input::Connected(server(1, 0)));
+    let reply = Input::Checked(crate::Checked {
+        won: true,
+        won_by: Some(WonBy::Created),
+        row: Some(crate::Row {
+            holder: Some(PROCESS),
+            version: Some(1),
+            timestamp: Some(db(0)),
+        }),
+        now: db(0),
+        server: Some(server(2, 0)),
+    });
+    assert_eq!(
+        h.flag.handle_input(h.now, reply),
+        Err(crate::ContractError::WonOnAnotherServer)
+    );
+}
+
+#[test]
+fn the_statement_says_a_term_was_created_whatever_its_token() {
+    let mut h = Harness::new();
+    h.commands();
+    let token = db(0).as_unix_micros();
+    let c = h.checked_on(
+        Some(WonBy::Created),
+        Some(row(PROCESS, token, db(0))),
+        db(0),
+        None,
+    );
+    assert!(
+        matches!(c[..], [Command::Raise(l)] if l.token == token && l.won_by == WonBy::Created),
+        "{c:?}"
     );
 }

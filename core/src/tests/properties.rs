@@ -147,6 +147,8 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
                 });
                 Input::Checked(Checked {
                     won: *won,
+                    won_by: None,
+                    server: None,
                     row,
                     now: reply_now,
                 })

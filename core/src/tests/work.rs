@@ -24,6 +24,7 @@ fn with_stop_ahead() -> Harness {
             may_take: true,
             may_insert: true,
             continues: None,
+            expect: None,
         }]
     );
     let c = h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
@@ -126,6 +127,7 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                     may_take: true,
                     may_insert: false,
                     continues: Some(0),
+                    expect: None,
                 }],
                 "{seed}/{round}"
             );
@@ -143,6 +145,7 @@ fn one_failed_renew_with_the_default_settings_never_puts_the_lease_at_risk() {
                         may_take: true,
                         may_insert: false,
                         continues: Some(0),
+                        expect: None,
                     }]
                 );
             }
@@ -388,6 +391,7 @@ fn an_unwanted_leader_hands_over_after_its_work_stopped_and_an_unwanted_follower
             may_take: true,
             may_insert: false,
             continues: None,
+            expect: None,
         }]
     );
 }
@@ -423,6 +427,7 @@ fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_
             may_take: true,
             may_insert: true,
             continues: None,
+            expect: None,
         }]
     );
     f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
@@ -457,6 +462,7 @@ fn a_flag_started_unwanted_checks_only_once_wanted() {
             may_take: true,
             may_insert: true,
             continues: None,
+            expect: None,
         })
     );
 }

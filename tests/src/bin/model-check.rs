@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p leadership-testkit --bin model-check -- [--processes N] [--depth D]
 //!     [--unsafe SAFEGUARD] [--pauses 1] [--crashes 1] [--closes 1] [--failovers 1]
-//!     [--deletes 1] [--losses 1] [--lates 1] [--faults 1] [--drift-ppm 40000] [--tick 100ms]
+//!     [--poolers 0] [--deletes 1] [--losses 1] [--lates 1] [--faults 1] [--drift-ppm 40000] [--tick 100ms]
 //!     [--max-states N] [--twins]
 //! ```
 //!
@@ -18,7 +18,7 @@ use leadership_testkit::model::{self, Budget, Params};
 use leadership_testkit::sim::{parse_duration, Safeguards, SAFEGUARD_NAMES};
 
 const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsafe SAFEGUARDS]
-                   [--pauses K] [--crashes K] [--closes K] [--failovers K] [--deletes K]
+                   [--pauses K] [--crashes K] [--closes K] [--failovers K] [--poolers K] [--deletes K]
                    [--losses K] [--lates K] [--faults K] [--drift-ppm PPM] [--tick 100ms] [--max-states N]
                    [--twins]
 
@@ -50,8 +50,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             "--unsafe" => safeguards = Safeguards::without(&value()?)?,
             "--twins" => twins = true,
             "--help" | "-h" => return Err(String::new()),
-            f @ ("--pauses" | "--crashes" | "--closes" | "--failovers" | "--deletes"
-            | "--losses" | "--lates" | "--faults" | "--drift-ppm" | "--tick"
+            f @ ("--pauses" | "--crashes" | "--closes" | "--failovers" | "--poolers"
+            | "--deletes" | "--losses" | "--lates" | "--faults" | "--drift-ppm" | "--tick"
             | "--max-states") => {
                 let f = f.to_string();
                 settings.push((f, value()?));
@@ -74,6 +74,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             crashes: 0,
             closes: 0,
             failovers: 0,
+            poolers: 0,
             deletes: 0,
             losses: 0,
             writes: 1,
@@ -88,6 +89,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             "--crashes" => p.budget.crashes = count()?,
             "--closes" => p.budget.closes = count()?,
             "--failovers" => p.budget.failovers = count()?,
+            "--poolers" => p.budget.poolers = count()?,
             "--deletes" => p.budget.deletes = count()?,
             "--losses" => p.budget.losses = count()?,
             "--lates" => p.budget.lates = count()?,
@@ -135,8 +137,8 @@ fn main() -> ExitCode {
         params.liveness_ticks,
     );
     println!(
-        "faults per trace: at most {} in all; of each kind: pauses {}, crashes {}, closes {}, failovers {}, deletes {}, losses {}, late messages {}",
-        b.total, b.pauses, b.crashes, b.closes, b.failovers, b.deletes, b.losses, b.lates
+        "faults per trace: at most {} in all; of each kind: pauses {}, crashes {}, closes {}, failovers {}, failovers behind a pooler {}, deletes {}, losses {}, late messages {}",
+        b.total, b.pauses, b.crashes, b.closes, b.failovers, b.poolers, b.deletes, b.losses, b.lates
     );
     let off = params.sim.safeguards.names_off();
     if !off.is_empty() {

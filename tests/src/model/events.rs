@@ -9,13 +9,13 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use leadership_core::{Command, Failure, Input, LowerReason};
+use leadership_core::{Command, Failure, Input, LowerReason, Server};
 
 use super::properties::Violation;
 use super::world::{Budget, Effect, Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
 use super::Params;
 use crate::sim::trace::Op;
-use crate::table::{RefRow, RefTable};
+use crate::table::{CheckArgs, RefRow, RefTable};
 
 /// One step. Processes are numbered from 0; `k` indexes a process's statements in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +53,10 @@ pub enum Event {
     /// The database fails over to a standby that lacks the latest `k` writes (0: none
     /// lost, but a new server all the same).
     Failover(u8),
+    /// The same failover behind a transaction pooler: the pooler keeps every client
+    /// connection open and swaps the server under it, so no driver reconnects and no core
+    /// hears `Connected` (issue 25).
+    PoolerFailover(u8),
     /// An operator deletes the row.
     Delete,
     /// The process's leader-only work sends a transaction (fenced unless the safeguard is
@@ -83,6 +87,10 @@ impl fmt::Display for Event {
             Event::Failover(k) => write!(
                 f,
                 "db: FAILOVER to a standby that lacks the last {k} write(s)"
+            ),
+            Event::PoolerFailover(k) => write!(
+                f,
+                "db: FAILOVER behind a pooler (no reconnect, no Connected) to a standby that lacks the last {k} write(s)"
             ),
             Event::Delete => write!(f, "db: an operator DELETEs the row"),
             Event::Write(p) => write!(f, "r{p}: its work sends a transaction of its term"),
@@ -124,8 +132,9 @@ impl World {
     }
 
     /// The reference table holding the row.
-    fn table(&self) -> RefTable {
+    fn table(&self, params: &Params) -> RefTable {
         let mut t = RefTable::new();
+        t.clock_floor = params.sim.safeguards.clock_floor;
         if let Some(row) = &self.row {
             t.put(FLAG, row.clone());
         }
@@ -140,7 +149,8 @@ impl World {
 
     /// Remembers the table as it was before a write.
     fn remember(&mut self, params: &Params, before: Option<RefRow>) {
-        if self.budget.failovers > 0 && params.budget.failovers > 0 {
+        let failovers = |b: &Budget| b.failovers > 0 || b.poolers > 0;
+        if failovers(&self.budget) && failovers(&params.budget) {
             self.history.push(before);
             if self.history.len() > LAG_WRITES {
                 self.history.remove(0);
@@ -243,6 +253,11 @@ impl World {
         if self.budget.failovers > 0 && self.budget.total > 0 {
             for k in 0..=self.history.len() {
                 out.push(Event::Failover(k as u8));
+            }
+        }
+        if self.budget.poolers > 0 && self.budget.total > 0 {
+            for k in 0..=self.history.len() {
+                out.push(Event::PoolerFailover(k as u8));
             }
         }
         for k in 0..self.effects.len() {
@@ -376,8 +391,12 @@ impl World {
                 self.spend();
                 self.feed(params, usize::from(p), Input::Close);
             }
-            Event::Failover(k) => {
-                self.budget.failovers -= 1;
+            Event::Failover(k) | Event::PoolerFailover(k) => {
+                let pooler = matches!(event, Event::PoolerFailover(_));
+                match pooler {
+                    true => self.budget.poolers -= 1,
+                    false => self.budget.failovers -= 1,
+                }
                 self.spend();
                 let k = usize::from(k);
                 if k > 0 {
@@ -391,6 +410,10 @@ impl World {
                 // Statements on their way to the old primary never run anywhere.
                 for pr in &mut self.procs {
                     pr.reqs.clear();
+                    if pooler && pr.core.is_some() && pr.known_timeline != 0 {
+                        // The connection stays open: the driver believes it knows the server.
+                        pr.known_timeline = self.timeline;
+                    }
                 }
             }
             Event::Delete => {
@@ -534,20 +557,29 @@ impl World {
                 may_take,
                 may_insert,
                 continues,
+                expect,
             } => {
                 let before = self.row.clone();
-                let mut table = self.table();
-                let r = table.check(
-                    now,
-                    FLAG,
-                    &name,
+                let mut table = self.table(params);
+                let args = CheckArgs {
+                    name: FLAG,
+                    process: &name,
                     renew,
-                    params.lease_micros,
+                    lease_micros: params.lease_micros,
                     floor,
                     may_take,
                     may_insert,
                     continues,
-                );
+                    expect,
+                };
+                let server = Server {
+                    promoted_ago: None,
+                    ..self.server_input(params, self.server(params))
+                };
+                let mut r = table.check_on(now, &server, &args);
+                if !params.sim.safeguards.server_in_statement {
+                    r.server = None;
+                }
                 log(|| {
                     format!(
                         "db: r{p}'s check {} → row {}",
@@ -575,7 +607,7 @@ impl World {
                 Reply::Check(r)
             }
             Op::Release { version } => {
-                let mut table = self.table();
+                let mut table = self.table(params);
                 let released = table.release(FLAG, &name, version);
                 if released {
                     let before = std::mem::replace(&mut self.row, table.get(FLAG).cloned());
@@ -610,7 +642,7 @@ impl World {
             return log(|| format!("db: {who}'s transaction was sent to a lost primary: gone"));
         }
         if e.fenced {
-            let held = self.table().fence(
+            let held = self.table(params).fence(
                 self.db_now(params),
                 FLAG,
                 &who,
@@ -759,6 +791,7 @@ impl World {
                         may_take,
                         may_insert,
                         continues,
+                        expect,
                     } => {
                         let (floor, may_take) = if s.lost_writes_rule {
                             (floor, may_take)
@@ -770,12 +803,14 @@ impl World {
                         } else {
                             may_take
                         };
+                        let expect = expect.filter(|_| s.server_in_statement);
                         let op = Op::Check {
                             renew,
                             floor,
                             may_take,
                             may_insert,
                             continues,
+                            expect,
                         };
                         let sent = Command::Check {
                             renew,
@@ -783,6 +818,7 @@ impl World {
                             may_take,
                             may_insert,
                             continues,
+                            expect,
                         };
                         if sent != c {
                             log(|| format!("r{p} driver sends {op:?} (safeguard off)"));
@@ -801,8 +837,9 @@ impl World {
                     }
                     Command::Raise(lease) => {
                         if let Some(before) = self.last_token {
-                            let knew = self.procs[p].observed.is_some_and(|o| o >= before);
-                            if lease.token <= before && (knew || !self.history_lost) {
+                            // No token goes back, lost history or not, whether this process
+                            // saw the higher token or not (issue 25: the clock floor).
+                            if lease.token <= before {
                                 let who = self.procs[p].name.clone();
                                 self.violate(Violation::TokenNotIncreasing {
                                     who,

@@ -83,6 +83,7 @@ impl Params {
                 crashes: 1,
                 closes: 1,
                 failovers: 1,
+                poolers: 0,
                 deletes: 1,
                 losses: 1,
                 lates: 1,

@@ -6,8 +6,9 @@
 //!   uses then). Leadership begins only at an event, so judging every state judges every
 //!   instant at which it could begin.
 //! - **work stops first**: no process leads while another's leader-only work still runs.
-//! - **fencing**: every `Raise` carries a token above every earlier one (after lost history,
-//!   only a process that saw the higher token is held to it, as in the simulator).
+//! - **fencing**: every `Raise` carries a token above every earlier one, lost history
+//!   included, whether the raising process saw the higher token or not (issue 25: a new term's
+//!   token follows the database's clock), as in the simulator.
 //! - **the Go rule**: no check takes over a lease live by the Go flag's rule.
 //! - **the core's promises**: the core's auditor (`leadership_core::audit`) finds nothing,
 //!   and the core never refuses an input of the modelled driver.

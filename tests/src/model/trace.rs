@@ -128,12 +128,16 @@ fn replay_command(params: &Params, steps: &[Step]) -> String {
             faults.push(f);
         }
     };
+    let pooler = steps
+        .iter()
+        .any(|s| matches!(s.event, Event::PoolerFailover(_)));
     for s in steps {
         match s.event {
             Event::Pause(_) => add("pause"),
             Event::Crash(_) => add("crash"),
             Event::Close(_) => add("close"),
             Event::Failover(_) => add("failover"),
+            Event::PoolerFailover(_) => add("failover"),
             Event::Delete => add("delete"),
             Event::LoseRequest(..) | Event::LoseReply(_) => add("loss"),
             Event::LoseNotify(_) => add("notify"),
@@ -155,6 +159,9 @@ fn replay_command(params: &Params, steps: &[Step]) -> String {
     }
     if params.sim.twins {
         cmd += " --twins";
+    }
+    if pooler {
+        cmd += " --pooler";
     }
     cmd
 }

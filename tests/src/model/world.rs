@@ -157,6 +157,8 @@ pub struct Budget {
     pub closes: u8,
     /// Failovers.
     pub failovers: u8,
+    /// Failovers behind a transaction pooler (no reconnect, no `Connected`).
+    pub poolers: u8,
     /// Operator deletes of the row.
     pub deletes: u8,
     /// Lost statements, replies or notifications.

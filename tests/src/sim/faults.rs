@@ -191,10 +191,16 @@ impl World {
                 self.stall_until = 0;
                 self.trace.push(t, DB, What::Failover(d));
                 if self.config.pooler {
-                    // The pooler keeps every client connection and swaps the server under
-                    // it: nobody reconnects, so nobody is told.
+                    // The pooler keeps every open client connection and swaps the server
+                    // under it: nobody reconnects, so nobody is told. (A process without an open
+                    // connection, down, never connected or with its link broken, reads the
+                    // server as its driver connects.)
                     for r in &mut self.rust {
-                        r.host.known_timeline = self.timeline;
+                        let open =
+                            r.host.up && r.host.known_timeline != 0 && t >= r.host.conn_down_until;
+                        if open {
+                            r.host.known_timeline = self.timeline;
+                        }
                     }
                 }
                 // A lease (any lease of the old primary ends) and the fence that follows.

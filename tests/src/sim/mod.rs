@@ -575,6 +575,15 @@ pub struct Safeguards {
     /// all. Off: its writes are unfenced, and one delayed past the term lands in a later term.
     /// (The model checker's user effects, and the simulator's with `SimConfig::effects`.)
     pub fence: bool,
+    /// The check carries the server it expects and computes the answering one's identity in
+    /// the statement: on another (a pooler swapped it under the connection) it writes nothing
+    /// and says which, and the core fences as on a new connection. Off: the check compares
+    /// nothing and names no server, so a swap behind a pooler goes unnoticed (issue 25).
+    pub server_in_statement: bool,
+    /// A new term's token is at least the database's clock in µs (`sql::CHECK`), so tokens
+    /// never go back, newcomers and lost histories included. Off: `greatest(version + 1,
+    /// floor)`, and an insert writes the floor, as before issue 25.
+    pub clock_floor: bool,
 }
 
 impl Default for Safeguards {
@@ -590,12 +599,14 @@ impl Default for Safeguards {
             lost_writes_rule: true,
             vanished_row_rule: true,
             fence: true,
+            server_in_statement: true,
+            clock_floor: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 10] = [
+pub const SAFEGUARD_NAMES: [&str; 12] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
@@ -606,6 +617,8 @@ pub const SAFEGUARD_NAMES: [&str; 10] = [
     "lost-writes-rule",
     "vanished-row-rule",
     "fence",
+    "server-in-statement",
+    "clock-floor",
 ];
 
 impl Safeguards {
@@ -624,6 +637,8 @@ impl Safeguards {
                 "lost-writes-rule" => s.lost_writes_rule = false,
                 "vanished-row-rule" => s.vanished_row_rule = false,
                 "fence" => s.fence = false,
+                "server-in-statement" => s.server_in_statement = false,
+                "clock-floor" => s.clock_floor = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -648,6 +663,8 @@ impl Safeguards {
             !self.lost_writes_rule,
             !self.vanished_row_rule,
             !self.fence,
+            !self.server_in_statement,
+            !self.clock_floor,
         ];
         SAFEGUARD_NAMES
             .iter()

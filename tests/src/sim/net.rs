@@ -7,6 +7,7 @@ use super::invariants::Violation;
 use super::process::{Reply, Stmt};
 use super::trace::{Op, Outcome, Pid, What, DB};
 use super::world::{Ev, World, FLAG};
+use crate::table::CheckArgs;
 
 impl World {
     /// A one-way delay, or `None` if the message is lost.
@@ -102,7 +103,8 @@ impl World {
         leadership_core::Server {
             system: Some(1),
             timeline: Some(self.timeline),
-            started: Some(db_time(self.db_started + self.db_offset)),
+            // Fixed for the server's life (a clock step of the database moves no start).
+            started: Some(db_time(self.db_started)),
             durable: true,
             promoted_ago,
         }
@@ -214,6 +216,7 @@ impl World {
                 may_take,
                 may_insert,
                 continues,
+                expect,
             } => {
                 // The row as the statement found it: who held it, and since when.
                 let before = self.table.get(FLAG).map(|row| {
@@ -228,17 +231,25 @@ impl World {
                     });
                     (holder == name, holder_pid, row.timestamp)
                 });
-                let r = self.table.check(
-                    now,
-                    FLAG,
-                    name,
+                let args = CheckArgs {
+                    name: FLAG,
+                    process: name,
                     renew,
-                    self.lease_micros,
+                    lease_micros: self.lease_micros,
                     floor,
                     may_take,
                     may_insert,
                     continues,
-                );
+                    expect,
+                };
+                let server = leadership_core::Server {
+                    promoted_ago: None,
+                    ..self.server_identity()
+                };
+                let mut r = self.table.check_on(now, &server, &args);
+                if !self.config.safeguards.server_in_statement {
+                    r.server = None;
+                }
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
                     takeover = Some((holder, age));

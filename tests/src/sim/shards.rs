@@ -514,6 +514,7 @@ impl World {
                     may_take,
                     may_insert,
                     continues,
+                    expect: _,
                 } => self.send(
                     p,
                     slot,

@@ -30,6 +30,8 @@ pub enum Op {
         may_insert: bool,
         /// The term a renew continues.
         continues: Option<i64>,
+        /// The server it expects to run on.
+        expect: Option<leadership_core::Identity>,
     },
     /// The Rust release.
     Release {

@@ -276,7 +276,11 @@ impl World {
             end: config.duration.as_nanos() as u64,
             rust,
             go,
-            table: crate::table::RefTable::new(),
+            table: {
+                let mut table = crate::table::RefTable::new();
+                table.clock_floor = config.safeguards.clock_floor;
+                table
+            },
             lease_micros,
             interval_ns,
             stall_until: 0,
