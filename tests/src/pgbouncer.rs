@@ -49,6 +49,14 @@
 //!   @src/objects.c:1060 in function disconnect_client(): bad client state: 0`, dropping every
 //!   client. The server itself honours such a request. pgbouncer PR #928 (1.21: stop reading
 //!   the client socket once the cancel key is in) looks like the fix; not verified here.
+//! - *Repointing.* [`PgBouncer::repoint`] rewrites the `[databases]` entries and sends `RELOAD`:
+//!   an idle client in transaction mode keeps its connection across a crash of the old server
+//!   and the repoint, and its next transaction runs on the new server, unannounced (the kit's
+//!   test `repoint_swaps_the_server_under_an_open_client`). After a failed connect pgbouncer
+//!   waits `server_login_retry` (15 s by default) before it connects again, and in
+//!   `pooler_failover` a `RELOAD` to another server did not end that wait: no client's query
+//!   reached the new server for the 3 s observed after one had reached the crashed server (so
+//!   that test sets it to 0).
 
 use std::fs;
 use std::path::{Path, PathBuf};
