@@ -24,8 +24,10 @@
 //! a takeover on the new server overlaps.
 //!
 //! The verdicts come from the drivers' own term records (exact instants, [`observe`]): 0
-//! overlap, and fencing tokens strictly increasing over all terms of all processes in the order
-//! they began, the lost history's included. Nothing is judged by sampling, and no assertion
+//! overlap; fencing tokens strictly increasing over all terms of all processes in the order
+//! they began, the lost history's included; and the old leader's term ends by the deadline of
+//! the last lease the old history granted it (the server swapped in never had that lease, so
+//! nothing there can renew it). Nothing is judged by sampling, and no assertion
 //! bounds how fast anything happens: a loaded machine makes the failover slower (more processes
 //! send a statement during the outage and learn of the new server by reconnecting), not the
 //! verdict different. Each trial asserts that its setup happened (writes were really lost: the
@@ -35,12 +37,13 @@
 //! How these fail on main before the `identity` change: a follower whose connection survived
 //! the swap runs its check on the new server, finds the old row expired there and takes it
 //! over, while the old leader believes until its deadline (it cannot reach the new server) or
-//! its next check (measured: 24 of 24 trials cut off or behind their own pgbouncer overlapped,
-//! by 0.26-0.74 s, over 3 runs). With nothing else, the old leader's own renew reaches the new server first (it
-//! renews every 0.45-0.5 s, a follower checks a lease after the row it read, that is after two
-//! renews), takes the expired row over with a version above its own (the floor) and continues
-//! its term: no overlap in those trials on main, only by a race a slower leader loses. And a
-//! process that never saw the lost history writes `stale + 1`, at or below the lost tokens.
+//! its next check (measured: 32 of 32 trials cut off or behind their own pgbouncer overlapped,
+//! by 0.26-0.74 s, over 4 runs). With nothing else, the old leader's own renew reaches the new
+//! server first (it renews every 0.45-0.5 s, a follower checks a lease after the row it read,
+//! that is after two renews), takes the expired row over with a version above its own (the
+//! floor), and the core counts that a renewal: the term goes on with its old token across the
+//! lost writes (16 of 16), and an overlap needs a leader slower than its schedule. And a process
+//! that never saw the lost history writes `stale + 1`, at or below the lost tokens.
 //!
 //! [`observe`]: leadership_testkit::observe
 
@@ -152,6 +155,8 @@ struct Outcome {
     /// Whether the crash came when a follower's next check was due before the leader's
     /// deadline (the moment a takeover can overlap); see [`crash_moment`].
     aimed: bool,
+    /// The deadline of the old leader's last lease from the old history (lease clock).
+    old_deadline_ns: Option<u64>,
     /// Setups started over before this one happened.
     retries: u64,
 }
@@ -344,6 +349,13 @@ fn attempt_trial(setup: Setup) -> Result<Outcome, NoSetup> {
         s.promote_now().unwrap();
     }
     let (port, swapped_version) = swapped_in(&standby, &other);
+    // The last lease the old history granted the leader (a reply sent before the crash has
+    // been handled by now): nothing can renew it, and no process reaches the new server yet.
+    let old_deadline_ns = leader
+        .terms()
+        .last()
+        .filter(|t| t.token == token)
+        .map(|t| t.deadline_ns);
     let leaders_pooler = l % poolers;
     for (i, b) in bouncers.iter_mut().enumerate() {
         if i != leaders_pooler {
@@ -393,6 +405,7 @@ fn attempt_trial(setup: Setup) -> Result<Outcome, NoSetup> {
         crash,
         repointed,
         aimed,
+        old_deadline_ns,
         retries: 0,
     })
 }
@@ -419,6 +432,18 @@ fn signed(t: Instant, zero: Instant) -> String {
 }
 
 impl Outcome {
+    /// How long the old leader's term went on past the deadline of its last lease from the old
+    /// history, if it did: only a win on the server swapped in can have extended it.
+    fn kept_across(&self) -> Option<Duration> {
+        let until = self.old_deadline_ns?;
+        let term = self
+            .record
+            .terms
+            .iter()
+            .find(|t| t.process == self.leader && t.token == self.token)?;
+        (term.ended_ns > until).then(|| Duration::from_nanos(term.ended_ns - until))
+    }
+
     /// One line of figures.
     fn line(&self) -> String {
         let overlaps = self.record.overlaps();
@@ -441,7 +466,7 @@ impl Outcome {
             .join(" -> ");
         format!(
             "{:?} {:?} seed {}{}{}: old leader {} token {} last wrote {}, new server at {}; repointed \
-             {} after the crash; old lease ends {} after the repoint, next term {}; overlaps {} \
+             {} after the crash; old lease ends {} after the repoint{}, next term {}; overlaps {} \
              (max {}), token order violations {}; terms {tokens}",
             self.setup.swap,
             self.setup.fault,
@@ -458,6 +483,10 @@ impl Outcome {
             self.swapped_version,
             ms(self.repointed - self.crash),
             old_end.map_or("-".into(), |e| signed(e, self.repointed)),
+            self.kept_across().map_or(String::new(), |d| format!(
+                " (renewed on the new server: {} past its last lease)",
+                ms(d)
+            )),
             next.map_or("none".into(), |n| format!(
                 "{} token {} at {} after the repoint",
                 n.process,
@@ -543,8 +572,13 @@ fn verdict(outcomes: &[&Outcome]) {
         .iter()
         .filter(|o| !token_regressions(&o.record.terms).is_empty())
         .count();
+    let kept = outcomes
+        .iter()
+        .filter(|o| o.kept_across().is_some())
+        .count();
     eprintln!(
-        "{} trials: {overlapping} with an overlap (max {}), {disordered} with tokens out of order",
+        "{} trials: {overlapping} with an overlap (max {}), {disordered} with tokens out of \
+         order, {kept} with the old term renewed on the server swapped in",
         outcomes.len(),
         max.map_or("-".into(), ms)
     );
@@ -557,6 +591,13 @@ fn verdict(outcomes: &[&Outcome]) {
         assert!(
             token_regressions(&o.record.terms).is_empty(),
             "fencing tokens not strictly increasing across terms:\n{trace}"
+        );
+        assert!(
+            o.kept_across().is_none(),
+            "the old leader's term went on past the deadline of its last lease from the old \
+             history (by {:?}): a win on the server swapped in, which never had that lease, \
+             counted as its renewal:\n{trace}",
+            o.kept_across().unwrap_or_default()
         );
         assert!(
             o.record
