@@ -582,12 +582,17 @@ fn verdict(outcomes: &[&Outcome]) {
         outcomes.len(),
         max.map_or("-".into(), ms)
     );
+    let trace = |o: &Outcome| format!("{}\n{}", o.line(), o.record.describe_from(o.repointed));
+    // Overlaps first, in every trial: the failure that matters most is the one reported.
     for o in outcomes {
-        let trace = format!("{}\n{}", o.line(), o.record.describe_from(o.repointed));
         assert!(
             o.record.overlaps().is_empty(),
-            "two leaders at one instant:\n{trace}"
+            "two leaders at one instant:\n{}",
+            trace(o)
         );
+    }
+    for o in outcomes {
+        let trace = trace(o);
         assert!(
             token_regressions(&o.record.terms).is_empty(),
             "fencing tokens not strictly increasing across terms:\n{trace}"
