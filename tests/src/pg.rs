@@ -389,6 +389,7 @@ pub(crate) fn log_tail(path: &Path, from: u64, n: usize) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
     durable: bool,
+    own_initdb: bool,
     config: Vec<String>,
     hba: Option<String>,
     hba_lines: Vec<String>,
@@ -406,6 +407,15 @@ impl ServerOptions {
     /// commit costs the server. Slower; off by default.
     pub fn durable(mut self, on: bool) -> ServerOptions {
         self.durable = on;
+        self
+    }
+
+    /// A cluster of its own: `initdb` for this server instead of a copy of the per-process
+    /// template. Every server copied from the template has the template's
+    /// `pg_control_system().system_identifier` (as a standby has its primary's); one with its
+    /// own initdb has another, as two clusters in production do. Slower (an initdb).
+    pub fn own_initdb(mut self) -> ServerOptions {
+        self.own_initdb = true;
         self
     }
 
@@ -602,7 +612,9 @@ impl PgServer {
         };
         match fill {
             Some(fill) => fill(&s.data)?,
-            None if std::env::var_os("LEADERSHIP_PG_NO_TEMPLATE").is_some() => {
+            None if options.own_initdb
+                || std::env::var_os("LEADERSHIP_PG_NO_TEMPLATE").is_some() =>
+            {
                 initdb(env, &s.data)?
             }
             None => {
@@ -710,6 +722,85 @@ impl PgServer {
             self.kill_postmaster();
         }
         self.running = false;
+    }
+
+    /// A crash: an immediate shutdown (SIGQUIT to the postmaster, what `pg_ctl stop -m
+    /// immediate` sends: every server process quits at once, without a shutdown checkpoint;
+    /// clients see their connections drop), returning once the postmaster is gone (polled every
+    /// 2 ms; `pg_ctl`'s own wait polls every 100 ms), falling back to `pg_ctl stop -m immediate`
+    /// and SIGKILL. Writes the server acknowledged are in its WAL, but a standby that had not
+    /// received them never will. Idempotent.
+    pub fn crash(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        if let Some(pid) = self.server_pid().filter(|&pid| self.is_our_postmaster(pid)) {
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) } == 0 {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline && self.is_our_postmaster(pid) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                if !self.is_our_postmaster(pid) {
+                    return;
+                }
+            }
+        }
+        if !self.pg_ctl_stop("immediate") {
+            self.kill_postmaster();
+        }
+    }
+
+    /// Whether `pid` runs with our data dir as its cwd (as the postmaster does) and is not a
+    /// zombie: a recycled pid never passes.
+    fn is_our_postmaster(&self, pid: u32) -> bool {
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd"));
+        let ours = matches!((cwd, fs::canonicalize(&self.data)), (Ok(a), Ok(b)) if a == b);
+        let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? == "Z"))
+            .unwrap_or(true);
+        ours && !zombie
+    }
+
+    /// `pg_dump` of `table` in database `postgres` (schema and rows as `INSERT`s, no owner):
+    /// the table as it is now, to load into another cluster with [`load`](PgServer::load).
+    pub fn dump_table(&self, table: &str) -> Result<String, PgError> {
+        let port = self.port.to_string();
+        let mut cmd = sanitized(Command::new(self.env.bin.join("pg_dump")));
+        cmd.args(["-h", HOST, "-p", &port, "-U", PG_USER, "-d", "postgres"])
+            .args(["--inserts", "--no-owner", "--no-privileges", "-t", table]);
+        cmd.envs(self.client_env.iter().map(|(k, v)| (k, v)));
+        let out = cmd.output()?;
+        if !out.status.success() {
+            return Err(PgError::Failed {
+                what: format!("pg_dump -t {table}"),
+                log: output_text(&out),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs an SQL script (say, a [`dump_table`](PgServer::dump_table)) with `psql -f -`,
+    /// stopping at the first error.
+    pub fn load(&self, script: &str) -> Result<(), PgError> {
+        let mut child = self
+            .psql_command()
+            .args(["-q", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(script.as_bytes())?;
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(PgError::Psql {
+                stderr: String::from_utf8_lossy(&out.stderr).trim_end().into(),
+            });
+        }
+        Ok(())
     }
 
     /// Stops and starts the server again on the same port and data dir. If another process

@@ -4,7 +4,8 @@
 //! [`PgBouncer::start`] writes `pgbouncer.ini` and a user list into a fresh temp dir, picks a
 //! free port on 127.0.0.1, runs `pgbouncer` in the foreground as a child (as the server's OS
 //! user when we are root: pgbouncer refuses to run as root) and returns once it accepts
-//! connections. Every database name maps to the same name on the server (`* = ...`); users
+//! connections. Every database name maps to the same name on the server (`postgres = ...` and
+//! `* = ...`); [`PgBouncer::repoint`] points them at another server under open clients; users
 //! listed in the user list (`postgres`, plus [`BouncerOptions::user`]) log in with
 //! `auth_type = trust`; `postgres` is also an admin (`SHOW POOLS` via [`PgBouncer::show`]).
 //! Dropping it stops pgbouncer and deletes the dir; a [watchdog](crate::watchdog) does the same
@@ -48,6 +49,14 @@
 //!   @src/objects.c:1060 in function disconnect_client(): bad client state: 0`, dropping every
 //!   client. The server itself honours such a request. pgbouncer PR #928 (1.21: stop reading
 //!   the client socket once the cancel key is in) looks like the fix; not verified here.
+//! - *Repointing.* [`PgBouncer::repoint`] rewrites the `[databases]` entries and sends `RELOAD`:
+//!   an idle client in transaction mode keeps its connection across a crash of the old server
+//!   and the repoint, and its next transaction runs on the new server, unannounced (the kit's
+//!   test `repoint_swaps_the_server_under_an_open_client`). After a failed connect pgbouncer
+//!   waits `server_login_retry` (15 s by default) before it connects again, and in
+//!   `pooler_failover` a `RELOAD` to another server did not end that wait: no client's query
+//!   reached the new server for the 3 s observed after one had reached the crashed server (so
+//!   that test sets it to 0).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -143,6 +152,7 @@ pub struct PgBouncer {
     port: u16,
     server_port: u16,
     mode: PoolMode,
+    options: BouncerOptions,
     child: Option<Child>,
     watchdog: Watchdog,
 }
@@ -187,6 +197,7 @@ impl PgBouncer {
             port: 0,
             server_port: server.port(),
             mode: options.mode,
+            options: options.clone(),
             child: None,
             watchdog,
         };
@@ -256,14 +267,60 @@ impl PgBouncer {
         self.dir.join("pgbouncer.log")
     }
 
-    /// `SHOW <what>` on the admin console (e.g. `"pools"`, `"servers"`, `"clients"`), as psql's
-    /// unaligned output with a header line.
-    pub fn show(&self, what: &str) -> Result<String, PgError> {
+    /// Repoints pgbouncer to `server` without closing its clients, as an operator does at a
+    /// failover: rewrites the `[databases]` entries (the explicit `postgres` one and the `*`
+    /// fallback) to the new port and sends `RELOAD` on the admin console; returns once `SHOW
+    /// DATABASES` lists the new port. A client connection stays open throughout and its next
+    /// transaction runs on `server`; no client is told. Server connections to the old server
+    /// are closed as they come back to the pool (pgbouncer tags them `close_needed`; one that
+    /// is dead already, a crashed server's, is dropped at its first use).
+    pub fn repoint(&mut self, server: &PgServer) -> Result<(), PgError> {
+        self.repoint_port(server.port())
+    }
+
+    /// [`repoint`](PgBouncer::repoint) to the server on `port` of 127.0.0.1.
+    pub fn repoint_port(&mut self, port: u16) -> Result<(), PgError> {
+        self.server_port = port;
+        let options = self.options.clone();
+        self.write_config(&options)?;
+        self.admin("RELOAD")?;
+        let want = port.to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let dbs = self.show("databases")?;
+            let mut lines = dbs.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split('|').collect();
+            let (name, port) = (
+                header.iter().position(|h| *h == "name"),
+                header.iter().position(|h| *h == "port"),
+            );
+            let repointed = match (name, port) {
+                (Some(n), Some(p)) => lines
+                    .map(|l| l.split('|').collect::<Vec<_>>())
+                    .filter(|row| row.get(n) == Some(&"postgres"))
+                    .all(|row| row.get(p) == Some(&want.as_str())),
+                _ => false,
+            };
+            if repointed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(PgError::Failed {
+                    what: format!("pgbouncer did not repoint to port {want} within 10 s"),
+                    log: dbs,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs a command on the admin console (`RELOAD`, `PAUSE`, `RESUME`, ...).
+    pub fn admin(&self, command: &str) -> Result<String, PgError> {
         let port = self.port.to_string();
         let out = sanitized(Command::new(tool_path("psql")?))
             .args(["-X", "-A", "-h", "127.0.0.1", "-p", &port])
             .args(["-U", "postgres", "-d", "pgbouncer", "-c"])
-            .arg(format!("SHOW {what}"))
+            .arg(command)
             .output()?;
         if !out.status.success() {
             return Err(PgError::Psql {
@@ -271,6 +328,12 @@ impl PgBouncer {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `SHOW <what>` on the admin console (e.g. `"pools"`, `"servers"`, `"clients"`), as psql's
+    /// unaligned output with a header line.
+    pub fn show(&self, what: &str) -> Result<String, PgError> {
+        self.admin(&format!("SHOW {what}"))
     }
 
     /// Stops pgbouncer (SIGTERM: immediate shutdown, clients are disconnected) and starts it
@@ -316,6 +379,7 @@ impl PgBouncer {
         let d = self.dir.display();
         let mut ini = format!(
             "[databases]\n\
+             postgres = host=127.0.0.1 port={server}\n\
              * = host=127.0.0.1 port={server}\n\
              \n\
              [pgbouncer]\n\

@@ -221,6 +221,26 @@ impl Standby {
         })
     }
 
+    /// [`promote`](Standby::promote) without pg_ctl's wait (which polls every 100 ms): `pg_ctl
+    /// promote -W`, then `pg_is_in_recovery()` polled every 5 ms until false. For failovers
+    /// whose length matters (the clients' checks that fall inside it see the outage).
+    pub fn promote_now(&mut self) -> Result<(), PgError> {
+        let mut cmd = server_command("pg_ctl")?;
+        cmd.arg("-D").arg(self.server.data_dir());
+        let out = cmd.args(["promote", "-W"]).output()?;
+        if !out.status.success() {
+            return Err(PgError::Failed {
+                what: "pg_ctl promote -W".into(),
+                log: output_text(&out),
+            });
+        }
+        wait_every(
+            "the promoted server to accept writes",
+            Duration::from_millis(5),
+            || Ok(self.psql("select pg_is_in_recovery()")?.trim() == "f"),
+        )
+    }
+
     /// The server, to keep after promotion without the standby's methods.
     pub fn into_server(self) -> PgServer {
         self.server
@@ -317,7 +337,16 @@ fn parse_u64(text: &str) -> Result<u64, PgError> {
 }
 
 /// Polls `cond` every 20 ms for up to [`WAIT`]; its errors end the wait.
-fn wait_for(what: &str, mut cond: impl FnMut() -> Result<bool, PgError>) -> Result<(), PgError> {
+fn wait_for(what: &str, cond: impl FnMut() -> Result<bool, PgError>) -> Result<(), PgError> {
+    wait_every(what, Duration::from_millis(20), cond)
+}
+
+/// Polls `cond` every `period` for up to [`WAIT`]; its errors end the wait.
+fn wait_every(
+    what: &str,
+    period: Duration,
+    mut cond: impl FnMut() -> Result<bool, PgError>,
+) -> Result<(), PgError> {
     let deadline = Instant::now() + WAIT;
     loop {
         if cond()? {
@@ -329,6 +358,6 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> Result<bool, PgError>) -> Resu
                 log: format!("not within {WAIT:?}"),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(period);
     }
 }

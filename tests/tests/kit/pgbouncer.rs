@@ -410,3 +410,35 @@ fn wait_for_log(bouncer: &PgBouncer, line: &str) -> String {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `repoint` moves a running pgbouncer to another server, in both modes. In transaction mode an
+/// idle client's connection survives a crash of the server and the repoint, and its next query
+/// runs on the new server: nothing tells the client. (A query sent while the crashed server is
+/// still behind pgbouncer fails and pgbouncer closes that client: not asserted.)
+#[test]
+fn repoint_swaps_the_server_under_an_open_client() {
+    let (mut a, b) = (server(), server());
+    for mode in MODES {
+        a.restart().unwrap();
+        let mut bouncer = PgBouncer::start(&a, mode).unwrap();
+        let mut c = client(&bouncer.conn_string());
+        let port = |c: &mut Client| -> Result<u16, postgres::Error> {
+            let p: i32 = c.query_one("select inet_server_port()", &[])?.get(0);
+            Ok(p as u16)
+        };
+        assert_eq!(port(&mut c).unwrap(), a.port(), "{mode:?}");
+        a.crash();
+        bouncer.repoint(&b).unwrap();
+        assert_eq!(bouncer.server_port(), b.port());
+        if mode == PoolMode::Transaction {
+            // The same client connection, now on the other server.
+            assert_eq!(port(&mut c).unwrap(), b.port(), "{mode:?}");
+            assert!(
+                !c.is_closed(),
+                "{mode:?}: the client connection stayed open"
+            );
+        }
+        let mut fresh = client(&bouncer.conn_string());
+        assert_eq!(port(&mut fresh).unwrap(), b.port(), "{mode:?}");
+    }
+}
