@@ -61,7 +61,9 @@ impl From<leadership_tokio::Error> for Failure {
             E::Config(_) | E::Table(_) | E::ConnectString(_) | E::PoolerRefusedOptions(_) => CONFIG,
             E::NoDatabase => CONFIG,
             E::Authentication(_) => NO_PERMISSION,
-            E::Connect(_) | E::Timeout { .. } | E::ReadOnly { .. } => UNAVAILABLE,
+            E::Connect(_) | E::Timeout { .. } | E::ReadOnly { .. } | E::ReadOnlyServer { .. } => {
+                UNAVAILABLE
+            }
             E::Shape { .. } => SHAPE,
             _ => FAILURE,
         };

@@ -329,6 +329,13 @@ SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system,
        has_function_privilege('pg_catalog.pg_ls_waldir()', 'execute') AS can_list_wal
 FROM tli"#;
 
+/// Whether the server takes no writes: a standby (in recovery), or `default_transaction_read_only`
+/// on a primary. Asked once at start, so that a setting that can never lead (one standby host,
+/// or a list without `target_session_attrs=read-write` that landed on one) is an error naming
+/// the servers, not a process whose every check fails with SQLSTATE 25006. Returns one bool.
+pub const READ_ONLY: &str =
+    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'";
+
 /// How long ago the server was promoted to timeline `$1` (integer), by its clock, in
 /// microseconds: the age of that timeline's history file. Needs `pg_ls_waldir()` (superusers
 /// and `pg_monitor`; see [`SERVER`]'s `can_list_wal`). Returns one bigint, NULL if there is no

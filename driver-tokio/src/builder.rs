@@ -76,12 +76,12 @@ pub struct FlagBuilder<K = One> {
 #[derive(Debug)]
 pub enum One {}
 
-/// What a [`FlagBuilder`] builds: a [`FlagSet`] (from [`FlagSet::builder`]), whose `start`
+/// What a [`FlagBuilder`] builds: a [`FlagSet`](crate::FlagSet) (from [`FlagSet::builder`](crate::FlagSet::builder)), whose `start`
 /// gives the set; it cannot build a single flag.
 #[derive(Debug)]
 pub enum Set {}
 
-/// The builder of a [`FlagSet`]: the same settings as a flag's, shared by every flag of the
+/// The builder of a [`FlagSet`](crate::FlagSet): the same settings as a flag's, shared by every flag of the
 /// set. Its `start` gives the set; it cannot start a single flag:
 ///
 /// ```compile_fail
@@ -109,7 +109,7 @@ impl<K> fmt::Debug for FlagBuilder<K> {
 /// container cannot share: two containers each the first process of its own PID namespace, with
 /// one host name (host networking), are both `<host>-1`, and a process restarted under the same
 /// pid would be its own predecessor. Every call in one process returns the same name.
-/// [`Flag::builder`] and [`FlagSet::builder`] use it for an empty process name; give an explicit
+/// [`Flag::builder`] and [`FlagSet::builder`](crate::FlagSet::builder) use it for an empty process name; give an explicit
 /// name (the pod name, from the downward API) where an operator should recognise it.
 ///
 /// ```

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use leadership_core::sql::{Statements, Table, PROMOTED_AGO, SERVER};
+use leadership_core::sql::{Statements, Table, PROMOTED_AGO, READ_ONLY, SERVER};
 use leadership_core::{Identity, Server};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -573,6 +573,18 @@ impl Connector {
         };
         // From here on, `task` must not outlive a failure: wrap it at once.
         let guard = SetUpGuard(Some(task));
+        // Only here, once: on every reconnect this round trip would cost the lease's time (a
+        // host list asks the server itself, through target_session_attrs).
+        let read_only: bool = bounded("asking whether the server takes writes", budget, async {
+            client.query_one(READ_ONLY, &[]).await
+        })
+        .await?
+        .get(0);
+        if read_only {
+            return Err(Error::ReadOnlyServer {
+                servers: self.servers.to_string(),
+            });
+        }
         debug!(table = %table.quoted(), "connected; checking the table");
         let shape = ensure_table(&mut client, &self.statements, budget).await?;
         self.term.store(shape.term, Ordering::Relaxed);

@@ -62,6 +62,15 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server accepted the connection but takes no writes (a standby, or
+    /// `default_transaction_read_only`), and the settings did not ask to skip such servers (one
+    /// host, or `target_session_attrs` other than `read-write`): a process competing there can
+    /// never lead, so start refuses it.
+    #[error("{servers}: the server that answered takes no writes (a standby, or default_transaction_read_only); a process competing for a flag needs the primary: name it, or list it with the others (read-only hosts of a list are skipped)")]
+    ReadOnlyServer {
+        /// The servers of the settings, `host:port`, in order.
+        servers: String,
+    },
     /// The table exists but cannot hold flags; the error names the column.
     #[error("table {table} cannot hold flags: {source}")]
     Shape {

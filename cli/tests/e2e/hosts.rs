@@ -78,17 +78,19 @@ fn a_host_list_with_a_standby_first_leads_on_the_primary() {
         || !log_lines(&log).is_empty(),
     );
     assert_eq!(holder(&primary), "p");
-    // The standby alone, asked for a writable server, can never lead: an error naming it.
-    // (Without the setting, one host is not asked: its checks fail with 25006.)
-    let alone = format!("{} target_session_attrs=read-write", host_list(&[&standby]));
-    let out = output(&["run", "--url", &alone, "--name", "job", "--", "true"]);
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{e}");
+    // The standby alone can never lead: an error naming it, asked for a writable server or
+    // not (before: without the setting, it started and every check failed with 25006).
     let named = format!("{}:{}", standby.host(), standby.port());
-    assert!(
-        e.contains("no writable server") && e.contains(&named),
-        "{e}"
-    );
+    let asked = format!("{} target_session_attrs=read-write", host_list(&[&standby]));
+    for (url, says) in [
+        (asked.as_str(), "no writable server"),
+        (&host_list(&[&standby]), "takes no writes"),
+    ] {
+        let out = output(&["run", "--url", url, "--name", "job", "--", "true"]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{url}: {e}");
+        assert!(e.contains(says) && e.contains(&named), "{url}: {e}");
+    }
 }
 
 #[test]
