@@ -576,7 +576,7 @@ impl Connector {
         // Only here, once: on every reconnect this round trip would cost the lease's time (a
         // host list asks the server itself, through target_session_attrs).
         let read_only: bool = bounded("asking whether the server takes writes", budget, async {
-            client.query_one(READ_ONLY, &[]).await
+            client.query_typed_one(READ_ONLY, &[]).await
         })
         .await?
         .get(0);
