@@ -50,6 +50,12 @@ pub enum Input<'a> {
     /// change from the previous connection's server, or a recent promotion, is evidence that
     /// committed writes may be lost ([`Anomaly::LostWrites`](crate::Anomaly::LostWrites)).
     Connected(Server),
+    /// Whether this process wants to lead the flag; a new flag does (unless started with
+    /// [`Flag::new_unwanted`](crate::Flag::new_unwanted)). A balanced set
+    /// ([`balance`](crate::balance)) hands it in as the assignment changes; see
+    /// [`Flag::handle_input`](crate::Flag::handle_input) for what each value does. The protocol
+    /// is unchanged: this only withholds takeovers and renewals.
+    Wanted(bool),
 }
 
 /// What a server says about itself when a connection opens: enough to tell whether it is the
@@ -179,7 +185,8 @@ impl Input<'_> {
             | Input::Close
             | Input::Resign { .. }
             | Input::WorkStopped
-            | Input::Connected(_) => None,
+            | Input::Connected(_)
+            | Input::Wanted(_) => None,
         }
     }
 }
