@@ -52,9 +52,20 @@ pub enum Input<'a> {
     Connected(Server),
     /// Whether this process wants to lead the flag; a new flag does (unless started with
     /// [`Flag::new_unwanted`](crate::Flag::new_unwanted)). A balanced set
-    /// ([`balance`](crate::balance)) hands it in as the assignment changes; see
-    /// [`Flag::handle_input`](crate::Flag::handle_input) for what each value does. The protocol
-    /// is unchanged: this only withholds takeovers and renewals.
+    /// ([`balance`](crate::balance)) hands it in as the assignment changes:
+    ///
+    /// - unwanted, a follower is *dormant*: it schedules no check and ignores notifications
+    ///   (the set watches the row with its own scan), and a check already in flight neither
+    ///   takes over nor inserts (`may_take` and `may_insert` false);
+    /// - unwanted, a leader hands the flag over as a close would, but keeps running: it
+    ///   lowers ([`LowerReason::Unwanted`](crate::LowerReason::Unwanted)), asks for the work to
+    ///   stop ([`Command::StopWork`](crate::Command::StopWork)), and releases the row once it
+    ///   has (after the pending statement, if any, returns);
+    /// - wanted again, a follower checks at once (the takeover attempt) and from then on as
+    ///   usual.
+    ///
+    /// The protocol is unchanged: this only withholds takeovers and renewals. (This was
+    /// `Flag::set_wanted`, a side door beside this enum, until issue 27.)
     Wanted(bool),
 }
 

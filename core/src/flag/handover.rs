@@ -85,20 +85,9 @@ impl Flag {
                 ))
     }
 
-    /// [`Input::Wanted`]: whether this process wants to lead the flag; a new flag does. A balanced
-    /// set ([`balance`](crate::balance)) hands it in as the assignment changes:
-    ///
-    /// - unwanted, a follower is *dormant*: it schedules no check and ignores notifications
-    ///   (the set watches the row with its own scan), and a check already in flight neither
-    ///   takes over nor inserts (`may_take` and `may_insert` false);
-    /// - unwanted, a leader hands the flag over as a close would, but keeps running: it
-    ///   lowers ([`LowerReason::Unwanted`]), asks for the work to stop
-    ///   ([`Command::StopWork`]), and releases the row once it has (after the pending
-    ///   statement, if any, returns);
-    /// - wanted again, a follower checks at once (the takeover attempt) and from then on as
-    ///   usual.
-    ///
-    /// The protocol is unchanged: this only withholds takeovers and renewals.
+    /// [`Input::Wanted`](crate::Input::Wanted): unwanted, a follower goes dormant and a leader
+    /// hands the flag over (once nothing is pending: [`Flag::hand_over_if_unwanted`]); wanted
+    /// again, a follower checks at once.
     pub(super) fn on_wanted(&mut self, now: Instant, wanted: bool) {
         let woke = wanted && !self.wanted;
         self.wanted = wanted;
