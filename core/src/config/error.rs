@@ -2,6 +2,9 @@
 
 use core::time::Duration;
 
+#[cfg(doc)]
+use super::{MARGIN_FLOOR_DIVISOR, MAX_NAME_BYTES, MIN_DEFAULT_INTERVAL, MIN_TIMEOUT};
+
 /// A configuration that cannot work, saying which values clash.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
