@@ -149,3 +149,63 @@ impl Flag {
                 .is_some_and(|d| d.version == version && now < d.until)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+    use core::time::Duration;
+
+    use crate::{Anomaly, Command, Config, Flag, Instant};
+
+    fn flag() -> Flag {
+        let config = Config::builder("flag", "me")
+            .interval(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let mut flag = Flag::new(config, 7, Instant::ZERO);
+        while flag.poll_command().is_some() {}
+        flag
+    }
+
+    fn commands(flag: &mut Flag) -> Vec<Command> {
+        core::iter::from_fn(|| flag.poll_command()).collect()
+    }
+
+    #[test]
+    fn a_fence_only_ever_extends() {
+        let mut f = flag();
+        let t = Instant::ZERO;
+        f.fence(t + Duration::from_secs(10));
+        f.fence(t + Duration::from_secs(5));
+        assert!(f.is_fenced(t + Duration::from_secs(7)));
+        assert!(!f.is_fenced(t + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_version_below_the_highest_seen_is_lost_writes_and_starts_a_new_history() {
+        let mut f = flag();
+        let now = Instant::ZERO + Duration::from_secs(1);
+        f.judge_history(now, Some(5));
+        assert_eq!(commands(&mut f), []);
+        f.judge_history(now, Some(3));
+        assert_eq!(commands(&mut f), [Command::Anomaly(Anomaly::LostWrites)]);
+        // Fenced for a lease and a margin; the floor stays above everything seen.
+        let lease = f.config.interval() + f.config.margin();
+        assert!(f.is_fenced(now + lease - Duration::from_millis(1)));
+        assert!(!f.is_fenced(now + lease));
+        assert_eq!(
+            (f.history.seen_max, f.history.history_max),
+            (Some(5), Some(3))
+        );
+        // Only a step back from the new history is news.
+        f.judge_history(now, Some(4));
+        assert_eq!(commands(&mut f), []);
+    }
+
+    #[test]
+    fn only_a_later_version_than_ours_is_news() {
+        let mut f = flag();
+        f.note_written(Some(4));
+        assert!(f.knows(3) && f.knows(4) && !f.knows(5));
+    }
+}

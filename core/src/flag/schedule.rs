@@ -111,3 +111,60 @@ fn ppm_of(base: Duration, parts: u64) -> Duration {
     let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use super::ppm_of;
+    use crate::{Config, Flag, Instant};
+
+    fn flag(interval: Duration) -> Flag {
+        let config = Config::builder("flag", "me")
+            .interval(interval)
+            .build()
+            .unwrap();
+        Flag::new(config, 7, Instant::ZERO)
+    }
+
+    #[test]
+    fn ppm_of_takes_that_many_millionths() {
+        assert_eq!(
+            ppm_of(Duration::from_secs(1), 250_000),
+            Duration::from_millis(250)
+        );
+        assert_eq!(ppm_of(Duration::from_secs(3), 0), Duration::ZERO);
+        assert_eq!(
+            ppm_of(Duration::from_secs(3), 1_000_000),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn a_leader_renews_around_the_renew_interval_with_the_defaults() {
+        let mut f = flag(Duration::from_secs(30));
+        let renew = f.config.renew_interval();
+        let each_way = ppm_of(renew, f.config.jitter_ppm() / 4);
+        let (mut earlier, mut later) = (false, false);
+        for _ in 0..1000 {
+            let delay = f.renew_delay();
+            assert!(
+                renew - each_way <= delay && delay <= renew + each_way,
+                "{delay:?}"
+            );
+            earlier |= delay < renew;
+            later |= delay > renew;
+        }
+        assert!(earlier && later, "centred on the renew interval");
+    }
+
+    #[test]
+    fn a_jitter_is_at_most_its_share_of_the_base() {
+        let mut f = flag(Duration::from_secs(2));
+        let base = Duration::from_millis(200);
+        let most = ppm_of(base, f.config.jitter_ppm());
+        for _ in 0..1000 {
+            assert!(f.jitter_of(base) <= most);
+        }
+    }
+}
