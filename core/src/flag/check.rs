@@ -62,7 +62,7 @@ impl Flag {
 
     pub(super) fn on_precheck(&mut self, now: Instant, answer: Precheck) {
         self.pending = Pending::Nothing;
-        if matches!(self.phase, Phase::Closing { .. }) || self.handover.resigning {
+        if self.is_handing_over() {
             return self.continue_handover(now);
         }
         if answer == Precheck::Pass {
@@ -109,7 +109,7 @@ impl Flag {
             timestamp: None,
         });
 
-        if matches!(self.phase, Phase::Closing { .. }) || self.handover.resigning {
+        if self.is_handing_over() {
             // Handing over: the check only says what is ours to release.
             let held = match (reply.won, row.version) {
                 (true, version) => version,

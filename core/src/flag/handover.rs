@@ -120,6 +120,12 @@ impl Flag {
         }
     }
 
+    /// Whether a close or a resign waits for the statement in flight: its reply (or its
+    /// failure, or a new connection) only says what is ours to release.
+    pub(super) fn is_handing_over(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. }) || self.handover.resigning
+    }
+
     /// The statement a close or a resign waited for has returned, or was never run: go on
     /// handing over. A close comes first: it may have been asked for during a resign.
     pub(super) fn continue_handover(&mut self, now: Instant) {

@@ -6,7 +6,7 @@ use crate::command::{Anomaly, Command};
 use crate::input::{Checked, Server};
 use crate::time::Instant;
 
-use super::{Flag, Pending, Phase};
+use super::{Flag, Pending};
 
 /// The row's past as this process knows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -54,9 +54,7 @@ impl Flag {
     pub(super) fn on_connected(&mut self, now: Instant, server: Server) {
         self.judge_server(now, server);
         match self.pending {
-            Pending::Check { .. }
-                if matches!(self.phase, Phase::Closing { .. }) || self.handover.resigning =>
-            {
+            Pending::Check { .. } if self.is_handing_over() => {
                 self.pending = Pending::Nothing;
                 self.continue_handover(now);
             }
