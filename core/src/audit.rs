@@ -112,6 +112,7 @@ impl AuditedFlag {
                     }
                     Input::Failed(_) | Input::Connected(_) => self.check_pending = false,
                     Input::WorkStopped => self.work_running = false,
+                    Input::Wanted(_) => self.won_in_flight = false,
                     _ => {}
                 }
             }
@@ -123,14 +124,6 @@ impl AuditedFlag {
     /// [`Flag::handle_timeout`], audited.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Violation> {
         self.flag.handle_timeout(now);
-        self.now = self.now.max(now);
-        self.won_in_flight = false;
-        self.audit_state(now)
-    }
-
-    /// [`Flag::set_wanted`], audited.
-    pub fn set_wanted(&mut self, now: Instant, wanted: bool) -> Result<(), Violation> {
-        self.flag.set_wanted(now, wanted);
         self.now = self.now.max(now);
         self.won_in_flight = false;
         self.audit_state(now)

@@ -7,7 +7,7 @@
 //! expired by the database's clock (the takeover rule). The live members, sorted, and the live
 //! holder of each shard are the [`View`]; [`assign`] turns a view into one designated owner per
 //! shard, the same for every process that reads the same view. A process then *wants* the
-//! shards designated to it ([`Flag::set_wanted`](crate::Flag::set_wanted)): it takes them when
+//! shards designated to it ([`Input::Wanted`](crate::Input::Wanted)): it takes them when
 //! they are free, expired or released, and releases those it leads but is no longer designated,
 //! through the ordinary protocol (stop the work, release, `NOTIFY`).
 //!

@@ -138,7 +138,7 @@ pub enum LowerReason {
     /// The user resigned ([`Input::Resign`](crate::Input::Resign)).
     Resigned,
     /// A balanced set no longer wants this process to lead the flag
-    /// ([`Flag::set_wanted`](crate::Flag::set_wanted)): it hands it over to the process the
+    /// ([`Input::Wanted`](crate::Input::Wanted)): it hands it over to the process the
     /// balance designates (a [`Command::StopWork`] and a release follow).
     Unwanted,
 }

@@ -50,6 +50,23 @@ pub enum Input<'a> {
     /// change from the previous connection's server, or a recent promotion, is evidence that
     /// committed writes may be lost ([`Anomaly::LostWrites`](crate::Anomaly::LostWrites)).
     Connected(Server),
+    /// Whether this process wants to lead the flag; a new flag does (unless started with
+    /// [`Flag::new_unwanted`](crate::Flag::new_unwanted)). A balanced set
+    /// ([`balance`](crate::balance)) hands it in as the assignment changes:
+    ///
+    /// - unwanted, a follower is *dormant*: it schedules no check and ignores notifications
+    ///   (the set watches the row with its own scan), and a check already in flight neither
+    ///   takes over nor inserts (`may_take` and `may_insert` false);
+    /// - unwanted, a leader hands the flag over as a close would, but keeps running: it
+    ///   lowers ([`LowerReason::Unwanted`](crate::LowerReason::Unwanted)), asks for the work to
+    ///   stop ([`Command::StopWork`](crate::Command::StopWork)), and releases the row once it
+    ///   has (after the pending statement, if any, returns);
+    /// - wanted again, a follower checks at once (the takeover attempt) and from then on as
+    ///   usual.
+    ///
+    /// The protocol is unchanged: this only withholds takeovers and renewals. (This was
+    /// `Flag::set_wanted`, a side door beside this enum, until issue 27.)
+    Wanted(bool),
 }
 
 /// What a server says about itself when a connection opens: enough to tell whether it is the
@@ -179,7 +196,8 @@ impl Input<'_> {
             | Input::Close
             | Input::Resign { .. }
             | Input::WorkStopped
-            | Input::Connected(_) => None,
+            | Input::Connected(_)
+            | Input::Wanted(_) => None,
         }
     }
 }

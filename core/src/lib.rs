@@ -178,6 +178,26 @@
 //! input and every timeout; reply to each statement exactly once (with [`Input::Failed`] if it
 //! failed or took longer than [`Config::timeout`]); never hand in a `now` earlier than the
 //! last; answer [`Flag::is_leader`] with the clock at the moment of the question.
+//!
+//! # The vocabulary we started from
+//!
+//! The project began with a sketch of the machine in other words: events `Tick`, `Now(t)`,
+//! `Loaded(row)` and `UpdateResult(n)`; commands `QueryNow`, `Update<version>`, `Raise` and
+//! `Schedule(d)`. Each lives on here, some merged:
+//!
+//! | started from | here | why |
+//! |---|---|---|
+//! | `Tick` | [`Flag::handle_timeout`] | a timer is not an input variant: the driver calls it when [`Flag::poll_timeout`] passes |
+//! | `Now(t)` | the `now` argument of every call | the core never reads a clock; time arrives with every input, never on its own |
+//! | `QueryNow`, `Loaded(row)`, `Update<version>`, `UpdateResult(n)` | [`Command::Check`] → [`Input::Checked`] | one statement per check: [`sql::CHECK`] reads the row, writes it when it may (renew, take over, insert) and returns the row after the change with the server's `now()`, so the read, the database's time and the write's outcome come back in one reply; separate steps would cost three round trips and let the row change between the read and the write |
+//! | `Raise` | [`Command::Raise`], and [`Command::Lower`] with its reason | a raise needs its end: a lowering says why (deadline passed, lost, precheck refused, closed, resigned, unwanted) |
+//! | `Schedule(d)` | [`Flag::poll_timeout`] | an instant, not a delay: polling again returns the same instant, so a driver may ask at any time and it never drifts |
+//!
+//! Added since: the release ([`Command::Release`] → [`Input::Released`]), a failed statement
+//! ([`Input::Failed`]), the precheck, notifications, close and resign, the leader-only work
+//! ([`Command::StopWork`] → [`Input::WorkStopped`]), the server's identity
+//! ([`Input::Connected`]) and the balance switch ([`Input::Wanted`]): every outside event enters
+//! through [`Input`].
 
 #![no_std]
 #![forbid(unsafe_code)]

@@ -130,7 +130,7 @@ pub(crate) struct Driver {
     known_conn: Option<u64>,
     /// Resign calls waiting for the hand-over to finish.
     resigned: Vec<oneshot::Sender<()>>,
-    /// Whether a balanced set wants this flag ([`Core::set_wanted`]); `None` for an ordinary
+    /// Whether a balanced set wants this flag ([`Input::Wanted`]); `None` for an ordinary
     /// flag, which always does.
     wanted: Option<watch::Receiver<bool>>,
     /// A balanced set's wake-up for a read of the group, rung when this shard is released
@@ -258,7 +258,7 @@ impl Driver {
                     match changed {
                         Some(wanted) => {
                             debug!(name = %self.name, wanted, "balance changed");
-                            self.core.set_wanted(self.signals.cell.now(), wanted);
+                            self.input(Input::Wanted(wanted));
                         }
                         None => self.wanted = None,
                     }

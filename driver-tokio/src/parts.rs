@@ -36,7 +36,7 @@ pub(crate) type PrecheckFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> + Send + Sync>;
 
 /// What makes a flag a shard of a balanced set: the switch by which the balance wants it or
-/// not ([`Core::set_wanted`](leadership_core::Flag::set_wanted)), and the wake-up by which it
+/// not ([`Input::Wanted`](leadership_core::Input::Wanted)), and the wake-up by which it
 /// asks for the group to be read again (a release it heard of while dormant).
 pub(crate) struct Shard {
     pub(crate) wanted: watch::Receiver<bool>,

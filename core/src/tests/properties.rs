@@ -115,7 +115,9 @@ fn run(config: Config, seed: u64, steps: &[Step]) -> Result<Vec<String>, TestCas
                 continue;
             }
             Step::Want(wanted) => {
-                flag.set_wanted(now, *wanted).map_err(fail)?;
+                flag.handle_input(now, Input::Wanted(*wanted))
+                    .map_err(fail)?
+                    .map_err(|e| TestCaseError::fail(format!("{e}")))?;
                 continue;
             }
             Step::Wake => {

@@ -364,7 +364,7 @@ fn model_check_a_refused_precheck_does_not_release_a_lease_that_just_lapsed() {
 fn an_unwanted_leader_hands_over_after_its_work_stopped_and_an_unwanted_follower_sleeps() {
     let mut h = Harness::leader();
     h.at(ms(100));
-    h.flag.set_wanted(h.now, false);
+    h.flag.handle_input(h.now, Input::Wanted(false)).unwrap();
     assert_eq!(
         h.commands(),
         [Command::Lower(LowerReason::Unwanted), Command::StopWork]
@@ -382,7 +382,7 @@ fn an_unwanted_leader_hands_over_after_its_work_stopped_and_an_unwanted_follower
     h.flag.handle_timeout(h.now);
     assert_eq!(h.commands(), []);
     // Wanted again: a check at once, which may take over.
-    h.flag.set_wanted(h.now, true);
+    h.flag.handle_input(h.now, Input::Wanted(true)).unwrap();
     assert_eq!(
         h.commands(),
         [Command::Check {
@@ -403,7 +403,7 @@ fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_
         h.wake()[..],
         [Command::Check { renew: Some(0), .. }]
     ));
-    h.flag.set_wanted(h.now, false);
+    h.flag.handle_input(h.now, Input::Wanted(false)).unwrap();
     assert_eq!(h.commands(), [], "the renew is in flight");
     let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
     assert_eq!(
@@ -418,7 +418,7 @@ fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_
     // A follower's check sent while wanted, then unwanted: it returns and sleeps; a new
     // follower's first check when unwanted takes nothing.
     let mut f = Harness::new();
-    f.flag.set_wanted(f.now, false);
+    f.flag.handle_input(f.now, Input::Wanted(false)).unwrap();
     assert_eq!(
         f.commands(),
         [Command::Check {
@@ -432,12 +432,12 @@ fn an_unwanted_leader_waits_for_its_renew_in_flight_and_a_check_in_flight_takes_
     );
     f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
     assert_eq!(f.flag.poll_timeout(), None);
-    f.flag.set_wanted(f.now, true);
+    f.flag.handle_input(f.now, Input::Wanted(true)).unwrap();
     assert!(matches!(
         f.commands()[..],
         [Command::Check { may_take: true, .. }]
     ));
-    f.flag.set_wanted(f.now, false);
+    f.flag.handle_input(f.now, Input::Wanted(false)).unwrap();
     f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
     assert_eq!(f.flag.poll_timeout(), None);
 }
@@ -453,7 +453,7 @@ fn a_flag_started_unwanted_checks_only_once_wanted() {
     assert_eq!(flag.poll_command(), None);
     assert_eq!(flag.poll_timeout(), None);
     assert!(!flag.is_wanted());
-    flag.set_wanted(now, true);
+    flag.handle_input(now, Input::Wanted(true)).unwrap();
     assert_eq!(
         flag.poll_command(),
         Some(Command::Check {

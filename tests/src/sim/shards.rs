@@ -861,7 +861,8 @@ impl World {
         for (s, want) in wanted.into_iter().enumerate() {
             let core = &mut self.procs[p].cores[s + 1];
             if core.is_wanted() != want {
-                core.set_wanted(now, want);
+                core.handle_input(now, Input::Wanted(want))
+                    .expect("contract");
                 self.drain(p, s + 1);
             }
         }
