@@ -268,23 +268,43 @@ fn the_backend_key_differs_from_the_backend_pid_behind_a_pooler() {
     }
 }
 
+/// How a query ended that a cancel request was sent for.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// It ran to its end: the cancel never reached the server.
+    Ran,
+    /// The server cancelled it, with this SQLSTATE.
+    Failed(String),
+    /// The connection closed under it without a SQLSTATE: the pooler in between died.
+    Closed,
+}
+
+impl Ended {
+    fn code(&self) -> Option<&str> {
+        match self {
+            Ended::Failed(code) => Some(code),
+            _ => None,
+        }
+    }
+}
+
 /// A `pg_sleep(secs)` sent on `c`, and a cancel request sent `after` it by `cancel`; returns
-/// how long the query took and its SQLSTATE if it failed.
+/// how long the query took and how it ended.
 fn sleep_and_cancel(
     c: &mut Wire,
     secs: u32,
     after: Duration,
     cancel: impl FnOnce(),
-) -> (Duration, Option<String>) {
+) -> (Duration, Ended) {
     let t = Instant::now();
     c.send_query(&format!("select pg_sleep({secs})")).unwrap();
     std::thread::sleep(after);
     cancel();
-    let res = c.finish();
-    (
-        t.elapsed(),
-        res.err().and_then(|e| e.code().map(String::from)),
-    )
+    let ended = match c.finish() {
+        Ok(_) => Ended::Ran,
+        Err(e) => e.code().map_or(Ended::Closed, |c| Ended::Failed(c.into())),
+    };
+    (t.elapsed(), ended)
 }
 
 /// (e) Cancel requests through pgbouncer, sent as libpq sends them and as tokio-postgres does.
@@ -299,11 +319,11 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
         for _ in 0..3 {
             let mut c = Wire::connect(port, &[]).unwrap();
             let (pid, secret) = (c.pid, c.secret);
-            let (took, code) = sleep_and_cancel(&mut c, 30, short, || {
+            let (took, ended) = sleep_and_cancel(&mut c, 30, short, || {
                 wire::cancel(port, pid, secret, false).unwrap()
             });
-            println!("FACT (e) {mode:?}: libpq-style cancel: {code:?} after {took:?}");
-            assert_eq!(code.as_deref(), Some("57014"), "{mode:?}");
+            println!("FACT (e) {mode:?}: libpq-style cancel: {ended:?} after {took:?}");
+            assert_eq!(ended.code(), Some("57014"), "{mode:?}");
             assert!(took < Duration::from_secs(5), "{mode:?}: {took:?}");
             assert!(alive(bouncer.pid().unwrap()));
         }
@@ -313,7 +333,7 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
         // client unexpected eof") and the query runs on, or forwards it and dies.
         let (mut lost, mut crashed) = (0, 0);
         for trial in 0..6 {
-            let (took, code) = if trial % 3 == 2 {
+            let (took, ended) = if trial % 3 == 2 {
                 let mut c = Wire::connect(port, &[]).unwrap();
                 let (pid, secret) = (c.pid, c.secret);
                 sleep_and_cancel(&mut c, 1, short, || {
@@ -324,8 +344,10 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
             };
             // Judged by what the query saw, then waited for: a sample 50 ms later found a
             // forwarded cancel beside a pgbouncer that had not died yet (once, under load).
+            // A forwarded cancel may also kill pgbouncer before it relays the server's error:
+            // the query then ends early with its connection closed (CI, once: 311 ms).
             let pid = bouncer.pid().unwrap();
-            if code.is_none() {
+            if ended == Ended::Ran {
                 // Dropped: the query ran its whole second, and pgbouncer lives.
                 assert!(took >= Duration::from_secs(1), "{mode:?}: {took:?}");
                 let log = wait_for_log(&bouncer, "client unexpected eof");
@@ -335,8 +357,13 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
                 );
                 lost += 1;
             } else {
-                // Forwarded: then pgbouncer 1.18 dies of it.
-                assert_eq!(code.as_deref(), Some("57014"), "{mode:?}");
+                // Forwarded: then pgbouncer 1.18 dies of it, before or after it relays the
+                // server's error.
+                assert!(
+                    matches!(ended.code(), Some("57014")) || ended == Ended::Closed,
+                    "{mode:?}: {ended:?}"
+                );
+                println!("FACT (e) {mode:?}: forwarded cancel: {ended:?} after {took:?}");
                 let until = Instant::now() + Duration::from_secs(5);
                 while alive(pid) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(10));
@@ -364,17 +391,17 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
     // The server itself honours both kinds.
     let mut c = Wire::connect(pg.port(), &[]).unwrap();
     let (pid, secret, port) = (c.pid, c.secret, pg.port());
-    let (_, code) = sleep_and_cancel(&mut c, 30, short, || {
+    let (_, ended) = sleep_and_cancel(&mut c, 30, short, || {
         wire::cancel(port, pid, secret, true).unwrap()
     });
-    assert_eq!(code.as_deref(), Some("57014"), "directly, half-closed");
-    let (took, code) = tokio_cancel(&pg.conn_string(), 30);
-    assert_eq!(code.as_deref(), Some("57014"), "directly, tokio-postgres");
+    assert_eq!(ended.code(), Some("57014"), "directly, half-closed");
+    let (took, ended) = tokio_cancel(&pg.conn_string(), 30);
+    assert_eq!(ended.code(), Some("57014"), "directly, tokio-postgres");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 /// `select pg_sleep(secs)` through tokio-postgres, with `cancel_query` 300 ms in.
-fn tokio_cancel(conn: &str, secs: u32) -> (Duration, Option<String>) {
+fn tokio_cancel(conn: &str, secs: u32) -> (Duration, Ended) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -391,10 +418,13 @@ fn tokio_cancel(conn: &str, secs: u32) -> (Duration, Option<String>) {
             token.cancel_query(NoTls).await.unwrap();
         };
         let (res, ()) = tokio::join!(sleeping, cancel);
-        let code = res
-            .err()
-            .and_then(|e| e.as_db_error().map(|d| d.code().code().to_string()));
-        (started.elapsed(), code)
+        let ended = match res {
+            Ok(_) => Ended::Ran,
+            Err(e) => e
+                .as_db_error()
+                .map_or(Ended::Closed, |d| Ended::Failed(d.code().code().into())),
+        };
+        (started.elapsed(), ended)
     })
 }
 
