@@ -14,7 +14,7 @@ use leadership_core::{Config, ConfigBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::connection::Connector;
+use crate::connector::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
 use crate::link::Link;

@@ -100,6 +100,7 @@ mod balanced;
 pub mod boot_clock;
 mod builder;
 mod connection;
+mod connector;
 mod driver;
 mod error;
 mod fence;

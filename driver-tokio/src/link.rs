@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backoff::Backoff;
-use crate::connection::{Conn, Connector};
+use crate::connection::Conn;
+use crate::connector::Connector;
 use crate::pooler::Route;
 
 /// One connection shared by every flag of a set (or by one flag), opened again on demand after
@@ -80,7 +81,7 @@ impl Link {
     /// A statement on `conn` failed or timed out: close it, so the next statement reconnects.
     /// The first flag to give up on a connection counts the failure.
     pub(crate) fn abandon(&self, conn: &Arc<Conn>) {
-        conn.abandon(&self.connector);
+        self.connector.abandon(conn);
         let mut current = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             *current = None;

@@ -6,6 +6,7 @@ use crate::command::{Anomaly, Command, Lease, LowerReason, WonBy};
 use crate::input::{Checked, Failure, Precheck, Row};
 use crate::time::{DbTime, Instant};
 
+use super::handover::Why;
 use super::history::Doubt;
 use super::{Flag, Pending, Phase, Role, Seen};
 
@@ -69,11 +70,8 @@ impl Flag {
             return self.send_check(now);
         }
         // Refused or failed: step down, and hand the row over once the work has stopped.
-        let held = self.step_down_and_stop(LowerReason::PrecheckRefused);
-        match held {
-            Some(version) => self.release_when_stopped(version),
-            None => self.schedule_retry(now),
-        }
+        let held = self.hand_over(Why::Refused);
+        self.release_or_run(now, held);
     }
 
     pub(super) fn on_checked(&mut self, now: Instant, reply: Checked<'_>) {
@@ -268,17 +266,18 @@ impl Flag {
                 });
             }
         }
-        if matches!(self.phase, Phase::Closing { .. }) {
+        if self.is_handing_over() {
             return match was {
-                Pending::Release { .. } => self.closed(),
-                _ => self.finish_close(),
+                Pending::Release { .. } => self.handed_over(now),
+                _ if self.is_closing() => self.finish_close(),
+                _ => {
+                    // A resign waited for this statement. The renew may have committed
+                    // unseen: release the version we know (a no-op if it moved on) and never
+                    // adopt ours again before such a lease would have lapsed.
+                    self.fence(now + self.config.interval() + self.config.margin());
+                    self.resign_now(now)
+                }
             };
-        }
-        if self.handover.resigning {
-            // The renew may have committed unseen: release the version we know (a no-op if it
-            // moved on) and never adopt ours again before such a lease would have lapsed.
-            self.fence(now + self.config.interval() + self.config.margin());
-            return self.resign_now(now);
         }
         // A leader keeps its lease through a failed renew until its deadline: no flapping on
         // a blip.
@@ -286,10 +285,10 @@ impl Flag {
     }
 
     pub(super) fn on_notified(&mut self, now: Instant) {
-        if self.phase != Phase::Running || matches!(self.role, Role::Leader(_)) || self.dormant() {
+        if self.is_closing() || matches!(self.role, Role::Leader(_)) || self.dormant() {
             return;
         }
-        if self.pending == Pending::Nothing {
+        if self.phase == Phase::Running && self.pending == Pending::Nothing {
             self.start_check(now);
         } else {
             self.schedule.recheck = true;

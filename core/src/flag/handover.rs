@@ -1,6 +1,8 @@
-//! Handing the flag over: close, resign, no longer wanted, a refused precheck. Each lowers at
-//! once and asks the leader-only work to stop; the row is released only once the work has
-//! stopped and no statement is in flight (or given up when the lease has expired by itself).
+//! Handing the flag over: close, resign, no longer wanted, a refused precheck. They are one
+//! phase, [`Phase::HandingOver`], with its reason ([`Why`]): each lowers at once and asks the
+//! leader-only work to stop; the row is released only once the work has stopped and no
+//! statement is in flight (or given up when the lease has expired by itself). Then the flag
+//! runs again, or is closed if the reason was a close.
 
 use core::time::Duration;
 
@@ -9,12 +11,34 @@ use crate::time::Instant;
 
 use super::{Flag, Pending, Phase, Role};
 
+/// Why the flag is being handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Why {
+    /// [`Input::Close`](crate::Input::Close): the flag closes once handed over.
+    /// `rechecked`: closing looked at the row once more because a statement was in doubt.
+    Close { rechecked: bool },
+    /// [`Input::Resign`](crate::Input::Resign).
+    Resign,
+    /// [`Input::Wanted`](crate::Input::Wanted)`(false)` while leading.
+    Unwanted,
+    /// The precheck refused or failed.
+    Refused,
+}
+
+impl Why {
+    fn lower_reason(self) -> LowerReason {
+        match self {
+            Why::Close { .. } => LowerReason::Closed,
+            Why::Resign => LowerReason::Resigned,
+            Why::Unwanted => LowerReason::Unwanted,
+            Why::Refused => LowerReason::PrecheckRefused,
+        }
+    }
+}
+
 /// What a hand-over is waiting for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(super) struct Handover {
-    /// The user resigned while a statement was in flight: once it returns, release what it
-    /// leaves ours.
-    pub(super) resigning: bool,
     /// Leader-only work was told to stop ([`Command::StopWork`]) and has not said it has. The
     /// row is released only once it has: never while the work is known to run. At this
     /// instant (a margin after the lease's deadline, when the lease has expired by itself) the
@@ -29,13 +53,12 @@ pub(super) struct Handover {
 
 impl Flag {
     pub(super) fn on_close(&mut self, _now: Instant) {
-        if self.phase != Phase::Running {
+        if self.is_closing() {
             return;
         }
-        let held = self.step_down_and_stop(LowerReason::Closed);
+        // A close during another hand-over takes it over: the flag closes once it is done.
+        let held = self.hand_over(Why::Close { rechecked: false });
         self.role = Role::Follower { ours: held };
-        self.phase = Phase::Closing { rechecked: false };
-        self.schedule.next_check = None;
         if self.pending == Pending::Nothing {
             self.finish_close();
         }
@@ -45,44 +68,43 @@ impl Flag {
     /// has stopped and nothing is in flight, and the fence keeps this process from taking
     /// anything during `hold_off`.
     pub(super) fn on_resign(&mut self, now: Instant, hold_off: Option<Duration>) {
-        if self.phase != Phase::Running {
+        if self.is_closing() {
             return;
         }
         if let Some(hold_off) = hold_off {
             self.fence(now + hold_off);
         }
-        match self.pending {
-            Pending::Nothing => self.resign_now(now),
-            Pending::Check { .. } | Pending::Precheck => {
-                let held = self.step_down_and_stop(LowerReason::Resigned);
+        match (self.phase, self.pending) {
+            // Already handing the row over (unwanted, or a refused precheck).
+            (Phase::HandingOver(_), _) => {}
+            (_, Pending::Nothing) => self.resign_now(now),
+            // A statement is in flight: once it returns, release what it leaves ours.
+            (_, _) => {
+                let held = self.hand_over(Why::Resign);
                 self.role = Role::Follower { ours: held };
-                self.handover.resigning = true;
             }
-            // Already handing the row over (a refused precheck).
-            Pending::Release { .. } | Pending::AwaitStop { .. } => {}
         }
     }
 
     /// Steps down and releases what may be ours once the work has stopped.
     pub(super) fn resign_now(&mut self, now: Instant) {
-        self.handover.resigning = false;
-        self.schedule.next_check = None;
-        match self.step_down_and_stop(LowerReason::Resigned) {
-            Some(version) => self.release_when_stopped(version),
-            None => self.schedule_retry(now),
-        }
+        let held = self.hand_over(Why::Resign);
+        self.release_or_run(now, held);
     }
 
     /// Whether a resign is still handing the row over: a statement it waits for is in flight,
     /// or the release waits for the work to stop or for its reply. Drivers resolve a
     /// `resign()` call once this is false.
     pub fn is_resigning(&self) -> bool {
-        self.handover.resigning
-            || (self.phase == Phase::Running
-                && matches!(
-                    self.pending,
-                    Pending::Release { .. } | Pending::AwaitStop { .. }
-                ))
+        matches!(self.phase, Phase::HandingOver(why) if !matches!(why, Why::Close { .. }))
+    }
+
+    /// Whether a close was asked for (closing or closed): nothing else starts.
+    pub(super) fn is_closing(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Closed | Phase::HandingOver(Why::Close { .. })
+        )
     }
 
     /// [`Input::Wanted`](crate::Input::Wanted): unwanted, a follower goes dormant and a leader
@@ -91,11 +113,12 @@ impl Flag {
     pub(super) fn on_wanted(&mut self, now: Instant, wanted: bool) {
         let woke = wanted && !self.wanted;
         self.wanted = wanted;
-        if woke && self.phase == Phase::Running && matches!(self.role, Role::Follower { .. }) {
-            if self.pending == Pending::Nothing {
+        if woke && !self.is_closing() && matches!(self.role, Role::Follower { .. }) {
+            if self.phase == Phase::Running && self.pending == Pending::Nothing {
                 self.start_check(now);
             } else {
-                // The check in flight could take nothing: look again once it returns.
+                // The check in flight could take nothing, or a hand-over is ending: look again
+                // once it is done.
                 self.schedule.recheck = true;
             }
         }
@@ -113,27 +136,46 @@ impl Flag {
             return;
         }
         if let Role::Leader(_) = self.role {
-            match self.step_down_and_stop(LowerReason::Unwanted) {
-                Some(version) => self.release_when_stopped(version),
-                None => self.schedule_retry(now),
-            }
+            let held = self.hand_over(Why::Unwanted);
+            self.release_or_run(now, held);
         }
     }
 
-    /// Whether a close or a resign waits for the statement in flight: its reply (or its
-    /// failure, or a new connection) only says what is ours to release.
+    /// Whether the flag is being handed over: a statement still in flight only says what is
+    /// ours to release (its reply, its failure, or a new connection).
     pub(super) fn is_handing_over(&self) -> bool {
-        matches!(self.phase, Phase::Closing { .. }) || self.handover.resigning
+        matches!(self.phase, Phase::HandingOver(_))
     }
 
-    /// The statement a close or a resign waited for has returned, or was never run: go on
-    /// handing over. A close comes first: it may have been asked for during a resign.
+    /// The statement a hand-over waited for has returned, or was never run: go on handing
+    /// over. A close comes first: it may have been asked for during a resign.
     pub(super) fn continue_handover(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Closing { .. }) {
+        if self.is_closing() {
             self.finish_close();
         } else {
             self.resign_now(now);
         }
+    }
+
+    /// Releases `held` once the work has stopped, or, with nothing to release, ends the
+    /// hand-over at once.
+    pub(super) fn release_or_run(&mut self, now: Instant, held: Option<i64>) {
+        match held {
+            Some(version) => self.release_when_stopped(version),
+            None => self.handed_over(now),
+        }
+    }
+
+    /// The hand-over is done (released, given up, or nothing to release): closed if it was a
+    /// close, else running again (a follower, after the retry interval).
+    pub(super) fn handed_over(&mut self, now: Instant) {
+        self.pending = Pending::Nothing;
+        self.role = Role::Follower { ours: None };
+        if self.is_closing() {
+            return self.closed();
+        }
+        self.phase = Phase::Running;
+        self.schedule_retry(now);
     }
 
     /// Releases the row if it may be ours, else closes. With a statement in doubt (a renew
@@ -144,9 +186,9 @@ impl Flag {
         match self.role {
             Role::Follower { ours: Some(_) }
                 if self.history.doubt.is_some()
-                    && self.phase == (Phase::Closing { rechecked: false }) =>
+                    && self.phase == Phase::HandingOver(Why::Close { rechecked: false }) =>
             {
-                self.phase = Phase::Closing { rechecked: true };
+                self.phase = Phase::HandingOver(Why::Close { rechecked: true });
                 self.send_check(self.now);
             }
             Role::Follower {
@@ -156,9 +198,13 @@ impl Flag {
         }
     }
 
-    /// Lowers if leading and, since a release follows, asks for the leader-only work to stop
-    /// first; returns the version that may still be ours.
-    pub(super) fn step_down_and_stop(&mut self, reason: LowerReason) -> Option<i64> {
+    /// Enters the hand-over for `why`: no more checks; lowers if leading and, since a release
+    /// follows, asks for the leader-only work to stop first; returns the version that may
+    /// still be ours.
+    pub(super) fn hand_over(&mut self, why: Why) -> Option<i64> {
+        self.phase = Phase::HandingOver(why);
+        self.schedule.next_check = None;
+        let reason = why.lower_reason();
         if let Role::Leader(lease) = self.role {
             self.commands.push(Command::Lower(reason));
             self.commands.push(Command::StopWork);
@@ -203,13 +249,7 @@ impl Flag {
     /// work has ended.)
     pub(super) fn give_up_release(&mut self, now: Instant) {
         if let Pending::AwaitStop { .. } = self.pending {
-            self.pending = Pending::Nothing;
-            self.role = Role::Follower { ours: None };
-            if matches!(self.phase, Phase::Closing { .. }) {
-                self.closed();
-            } else {
-                self.schedule_retry(now);
-            }
+            self.handed_over(now);
         }
     }
 
@@ -223,12 +263,7 @@ impl Flag {
             self.note_written(version.checked_add(1));
             self.note_seen(version.checked_add(1));
         }
-        self.pending = Pending::Nothing;
-        self.role = Role::Follower { ours: None };
-        if matches!(self.phase, Phase::Closing { .. }) {
-            return self.closed();
-        }
-        self.schedule_retry(now);
+        self.handed_over(now);
     }
 
     pub(super) fn closed(&mut self) {

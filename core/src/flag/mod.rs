@@ -22,7 +22,7 @@ use crate::input::{Input, InputKind};
 use crate::queue::Queue;
 use crate::time::{DbTime, Instant};
 
-use handover::Handover;
+use handover::{Handover, Why};
 use history::History;
 use schedule::Schedule;
 
@@ -96,12 +96,12 @@ enum Pending {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Phase {
+    /// Checking: leading or following.
     Running,
-    /// Close was asked for: lowered, releasing. `rechecked`: closing looked at the row once
-    /// more because a statement was in doubt.
-    Closing {
-        rechecked: bool,
-    },
+    /// Lowered, and handing the flag over for a reason (close, resign, unwanted, a refused
+    /// precheck): waiting for the statement in flight, the work to stop, or the release's
+    /// reply. Then running again, or closed.
+    HandingOver(Why),
     Closed,
 }
 

@@ -1,9 +1,9 @@
 //! Tests of the state machine through its public API: named behaviours, then properties over
 //! arbitrary input sequences.
 
-mod behaviour;
+mod check;
+mod handover;
 mod harness;
 mod history;
 mod properties;
-mod resign;
 mod work;

@@ -1,11 +1,12 @@
-//! One test per behaviour the protocol promises, driven reply by reply.
+//! The check and its reply, one test per behaviour the protocol promises, driven reply by
+//! reply (the hand-over, the history and the work have files of their own).
 
 use alloc::format;
 
 use super::harness::{db, ms, renew_check, retake_check, row, Harness, TestRow, OTHER, PROCESS};
 use crate::{
-    Anomaly, Checked, Command, Config, ContractError, DbTime, Failure, Input, InputKind, Lease,
-    LowerReason, Precheck, WonBy,
+    Anomaly, Checked, Command, ContractError, DbTime, Failure, Input, InputKind, Lease,
+    LowerReason, WonBy,
 };
 
 fn lease_of(commands: &[Command]) -> Lease {
@@ -230,50 +231,6 @@ fn a_row_changed_while_our_renew_waited_for_the_lock_lowers() {
     assert_eq!(c, [Command::Lower(LowerReason::Lost)]);
 }
 
-#[test]
-fn closing_lowers_first_stops_the_work_then_releases() {
-    let mut h = Harness::leader();
-    let c = h.input(Input::Close);
-    assert_eq!(c, [Command::Lower(LowerReason::Closed), Command::StopWork]);
-    assert!(!h.flag.is_leader(h.now));
-    h.at(ms(30));
-    assert_eq!(
-        h.input(Input::WorkStopped),
-        [Command::Release { version: 0 }]
-    );
-    assert_eq!(
-        h.input(Input::Released { released: true }),
-        [Command::Closed]
-    );
-    assert!(h.flag.is_closed());
-    assert_eq!(h.flag.poll_timeout(), None);
-    assert_eq!(h.input(Input::Notified), []);
-    assert_eq!(h.input(Input::Close), []);
-}
-
-#[test]
-fn closing_during_a_check_releases_what_it_won_without_raising() {
-    let mut h = Harness::leader();
-    h.wake();
-    let c = h.input(Input::Close);
-    assert_eq!(c, [Command::Lower(LowerReason::Closed), Command::StopWork]);
-    let c = h.checked(true, Some(row(PROCESS, 1, db(1000))), db(1000));
-    assert_eq!(c, [], "no raise; the release waits for the work");
-    assert_eq!(
-        h.input(Input::WorkStopped),
-        [Command::Release { version: 1 }]
-    );
-    assert_eq!(h.input(Input::Failed(Failure::Timeout)), [Command::Closed]);
-}
-
-#[test]
-fn closing_as_a_follower_closes_at_once() {
-    let mut h = Harness::new();
-    h.commands();
-    h.checked(false, Some(row(OTHER, 3, db(0))), db(0));
-    assert_eq!(h.input(Input::Close), [Command::Closed]);
-}
-
 /// A live row under our name that this incarnation did not write is another's: an earlier
 /// incarnation that may still run, or a twin with our name. Reported, and left to expire.
 #[test]
@@ -371,25 +328,6 @@ fn a_row_past_the_renew_in_doubt_is_not_adopted() {
     );
 }
 
-/// Closing after a renew in doubt looks at the row again and releases it only if it is ours:
-/// after the lease lapsed, a row under our name may be a twin's lease, which a release would
-/// hand over while the twin still leads.
-#[test]
-fn closing_releases_no_row_it_cannot_tell_from_a_twins() {
-    let mut h = Harness::leader();
-    loop {
-        let c = h.wake();
-        if c == [Command::Lower(LowerReason::DeadlinePassed)] {
-            break;
-        }
-        h.input(Input::Failed(Failure::Timeout));
-    }
-    h.at(ms(200));
-    h.input(Input::Close);
-    let c = h.checked(false, Some(row(PROCESS, 1, db(2300))), db(2300));
-    assert_eq!(c, [Command::Closed], "no release of version 1");
-}
-
 #[test]
 fn a_renew_whose_reply_was_lost_is_adopted_without_lowering() {
     let mut h = Harness::leader();
@@ -426,55 +364,6 @@ fn another_process_using_our_name_is_reported_and_we_step_aside() {
             expect: None,
         }],
         "no renew of a row it did not write"
-    );
-}
-
-#[test]
-fn the_precheck_runs_before_each_check_and_a_refusal_releases() {
-    let mut h = Harness::with(
-        Config::builder("flag", PROCESS)
-            .interval(ms(2000))
-            .timeout(ms(500))
-            .jitter(0.0)
-            .precheck(true),
-    );
-    assert_eq!(h.commands(), [Command::RunPrecheck]);
-    assert_eq!(
-        h.input(Input::Precheck(Precheck::Pass)),
-        [Command::Check {
-            renew: None,
-            floor: 0,
-            may_take: true,
-            may_insert: true,
-            continues: None,
-            expect: None,
-        }]
-    );
-    h.checked(true, Some(row(PROCESS, 0, db(0))), db(0));
-    assert_eq!(h.wake(), [Command::RunPrecheck]);
-    let c = h.input(Input::Precheck(Precheck::Refuse));
-    assert_eq!(
-        c,
-        [
-            Command::Lower(LowerReason::PrecheckRefused),
-            Command::StopWork
-        ]
-    );
-    assert_eq!(
-        h.input(Input::WorkStopped),
-        [Command::Release { version: 0 }]
-    );
-    assert_eq!(h.input(Input::Released { released: true }), []);
-    assert_eq!(
-        h.flag.poll_timeout(),
-        Some(h.now + ms(200)),
-        "retries after the retry interval"
-    );
-    assert_eq!(h.wake(), [Command::RunPrecheck]);
-    assert_eq!(
-        h.input(Input::Precheck(Precheck::Error)),
-        [],
-        "nothing held, nothing released"
     );
 }
 
