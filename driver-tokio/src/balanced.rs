@@ -66,7 +66,9 @@ pub struct Assignment {
 /// shard when free, expired or released, at once on the release's notification); unwanted,
 /// it does not check at all, and if it leads it stops the work and releases through the normal
 /// path. A shard is therefore never led by two processes at once: every handover is the
-/// protocol's.
+/// protocol's. A member that cannot lead what it is designated leaves the group, so no shard
+/// stays ownerless: for good once one of its shard flags was closed, for a lease when its scans
+/// of the group have failed for a lease while its heartbeat renews.
 ///
 /// The handle is cheap to clone; every clone drives the same group. Per shard the API is the [`Flag`]'s (`is_raised`, `raised`, `lead`, guards, tokens);
 /// [`subscribe_ownership`](Balanced::subscribe_ownership) streams `Owning`/`NotOwning`.
@@ -185,6 +187,7 @@ impl FlagSet {
             timeout: config.timeout(),
             assignment: assignment_tx,
             rng: crate::parts::random_seed() | 1,
+            failing_since: None,
         };
         let balancer = tokio::spawn(balancer.run(stop.clone()));
         info!(group, shards, "joined the balanced group");
@@ -219,7 +222,9 @@ impl Balanced {
     }
 
     /// Shard `index`'s flag: `is_raised`, `raised`, `lead`, guards and fencing tokens as for any
-    /// [`Flag`]. Panics if `index` is out of range.
+    /// [`Flag`]. Panics if `index` is out of range. Closing one shard's flag makes this process
+    /// leave the group for good (it can no longer lead what the balance designates to it): the
+    /// others take every shard.
     pub fn shard(&self, index: usize) -> &Flag {
         &self.inner.shards[index]
     }
@@ -345,6 +350,8 @@ struct Balancer {
     timeout: Duration,
     assignment: watch::Sender<Assignment>,
     rng: u64,
+    /// When the group scans started failing (while this process counted as a member).
+    failing_since: Option<tokio::time::Instant>,
 }
 
 impl Balancer {
@@ -379,14 +386,58 @@ impl Balancer {
             if !self.member.is_raised() {
                 continue;
             }
+            if let Some(i) = self.switches.iter().position(|s| s.is_closed()) {
+                // A shard flag was closed (`shard(i).close()`): the others' balance still
+                // designates shards to this member, which it can no longer lead. Leave for
+                // good, so the others take every shard.
+                warn!(group = %self.group, shard = i, "a shard flag of this process was closed: it cannot lead what the balance designates to it, so it leaves the group");
+                self.leave(None);
+                return;
+            }
             match self.scan().await {
-                Ok(rows) => self.apply(&rows),
+                Ok(rows) => {
+                    self.failing_since = None;
+                    self.apply(&rows)
+                }
                 Err(why) => {
                     self.metrics.scan_failed();
-                    warn!(group = %self.group, error = %why, "could not read the group; keeping the current assignment")
+                    let since = *self
+                        .failing_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    let lease = Duration::from_micros(self.lease_micros.unsigned_abs());
+                    if since.elapsed() >= lease {
+                        // The others count this member, by its heartbeat, and designate it
+                        // shards from views it cannot read: those would stay ownerless. Step
+                        // out for a lease, then join again and read once more.
+                        warn!(group = %self.group, error = %why, failing_for = ?since.elapsed(), "could not read the group for a lease: leaving it for a lease, handing over every shard");
+                        self.failing_since = None;
+                        self.leave(Some(lease));
+                    } else {
+                        warn!(group = %self.group, error = %why, "could not read the group; keeping the current assignment")
+                    }
                 }
             }
         }
+    }
+
+    /// Leaves the group: wants no shard (each one led is handed over through the normal path)
+    /// and resigns the member flag for `hold_off`, or closes it if `None`. The others stop
+    /// counting this process once its member row is released, and take its shards.
+    fn leave(&self, hold_off: Option<Duration>) {
+        for switch in &self.switches {
+            switch.send_if_modified(|w| std::mem::replace(w, false));
+        }
+        let member = self.member.clone();
+        let group = self.group.clone();
+        tokio::spawn(async move {
+            let left = match hold_off {
+                Some(hold_off) => member.resign(Some(hold_off)).await,
+                None => member.close().await,
+            };
+            if let Err(e) = left {
+                warn!(%group, error = %e, "leaving the group: the member flag's release failed; its row expires");
+            }
+        });
     }
 
     /// The period, ±10 %, so that processes started together do not scan together.

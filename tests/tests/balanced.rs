@@ -48,7 +48,17 @@ impl Process {
         shards: usize,
         interval: Duration,
     ) -> Process {
-        let conn = pg.conn_string();
+        Process::start_as(&pg.conn_string(), name, group, shards, interval)
+    }
+
+    fn start_as(
+        conn: &str,
+        name: &str,
+        group: &'static str,
+        shards: usize,
+        interval: Duration,
+    ) -> Process {
+        let conn = conn.to_string();
         let name = name.to_string();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -515,6 +525,111 @@ fn a_graceful_leave_is_taken_up_on_the_release_not_at_the_next_scan() {
         interval / 2
     );
     b.close();
+}
+
+/// Waits until `p` leads every shard of its group and `others` lead none.
+fn wait_sole_owner(p: &Process, others: &[&Process], within: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    while p.group.owned().len() < p.group.len() {
+        assert!(
+            started.elapsed() < within,
+            "{what}: {} leads only {:?} after {within:?}; the others {:?}",
+            p.name,
+            p.group.owned(),
+            others.iter().map(|o| o.group.owned()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for o in others {
+        assert_eq!(o.group.owned(), Vec::<usize>::new(), "{what}: {}", o.name);
+    }
+    started.elapsed()
+}
+
+/// A member whose shard flag was closed (`shard(i).close()` is public) cannot lead what the
+/// balance designates to it: it leaves the group, and the other member takes every shard. Before,
+/// it stayed a member and the closed shard stayed ownerless for as long as it lived.
+#[test]
+fn a_member_that_closed_a_shard_leaves_the_group_and_no_shard_stays_ownerless() {
+    let pg = server();
+    let interval = Duration::from_secs(1);
+    let fleet = vec![
+        Process::start_in(&pg, "a", "closed-shard", 4, interval),
+        Process::start_in(&pg, "b", "closed-shard", 4, interval),
+    ];
+    wait_balanced(&fleet, interval * 20);
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let i = a.group.owned()[0];
+    let runtime = a.runtime.as_ref().unwrap();
+    runtime.block_on(a.group.shard(i).close()).unwrap();
+    let took = wait_sole_owner(b, &[a], interval * 20, "after a closed a shard");
+    eprintln!("a closed shard {i}: b leads all four {took:?} later (interval {interval:?})");
+    assert!(!a.group.member().is_raised(), "a left the group");
+    let (overlaps, _) = {
+        let mut logs = ShardLogs::default();
+        logs.add(a);
+        logs.add(b);
+        logs.finish()
+    };
+    assert_eq!(overlaps, 0);
+}
+
+/// A member whose group scans keep failing while its heartbeat renews (here the server refuses
+/// the scan statement alone, through a row-level security policy that fails it for one role)
+/// steps out of the group for a lease and hands its shards over, so the others take every
+/// shard instead of leaving those the balance designates to it ownerless; once its scans work
+/// again, it joins again and gets its share.
+#[test]
+fn a_member_whose_scans_keep_failing_steps_out_and_the_others_take_its_shards() {
+    let pg = server();
+    let interval = Duration::from_secs(1);
+    let st = leadership_core::sql::Statements::new(&leadership_core::sql::Table::default());
+    psql(&pg, &st.create_table);
+    psql(
+        &pg,
+        "CREATE ROLE blind LOGIN; GRANT pg_monitor TO blind; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON leadership_flags TO blind; \
+         CREATE TABLE scans (refused boolean); INSERT INTO scans VALUES (true); \
+         GRANT SELECT ON scans TO blind; \
+         ALTER TABLE leadership_flags ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY everyone ON leadership_flags USING (true) WITH CHECK (true); \
+         CREATE FUNCTION scan_refused() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN \
+           IF current_user = 'blind' AND current_query() LIKE '%char_length%' \
+              AND (SELECT refused FROM scans) THEN \
+             RAISE EXCEPTION 'the group scan is refused to blind'; \
+           END IF; RETURN true; END $$; \
+         CREATE POLICY no_scans ON leadership_flags AS RESTRICTIVE FOR SELECT \
+           USING (scan_refused())",
+    );
+    let blind = format!(
+        "{} user=blind",
+        pg.conn_string().replace("user=postgres", "")
+    );
+    let fleet = vec![
+        Process::start_in(&pg, "a", "blind", 4, interval),
+        Process::start_as(&blind, "b", "blind", 4, interval),
+    ];
+    // b's heartbeat renews, so a counts it and leaves it half the shards; b cannot read the
+    // group, so it wants none of them: they are ownerless until b steps out.
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let until = Instant::now() + interval * 20;
+    while a.group.assignment().members.len() < 2 {
+        assert!(
+            Instant::now() < until,
+            "a never counted b: {:?}",
+            a.group.assignment()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = wait_sole_owner(a, &[b], interval * 20, "b cannot scan");
+    eprintln!("b cannot scan: a leads all four {took:?} after it counted b");
+    // Scans allowed again: b joins again and the balance gives it its share.
+    psql(&pg, "UPDATE scans SET refused = false");
+    wait_balanced(&fleet, interval * 30);
+    let mut logs = ShardLogs::default();
+    logs.add(&fleet[0]);
+    logs.add(&fleet[1]);
+    assert_eq!(logs.finish().0, 0);
 }
 
 /// Processes given different shard counts are told: the one with fewer sees live shards
