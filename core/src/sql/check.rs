@@ -85,32 +85,14 @@ use super::*;
 /// renew keeps it at `$8` when it continues that term; any other win starts a new term,
 /// fencing token and term alike (a renew of a lapsed lease of ours, an adopted one). Rendered
 /// without the column ([`Statements::check_without_term`]) where the table has none.
-pub const CHECK: &str = r#"WITH server AS (
-    SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system,
-           CASE WHEN pg_is_in_recovery() THEN NULL
-           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
-           END AS timeline,
-           pg_postmaster_start_time() AS started,
-           current_setting('fsync') = 'on' AND current_setting('synchronous_commit') <> 'off' AS durable
-), allowed AS (
-    SELECT ($9::text IS NULL
-            OR ($9::text = system AND $10::integer IS NOT DISTINCT FROM timeline
-                AND $11::timestamptz IS NOT DISTINCT FROM started)) AS same,
-           (durable OR started <= now() - $4::bigint * interval '1 microsecond') AS settled
-    FROM server
-), seen AS (
+pub const CHECK: &str = r#"WITH {server}, seen AS (
     SELECT holder, version, "timestamp" FROM {table} WHERE name = $1
 ), updated AS (
     UPDATE {table} AS flag
     SET holder = $2, version = CASE WHEN {continues} THEN flag.version + 1
                                     ELSE greatest(flag.version + 1, $5::bigint, {clock}) END,
         "timestamp" = now(){set_term}
-    WHERE flag.name = $1
-      AND (SELECT same FROM allowed)
-      AND flag.version < 9223372036854775807
-      AND ((flag.holder = $2 AND flag.version = $3::bigint)
-           OR ($6::boolean AND (SELECT settled FROM allowed)
-               AND flag."timestamp" < now() - $4::bigint * interval '1 microsecond'))
+    WHERE flag.name = $1 AND {wins}
     RETURNING flag.holder, flag.version, flag."timestamp"
 ), inserted AS (
     INSERT INTO {table} AS flag (name, holder, version, "timestamp"{term_column})
@@ -138,6 +120,32 @@ pub const CHECK: &str = r#"WITH server AS (
 SELECT reply.won, reply.found, reply.holder, reply.version, reply."timestamp", now() AS now,
        reply.won_by, server.system, server.timeline, server.started, server.durable
 FROM reply, server"#;
+
+/// The answering server's identity (`server`) and what it allows (`allowed`: `same`, the
+/// server expected; `settled`, durable or started a lease ago): the first two parts of
+/// [`CHECK`] and of the batch ([`CHECK_BATCH`](super::CHECK_BATCH)).
+pub(super) const SERVER_PARTS: &str = r#"server AS (
+    SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system,
+           CASE WHEN pg_is_in_recovery() THEN NULL
+           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer
+           END AS timeline,
+           pg_postmaster_start_time() AS started,
+           current_setting('fsync') = 'on' AND current_setting('synchronous_commit') <> 'off' AS durable
+), allowed AS (
+    SELECT ($9::text IS NULL
+            OR ($9::text = system AND $10::integer IS NOT DISTINCT FROM timeline
+                AND $11::timestamptz IS NOT DISTINCT FROM started)) AS same,
+           (durable OR started <= now() - $4::bigint * interval '1 microsecond') AS settled
+    FROM server
+)"#;
+
+/// The condition under which [`CHECK`] writes the row `flag`: the server allows it, the
+/// version can grow, and it is this process's renew of `$3` or a takeover of an expired lease.
+pub(super) const WINS: &str = r#"(SELECT same FROM allowed)
+      AND flag.version < 9223372036854775807
+      AND ((flag.holder = $2 AND flag.version = $3::bigint)
+           OR ($6::boolean AND (SELECT settled FROM allowed)
+               AND flag."timestamp" < now() - $4::bigint * interval '1 microsecond'))"#;
 
 /// The condition under which [`CHECK`]'s win continues the lease's term: a renew of the
 /// version `$3` this process holds, to the next version, saying which term it continues.
@@ -175,6 +183,8 @@ pub(super) fn check_template(term: bool) -> String {
         false => ("", "", ""),
     };
     CHECK
+        .replace("{server}", SERVER_PARTS)
+        .replace("{wins}", WINS)
         .replace("{set_term}", set_term)
         .replace("{term_column}", term_column)
         .replace("{term_value}", term_value)

@@ -10,6 +10,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+mod batch;
 mod check;
 mod fence;
 mod release;
@@ -19,6 +20,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use batch::CHECK_BATCH;
 pub use check::{ADD_TERM, CHECK, TERM_COLUMN};
 pub use fence::{fence_literal, FENCE, FENCE_MESSAGE, FENCE_SQLSTATE};
 pub use release::{FORCE_RELEASE, RELEASE, REVOKE};
@@ -29,6 +31,7 @@ pub use schema::{
 pub use server::{PROMOTED_AGO, READ_ONLY, SERVER};
 pub use table::{Table, TableError, DEFAULT_TABLE, MAX_IDENTIFIER_BYTES};
 
+use batch::check_batch_template;
 use check::check_template;
 use table::quote;
 
@@ -60,6 +63,10 @@ pub struct Statements {
     /// writes the Go flag's four columns (`$8` still decides whether a win is a renew of the
     /// same term, which writes `version + 1`, or a new term, which follows the clock).
     pub check_without_term: String,
+    /// [`CHECK_BATCH`], writing the term column.
+    pub check_batch: String,
+    /// [`CHECK_BATCH`] for a table without the term column.
+    pub check_batch_without_term: String,
     /// [`RELEASE`].
     pub release: String,
     /// [`CREATE_TABLE`].
@@ -93,6 +100,8 @@ impl Statements {
         Statements {
             check: r(&check_template(true)),
             check_without_term: r(&check_template(false)),
+            check_batch: r(&check_batch_template(true)),
+            check_batch_without_term: r(&check_batch_template(false)),
             release: r(RELEASE),
             create_table: r(CREATE_TABLE),
             add_term: r(ADD_TERM),

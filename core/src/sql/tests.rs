@@ -158,3 +158,38 @@ fn bad_table_names_are_refused() {
     assert!(Table::new(&"t".repeat(63)).is_ok());
     assert_eq!(Table::default().quoted(), "\"leadership_flags\"");
 }
+
+/// The batch is the single check's fragments with the per-flag parameters read from `req`:
+/// none of those parameters is left, and no part is left unfilled.
+#[test]
+fn the_batch_reads_every_per_flag_parameter_from_its_arrays() {
+    let s = Statements::new(&Table::default());
+    for text in [&s.check_batch, &s.check_batch_without_term] {
+        for param in [
+            "$3::bigint",
+            "$5::bigint",
+            "$6::boolean",
+            "$7::boolean",
+            "$8::bigint",
+        ] {
+            let per_element = format!("{param}[]");
+            assert_eq!(
+                text.matches(param).count(),
+                text.matches(&per_element).count(),
+                "{param} outside the unnest"
+            );
+        }
+        for part in [
+            "{server}",
+            "{wins}",
+            "{continues}",
+            "{clock}",
+            "{set_term}",
+            "{term",
+        ] {
+            assert!(!text.contains(part), "{part} left in the batch");
+        }
+    }
+    assert!(s.check_batch.contains("\"term\" = CASE WHEN"));
+    assert!(!s.check_batch_without_term.contains("\"term\""));
+}
