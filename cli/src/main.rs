@@ -7,6 +7,7 @@ mod connect;
 mod exit;
 mod flag;
 mod manual;
+mod metrics;
 mod output;
 mod release;
 mod run;
