@@ -9,6 +9,8 @@
 //! - two processes each leading a flag of the same name on two different servers, as a
 //!   misconfigured fleet would, make it fire, with the value 2.
 //!
+//! Every query of the Grafana dashboard (`deploy/grafana/`) runs in the same Prometheus.
+//!
 //! One change to the rules, made in the copy Prometheus loads: `LeadershipSeveralLeaders`'s
 //! `for: 1m` becomes `for: 5s` ([`SHORT_FOR`]), so the test takes seconds. The real rule's
 //! margin is 1 min against scrape intervals up to 30 s (2x); here 5 s against a 500 ms scrape
@@ -371,6 +373,35 @@ fn the_several_leaders_alert_stays_silent_through_handovers_and_fires_for_one_na
         pending.first().map_or(0.0, |p| p.1),
         started.elapsed()
     );
+
+    // Every query of the Grafana dashboard parses in this Prometheus; who leads and the
+    // renew latency have data.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/leadership.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("$flag", ".*")
+                .replace("$__rate_interval", "1m");
+            let result = prometheus.query(&promql);
+            let title = panel["title"].as_str().unwrap();
+            if title == "Who leads each flag" {
+                assert!(result.len() >= 4, "{title}: {result:?}");
+            }
+            if title == "Renew latency" {
+                assert!(!result.is_empty(), "{title}: {expr}");
+            }
+            queried += 1;
+        }
+    }
+    assert!(queried >= 10, "{queried} queries");
 
     for w in h.iter_mut().chain(&mut twins) {
         w.stop();
