@@ -202,7 +202,7 @@ pub struct Run {
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// Serve the flag's metrics for Prometheus over HTTP at ADDR (host:port, e.g.
-    /// 127.0.0.1:9898 or [::]:9898; any path answers): `<prefix>_leadership_flag_state{name,
+    /// `127.0.0.1:9898` or `[::]:9898`; any path answers): `<prefix>_leadership_flag_state{name,
     /// process}` (1 while leading) and the others of deploy/prometheus/README.md. An address
     /// that cannot be read or listened on (a port in use) is refused at start (exit 78).
     #[arg(long, env = "LEADERSHIP_METRICS_LISTEN", value_name = "ADDR")]
