@@ -191,9 +191,32 @@ pub struct Run {
     /// alone (the one used is logged at start with -v).
     #[arg(long, env = "LEADERSHIP_CONTAIN", value_enum, default_value_t = ContainArg::Auto)]
     pub contain: ContainArg,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+/// `run` and `watch`: the flag's metrics for Prometheus.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve the flag's metrics for Prometheus over HTTP at ADDR (host:port, e.g.
+    /// `127.0.0.1:9898` or `[::]:9898`; any path answers): `<prefix>_leadership_flag_state{name,
+    /// process}` (1 while leading) and the others of deploy/prometheus/README.md. An address
+    /// that cannot be read or listened on (a port in use) is refused at start (exit 78).
+    #[arg(long, env = "LEADERSHIP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// The metrics' names start with this (`leadership` gives
+    /// `leadership_leadership_flag_state`); letters, digits and `_`, as Prometheus names.
+    /// The rules of deploy/prometheus/ read any prefix.
+    #[arg(
+        long,
+        env = "LEADERSHIP_METRICS_PREFIX",
+        value_name = "PREFIX",
+        default_value = "leadership"
+    )]
+    pub metrics_prefix: String,
 }
 
 /// `run --contain`: how the command's process tree is contained.
@@ -214,9 +237,12 @@ pub enum ContainArg {
 pub struct Watch {
     #[command(flatten)]
     pub flag: FlagArgs,
-    /// Do not compete: only report who holds the flag.
-    #[arg(long)]
+    /// Do not compete: only report who holds the flag. (An observer records no metrics, so
+    /// it takes no --metrics-listen.)
+    #[arg(long, conflicts_with = "metrics_listen")]
     pub observe: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -15,11 +15,13 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
-/// The builder for `args`, with `grace` as the stop-ahead (`run`).
+/// The builder for `args`, with `grace` as the stop-ahead (`run`), recording metrics under
+/// `metrics_prefix` (`--metrics-listen`).
 fn flag_builder(
     args: &FlagArgs,
     process: &str,
     grace: Option<Duration>,
+    metrics_prefix: Option<String>,
 ) -> Result<(FlagBuilder, leadership_tokio::tls::RustlsConnector, String), Failure> {
     let (pg, tls) = settings(&args.connection, env)?;
     let servers = leadership_tokio::internal::servers(&pg);
@@ -31,6 +33,7 @@ fn flag_builder(
     set.margin = args.margin;
     set.retry_interval = args.retry_interval;
     set.stop_ahead = grace;
+    set.metrics_prefix = metrics_prefix;
     let builder = builder(&args.name, process, &args.connection, pg)?.settings(&set);
     Ok((builder, tls, servers))
 }
@@ -101,20 +104,22 @@ fn failure(e: leadership_tokio::Error, servers: &str) -> Failure {
     }
 }
 
-/// Starts competing for the flag; a bad setting, an unreachable server or a wrong table comes
-/// back as a typed failure with its exit code.
+/// Starts competing for the flag, recording metrics under `metrics_prefix` if given; a bad
+/// setting, an unreachable server or a wrong table comes back as a typed failure with its exit
+/// code.
 pub async fn start(
     args: &FlagArgs,
     process: &str,
     grace: Option<Duration>,
+    metrics_prefix: Option<String>,
 ) -> Result<Flag, Failure> {
-    let (builder, tls, servers) = flag_builder(args, process, grace)?;
+    let (builder, tls, servers) = flag_builder(args, process, grace, metrics_prefix)?;
     builder.start(tls).await.map_err(|e| failure(e, &servers))
 }
 
 /// Watches the flag without competing.
 pub async fn observe(args: &FlagArgs, process: &str) -> Result<Observer, Failure> {
-    let (builder, tls, servers) = flag_builder(args, process, None)?;
+    let (builder, tls, servers) = flag_builder(args, process, None, None)?;
     builder.observe(tls).await.map_err(|e| failure(e, &servers))
 }
 

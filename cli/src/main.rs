@@ -7,6 +7,7 @@ mod connect;
 mod exit;
 mod flag;
 mod manual;
+mod metrics;
 mod output;
 mod release;
 mod run;
@@ -18,6 +19,11 @@ mod watchdog;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+
+/// The most log lines waiting for a blocked standard error before new ones are dropped. The
+/// appender's default, 128,000, allocates its whole queue at start (a 4 MB array of slots, most
+/// of the tool's anonymous memory); a tool that logs a few lines per failure needs far fewer.
+const LOG_QUEUE: usize = 1024;
 
 /// Logs to standard error through a thread of its own (a blocked pipe loses log lines rather
 /// than stalling the renewals): warnings and errors by default (a failed check, a reconnect, a
@@ -33,6 +39,7 @@ fn logging(cli: &args::Cli) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE)
         .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -116,7 +116,9 @@ mod tests {
             // Options of the subcommands complete too, not only their names (fish writes
             // `-l interval`).
             assert!(
-                script.contains("interval") && script.contains("grace"),
+                script.contains("interval")
+                    && script.contains("grace")
+                    && script.contains("metrics-listen"),
                 "{shell}"
             );
         }

@@ -78,7 +78,9 @@ pub async fn run(args: Run) -> Result<i32, Failure> {
         "the command's process tree is contained by: {}",
         tree.kind()
     );
-    let flag = crate::flag::start(&args.flag, &process, args.grace).await?;
+    // Bound before connecting: a bad address is refused at start, never half served.
+    let metrics_prefix = crate::metrics::serve(&args.metrics)?;
+    let flag = crate::flag::start(&args.flag, &process, args.grace, metrics_prefix).await?;
     let mut last = None;
     loop {
         let guard = match next_run(&flag, last, args.wait, &mut signals).await? {

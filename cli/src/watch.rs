@@ -33,7 +33,9 @@ pub async fn watch(args: Watch) -> Result<i32, Failure> {
     if args.observe {
         return observe(&args, &process, &mut signals, &out).await;
     }
-    let flag = crate::flag::start(&args.flag, &process, None).await?;
+    // Bound before connecting: a bad address is refused at start, never half served.
+    let metrics_prefix = crate::metrics::serve(&args.metrics)?;
+    let flag = crate::flag::start(&args.flag, &process, None, metrics_prefix).await?;
     let mut leases = flag.subscribe_lease();
     let mut holders = flag.subscribe_holder();
     let mut said: Option<Said> = None;

@@ -15,7 +15,7 @@ fn read(name: &str) -> String {
 }
 
 /// The metric names (after their prefix) a file uses: every `…_leadership_<suffix>`.
-fn metric_names(text: &str) -> Vec<String> {
+pub(super) fn metric_names(text: &str) -> Vec<String> {
     let mut names: Vec<String> = text
         .match_indices("_leadership_")
         .map(|(at, _)| {
@@ -32,7 +32,7 @@ fn metric_names(text: &str) -> Vec<String> {
 }
 
 /// A histogram's series add `_sum` and `_count` (and `_bucket`) to its name.
-fn exported(name: &str) -> bool {
+pub(super) fn exported(name: &str) -> bool {
     let all = leadership_tokio::metrics::ALL;
     all.contains(&name)
         || ["_sum", "_count", "_bucket"]
