@@ -2,7 +2,7 @@
 //! `rustls`): each sslmode connects or fails as libpq's would, a plain login is told apart as
 //! refused for lack of TLS, a client certificate is presented, and a flag raises over TLS.
 //!
-//! Each test starts its own server from the test kit, with certificates made by the `openssl`
+//! Each test starts its own server from the server kit (`leadership-pgkit`), with certificates made by the `openssl`
 //! CLI (a CA, a server certificate for `localhost` and `127.0.0.1`, a client certificate, and a
 //! second CA that signed nothing).
 

@@ -11,7 +11,7 @@
 //! Dropping it stops pgbouncer and deletes the dir; a [watchdog](crate::watchdog) does the same
 //! if the test process dies. [`PgBouncer::restart`] keeps the port.
 //!
-//! **Facts about pgbouncer 1.18** (each proved by the kit's tests in `tests/tests/kit/pgbouncer.rs`):
+//! **Facts about pgbouncer 1.18** (each proved by the kit's tests in `pgkit/tests/kit/pgbouncer.rs`):
 //! - *Named prepared statements in transaction mode.* A protocol-level named statement lives on
 //!   the server connection that parsed it, and in transaction mode a client gets whichever
 //!   server connection is free at each transaction (here `Sync`). Two clients that each `Parse`

@@ -22,7 +22,7 @@
 //! cargo run --release -p leadership-sim --bin simulate -- --faults all --duration 1h
 //! # replay a seed, with every event, and a picture
 //! cargo run --release -p leadership-sim --bin simulate -- --seed 42 --trace --svg run.svg
-//! # the long sweep (CI runs 2,000 seeds in tests/tests/simulation.rs)
+//! # the long sweep (CI runs 2,000 seeds in sim/tests/simulation.rs)
 //! cargo run --release -p leadership-sim --bin simulate -- --seeds 100000 --faults all --quiet
 //! # watch the checker fail: a Go-like belief (until the next Lower) under pauses
 //! cargo run --release -p leadership-sim --bin simulate -- --seeds 20 --faults pause --unsafe local-deadline --quiet
