@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use leadership_testkit::helpers::psql;
-use leadership_testkit::pg::{PgServer, Signal};
+use leadership_pgkit::helpers::psql;
+use leadership_pgkit::pg::{PgServer, Signal};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadership");
 

@@ -1,6 +1,6 @@
 //! One process competing for a flag, with the command line and output of the Go flag's
 //! `seedpeer` (`../shared/peers/go-seed`), so one harness measures both; this is the blocking driver's (`bench` in
-//! `leadership-testkit`).
+//! `leadership-bench`).
 //!
 //! ```sh
 //! cargo run --release -p leadership-blocking --example blocking_peer -- \

@@ -1,4 +1,4 @@
-//! The README's Rust code, verbatim, so that it compiles in CI: `tests/tests/readme.rs` checks
+//! The README's Rust code, verbatim, so that it compiles in CI: `driver-tokio/tests/readme.rs` checks
 //! that every `rust` block of the README is here, line for line.
 //!
 //! ```sh

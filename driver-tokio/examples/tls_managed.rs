@@ -9,7 +9,7 @@
 //!
 //! It tries once to lead flag `tls-example`, prints the outcome and hands the flag back. The
 //! test kit runs it against a TLS-only server with certificates it makes
-//! (`tests/tests/tokio_service.rs`).
+//! (`driver-tokio/tests/tokio_service.rs`).
 
 use leadership_tokio::tls::TlsSettings;
 use leadership_tokio::{Flag, TryLead};

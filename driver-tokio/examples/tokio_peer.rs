@@ -1,6 +1,6 @@
 //! One process competing for a flag, with the command line and output of the Go flag's
 //! `seedpeer` (`../shared/peers/go-seed`), so one harness measures both (`bench` in
-//! `leadership-testkit`).
+//! `leadership-bench`).
 //!
 //! ```sh
 //! cargo run --release -p leadership-tokio --example tokio_peer -- \

@@ -1,4 +1,4 @@
 #![no_main]
-//! See `leadership_testkit::fuzz::config`.
+//! See `leadership_sim::fuzz::config`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_testkit::fuzz::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_sim::fuzz::config(data));

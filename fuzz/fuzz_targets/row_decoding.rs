@@ -1,4 +1,4 @@
 #![no_main]
-//! See `leadership_testkit::fuzz::row_decoding`.
+//! See `leadership_driver_testkit::fuzz_rows::row_decoding`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_testkit::fuzz::row_decoding(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_driver_testkit::fuzz_rows::row_decoding(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! See `leadership_testkit::fuzz::simulation`.
+//! See `leadership_sim::fuzz::simulation`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_testkit::fuzz::simulation(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leadership_sim::fuzz::simulation(data));

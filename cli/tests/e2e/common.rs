@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub use leadership_testkit::helpers::wait_until;
+pub use leadership_pgkit::helpers::wait_until;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_leadership");
 

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use leadership_testkit::pg::PgServer;
+use leadership_pgkit::pg::PgServer;
 
 use crate::common::*;
 

@@ -13,9 +13,9 @@ use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-use leadership_testkit::helpers::psql;
-use leadership_testkit::pg::{tool_path, PgServer, ServerOptions};
-use leadership_testkit::proxy::Proxy;
+use leadership_pgkit::helpers::psql;
+use leadership_pgkit::pg::{tool_path, PgServer, ServerOptions};
+use leadership_pgkit::proxy::Proxy;
 
 use crate::common::*;
 

@@ -4,9 +4,9 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use leadership_testkit::pg::PgServer;
-use leadership_testkit::standby::{pair, ReplicationMode};
-use leadership_testkit::watchdog::ScratchDir;
+use leadership_pgkit::pg::PgServer;
+use leadership_pgkit::standby::{pair, ReplicationMode};
+use leadership_pgkit::watchdog::ScratchDir;
 
 use crate::common::*;
 

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use leadership_testkit::pg::PgServer;
+use leadership_pgkit::pg::PgServer;
 
 use crate::common::*;
 

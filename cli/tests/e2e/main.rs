@@ -1,4 +1,4 @@
-//! The `leadership` binary end to end, against real PostgreSQL servers from the test kit: the
+//! The `leadership` binary end to end, against real PostgreSQL servers from the server kit: the
 //! command runs only on the leader, nothing its process tree started outlives the term, `watch`
 //! prints one line per change, TLS, one-shot jobs, every exit code, logs, metrics, and the
 //! alerting rules in a real Prometheus scraping real processes.

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use leadership_testkit::pg::PgServer;
+use leadership_pgkit::pg::PgServer;
 use leadership_tokio::metrics;
 
 use crate::common::*;

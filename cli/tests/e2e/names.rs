@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-use leadership_testkit::pg::PgServer;
-use leadership_testkit::watchdog::ScratchDir;
+use leadership_pgkit::pg::PgServer;
+use leadership_pgkit::watchdog::ScratchDir;
 
 use crate::common::*;
 

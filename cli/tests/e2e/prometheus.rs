@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leadership_testkit::pg::PgServer;
+use leadership_pgkit::pg::PgServer;
 use serde_json::Value;
 
 use crate::common::*;

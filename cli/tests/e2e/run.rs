@@ -4,8 +4,8 @@ use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use leadership_testkit::pg::PgServer;
-use leadership_testkit::watchdog::ScratchDir;
+use leadership_pgkit::pg::PgServer;
+use leadership_pgkit::watchdog::ScratchDir;
 
 use crate::common::*;
 

@@ -1,6 +1,6 @@
 //! `status --group`: a balanced group's shards grouped by holder.
 
-use leadership_testkit::pg::PgServer;
+use leadership_pgkit::pg::PgServer;
 
 use crate::common::*;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use leadership_testkit::tls::TlsServer;
+use leadership_pgkit::tls::TlsServer;
 
 use crate::common::*;
 

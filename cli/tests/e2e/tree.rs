@@ -13,8 +13,8 @@ use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use leadership_testkit::pg::PgServer;
-use leadership_testkit::watchdog::ScratchDir;
+use leadership_pgkit::pg::PgServer;
+use leadership_pgkit::watchdog::ScratchDir;
 
 use crate::common::*;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leadership_testkit::pg::PgServer;
+use leadership_pgkit::pg::PgServer;
 
 use crate::common::*;
 

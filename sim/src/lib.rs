@@ -1,0 +1,15 @@
+//! The leadership core in virtual time: what needs [`leadership_core`] and nothing else.
+//!
+//! - [`sim`]: the deterministic multi-process simulator (`--bin simulate`).
+//! - [`model`]: the model checker, every interleaving of a small fleet of real cores
+//!   (`--bin model-check`).
+//! - [`table`]: the reference in-memory table with PostgreSQL's semantics.
+//! - [`check_variants`]: other texts of the check (the one before issue 14, the candidate not
+//!   chosen, a broken one), for the benchmark and the tests to compare with.
+//! - [`fuzz`]: the bodies of the core's fuzz targets, shared by `fuzz/` and the replay tests.
+
+pub mod check_variants;
+pub mod fuzz;
+pub mod model;
+pub mod sim;
+pub mod table;
