@@ -29,7 +29,7 @@ use super::check::{CLOCK_MICROS, CONTINUES, SERVER_PARTS, SET_TERM, WINS};
 ///   server.
 /// - `seen` is the single check's `seen` for every name: the snapshot's row, or none.
 /// - `candidates` are the names whose snapshot row passes the single check's `UPDATE`
-///   condition ([`WINS`], the same text with `flag` the snapshot's row): exactly the rows the
+///   condition (`WINS` in `check.rs`, the same text with `flag` the snapshot's row): exactly the rows the
 ///   single check's `UPDATE` would go on to lock. No other row is locked or written, so a
 ///   follower's check in a batch still writes and locks nothing.
 /// - `locked` locks the candidates in name order, `FOR NO KEY UPDATE SKIP LOCKED` (the lock
