@@ -141,6 +141,24 @@ fn run_names_each_process_after_its_pod_and_never_waits_on_leadership_to_be_read
     assert_eq!(field(&manifest, "maxUnavailable"), "0");
 }
 
+/// The tool serves its metrics on the port the container declares and the pod's annotations
+/// name, on every address (a scraper reaches the pod's, not the loopback).
+#[test]
+fn run_serves_its_metrics_on_the_port_it_declares() {
+    let manifest = read(&dir().join("run.yaml"));
+    let listen = option(&args(&manifest), "--metrics-listen").expect("--metrics-listen");
+    let (host, port) = listen.rsplit_once(':').unwrap();
+    assert_eq!(host, "0.0.0.0", "the pod's address, not the loopback");
+    let metrics = manifest
+        .find("- name: metrics")
+        .expect("a port named metrics");
+    assert_eq!(field(&manifest[metrics..], "containerPort"), port);
+    assert_eq!(
+        field(&manifest, "prometheus.io/port"),
+        format!("\"{port}\"")
+    );
+}
+
 #[test]
 fn the_service_s_numbers_are_its_example_s() {
     let manifest = read(&dir().join("service.yaml"));
