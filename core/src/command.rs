@@ -1,6 +1,6 @@
 //! What the core asks of the driver, drained with [`Flag::poll_command`](crate::Flag::poll_command).
 
-use crate::input::Identity;
+use crate::server::Identity;
 use crate::time::Instant;
 
 /// One command. Statements are named, not written: the driver binds the parameters to the text

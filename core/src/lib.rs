@@ -218,6 +218,7 @@ mod input;
 pub mod observe;
 mod queue;
 mod rng;
+mod server;
 pub mod sql;
 mod time;
 
@@ -232,5 +233,6 @@ pub use config::{
 };
 pub use error::ContractError;
 pub use flag::{Flag, Seen};
-pub use input::{Checked, Failure, Identity, Input, InputKind, Precheck, Row, Server};
+pub use input::{Checked, Failure, Input, InputKind, Precheck, Row};
+pub use server::{Identity, Server};
 pub use time::{DbTime, Instant};

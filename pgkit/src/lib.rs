@@ -11,13 +11,15 @@
 //! - [`proxy`]: an in-process TCP proxy with latency, black hole and cut knobs, counting writes.
 //! - [`netns`]: a network namespace with a veth pair and an iptables partition (root only).
 //! - [`helpers`]: the few calls every integration test repeats (`server()`, `psql()`).
-//! - [`watchdog`]: cleanup that survives a SIGKILLed test process, and [`watchdog::ScratchDir`].
+//! - [`watchdog`]: cleanup that survives a SIGKILLed test process, and [`scratch::ScratchDir`], a temp dir it removes.
 
+mod command;
 pub mod helpers;
 pub mod netns;
 pub mod pg;
 pub mod pgbouncer;
 pub mod proxy;
+pub mod scratch;
 pub mod standby;
 pub mod tls;
 pub mod watchdog;

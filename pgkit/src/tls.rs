@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::pg::{output_text, sanitized, PgError, PgServer, ServerOptions};
-use crate::watchdog::ScratchDir;
+use crate::scratch::ScratchDir;
 
 /// A CA and the certificates it signed, in a temp dir; see the module docs.
 pub struct Certs {

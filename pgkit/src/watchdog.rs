@@ -15,10 +15,10 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::pg::{make_temp_dir, sanitized, PgError};
+use crate::command::sanitized;
 
 /// A shell child that runs a cleanup when this process closes its stdin or dies; see the module
 /// docs.
@@ -35,7 +35,7 @@ impl Watchdog {
         dir: Option<&Path>,
         cleanup: &str,
         args: &[OsString],
-    ) -> Result<Watchdog, PgError> {
+    ) -> io::Result<Watchdog> {
         let script = format!(
             "trap '' HUP INT QUIT TERM PIPE\n\
              read -r _ || true  # returns at EOF: the owning process closed the pipe or died\n\
@@ -60,9 +60,7 @@ impl Watchdog {
                 if let Some(dir) = dir {
                     let _ = fs::remove_dir_all(dir);
                 }
-                Err(PgError::Io(io::Error::other(format!(
-                    "spawning watchdog /bin/sh: {e}"
-                ))))
+                Err(io::Error::other(format!("spawning watchdog /bin/sh: {e}")))
             }
         }
     }
@@ -79,34 +77,5 @@ impl Watchdog {
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.fire();
-    }
-}
-
-/// A private temp dir (mode 0700, owned by the server's OS user when we are root, so servers and
-/// poolers running as that user can write in it; root can always write too), removed on drop or
-/// when the test process dies. Its parent is `/dev/shm` when that is a roomy tmpfs, else `/tmp`.
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-    watchdog: Watchdog,
-}
-
-impl ScratchDir {
-    /// Creates the dir; `kind` becomes part of its name (`leadership-pg-<kind>...`).
-    pub fn new(kind: &str) -> Result<ScratchDir, PgError> {
-        let path = make_temp_dir(kind, false)?;
-        let watchdog = Watchdog::spawn(Some(&path), "", &[])?;
-        Ok(ScratchDir { path, watchdog })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        self.watchdog.fire();
-        let _ = fs::remove_dir_all(&self.path);
     }
 }

@@ -1,8 +1,8 @@
 use leadership_pgkit::netns::NetNs;
 use leadership_pgkit::pg::{is_tmpfs, shared, PgError, PgServer, ServerOptions, Signal};
 use leadership_pgkit::pgbouncer::{PgBouncer, PoolMode};
+use leadership_pgkit::scratch::ScratchDir;
 use leadership_pgkit::standby::{ReplicationMode, Standby};
-use leadership_pgkit::watchdog::ScratchDir;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -5,8 +5,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use leadership_pgkit::pg::PgServer;
+use leadership_pgkit::scratch::ScratchDir;
 use leadership_pgkit::standby::{pair, ReplicationMode};
-use leadership_pgkit::watchdog::ScratchDir;
 
 use crate::common::*;
 

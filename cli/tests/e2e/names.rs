@@ -6,7 +6,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use leadership_pgkit::pg::PgServer;
-use leadership_pgkit::watchdog::ScratchDir;
+use leadership_pgkit::scratch::ScratchDir;
 
 use crate::common::*;
 

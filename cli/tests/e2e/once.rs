@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use leadership_pgkit::pg::PgServer;
-use leadership_pgkit::watchdog::ScratchDir;
+use leadership_pgkit::scratch::ScratchDir;
 
 use crate::common::*;
 

@@ -14,7 +14,7 @@ use std::thread::sleep;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use leadership_pgkit::pg::PgServer;
-use leadership_pgkit::watchdog::ScratchDir;
+use leadership_pgkit::scratch::ScratchDir;
 
 use crate::common::*;
 

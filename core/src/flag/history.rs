@@ -3,7 +3,8 @@
 //! back, a vanished row, another server or timeline, a recent promotion).
 
 use crate::command::{Anomaly, Command};
-use crate::input::{Checked, Server};
+use crate::input::Checked;
+use crate::server::Server;
 use crate::time::Instant;
 
 use super::{Flag, Pending};

@@ -76,9 +76,13 @@ pub(super) fn spawn_watchdog(
 ) -> Result<Watchdog, PgError> {
     if stop_server {
         let stop = r#""$@" -D "$dir/data" stop -m immediate -w -t 30"#;
-        Watchdog::spawn(Some(dir), stop, &env.server_argv("pg_ctl"))
+        Ok(Watchdog::spawn(
+            Some(dir),
+            stop,
+            &env.server_argv("pg_ctl"),
+        )?)
     } else {
-        Watchdog::spawn(Some(dir), "", &[])
+        Ok(Watchdog::spawn(Some(dir), "", &[])?)
     }
 }
 

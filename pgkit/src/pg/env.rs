@@ -117,25 +117,6 @@ pub(crate) fn server_user() -> Result<Option<(u32, u32)>, PgError> {
     Ok(env()?.run_as)
 }
 
-/// Children must not pick up the developer's PG* settings (PGDATA, PGOPTIONS, PGSSLMODE...);
-/// cwd `/` because `postgres` may not be allowed into the caller's cwd (e.g. under /root).
-pub(crate) fn sanitized(mut cmd: Command) -> Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir("/").stdin(Stdio::null());
-    cmd
-}
-
-/// stdout + stderr of a finished command, for error messages.
-pub(crate) fn output_text(out: &Output) -> String {
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    text.trim_end().to_string()
-}
-
 pub(super) fn psql_command_at(env: &Env, port: u16, user: &str) -> Command {
     let args = format!("-X -A -t -v ON_ERROR_STOP=1 -h {HOST} -p {port} -d postgres -U");
     let mut cmd = sanitized(Command::new(env.bin.join("psql")));

@@ -33,7 +33,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{atomic::AtomicU64, atomic::Ordering, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,12 +43,13 @@ mod dirs;
 mod env;
 mod options;
 
+pub(crate) use crate::command::{output_text, sanitized};
 pub use dirs::is_tmpfs;
 pub(crate) use dirs::{free_port, log_tail, make_temp_dir, wait_for_addr, wait_for_port};
 use dirs::{initdb, spawn_watchdog, template};
 pub use env::tool_path;
 use env::{env, psql_command_at, run_psql, Env};
-pub(crate) use env::{output_text, psql_at, sanitized, server_command, server_user};
+pub(crate) use env::{psql_at, server_command, server_user};
 pub(crate) use options::Fill;
 pub use options::ServerOptions;
 
