@@ -1,5 +1,5 @@
 //! [`ScratchDir`]: a private temp dir for a test's files, removed even when the test process
-//! dies hard (through a [`Watchdog`]).
+//! dies hard (through a watchdog, `crate::watchdog`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
