@@ -9,13 +9,14 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use leadership_core::{Command, Failure, Input, LowerReason, Server};
+use leadership_core::{Command, Failure, Input, LowerReason};
 
 use super::properties::Violation;
 use super::world::{Budget, Effect, Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
 use super::Params;
+use crate::check::{self, Check};
 use crate::sim::trace::Op;
-use crate::table::{CheckArgs, RefRow, RefTable};
+use crate::table::{RefRow, RefTable};
 
 /// One step. Processes are numbered from 0; `k` indexes a process's statements in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -551,35 +552,12 @@ impl World {
         let now = self.db_now(params);
         let name = self.procs[p].name.clone();
         let reply = match req.op {
-            Op::Check {
-                renew,
-                floor,
-                may_take,
-                may_insert,
-                continues,
-                expect,
-            } => {
+            Op::Check(check) => {
                 let before = self.row.clone();
                 let mut table = self.table(params);
-                let args = CheckArgs {
-                    name: FLAG,
-                    process: &name,
-                    renew,
-                    lease_micros: params.lease_micros,
-                    floor,
-                    may_take,
-                    may_insert,
-                    continues,
-                    expect,
-                };
-                let server = Server {
-                    promoted_ago: None,
-                    ..self.server_input(params, self.server(params))
-                };
-                let mut r = table.check_on(now, &server, &args);
-                if !params.sim.safeguards.server_in_statement {
-                    r.server = None;
-                }
+                let args = check.args(FLAG, &name, params.lease_micros);
+                let server = self.server_input(params, self.server(params));
+                let r = check::run(&mut table, now, server, &args, &params.sim.safeguards);
                 log(|| {
                     format!(
                         "db: r{p}'s check {} → row {}",
@@ -785,42 +763,11 @@ impl World {
             for c in commands {
                 log(|| format!("r{p} core → {}", command_text(&c)));
                 match c {
-                    Command::Check {
-                        renew,
-                        floor,
-                        may_take,
-                        may_insert,
-                        continues,
-                        expect,
-                    } => {
-                        let (floor, may_take) = if s.lost_writes_rule {
-                            (floor, may_take)
-                        } else {
-                            (renew.map_or(0, |v| v.saturating_add(1)), true)
-                        };
-                        let may_insert = if s.vanished_row_rule {
-                            may_insert
-                        } else {
-                            may_take
-                        };
-                        let expect = expect.filter(|_| s.server_in_statement);
-                        let op = Op::Check {
-                            renew,
-                            floor,
-                            may_take,
-                            may_insert,
-                            continues,
-                            expect,
-                        };
-                        let sent = Command::Check {
-                            renew,
-                            floor,
-                            may_take,
-                            may_insert,
-                            continues,
-                            expect,
-                        };
-                        if sent != c {
+                    Command::Check { .. } => {
+                        let asked = Check::from_command(&c).expect("a check");
+                        let sent = asked.as_sent(&s);
+                        let op = Op::Check(sent);
+                        if sent != asked {
                             log(|| format!("r{p} driver sends {op:?} (safeguard off)"));
                         }
                         self.send(params, p, op);

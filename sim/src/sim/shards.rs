@@ -30,7 +30,8 @@ use leadership_core::{Command, Config, Failure, Flag, Input, Instant};
 
 use super::clock::{db_time, LocalClock};
 use super::rng::SimRng;
-use crate::table::RefTable;
+use crate::check::Check;
+use crate::table::{RefTable, DEFAULT_SERVER};
 
 const GROUP: &str = "sim";
 const MS: u64 = 1_000_000;
@@ -280,16 +281,8 @@ impl Proc {
 
 #[derive(Clone, Debug)]
 enum Stmt {
-    Check {
-        renew: Option<i64>,
-        floor: i64,
-        may_take: bool,
-        may_insert: bool,
-        continues: Option<i64>,
-    },
-    Release {
-        version: i64,
-    },
+    Check(Check),
+    Release { version: i64 },
     Scan,
 }
 
@@ -508,24 +501,18 @@ impl World {
         let inc = self.procs[p].incarnation;
         while let Some(command) = self.procs[p].cores[slot].poll_command() {
             match command {
-                Command::Check {
-                    renew,
-                    floor,
-                    may_take,
-                    may_insert,
-                    continues,
-                    expect: _,
-                } => self.send(
-                    p,
-                    slot,
-                    Stmt::Check {
-                        renew,
-                        floor,
-                        may_take,
-                        may_insert,
-                        continues,
-                    },
-                ),
+                Command::Check { .. } => {
+                    // One server, never failed over: the check expects none.
+                    let check = Check::from_command(&command).expect("a check");
+                    self.send(
+                        p,
+                        slot,
+                        Stmt::Check(Check {
+                            expect: None,
+                            ..check
+                        }),
+                    )
+                }
                 Command::Release { version } => self.send(p, slot, Stmt::Release { version }),
                 Command::Raise(_) | Command::Renewed(_) => {
                     if matches!(command, Command::Raise(_)) && slot > 0 {
@@ -767,18 +754,11 @@ impl World {
         let lease_us = (self.lease_ns / 1_000) as i64;
         let name = self.procs[p].name.clone();
         let reply = match stmt {
-            Stmt::Check {
-                renew,
-                floor,
-                may_take,
-                may_insert,
-                continues,
-            } => {
+            Stmt::Check(check) => {
                 self.report.checks += 1;
                 let flag = self.slot_name(&name, slot);
-                Reply::Checked(self.table.check(
-                    now, &flag, &name, renew, lease_us, floor, may_take, may_insert, continues,
-                ))
+                let args = check.args(&flag, &name, lease_us);
+                Reply::Checked(self.table.check_on(now, &DEFAULT_SERVER, &args))
             }
             Stmt::Release { version } => {
                 let flag = self.slot_name(&name, slot);
