@@ -8,6 +8,7 @@
 //!   table's call (one way for the simulators and the model check).
 //! - [`check_variants`]: other texts of the check (the one before issue 14, the candidate not
 //!   chosen, a broken one), for the benchmark and the tests to compare with.
+//! - [`violation`]: the one broken rule the simulators and the model check report.
 //! - [`fuzz`]: the bodies of the core's fuzz targets, shared by `fuzz/` and the replay tests.
 
 pub mod check;
@@ -16,3 +17,4 @@ pub mod fuzz;
 pub mod model;
 pub mod sim;
 pub mod table;
+pub mod violation;

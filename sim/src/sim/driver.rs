@@ -5,11 +5,11 @@ use leadership_core::{Command, Failure as CoreFailure, Input, WonBy};
 
 use super::clock::db_time;
 use super::go_model::GoNext;
-use super::invariants::Violation;
 use super::process::{Core, Reply, Work};
 use super::trace::{Op, Pid, What};
 use super::world::{Ev, World, FLAG};
 use crate::check::Check;
+use crate::violation::Violation;
 
 /// How often the leader-only work takes long to stop (up to 1.5 leases), in ppm.
 const WORK_LONG_PPM: u64 = 200_000;

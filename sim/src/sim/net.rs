@@ -3,11 +3,11 @@
 
 use super::clock::db_time;
 use super::go_model;
-use super::invariants::Violation;
 use super::process::{Reply, Stmt};
 use super::trace::{Op, Outcome, Pid, What, DB};
 use super::world::{Ev, World, FLAG};
 use crate::check;
+use crate::violation::{NewerTerm, Violation};
 
 impl World {
     /// A one-way delay, or `None` if the message is lost.
@@ -190,8 +190,7 @@ impl World {
             self.violation = Some(Violation::LateEffect {
                 who: name,
                 token,
-                epoch: self.epoch,
-                began,
+                after: NewerTerm::Count(self.epoch - began),
             });
         }
     }
