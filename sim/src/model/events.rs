@@ -1,5 +1,5 @@
-//! The nondeterministic events, and the modelled driver that carries out the core's commands
-//! (the simulator's, `sim/driver.rs`, with the same safeguard switches, minus its dice).
+//! The nondeterministic events: which are possible in a state, and what each does. The
+//! modelled driver that carries out the core's commands is `model/driver.rs`.
 //!
 //! Time moves only by [`Event::Tick`], and only once every process that runs has done what
 //! was due (a timer, a driver's timeout, the end of a killed work): those are urgent, the rest
@@ -9,13 +9,12 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use leadership_core::{Command, Failure, Input, LowerReason, Server};
+use leadership_core::{Failure, Input};
 
-use super::properties::Violation;
-use super::world::{Budget, Effect, Proc, Reply, Req, Work, World, FLAG, LAG_WRITES, MAX_REQS};
+use super::world::{Budget, Effect, Work, World, FLAG, LAG_WRITES};
 use super::Params;
-use crate::sim::trace::Op;
-use crate::table::{CheckArgs, RefRow, RefTable};
+use crate::table::{RefRow, RefTable};
+use crate::violation::Violation;
 
 /// One step. Processes are numbered from 0; `k` indexes a process's statements in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,7 +111,7 @@ pub fn logged<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
     (r, lines)
 }
 
-fn log(line: impl FnOnce() -> String) {
+pub(super) fn log(line: impl FnOnce() -> String) {
     LOG.with(|l| {
         if let Some(v) = l.borrow_mut().as_mut() {
             v.push(line());
@@ -121,18 +120,18 @@ fn log(line: impl FnOnce() -> String) {
 }
 
 impl World {
-    fn fault(&mut self) {
+    pub(super) fn fault(&mut self) {
         self.quiet_since = self.tick;
     }
 
     /// A fault from the budget.
-    fn spend(&mut self) {
+    pub(super) fn spend(&mut self) {
         self.fault();
         self.budget.total -= 1;
     }
 
     /// The reference table holding the row.
-    fn table(&self, params: &Params) -> RefTable {
+    pub(super) fn table(&self, params: &Params) -> RefTable {
         let mut t = RefTable::new();
         t.clock_floor = params.sim.safeguards.clock_floor;
         if let Some(row) = &self.row {
@@ -142,13 +141,13 @@ impl World {
     }
 
     /// The table is about to change: remember it for a failover that loses this write.
-    fn wrote(&mut self, params: &Params) {
+    pub(super) fn wrote(&mut self, params: &Params) {
         let before = self.row.clone();
         self.remember(params, before);
     }
 
     /// Remembers the table as it was before a write.
-    fn remember(&mut self, params: &Params, before: Option<RefRow>) {
+    pub(super) fn remember(&mut self, params: &Params, before: Option<RefRow>) {
         let failovers = |b: &Budget| b.failovers > 0 || b.poolers > 0;
         if failovers(&self.budget) && failovers(&params.budget) {
             self.history.push(before);
@@ -158,7 +157,7 @@ impl World {
         }
     }
 
-    fn violate(&mut self, v: Violation) {
+    pub(super) fn violate(&mut self, v: Violation) {
         if self.violation.is_none() {
             self.violation = Some(v);
         }
@@ -285,7 +284,7 @@ impl World {
         w
     }
 
-    fn apply(&mut self, params: &Params, event: Event) {
+    pub(super) fn apply(&mut self, params: &Params, event: Event) {
         match event {
             Event::Tick => self.tick(params),
             Event::Timer(p) => {
@@ -430,7 +429,7 @@ impl World {
         }
     }
 
-    fn tick(&mut self, params: &Params) {
+    pub(super) fn tick(&mut self, params: &Params) {
         let mut late = false;
         // A message held over a tick is late: it costs the budget once, when it first is.
         let mut held = |was_late: &mut bool, budget: &mut Budget| {
@@ -476,7 +475,7 @@ impl World {
     /// The lease's deadline has come: the work is killed (SIGKILL), by the supervisor or,
     /// while that is frozen, by the watchdog (with the at-risk stop: the deadline is the hard
     /// bound).
-    fn deadline_kill(&mut self, params: &Params, p: usize) {
+    pub(super) fn deadline_kill(&mut self, params: &Params, p: usize) {
         let s = params.sim.safeguards;
         let local = self.local(params, p);
         let pr = &self.procs[p];
@@ -498,7 +497,7 @@ impl World {
         }
     }
 
-    fn work_ends(&mut self, params: &Params, p: usize) {
+    pub(super) fn work_ends(&mut self, params: &Params, p: usize) {
         self.procs[p].work = None;
         if self.procs[p].core.is_none() {
             return;
@@ -512,7 +511,7 @@ impl World {
 
     /// The supervisor learns that the work ended: it tells the core, and starts the work of
     /// the current term if the process still leads and the lease is not at risk.
-    fn reaped(&mut self, params: &Params, p: usize) {
+    pub(super) fn reaped(&mut self, params: &Params, p: usize) {
         let local = self.local(params, p);
         let leads = self.procs[p]
             .core
@@ -526,14 +525,14 @@ impl World {
         }
     }
 
-    fn tell_work_stopped(&mut self, params: &Params, p: usize, drain: bool) {
+    pub(super) fn tell_work_stopped(&mut self, params: &Params, p: usize, drain: bool) {
         if self.hand(params, p, Input::WorkStopped) && drain {
             self.drain(params, p);
         }
     }
 
     /// The process exits (a crash, or the end of a close): its driver forgets everything.
-    fn exit(&mut self, p: usize) {
+    pub(super) fn exit(&mut self, p: usize) {
         let pr = &mut self.procs[p];
         pr.core = None;
         pr.paused = false;
@@ -544,398 +543,5 @@ impl World {
         pr.known_timeline = 0;
         pr.believed = false;
         pr.reap_pending = false;
-    }
-
-    fn execute(&mut self, params: &Params, p: usize, k: usize) {
-        let req = self.procs[p].reqs.remove(k);
-        let now = self.db_now(params);
-        let name = self.procs[p].name.clone();
-        let reply = match req.op {
-            Op::Check {
-                renew,
-                floor,
-                may_take,
-                may_insert,
-                continues,
-                expect,
-            } => {
-                let before = self.row.clone();
-                let mut table = self.table(params);
-                let args = CheckArgs {
-                    name: FLAG,
-                    process: &name,
-                    renew,
-                    lease_micros: params.lease_micros,
-                    floor,
-                    may_take,
-                    may_insert,
-                    continues,
-                    expect,
-                };
-                let server = Server {
-                    promoted_ago: None,
-                    ..self.server_input(params, self.server(params))
-                };
-                let mut r = table.check_on(now, &server, &args);
-                if !params.sim.safeguards.server_in_statement {
-                    r.server = None;
-                }
-                log(|| {
-                    format!(
-                        "db: r{p}'s check {} → row {}",
-                        if r.won { "WINS" } else { "does not win" },
-                        row_text(r.row.as_ref())
-                    )
-                });
-                if let (true, Some(b)) = (r.won, &before) {
-                    if b.holder.as_deref() != Some(name.as_str()) {
-                        let age = b.timestamp.map_or(i64::MAX, |ts| now.micros_since(ts));
-                        if age <= params.sim.interval.as_micros() as i64 {
-                            self.violate(Violation::TookLiveLease {
-                                who: name.clone(),
-                                age_micros: age,
-                            });
-                        }
-                    }
-                }
-                if r.won {
-                    self.remember(params, before.clone());
-                    self.row = table.get(FLAG).cloned();
-                    let term = self.row.as_ref().and_then(|row| row.term);
-                    self.newest_term = self.newest_term.max(term);
-                }
-                Reply::Check(r)
-            }
-            Op::Release { version } => {
-                let mut table = self.table(params);
-                let released = table.release(FLAG, &name, version);
-                if released {
-                    let before = std::mem::replace(&mut self.row, table.get(FLAG).cloned());
-                    self.remember(params, before);
-                }
-                log(|| format!("db: r{p}'s release of v{version}: released = {released}"));
-                if released {
-                    for (q, other) in self.procs.iter_mut().enumerate() {
-                        if q != p && other.core.is_some() {
-                            other.notify = true;
-                            other.notify_late = false;
-                        }
-                    }
-                }
-                Reply::Released(released)
-            }
-            other => unreachable!("the model sends no {other:?}"),
-        };
-        if req.live && self.procs[p].core.is_some() {
-            self.procs[p].reply = Some(reply);
-            self.procs[p].reply_late = false;
-        }
-    }
-
-    /// The work's transaction `k` arrives: on the current timeline it runs the fence (unless
-    /// unfenced), writes and commits at once. The fence's row lock makes that one instant in
-    /// the model: no check commits between the fence and the commit.
-    fn land(&mut self, params: &Params, k: usize) {
-        let e = self.effects.remove(k);
-        let who = self.procs[usize::from(e.p)].name.clone();
-        if e.timeline != self.timeline {
-            return log(|| format!("db: {who}'s transaction was sent to a lost primary: gone"));
-        }
-        if e.fenced {
-            let held = self.table(params).fence(
-                self.db_now(params),
-                FLAG,
-                &who,
-                e.token,
-                params.lease_micros,
-            );
-            if !held {
-                return log(|| {
-                    format!(
-                        "db: the fence of {who}'s term {} fails: the transaction aborts",
-                        e.token
-                    )
-                });
-            }
-        }
-        log(|| format!("db: {who}'s transaction of term {} COMMITS", e.token));
-        if let Some(newer) = self.newest_term.filter(|&n| n > e.token) {
-            if !self.history_lost {
-                self.violate(Violation::LateEffect {
-                    who,
-                    token: e.token,
-                    newer,
-                });
-            }
-        }
-    }
-
-    fn deliver(&mut self, params: &Params, p: usize) {
-        let reply = self.procs[p].reply.take().expect("enabled with a reply");
-        self.procs[p].inflight = None;
-        match reply {
-            Reply::Check(result) => {
-                let version = result.row.as_ref().and_then(|row| row.version);
-                let pr = &mut self.procs[p];
-                pr.saw_row = result.row.is_some();
-                if !result.won {
-                    pr.observed = pr.observed.max(version);
-                }
-                self.feed(params, p, Input::Checked(result.as_input()));
-                let pr = &mut self.procs[p];
-                pr.observed = pr.observed.max(version);
-            }
-            Reply::Released(released) => self.feed(params, p, Input::Released { released }),
-            Reply::Connected(key) => {
-                log(|| {
-                    format!(
-                        "r{p}: connected: the server is on timeline {}",
-                        key.timeline
-                    )
-                });
-                self.procs[p].known_timeline = key.timeline;
-                let server = self.server_input(params, key);
-                self.feed(params, p, Input::Connected(server));
-            }
-        }
-    }
-
-    /// Hands an input to the core and carries out what it says.
-    fn feed(&mut self, params: &Params, p: usize, input: Input<'_>) {
-        if self.hand(params, p, input) {
-            self.drain(params, p);
-        }
-    }
-
-    /// Hands an input to the core; whether it took it (a process that is down has no core;
-    /// a broken promise or a refused input is the world's violation).
-    fn hand(&mut self, params: &Params, p: usize, input: Input<'_>) -> bool {
-        let local = self.local(params, p);
-        let Some(core) = &mut self.procs[p].core else {
-            return false;
-        };
-        let violation = match core.handle_input(local, input) {
-            Ok(Ok(())) => return true,
-            Err(b) => Violation::CorePromise {
-                who: self.procs[p].name.clone(),
-                what: b.to_string(),
-            },
-            Ok(Err(e)) => Violation::Contract {
-                who: self.procs[p].name.clone(),
-                error: e.to_string(),
-            },
-        };
-        self.violate(violation);
-        false
-    }
-
-    fn send(&mut self, params: &Params, p: usize, op: Op) {
-        let local = self.local(params, p);
-        let timeline = self.timeline;
-        let server = self.server(params);
-        let pr = &mut self.procs[p];
-        pr.inflight = Some((op, local + params.sim.timeout));
-        pr.reply = None;
-        pr.reqs.iter_mut().for_each(|r| r.live = false);
-        if pr.known_timeline != timeline {
-            // The first statement on a new connection is not run: the driver tells the core
-            // what the server is, and the core sends it again.
-            pr.reply = Some(Reply::Connected(server));
-            pr.reply_late = false;
-            return;
-        }
-        pr.reqs.push(Req {
-            op,
-            live: true,
-            timeline,
-            late: false,
-        });
-        if pr.reqs.len() > MAX_REQS {
-            // A bound of the model: the oldest abandoned statement is dropped (never run).
-            pr.reqs.remove(0);
-            self.quiet_since = self.tick;
-        }
-    }
-
-    /// Drains the core's commands and carries them out (the simulator's driver).
-    pub(super) fn drain(&mut self, params: &Params, p: usize) {
-        let s = params.sim.safeguards;
-        loop {
-            let mut commands = Vec::new();
-            let Some(core) = &mut self.procs[p].core else {
-                return;
-            };
-            loop {
-                match core.poll_command() {
-                    Ok(Some(c)) => commands.push(c),
-                    Ok(None) => break,
-                    Err(b) => {
-                        let who = self.procs[p].name.clone();
-                        return self.violate(Violation::CorePromise {
-                            who,
-                            what: b.to_string(),
-                        });
-                    }
-                }
-            }
-            if commands.is_empty() {
-                break;
-            }
-            let (mut stop_work, mut raised) = (false, None);
-            for c in commands {
-                log(|| format!("r{p} core → {}", command_text(&c)));
-                match c {
-                    Command::Check {
-                        renew,
-                        floor,
-                        may_take,
-                        may_insert,
-                        continues,
-                        expect,
-                    } => {
-                        let (floor, may_take) = if s.lost_writes_rule {
-                            (floor, may_take)
-                        } else {
-                            (renew.map_or(0, |v| v.saturating_add(1)), true)
-                        };
-                        let may_insert = if s.vanished_row_rule {
-                            may_insert
-                        } else {
-                            may_take
-                        };
-                        let expect = expect.filter(|_| s.server_in_statement);
-                        let op = Op::Check {
-                            renew,
-                            floor,
-                            may_take,
-                            may_insert,
-                            continues,
-                            expect,
-                        };
-                        let sent = Command::Check {
-                            renew,
-                            floor,
-                            may_take,
-                            may_insert,
-                            continues,
-                            expect,
-                        };
-                        if sent != c {
-                            log(|| format!("r{p} driver sends {op:?} (safeguard off)"));
-                        }
-                        self.send(params, p, op);
-                    }
-                    Command::Release { version } => {
-                        self.send(params, p, Op::Release { version });
-                    }
-                    Command::RunPrecheck => unreachable!("the model runs no precheck"),
-                    Command::StopWork => stop_work = true,
-                    Command::AtRisk(_) => {
-                        if s.at_risk_stop {
-                            self.term_work(params, p);
-                        }
-                    }
-                    Command::Raise(lease) => {
-                        if let Some(before) = self.last_token {
-                            // No token goes back, lost history or not, whether this process
-                            // saw the higher token or not (issue 25: the clock floor).
-                            if lease.token <= before {
-                                let who = self.procs[p].name.clone();
-                                self.violate(Violation::TokenNotIncreasing {
-                                    who,
-                                    token: lease.token,
-                                    before,
-                                });
-                            }
-                        }
-                        self.last_token =
-                            Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
-                        self.procs[p].lease_deadline = lease.deadline;
-                        self.believe(params, p);
-                        raised = Some(lease.token);
-                    }
-                    Command::Renewed(lease) => {
-                        self.procs[p].lease_deadline = lease.deadline;
-                        self.believe(params, p);
-                    }
-                    Command::Lower(reason) => {
-                        if s.deadline_from_send || reason != LowerReason::DeadlinePassed {
-                            self.procs[p].believed = false;
-                        }
-                        self.term_work(params, p);
-                    }
-                    Command::Anomaly(_) => {}
-                    Command::Closed => {
-                        // The tool exits: a command still running is killed with it.
-                        if self.procs[p].work.is_some() {
-                            self.procs[p].work = Some(Work::Dying);
-                        }
-                        self.exit(p);
-                        return;
-                    }
-                }
-            }
-            if raised.is_some() && self.procs[p].work.is_none() {
-                self.procs[p].work = Some(Work::Running);
-                self.procs[p].work_token = raised;
-            }
-            if stop_work {
-                self.term_work(params, p);
-                if self.procs[p].work.is_none() || !s.release_after_work {
-                    self.tell_work_stopped(params, p, false);
-                }
-            }
-        }
-    }
-
-    /// SIGTERM: the work winds down and ends at any later moment. Without the at-risk stop,
-    /// the old `run`: killed a grace (the stop-ahead) after being told.
-    fn term_work(&mut self, params: &Params, p: usize) {
-        if self.procs[p].work != Some(Work::Running) {
-            return;
-        }
-        let kill_at = (!params.sim.safeguards.at_risk_stop)
-            .then(|| self.t_ns(params) + params.sim.stop_ahead().as_nanos() as u64);
-        self.procs[p].work = Some(Work::Told { kill_at });
-    }
-
-    fn believe(&mut self, params: &Params, p: usize) {
-        let local = self.local(params, p);
-        let config = &params.core_config;
-        let pr: &mut Proc = &mut self.procs[p];
-        pr.believed = true;
-        pr.believed_until = local + (config.interval() - config.margin());
-    }
-}
-
-/// A row, briefly.
-pub fn row_text(row: Option<&crate::table::RefRow>) -> String {
-    match row {
-        None => "none".to_string(),
-        Some(r) => format!(
-            "{} v{} ts {}",
-            r.holder.as_deref().unwrap_or("NULL"),
-            r.version.map_or("NULL".to_string(), |v| v.to_string()),
-            r.timestamp.map_or("NULL".to_string(), |t| {
-                let us = t.as_unix_micros();
-                if us == 0 {
-                    "1970 (released)".to_string()
-                } else {
-                    format!("{:.3}s", (us - 1_700_000_000_000_000) as f64 / 1e6)
-                }
-            })
-        ),
-    }
-}
-
-fn command_text(c: &Command) -> String {
-    match c {
-        Command::Raise(l) => format!(
-            "RAISE token {} ({:?}), deadline {}",
-            l.token, l.won_by, l.deadline
-        ),
-        Command::Renewed(l) => format!("Renewed v{}, deadline {}", l.version, l.deadline),
-        Command::AtRisk(l) => format!("AtRisk (deadline {})", l.deadline),
-        other => format!("{other:?}"),
     }
 }

@@ -27,13 +27,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::{Duration, Instant};
 
+mod driver;
 pub mod events;
 pub mod properties;
 pub mod trace;
 pub mod world;
 
+pub use crate::violation::Violation;
 pub use events::Event;
-pub use properties::Violation;
 pub use world::{Budget, World};
 
 use crate::sim::{Safeguards, SimConfig};

@@ -17,128 +17,9 @@
 //! - **liveness** (bounded): once no fault has been active for the liveness window (a lease,
 //!   a renew, two retries and a timeout, stretched by the slowest clock), someone leads.
 
-use std::fmt;
-
 use super::world::{Proc, Work, World};
 use super::Params;
-
-/// A broken property.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Violation {
-    /// Two processes answer `is_leader` at one instant.
-    TwoLeaders {
-        /// One.
-        a: String,
-        /// The other.
-        b: String,
-    },
-    /// A process leads while another's leader-only work runs.
-    WorkStillRunning {
-        /// The leader.
-        leader: String,
-        /// The process whose work runs.
-        worker: String,
-    },
-    /// A token not above an earlier one.
-    TokenNotIncreasing {
-        /// The raising process.
-        who: String,
-        /// Its token.
-        token: i64,
-        /// The largest before.
-        before: i64,
-    },
-    /// A takeover of a lease live by the Go rule.
-    TookLiveLease {
-        /// The taker.
-        who: String,
-        /// The lease's age by the database's clock (µs).
-        age_micros: i64,
-    },
-    /// The core's auditor found a broken promise.
-    CorePromise {
-        /// The process.
-        who: String,
-        /// The finding.
-        what: String,
-    },
-    /// The core refused an input of the modelled driver.
-    Contract {
-        /// The process.
-        who: String,
-        /// The core's error.
-        error: String,
-    },
-    /// A transaction of a term's work committed after a newer term began.
-    LateEffect {
-        /// The process whose work wrote it.
-        who: String,
-        /// Its term.
-        token: i64,
-        /// The newer term that had begun.
-        newer: i64,
-    },
-    /// Nobody leads though nothing has gone wrong for the liveness window.
-    NoLeader {
-        /// Quiet for this many ticks.
-        quiet_ticks: u32,
-    },
-}
-
-impl Violation {
-    /// The property's short name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Violation::TwoLeaders { .. } => "two-leaders",
-            Violation::WorkStillRunning { .. } => "work-stops-first",
-            Violation::TokenNotIncreasing { .. } => "fencing",
-            Violation::TookLiveLease { .. } => "go-rule",
-            Violation::CorePromise { .. } => "core-promise",
-            Violation::Contract { .. } => "contract",
-            Violation::LateEffect { .. } => "effects-in-their-term",
-            Violation::NoLeader { .. } => "liveness",
-        }
-    }
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Violation::TwoLeaders { a, b } => {
-                write!(
-                    f,
-                    "two leaders: {a} and {b} both answer is_leader() == true"
-                )
-            }
-            Violation::WorkStillRunning { leader, worker } => write!(
-                f,
-                "{leader} leads while {worker}'s leader-only work still runs"
-            ),
-            Violation::TokenNotIncreasing { who, token, before } => write!(
-                f,
-                "fencing tokens not increasing: {who} raised token {token} after token {before}"
-            ),
-            Violation::TookLiveLease { who, age_micros } => write!(
-                f,
-                "{who} took over a lease {age_micros} µs old: live by the Go rule"
-            ),
-            Violation::CorePromise { who, what } => {
-                write!(f, "{who}'s core broke a promise: {what}")
-            }
-            Violation::Contract { who, error } => {
-                write!(f, "{who}'s core refused an input: {error}")
-            }
-            Violation::LateEffect { who, token, newer } => write!(
-                f,
-                "a transaction of {who}'s term {token} committed after term {newer} began"
-            ),
-            Violation::NoLeader { quiet_ticks } => write!(
-                f,
-                "liveness: nobody leads after {quiet_ticks} ticks without faults"
-            ),
-        }
-    }
-}
+use crate::violation::{Quiet, Violation};
 
 /// Whether process `pr` leads now, by the simulator's rule ([`Safeguards::leads`](crate::sim::Safeguards::leads)).
 pub fn leads(world: &World, params: &Params, pr: &Proc) -> bool {
@@ -193,7 +74,9 @@ pub fn judge(world: &World, params: &Params) -> Option<Violation> {
                     .iter()
                     .any(|p| p.work.is_some_and(|w| w != Work::Running))
             {
-                return Some(Violation::NoLeader { quiet_ticks: quiet });
+                return Some(Violation::NoLeader {
+                    quiet: Quiet::Ticks(quiet),
+                });
             }
         }
     }

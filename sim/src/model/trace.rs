@@ -5,10 +5,12 @@
 use std::fmt;
 use std::fmt::Write as _;
 
-use super::events::{logged, row_text, Event};
-use super::properties::{leads, Violation};
+use super::driver::row_text;
+use super::events::{logged, Event};
+use super::properties::leads;
 use super::world::{Work, World};
 use super::Params;
+use crate::violation::Violation;
 
 /// One step of a trace.
 #[derive(Clone, Debug)]

@@ -7,10 +7,10 @@
 use leadership_core::audit::AuditedFlag;
 use leadership_core::{Config, DbTime, Instant, Server};
 
-use super::properties::Violation;
 use super::Params;
 use crate::sim::trace::Op;
 use crate::table::{CheckResult, RefRow};
+use crate::violation::Violation;
 
 /// The flag's name in the table.
 pub const FLAG: &str = "sim";

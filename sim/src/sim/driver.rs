@@ -5,10 +5,11 @@ use leadership_core::{Command, Failure as CoreFailure, Input, WonBy};
 
 use super::clock::db_time;
 use super::go_model::GoNext;
-use super::invariants::Violation;
 use super::process::{Core, Reply, Work};
 use super::trace::{Op, Pid, What};
 use super::world::{Ev, World, FLAG};
+use crate::check::Check;
+use crate::violation::Violation;
 
 /// How often the leader-only work takes long to stop (up to 1.5 leases), in ppm.
 const WORK_LONG_PPM: u64 = 200_000;
@@ -113,39 +114,10 @@ impl World {
             let mut raised = false;
             for c in &commands {
                 match *c {
-                    Command::Check {
-                        renew,
-                        floor,
-                        may_take,
-                        may_insert,
-                        continues,
-                        expect,
-                    } => {
+                    Command::Check { .. } => {
                         self.stats.checks += 1;
-                        let (floor, may_take) = if self.config.safeguards.lost_writes_rule {
-                            (floor, may_take)
-                        } else {
-                            // Without the rule: no floor above what a renew writes, no fence.
-                            (renew.map_or(0, |v| v.saturating_add(1)), true)
-                        };
-                        let may_insert = if self.config.safeguards.vanished_row_rule {
-                            may_insert
-                        } else {
-                            // Without the rule: a missing row is inserted whenever it may be
-                            // taken, as the check did before.
-                            may_take
-                        };
-                        // Without the server in the statement: the check expects no server
-                        // (and its reply names none), as before issue 25.
-                        let expect = expect.filter(|_| self.config.safeguards.server_in_statement);
-                        let op = Op::Check {
-                            renew,
-                            floor,
-                            may_take,
-                            may_insert,
-                            continues,
-                            expect,
-                        };
+                        let check = Check::from_command(c).expect("a check");
+                        let op = Op::Check(check.as_sent(&self.config.safeguards));
                         self.send(p, op, db_time(0));
                     }
                     Command::Release { version } => {

@@ -16,174 +16,14 @@
 //! - **handover** (when asked): after a graceful release, another process leads within one
 //!   check.
 
-use std::fmt;
-
 use leadership_core::{Instant, Lease};
 
 use super::clock::db_time;
 use super::process::{Host, RustProc};
-use super::trace::{Pid, Secs, What};
+use super::trace::{Pid, What};
 use super::world::{World, FLAG};
 use super::Safeguards;
-
-/// A broken invariant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Violation {
-    /// Two Rust processes believed they led at the same instant.
-    TwoLeaders {
-        /// One.
-        a: String,
-        /// The other.
-        b: String,
-    },
-    /// A `Raise` carried a token not above an earlier one.
-    TokenNotIncreasing {
-        /// The raising process.
-        who: String,
-        /// Its token.
-        token: i64,
-        /// The largest token raised before.
-        before: i64,
-    },
-    /// A Rust check took over a lease that was live by the Go rule.
-    TookLiveLease {
-        /// The Rust process.
-        who: String,
-        /// The holder it displaced.
-        holder: String,
-        /// The lease's age by the database's clock, µs.
-        age_micros: i64,
-    },
-    /// Nobody led although no fault had been active for a while.
-    NoLeader {
-        /// Quiet for this long (ns).
-        quiet_for: u64,
-    },
-    /// A process led while the leader-only work of an earlier term, told to stop, still ran.
-    WorkStillRunning {
-        /// The process that leads.
-        leader: String,
-        /// The process whose work runs.
-        worker: String,
-    },
-    /// A transaction of a term's work committed after a newer term began in the table.
-    LateEffect {
-        /// The process whose work sent it.
-        who: String,
-        /// Its term.
-        token: i64,
-        /// Terms begun so far.
-        epoch: u64,
-        /// The count when its term began.
-        began: u64,
-    },
-    /// A term was raised on a row whose term column names another term: its fence would fail,
-    /// and the other term's pass.
-    TermNotInRow {
-        /// The raising process.
-        who: String,
-        /// Its token.
-        token: i64,
-        /// The row's term column.
-        term: Option<i64>,
-    },
-    /// After a graceful release, nobody else led within one check.
-    SlowHandover {
-        /// How long since the release (ns).
-        waited: u64,
-    },
-    /// The core broke one of its own promises (audited cores: `SimConfig::audit`).
-    CorePromise {
-        /// The process.
-        who: String,
-        /// The auditor's finding.
-        what: String,
-    },
-    /// The core refused an input: the modelled driver broke the contract.
-    Contract {
-        /// The process.
-        who: String,
-        /// The core's error.
-        error: String,
-    },
-}
-
-impl Violation {
-    /// The invariant's short name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Violation::TwoLeaders { .. } => "two-leaders",
-            Violation::TokenNotIncreasing { .. } => "fencing",
-            Violation::TookLiveLease { .. } => "go-rule",
-            Violation::NoLeader { .. } => "liveness",
-            Violation::SlowHandover { .. } => "handover",
-            Violation::LateEffect { .. } => "effects-in-their-term",
-            Violation::TermNotInRow { .. } => "term-in-row",
-            Violation::WorkStillRunning { .. } => "work-stops-first",
-            Violation::Contract { .. } => "contract",
-            Violation::CorePromise { .. } => "core-promise",
-        }
-    }
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Violation::TwoLeaders { a, b } => {
-                write!(
-                    f,
-                    "two leaders: {a} and {b} both answer is_leader() == true"
-                )
-            }
-            Violation::TokenNotIncreasing { who, token, before } => write!(
-                f,
-                "fencing tokens not increasing: {who} raised token {token} after token {before}"
-            ),
-            Violation::TookLiveLease {
-                who,
-                holder,
-                age_micros,
-            } => write!(
-                f,
-                "{who} took over {holder}'s lease at age {age_micros} µs: live by the Go rule"
-            ),
-            Violation::NoLeader { quiet_for } => write!(
-                f,
-                "liveness: nobody leads after {} without faults",
-                Secs(*quiet_for)
-            ),
-            Violation::LateEffect {
-                who,
-                token,
-                epoch,
-                began,
-            } => write!(
-                f,
-                "a transaction of {who}'s term {token} committed after {} newer term(s) began",
-                epoch - began
-            ),
-            Violation::TermNotInRow { who, token, term } => write!(
-                f,
-                "{who} raised term {token} on a row whose term column is {term:?}"
-            ),
-            Violation::SlowHandover { waited } => write!(
-                f,
-                "handover: nobody else leads {} after a graceful release",
-                Secs(*waited)
-            ),
-            Violation::WorkStillRunning { leader, worker } => write!(
-                f,
-                "{leader} leads while {worker}'s leader-only work, told to stop, still runs"
-            ),
-            Violation::CorePromise { who, what } => {
-                write!(f, "{who}'s core broke a promise: {what}")
-            }
-            Violation::Contract { who, error } => {
-                write!(f, "{who}'s core refused an input: {error}")
-            }
-        }
-    }
-}
+use crate::violation::{Quiet, Violation};
 
 impl Safeguards {
     /// The judge's rule of who leads, for the simulator and the model check alike: a process
@@ -336,7 +176,7 @@ impl World {
             };
             if t > from + self.liveness_window {
                 self.violation = Some(Violation::NoLeader {
-                    quiet_for: t - self.quiet_since,
+                    quiet: Quiet::Nanos(t - self.quiet_since),
                 });
                 return;
             }

@@ -3,11 +3,11 @@
 
 use super::clock::db_time;
 use super::go_model;
-use super::invariants::Violation;
 use super::process::{Reply, Stmt};
 use super::trace::{Op, Outcome, Pid, What, DB};
 use super::world::{Ev, World, FLAG};
-use crate::table::CheckArgs;
+use crate::check;
+use crate::violation::{NewerTerm, Violation};
 
 impl World {
     /// A one-way delay, or `None` if the message is lost.
@@ -190,8 +190,7 @@ impl World {
             self.violation = Some(Violation::LateEffect {
                 who: name,
                 token,
-                epoch: self.epoch,
-                began,
+                after: NewerTerm::Count(self.epoch - began),
             });
         }
     }
@@ -210,14 +209,7 @@ impl World {
         };
         let mut takeover = None;
         let (outcome, reply) = match stmt.op {
-            Op::Check {
-                renew,
-                floor,
-                may_take,
-                may_insert,
-                continues,
-                expect,
-            } => {
+            Op::Check(check) => {
                 // The row as the statement found it: who held it, and since when.
                 let before = self.table.get(FLAG).map(|row| {
                     let holder = row.holder.as_deref().unwrap_or("");
@@ -231,25 +223,9 @@ impl World {
                     });
                     (holder == name, holder_pid, row.timestamp)
                 });
-                let args = CheckArgs {
-                    name: FLAG,
-                    process: name,
-                    renew,
-                    lease_micros: self.lease_micros,
-                    floor,
-                    may_take,
-                    may_insert,
-                    continues,
-                    expect,
-                };
-                let server = leadership_core::Server {
-                    promoted_ago: None,
-                    ..self.server_identity()
-                };
-                let mut r = self.table.check_on(now, &server, &args);
-                if !self.config.safeguards.server_in_statement {
-                    r.server = None;
-                }
+                let args = check.args(FLAG, name, self.lease_micros);
+                let server = self.server_identity();
+                let r = check::run(&mut self.table, now, server, &args, &self.config.safeguards);
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
                     let age = ts.map_or(i64::MAX, |ts| now.micros_since(ts));
                     takeover = Some((holder, age));

@@ -2,9 +2,9 @@
 
 use std::fmt::{self, Write as _};
 
-use super::invariants::Violation;
 use super::trace::{Secs, Trace};
 use super::SimConfig;
+use crate::violation::Violation;
 
 /// Counts and distributions of one run.
 #[derive(Clone, Debug, Default)]

@@ -9,6 +9,8 @@ use std::hash::{Hash, Hasher};
 
 use leadership_core::{Anomaly, LowerReason, WonBy};
 
+use crate::check::Check;
+
 /// How many of the latest records a failure report shows.
 pub const RING: usize = 64;
 
@@ -16,23 +18,10 @@ pub const RING: usize = 64;
 pub type Pid = u16;
 
 /// A statement, as the trace names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// The Rust check, as sent.
-    Check {
-        /// The version to renew.
-        renew: Option<i64>,
-        /// The lowest version a win may write.
-        floor: i64,
-        /// Whether it may take over an expired row.
-        may_take: bool,
-        /// Whether it may insert a missing row.
-        may_insert: bool,
-        /// The term a renew continues.
-        continues: Option<i64>,
-        /// The server it expects to run on.
-        expect: Option<leadership_core::Identity>,
-    },
+    Check(Check),
     /// The Rust release.
     Release {
         /// The version released.
@@ -54,6 +43,28 @@ pub enum Op {
         /// The version read.
         version: i64,
     },
+}
+
+/// A check reads `Check { renew: …, … }` in the trace, as it did when its fields were the
+/// variant's own.
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Check(check) => fmt::Debug::fmt(check, f),
+            Op::Release { version } => f.debug_struct("Release").field("version", version).finish(),
+            Op::GoNow => f.write_str("GoNow"),
+            Op::GoLoad => f.write_str("GoLoad"),
+            Op::GoInsert => f.write_str("GoInsert"),
+            Op::GoUpdateTimestamp { version } => f
+                .debug_struct("GoUpdateTimestamp")
+                .field("version", version)
+                .finish(),
+            Op::GoUpdateHolder { version } => f
+                .debug_struct("GoUpdateHolder")
+                .field("version", version)
+                .finish(),
+        }
+    }
 }
 
 /// What a statement did at the database.
