@@ -10,7 +10,7 @@
 
 use leadership_core::{Command, DbTime, Identity, Server};
 
-use crate::sim::Safeguards;
+use crate::safeguards::Safeguards;
 use crate::table::{CheckArgs, CheckResult, RefTable};
 
 /// The fields of a [`Command::Check`], as sent (and as the trace records it).

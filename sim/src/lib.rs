@@ -15,6 +15,7 @@ pub mod check;
 pub mod check_variants;
 pub mod fuzz;
 pub mod model;
+pub mod safeguards;
 pub mod sim;
 pub mod table;
 pub mod violation;

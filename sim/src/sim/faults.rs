@@ -7,7 +7,7 @@ use leadership_core::Input;
 
 use super::trace::{Pid, What, DB};
 use super::world::{Ev, FaultKind, World, FLAG};
-use super::{Schedule, SimConfig};
+use super::Schedule;
 
 impl World {
     pub(super) fn quiet_until(&mut self, t: u64) {
@@ -240,30 +240,4 @@ impl World {
         }
         self.schedule_fault(kind, s.every);
     }
-}
-
-/// The faults at the configured intensity, and the budget of database clock steps: with the
-/// default maximum ([`DEFAULT_DB_STEP`](super::DEFAULT_DB_STEP)) the steps within any one
-/// interval add up to at most 90% of what the drift bound leaves of the margin (the safety
-/// condition); an explicit other maximum has no budget.
-pub(super) fn db_step_budget(
-    config: &SimConfig,
-    core: &leadership_core::Config,
-) -> (super::Faults, Option<u64>) {
-    let mut f = config.faults.intensified(config.intensity);
-    let mut budget = None;
-    if let Some(step) = &mut f.db_step {
-        if step.max == super::DEFAULT_DB_STEP {
-            let ppm = if f.drift.on {
-                f.drift.max_ppm
-            } else {
-                f.drift.base_ppm
-            };
-            let drift = core.interval().as_nanos() as u64 * ppm / 1_000_000;
-            let room = (core.margin().as_nanos() as u64).saturating_sub(drift) / 10 * 9;
-            step.max = Duration::from_nanos(room);
-            budget = Some(room);
-        }
-    }
-    (f, budget)
 }

@@ -85,15 +85,14 @@ mod net;
 pub mod process;
 pub mod report;
 pub mod rng;
-mod safeguards;
 pub mod shards;
 pub mod svg;
 pub mod trace;
 mod world;
 
+pub use crate::safeguards::{Safeguards, SAFEGUARD_NAMES};
 pub use crate::violation::Violation;
 pub use report::{Failure, Report, Stats};
-pub use safeguards::{Safeguards, SAFEGUARD_NAMES};
 
 /// One run's settings. `SimConfig::default()` is a fault-free fleet of five Rust processes
 /// for ten simulated minutes with the Go peer benchmark's lease (interval 2 s), a timeout of

@@ -262,7 +262,7 @@ impl World {
             + 2 * retry
             + 6 * lat_max;
         let trace = Trace::new(names, config.full_trace);
-        let (faults, db_step_budget) = super::faults::db_step_budget(config, &core);
+        let (faults, db_step_budget) = db_step_budget(config, &core);
         let mut world = World {
             config: config.clone(),
             faults,
@@ -444,4 +444,30 @@ impl World {
             &self.go[i - n].host
         }
     }
+}
+
+/// The faults at the configured intensity, and the budget of database clock steps: with the
+/// default maximum ([`DEFAULT_DB_STEP`](super::DEFAULT_DB_STEP)) the steps within any one
+/// interval add up to at most 90% of what the drift bound leaves of the margin (the safety
+/// condition); an explicit other maximum has no budget.
+fn db_step_budget(
+    config: &SimConfig,
+    core: &leadership_core::Config,
+) -> (super::Faults, Option<u64>) {
+    let mut f = config.faults.intensified(config.intensity);
+    let mut budget = None;
+    if let Some(step) = &mut f.db_step {
+        if step.max == super::DEFAULT_DB_STEP {
+            let ppm = if f.drift.on {
+                f.drift.max_ppm
+            } else {
+                f.drift.base_ppm
+            };
+            let drift = core.interval().as_nanos() as u64 * ppm / 1_000_000;
+            let room = (core.margin().as_nanos() as u64).saturating_sub(drift) / 10 * 9;
+            step.max = Duration::from_nanos(room);
+            budget = Some(room);
+        }
+    }
+    (f, budget)
 }
