@@ -330,8 +330,8 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
 
         // tokio-postgres' way (and the same by hand): write the request and shut down the
         // write side at once. pgbouncer 1.18 then either drops the request ("closing because:
-        // client unexpected eof") and the query runs on, or forwards it and dies.
-        let (mut lost, mut crashed) = (0, 0);
+        // client unexpected eof") and the query runs on, or forwards it and (usually) dies.
+        let (mut lost, mut crashed, mut survived) = (0, 0, 0);
         for trial in 0..6 {
             let (took, ended) = if trial % 3 == 2 {
                 let mut c = Wire::connect(port, &[]).unwrap();
@@ -357,8 +357,9 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
                 );
                 lost += 1;
             } else {
-                // Forwarded: then pgbouncer 1.18 dies of it, before or after it relays the
-                // server's error.
+                // Forwarded: then pgbouncer 1.18 usually dies of it, before or after it relays
+                // the server's error; sometimes it lives (CI, once: "successfully sent cancel
+                // request", then on). Either way the cancel cannot be relied on.
                 assert!(
                     matches!(ended.code(), Some("57014")) || ended == Ended::Closed,
                     "{mode:?}: {ended:?}"
@@ -369,10 +370,11 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 let log = std::fs::read_to_string(bouncer.log_file()).unwrap();
-                assert!(
-                    !alive(pid),
-                    "{mode:?}: the cancel went through and pgbouncer lives: {log}"
-                );
+                if alive(pid) {
+                    println!("FACT (e) {mode:?}: forwarded, and pgbouncer lives");
+                    survived += 1;
+                    continue;
+                }
                 let fatal = log.lines().find(|l| l.contains("bad client state"));
                 println!("FACT (e) {mode:?}: pgbouncer died: {fatal:?}");
                 assert!(fatal.is_some(), "{log}");
@@ -381,11 +383,13 @@ fn a_cancel_through_pgbouncer_works_unless_the_sender_half_closes_at_once() {
             }
         }
         println!(
-            "FACT (e) {mode:?}: half-closed cancels: {lost} lost, {crashed} crashed pgbouncer"
+            "FACT (e) {mode:?}: half-closed cancels: {lost} lost, {crashed} crashed pgbouncer, \
+             {survived} forwarded with pgbouncer alive"
         );
+        // Why the driver sends no cancel behind a pooler: it is lost, or it kills the pooler.
         assert!(
-            lost > 0,
-            "{mode:?}: every half-closed cancel crashed pgbouncer"
+            lost + crashed > 0,
+            "{mode:?}: every half-closed cancel went through, pgbouncer alive"
         );
     }
     // The server itself honours both kinds.
