@@ -146,7 +146,7 @@ pub use set::FlagSet;
 pub use settings::Settings;
 pub use state::{Holder, State};
 
-/// What the test kit and the command-line tool reach of this crate's insides (row decoding for
+/// What the test crates (`driver-testkit`, the driver's own tests) and the command-line tool reach of this crate's insides (row decoding for
 /// the fuzzer, error formatting); not part of the API, and free to change.
 #[doc(hidden)]
 pub mod internal {
