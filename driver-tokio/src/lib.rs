@@ -146,8 +146,9 @@ pub use set::FlagSet;
 pub use settings::Settings;
 pub use state::{Holder, State};
 
-/// What the test crates (`driver-testkit`, the driver's own tests) and the command-line tool reach of this crate's insides (row decoding for
-/// the fuzzer, error formatting); not part of the API, and free to change.
+/// What the test crates (`driver-testkit`, the driver's own tests) and the command-line tool
+/// reach of this crate's insides (row decoding for the fuzzer, error formatting); not part of
+/// the API, and free to change.
 #[doc(hidden)]
 pub mod internal {
     pub use crate::connection::CHECK_TYPES;
