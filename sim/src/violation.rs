@@ -5,7 +5,8 @@
 //! measure differently (the simulator in nanoseconds of virtual time and counts of terms,
 //! the model check in ticks and tokens), the variant carries which ([`Quiet`],
 //! [`NewerTerm`]). Two invariants are the simulator's alone: [`Violation::TermNotInRow`]
-//! and [`Violation::SlowHandover`].
+//! and [`Violation::SlowHandover`]; three the shard simulator's alone:
+//! [`Violation::TwoShardLeaders`], [`Violation::Unbalanced`] and [`Violation::BlipMovedShards`].
 
 use std::fmt;
 
@@ -94,6 +95,38 @@ pub enum Violation {
         /// The core's error.
         error: String,
     },
+    /// Two processes believe they lead one shard of a balanced group at once, each asked
+    /// `is_leader` at its own local time. (The shard simulator's.)
+    TwoShardLeaders {
+        /// The shard.
+        shard: usize,
+        /// When (true ns).
+        at: u64,
+        /// The processes that lead it.
+        leaders: Vec<String>,
+        /// The process whose raise or renew was being checked.
+        raised_by: String,
+    },
+    /// At the end of a quiet stretch, a shard was not led or a live process led outside
+    /// `floor(N/M)..=ceil(N/M)`. (The shard simulator's.)
+    Unbalanced {
+        /// The quiet stretch, in leases.
+        quiet_leases: u32,
+        /// The episode before it, by name.
+        after: &'static str,
+        /// When (true ns).
+        at: u64,
+        /// Each live process and the shards it leads.
+        counts: Vec<(String, usize)>,
+    },
+    /// A blip (a few failed statements, shorter than a lease) moved shards: it should move
+    /// none. (The shard simulator's.)
+    BlipMovedShards {
+        /// When the blip began (true ns).
+        at: u64,
+        /// New terms during the blip and its quiet stretch.
+        moved: usize,
+    },
 }
 
 /// How long nobody led, in the unit of whoever judged it.
@@ -128,6 +161,9 @@ impl Violation {
             Violation::WorkStillRunning { .. } => "work-stops-first",
             Violation::Contract { .. } => "contract",
             Violation::CorePromise { .. } => "core-promise",
+            Violation::TwoShardLeaders { .. } => "two-shard-leaders",
+            Violation::Unbalanced { .. } => "balance",
+            Violation::BlipMovedShards { .. } => "blip-moves-nothing",
         }
     }
 }
@@ -194,6 +230,31 @@ impl fmt::Display for Violation {
             Violation::Contract { who, error } => {
                 write!(f, "{who}'s core refused an input: {error}")
             }
+            Violation::TwoShardLeaders {
+                shard,
+                at,
+                leaders,
+                raised_by,
+            } => write!(
+                f,
+                "two leaders of shard {shard} at {:.3} s: {leaders:?} (raised by {raised_by})",
+                *at as f64 / 1e9
+            ),
+            Violation::Unbalanced {
+                quiet_leases,
+                after,
+                at,
+                counts,
+            } => write!(
+                f,
+                "not balanced {quiet_leases} leases after {after} at {:.3} s: {counts:?}",
+                *at as f64 / 1e9
+            ),
+            Violation::BlipMovedShards { at, moved } => write!(
+                f,
+                "a blip at {:.3} s moved {moved} shards",
+                *at as f64 / 1e9
+            ),
         }
     }
 }

@@ -257,9 +257,7 @@ fn sharded(args: &Args, shards: usize) -> ExitCode {
             seeds - failed,
         );
     }
-    if failed > 0 {
-        all.failure = Some(format!("{failed} runs failed"));
-    }
+    all.failed_runs = failed;
     println!("{}", all.summary(shards));
     if failed > 0 {
         ExitCode::FAILURE

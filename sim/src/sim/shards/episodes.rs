@@ -61,13 +61,10 @@ impl World {
             .balanced_at
             .map(|at| Duration::from_nanos(at.saturating_sub(start)));
         if kind == Kind::Blip && self.terms > 0 && self.report.failure.is_none() {
-            self.report.failure = Some(format!(
-                "a blip at {:.3} s moved {} shards; replay: simulate --shards {} --seed {}",
-                start as f64 / 1e9,
-                self.terms,
-                self.cfg.shards,
-                self.cfg.seed
-            ));
+            self.fail(Violation::BlipMovedShards {
+                at: start,
+                moved: self.terms,
+            });
         }
         self.report.timeline.push(format!(
             "{:>9.3} s  {:<8} M={:>2}->{:<2} balanced {:<10} handovers {:>3} (N/M {:.1})",
@@ -104,14 +101,12 @@ impl World {
                         (self.procs[q].name.clone(), c)
                     })
                     .collect();
-                self.report.failure = Some(format!(
-                    "not balanced {} leases after {} at {:.3} s: {counts:?}; replay: simulate --shards {} --seed {}",
-                    self.cfg.quiet_leases,
-                    self.current.as_ref().map_or("?", |c| c.0.name()),
-                    t as f64 / 1e9,
-                    self.cfg.shards,
-                    self.cfg.seed
-                ));
+                self.fail(Violation::Unbalanced {
+                    quiet_leases: self.cfg.quiet_leases,
+                    after: self.current.as_ref().map_or("?", |c| c.0.name()),
+                    at: t,
+                    counts,
+                });
             }
             self.finish_episode();
         }

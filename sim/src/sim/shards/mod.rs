@@ -21,8 +21,10 @@
 //! Same seed, same output.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
+
+use crate::violation::Violation;
 
 const GROUP: &str = "sim";
 const MS: u64 = 1_000_000;
@@ -178,7 +180,9 @@ pub struct ShardReport {
     /// Every episode.
     pub episodes: Vec<Episode>,
     /// The first broken invariant, if any.
-    pub failure: Option<String>,
+    pub failure: Option<ShardFailure>,
+    /// Runs that failed, in a sweep's total (`simulate --shards N --seeds K` sets it).
+    pub failed_runs: u64,
     /// Checks run.
     pub checks: u64,
     /// Scans run.
@@ -235,9 +239,43 @@ impl ShardReport {
             self.scans,
             self.releases,
             self.compared,
-            self.failure.as_deref().unwrap_or("all held")
+            Held(self)
         );
         out
+    }
+}
+
+/// What the summary's last line says of the invariants.
+struct Held<'a>(&'a ShardReport);
+
+impl fmt::Display for Held<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.0.failure, self.0.failed_runs) {
+            (_, n) if n > 0 => write!(f, "{n} runs failed"),
+            (Some(failure), _) => write!(f, "{failure}"),
+            (None, _) => write!(f, "all held"),
+        }
+    }
+}
+
+/// A sharded run's first broken invariant, and how to replay it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardFailure {
+    /// What broke.
+    pub violation: Violation,
+    /// The run's shards.
+    pub shards: usize,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+impl fmt::Display for ShardFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; replay: simulate --shards {} --seed {}",
+            self.violation, self.shards, self.seed
+        )
     }
 }
 

@@ -142,22 +142,15 @@ impl World {
             .collect();
         self.report.compared += self.procs.len() as u64;
         if leaders.len() > 1 {
-            let names: Vec<&str> = leaders
-                .iter()
-                .map(|&q| self.procs[q].name.as_str())
-                .collect();
-            let what = if slot == 0 {
-                "a member flag".to_string()
-            } else {
-                format!("shard {}", slot - 1)
-            };
-            self.report.failure = Some(format!(
-                "two leaders of {what} at {:.3} s: {names:?} (raised by {}); replay: simulate --shards {} --seed {}",
-                t as f64 / 1e9,
-                self.procs[p].name,
-                self.cfg.shards,
-                self.cfg.seed
-            ));
+            self.fail(Violation::TwoShardLeaders {
+                shard: slot - 1,
+                at: t,
+                leaders: leaders
+                    .iter()
+                    .map(|&q| self.procs[q].name.clone())
+                    .collect(),
+                raised_by: self.procs[p].name.clone(),
+            });
         }
     }
 }

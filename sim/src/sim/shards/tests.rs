@@ -49,3 +49,40 @@ fn the_same_seed_gives_the_same_figures() {
     assert_eq!(a.timeline, b.timeline);
     assert_eq!(a.summary(16), b.summary(16));
 }
+
+#[test]
+fn a_shard_failure_reads_as_the_shard_simulator_always_wrote_it() {
+    let fail = |violation| {
+        ShardFailure {
+            violation,
+            shards: 64,
+            seed: 7,
+        }
+        .to_string()
+    };
+    assert_eq!(
+        fail(Violation::TwoShardLeaders {
+            shard: 3,
+            at: 12_345_678_901,
+            leaders: vec!["p00".into(), "p02".into()],
+            raised_by: "p02".into(),
+        }),
+        r#"two leaders of shard 3 at 12.346 s: ["p00", "p02"] (raised by p02); replay: simulate --shards 64 --seed 7"#
+    );
+    assert_eq!(
+        fail(Violation::Unbalanced {
+            quiet_leases: 6,
+            after: Kind::Stall.name(),
+            at: 90_000_000_000,
+            counts: vec![("p00".into(), 20), ("p01".into(), 44)],
+        }),
+        r#"not balanced 6 leases after stall at 90.000 s: [("p00", 20), ("p01", 44)]; replay: simulate --shards 64 --seed 7"#
+    );
+    assert_eq!(
+        fail(Violation::BlipMovedShards {
+            at: 1_500_000_000,
+            moved: 2,
+        }),
+        "a blip at 1.500 s moved 2 shards; replay: simulate --shards 64 --seed 7"
+    );
+}

@@ -218,6 +218,15 @@ impl World {
             .expect("valid simulator settings")
     }
 
+    /// Records what broke (the run stops before its next event).
+    pub(super) fn fail(&mut self, violation: Violation) {
+        self.report.failure = Some(ShardFailure {
+            violation,
+            shards: self.cfg.shards,
+            seed: self.cfg.seed,
+        });
+    }
+
     pub(super) fn up(&self) -> Vec<usize> {
         (0..self.procs.len())
             .filter(|&p| self.procs[p].life == Life::Up)
