@@ -11,10 +11,10 @@
 //! that the search tries at every point, so the two drivers differ in that alone and are
 //! kept apart on purpose (one schedules on a clock, the other enumerates).
 
-use leadership_core::{Command, Input, LowerReason};
+use leadership_core::{Command, Input};
 
 use super::events::log;
-use super::world::{Proc, Reply, Req, Work, World, FLAG, MAX_REQS};
+use super::world::{Reply, Req, Work, World, FLAG, MAX_REQS};
 use super::Params;
 use crate::check::{self, Check};
 use crate::sim::trace::Op;
@@ -258,20 +258,9 @@ impl World {
                         }
                     }
                     Command::Raise(lease) => {
-                        if let Some(before) = self.last_token {
-                            // No token goes back, lost history or not, whether this process
-                            // saw the higher token or not (issue 25: the clock floor).
-                            if lease.token <= before {
-                                let who = self.procs[p].name.clone();
-                                self.violate(Violation::TokenNotIncreasing {
-                                    who,
-                                    token: lease.token,
-                                    before,
-                                });
-                            }
+                        if let Err(v) = self.tokens.raise(&self.procs[p].name, lease.token) {
+                            self.violate(v);
                         }
-                        self.last_token =
-                            Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
                         self.procs[p].lease_deadline = lease.deadline;
                         self.believe(params, p);
                         raised = Some(lease.token);
@@ -281,9 +270,7 @@ impl World {
                         self.believe(params, p);
                     }
                     Command::Lower(reason) => {
-                        if s.deadline_from_send || reason != LowerReason::DeadlinePassed {
-                            self.procs[p].believed = false;
-                        }
+                        self.procs[p].belief.lowered(reason, s.deadline_from_send);
                         self.term_work(params, p);
                     }
                     Command::Anomaly(_) => {}
@@ -323,10 +310,7 @@ impl World {
 
     pub(super) fn believe(&mut self, params: &Params, p: usize) {
         let local = self.local(params, p);
-        let config = &params.core_config;
-        let pr: &mut Proc = &mut self.procs[p];
-        pr.believed = true;
-        pr.believed_until = local + (config.interval() - config.margin());
+        self.procs[p].belief.raised(local, &params.core_config);
     }
 }
 

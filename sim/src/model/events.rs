@@ -541,7 +541,7 @@ impl World {
         pr.reply = None;
         pr.notify = false;
         pr.known_timeline = 0;
-        pr.believed = false;
+        pr.belief.end();
         pr.reap_pending = false;
     }
 }

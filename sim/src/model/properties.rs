@@ -31,7 +31,7 @@ pub fn leads(world: &World, params: &Params, pr: &Proc) -> bool {
     params
         .sim
         .safeguards
-        .leads(lease, pr.believed, pr.believed_until, local)
+        .leads(lease, pr.belief.held, pr.belief.until, local)
         .0
 }
 

@@ -8,6 +8,7 @@ use leadership_core::audit::AuditedFlag;
 use leadership_core::{Config, DbTime, Instant, Server};
 
 use super::Params;
+use crate::belief::{Belief, Tokens};
 use crate::sim::trace::Op;
 use crate::table::{CheckResult, RefRow};
 use crate::violation::Violation;
@@ -108,9 +109,7 @@ pub struct Proc {
     pub known_timeline: u8,
     /// Raised by the commands handled (`Raise` … `Lower`): the judge's view without the
     /// local-deadline safeguard.
-    pub believed: bool,
-    /// Without deadline-from-send: the belief ends here, counted from the reply's arrival.
-    pub believed_until: Instant,
+    pub belief: Belief,
     /// The latest lease's deadline (local): the work is killed then.
     pub lease_deadline: Instant,
     /// The leader-only work, until it has ended.
@@ -192,8 +191,8 @@ pub struct World {
     pub budget: Budget,
     /// The tick of the latest fault (liveness counts from there).
     pub quiet_since: u32,
-    /// The largest fencing token raised so far.
-    pub last_token: Option<i64>,
+    /// The fencing tokens raised so far.
+    pub tokens: Tokens,
     /// A failover or delete lost history: a token behind from a process that never saw the
     /// newer one is residue, not a violation.
     pub history_lost: bool,
@@ -231,8 +230,7 @@ impl World {
                 notify: false,
                 notify_late: false,
                 known_timeline: 0,
-                believed: false,
-                believed_until: Instant::ZERO,
+                belief: Belief::NONE,
                 lease_deadline: Instant::ZERO,
                 work: None,
                 reap_pending: false,
@@ -250,7 +248,7 @@ impl World {
             db_started_ns: 0,
             budget: params.budget,
             quiet_since: 0,
-            last_token: None,
+            tokens: Tokens::default(),
             history_lost: false,
             no_start_before: 0,
             violation: None,
@@ -312,7 +310,7 @@ impl World {
         let pr = &mut self.procs[p];
         pr.core = Some(AuditedFlag::new(config, p as u64 + 1, local));
         pr.paused = false;
-        pr.believed = false;
+        pr.belief = Belief::NONE;
         pr.observed = None;
         pr.saw_row = false;
         self.drain(params, p);

@@ -8,6 +8,7 @@ use super::go_model::GoNext;
 use super::process::{Core, Reply, Work};
 use super::trace::{Op, Pid, What};
 use super::world::{Ev, World, FLAG};
+use crate::belief::Belief;
 use crate::check::Check;
 use crate::violation::Violation;
 
@@ -35,7 +36,7 @@ impl World {
                 local,
                 self.config.audit,
             ));
-            proc_.believed = false;
+            proc_.belief = Belief::NONE;
             proc_.observed = None;
             proc_.saw_row = false;
             self.drain(p);
@@ -140,25 +141,10 @@ impl World {
                         }
                         self.trace
                             .push(t, p, What::Raise(lease.token, lease.won_by));
-                        if let Some(before) = self.last_token {
-                            // After a failover that lost writes, a process that never saw the
-                            // higher token cannot know it: that residue is counted, not a
-                            // broken rule. A process that saw it must never go below it.
-                            // Every token above every earlier one, lost history included, for a
-                            // process that saw the higher token or not (issue 25): a new term's
-                            // token follows the database's clock, which never goes back here (a
-                            // failover's standby is ahead). Before the clock floor, a process
-                            // that never saw a lost token could write below it.
-                            if lease.token <= before && self.violation.is_none() {
-                                self.violation = Some(Violation::TokenNotIncreasing {
-                                    who: self.rust[i].host.name.clone(),
-                                    token: lease.token,
-                                    before,
-                                });
-                            }
+                        let name = &self.rust[i].host.name;
+                        if let Err(v) = self.tokens.raise(name, lease.token) {
+                            self.violation.get_or_insert(v);
                         }
-                        self.last_token =
-                            Some(self.last_token.map_or(lease.token, |b| b.max(lease.token)));
                         // The row this term's check wrote names the term, for its fence.
                         let name = &self.rust[i].host.name;
                         let row = self.table.get(FLAG).filter(|r| {
@@ -186,14 +172,9 @@ impl World {
                     }
                     Command::Lower(reason) => {
                         self.trace.push(t, p, What::Lower(reason));
-                        let r = &mut self.rust[i];
-                        // The reply-counted deadline outlives the core's own: with that
-                        // safeguard off, its deadline lowering does not end the belief.
-                        if self.config.safeguards.deadline_from_send
-                            || reason != leadership_core::LowerReason::DeadlinePassed
-                        {
-                            r.believed = false;
-                        }
+                        self.rust[i]
+                            .belief
+                            .lowered(reason, self.config.safeguards.deadline_from_send);
                         self.term_work(p);
                     }
                     Command::Anomaly(a) => {
@@ -233,7 +214,7 @@ impl World {
                         let r = &mut self.rust[i];
                         r.host.die();
                         r.flag = None;
-                        r.believed = false;
+                        r.belief.end();
                         self.push(t + down, Ev::Start(p));
                     }
                 }
@@ -456,9 +437,8 @@ impl World {
     pub(super) fn believe(&mut self, p: Pid) {
         let t = self.t;
         let r = &mut self.rust[usize::from(p)];
-        r.believed = true;
-        let core = &self.core_configs[usize::from(p)];
-        r.believed_until = r.host.clock.local(t) + (core.interval() - core.margin());
+        let local = r.host.clock.local(t);
+        r.belief.raised(local, &self.core_configs[usize::from(p)]);
     }
 
     /// Points the process's timer at its next wake-up.

@@ -95,7 +95,7 @@ impl World {
                     if self.is_rust(p) {
                         let r = &mut self.rust[usize::from(p)];
                         r.flag = None;
-                        r.believed = false;
+                        r.belief.end();
                         r.work = None; // the parent-death signal kills the work with it
                     } else {
                         self.go_mut(p).raised = false;

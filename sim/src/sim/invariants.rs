@@ -64,7 +64,7 @@ impl World {
         let lease = r.flag.as_ref().and_then(|f| f.lease_at(local));
         self.config
             .safeguards
-            .leads(lease, r.believed, r.believed_until, local)
+            .leads(lease, r.belief.held, r.belief.until, local)
     }
 
     pub(super) fn check(&mut self) {

@@ -13,6 +13,7 @@ use leadership_core::{Command, Config, ContractError, DbTime, Flag, Input, Insta
 
 use super::clock::LocalClock;
 use super::trace::Op;
+use crate::belief::Belief;
 use crate::table::{CheckResult, RefRow};
 
 /// A statement on its way to the database.
@@ -237,10 +238,7 @@ pub struct RustProc {
     pub flag: Option<Core>,
     /// Raised by the commands handled so far (`Raise` … `Lower`): the judge's view with the
     /// local-deadline safeguard off.
-    pub believed: bool,
-    /// With the deadline-from-send safeguard off: the belief ends at this local instant,
-    /// counted from the arrival of the winning reply.
-    pub believed_until: Instant,
+    pub belief: Belief,
     /// What the judge said at the last event.
     pub leads: bool,
     /// While it leads: the local instant its belief ends unless renewed, so the end of a
@@ -298,8 +296,7 @@ impl RustProc {
         RustProc {
             host,
             flag: None,
-            believed: false,
-            believed_until: Instant::ZERO,
+            belief: Belief::NONE,
             leads: false,
             lead_until: None,
             notified: 0,

@@ -16,6 +16,7 @@ use super::report::{Failure, Report, Stats};
 use super::rng::SimRng;
 use super::trace::{Pid, Trace};
 use super::SimConfig;
+use crate::belief::Tokens;
 use crate::violation::Violation;
 
 /// The flag every process competes for.
@@ -161,8 +162,8 @@ pub(super) struct World {
     pub(super) leaderless_since: Option<u64>,
     pub(super) go_overlap_since: Option<u64>,
     pub(super) rust_go_since: Option<u64>,
-    /// Largest token raised so far.
-    pub(super) last_token: Option<i64>,
+    /// The tokens raised so far.
+    pub(super) tokens: Tokens,
     /// A graceful release ran at the database at this time and nobody else leads yet.
     pub(super) handover_since: Option<(u64, Pid)>,
     pub(super) stats: Stats,
@@ -294,7 +295,7 @@ impl World {
             leaderless_since: Some(0),
             go_overlap_since: None,
             rust_go_since: None,
-            last_token: None,
+            tokens: Tokens::default(),
             handover_since: None,
             stats: Stats::default(),
             trace,
