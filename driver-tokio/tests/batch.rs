@@ -91,12 +91,15 @@ fn single(
         .expect("one row")
 }
 
-fn batch(
+/// The batch as `process` with `lease` µs.
+fn try_batch(
     tx: &mut Transaction<'_>,
     st: &Statements,
     flags: &[Flag],
+    process: &str,
+    lease: i64,
     expect: Option<&str>,
-) -> Vec<Row> {
+) -> Result<Vec<Row>, postgres::Error> {
     let names: Vec<&str> = flags.iter().map(|f| f.name.as_str()).collect();
     let renew: Vec<Option<i64>> = flags.iter().map(|f| f.renew).collect();
     let floor: Vec<i64> = flags.iter().map(|f| f.floor).collect();
@@ -105,9 +108,9 @@ fn batch(
     let continues: Vec<Option<i64>> = flags.iter().map(|f| f.continues).collect();
     let params: [(&(dyn ToSql + Sync), Type); 11] = [
         (&names, Type::TEXT_ARRAY),
-        (&ME, Type::TEXT),
+        (&process, Type::TEXT),
         (&renew, Type::INT8_ARRAY),
-        (&LEASE, Type::INT8),
+        (&lease, Type::INT8),
         (&floor, Type::INT8_ARRAY),
         (&may_take, Type::BOOL_ARRAY),
         (&may_insert, Type::BOOL_ARRAY),
@@ -116,7 +119,17 @@ fn batch(
         (&None::<i32>, Type::INT4),
         (&None::<std::time::SystemTime>, Type::TIMESTAMPTZ),
     ];
-    tx.query_typed(&st.check_batch, &params).expect("the batch")
+    tx.query_typed(&st.check_batch, &params)
+}
+
+/// The batch as this process, with the tests' lease.
+fn batch(
+    tx: &mut Transaction<'_>,
+    st: &Statements,
+    flags: &[Flag],
+    expect: Option<&str>,
+) -> Vec<Row> {
+    try_batch(tx, st, flags, ME, LEASE, expect).expect("the batch")
 }
 
 /// A reply's columns, as text, in the single check's order.
@@ -374,43 +387,24 @@ fn batches_over_the_same_rows_in_any_order_never_deadlock() {
                 if t % 2 == 1 {
                     names.reverse();
                 }
+                let flags: Vec<Flag> = names
+                    .iter()
+                    .map(|n| Flag {
+                        name: n.clone(),
+                        row: None,
+                        renew: None,
+                        floor: 0,
+                        may_take: true,
+                        may_insert: true,
+                        continues: None,
+                    })
+                    .collect();
                 let mut batches = 0;
                 while Instant::now() < until {
-                    let flags: Vec<Flag> = names
-                        .iter()
-                        .map(|n| Flag {
-                            name: n.clone(),
-                            row: None,
-                            renew: None,
-                            floor: 0,
-                            may_take: true,
-                            may_insert: true,
-                            continues: None,
-                        })
-                        .collect();
                     // A zero lease: every row is expired, so every batch tries to take all.
                     let mut tx = c.transaction().unwrap();
-                    let names: Vec<&str> = flags.iter().map(|f| f.name.as_str()).collect();
-                    let renew: Vec<Option<i64>> = vec![None; names.len()];
-                    let floor: Vec<i64> = vec![0; names.len()];
-                    let yes: Vec<bool> = vec![true; names.len()];
-                    tx.query_typed(
-                        &st.check_batch,
-                        &[
-                            (&names, Type::TEXT_ARRAY),
-                            (&format!("p{t}"), Type::TEXT),
-                            (&renew, Type::INT8_ARRAY),
-                            (&0i64, Type::INT8),
-                            (&floor, Type::INT8_ARRAY),
-                            (&yes, Type::BOOL_ARRAY),
-                            (&yes, Type::BOOL_ARRAY),
-                            (&renew, Type::INT8_ARRAY),
-                            (&None::<&str>, Type::TEXT),
-                            (&None::<i32>, Type::INT4),
-                            (&None::<std::time::SystemTime>, Type::TIMESTAMPTZ),
-                        ],
-                    )
-                    .unwrap_or_else(|e| panic!("batch {batches} of {t}: {e:?}"));
+                    try_batch(&mut tx, &st, &flags, &format!("p{t}"), 0, None)
+                        .unwrap_or_else(|e| panic!("batch {batches} of {t}: {e:?}"));
                     tx.commit().unwrap();
                     batches += 1;
                 }
