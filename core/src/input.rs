@@ -68,6 +68,14 @@ pub enum Input<'a> {
     /// The protocol is unchanged: this only withholds takeovers and renewals. (This was
     /// `Flag::set_wanted`, a side door beside this enum, until issue 27.)
     Wanted(bool),
+    /// The driver is about to send a batch of checks ([`sql::CHECK_BATCH`](crate::sql::CHECK_BATCH))
+    /// for the flags of its set: a leader whose renew falls due within
+    /// [`Config::renew_early`](crate::Config::renew_early) of now starts it now, early, to go
+    /// in the same statement ([`Command::Check`](crate::Command::Check), whose lease counts
+    /// from now as every check's does). Anything else ignores it, and so may the driver's
+    /// flags whose [`Flag::poll_early_check`](crate::Flag::poll_early_check) has not passed.
+    /// Never a contract error.
+    Batching,
 }
 
 /// What the check statement returned.
@@ -113,6 +121,11 @@ pub enum Failure {
     Error,
     /// The driver gave up after the configured timeout.
     Timeout,
+    /// The check was one of a batch, and its row was skipped because another transaction
+    /// held its lock ([`sql::CHECK_BATCH`](crate::sql::CHECK_BATCH), `attempted = false`): it
+    /// changed nothing. It counts as a failed check for this flag alone, except that nothing
+    /// is in doubt.
+    NotAttempted,
 }
 
 /// The answer of the user's precheck.
@@ -151,7 +164,8 @@ impl Input<'_> {
             | Input::Resign { .. }
             | Input::WorkStopped
             | Input::Connected(_)
-            | Input::Wanted(_) => None,
+            | Input::Wanted(_)
+            | Input::Batching => None,
         }
     }
 }

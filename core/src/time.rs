@@ -204,3 +204,9 @@ mod tests {
         );
     }
 }
+
+/// `parts` millionths of `base`.
+pub(crate) fn ppm_of(base: Duration, parts: u64) -> Duration {
+    let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}

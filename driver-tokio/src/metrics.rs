@@ -12,8 +12,8 @@
 //! | name (after `<prefix>_`) | kind | extra labels | what |
 //! |---|---|---|---|
 //! | [`STATE`] | gauge | | 1 while raised, 0 otherwise (the Go flag's) |
-//! | [`CHECKS`] | counter | `outcome` = `won`, `not_won`, `error`, `timeout` | checks finished |
-//! | [`STATEMENT_ERRORS`] | counter | `statement` = `check`, `release`; `kind` = `error`, `timeout` | statements that failed or timed out |
+//! | [`CHECKS`] | counter | `outcome` = `won`, `not_won`, `error`, `timeout`, `not_attempted` | checks finished |
+//! | [`STATEMENT_ERRORS`] | counter | `statement` = `check`, `release`; `kind` = `error`, `timeout`, `not_attempted` (a batch skipped a row another transaction had locked) | statements that failed or timed out |
 //! | [`STATEMENT_SECONDS`] | histogram | `statement` | latency of statements that returned |
 //! | [`AT_RISK`] | gauge | | 1 while the lease is at risk (no renew has won by the deadline minus the stop-ahead: the leader-only work was told to stop), 0 otherwise |
 //! | [`LAST_RENEW`] | gauge | | when this process last won a check (a term's first or a renew), in Unix seconds; `time() - it` is the age of the last won renew |

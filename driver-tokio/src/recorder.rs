@@ -142,6 +142,8 @@ impl Metrics {
         let kind = match failure {
             Failure::Error => "error",
             Failure::Timeout => "timeout",
+            // A batch skipped the row: another transaction held its lock.
+            Failure::NotAttempted => "not_attempted",
         };
         counter!(
             errors,

@@ -248,13 +248,18 @@ impl Flag {
         self.schedule_expiry(now, timestamp, db_now);
     }
 
-    pub(super) fn on_failed(&mut self, now: Instant, _failure: Failure) {
+    pub(super) fn on_failed(&mut self, now: Instant, failure: Failure) {
         let was = self.pending;
         self.pending = Pending::Nothing;
         // The statement may have run: its effect on the row is unknown. Only a leader's renew
         // is remembered: a takeover or an insert in doubt writes what a twin's takeover or
-        // renew could write as well, so its row, if it committed, is left to expire.
-        if let (Pending::Check { renew: Some(r), .. }, Role::Leader(lease)) = (was, self.role) {
+        // renew could write as well, so its row, if it committed, is left to expire. A check a
+        // batch did not attempt wrote nothing: no doubt (adopting `r + 1` then would adopt a
+        // twin's renew).
+        let attempted = failure != Failure::NotAttempted;
+        if let (Pending::Check { renew: Some(r), .. }, Role::Leader(lease), true) =
+            (was, self.role, attempted)
+        {
             if lease.version == r {
                 // The leader's renew continues its term, so it writes exactly `r + 1` (a new
                 // term's token would follow the server's clock, and is never adopted: the
@@ -282,6 +287,16 @@ impl Flag {
         // A leader keeps its lease through a failed renew until its deadline: no flapping on
         // a blip.
         self.schedule_retry(now);
+    }
+
+    /// A batch is being sent: a leader's renew whose early window has opened joins it.
+    pub(super) fn on_batching(&mut self, now: Instant) {
+        if self
+            .poll_early_check()
+            .is_some_and(|earliest| now >= earliest)
+        {
+            self.start_check(now);
+        }
     }
 
     pub(super) fn on_notified(&mut self, now: Instant) {

@@ -240,6 +240,30 @@ impl Flag {
         }
     }
 
+    /// The earliest instant the scheduled check may be sent ahead of
+    /// [`poll_timeout`](Flag::poll_timeout) to join a batch ([`Input::Batching`]): a leader's
+    /// renew, [`Config::renew_early`] before it falls due. `None` when no check is scheduled or
+    /// the one scheduled may not go early: a follower sleeps until the holder's lease can
+    /// expire, and a retry waits its interval.
+    ///
+    /// [`Config::renew_early`]: crate::Config::renew_early
+    #[must_use]
+    pub fn poll_early_check(&self) -> Option<Instant> {
+        match (
+            self.role,
+            self.pending,
+            self.phase,
+            self.schedule.next_check,
+        ) {
+            (Role::Leader(_), Pending::Nothing, Phase::Running, Some(due))
+                if !self.schedule.retrying =>
+            {
+                Some(due - self.config.renew_early())
+            }
+            _ => None,
+        }
+    }
+
     /// A timer fired at `now`: lower if the deadline passed, say the lease is at risk, start a
     /// check if one is due. Calling it early, or more often than needed, is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -272,6 +296,7 @@ impl Flag {
             Input::Close => self.on_close(now),
             Input::Resign { hold_off } => self.on_resign(now, hold_off),
             Input::Wanted(wanted) => self.on_wanted(now, wanted),
+            Input::Batching => self.on_batching(now),
         }
         // An input may arrive after a check fell due: serve it now, so that poll_timeout
         // never points into the past.

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use crate::command::{Anomaly, Command};
 use crate::rng::Rng;
-use crate::time::{DbTime, Instant};
+use crate::time::{ppm_of, DbTime, Instant};
 
 use super::Flag;
 
@@ -18,6 +18,8 @@ pub(super) struct Schedule {
     pub(super) next_check: Option<Instant>,
     /// A notification arrived while a statement was pending: check again once it returns.
     pub(super) recheck: bool,
+    /// The next check is a retry after a failure: it waits its interval, never early.
+    pub(super) retrying: bool,
 }
 
 impl Schedule {
@@ -26,6 +28,7 @@ impl Schedule {
             rng: Rng::new(seed),
             next_check: None,
             recheck: false,
+            retrying: false,
         }
     }
 }
@@ -33,6 +36,7 @@ impl Schedule {
 impl Flag {
     /// Checks at `at`, or at once if that is not in the future or a notification is waiting.
     pub(super) fn schedule_check(&mut self, now: Instant, at: Instant) {
+        self.schedule.retrying = false;
         if self.dormant() {
             // Kept for when the flag is wanted again (which checks at once anyway).
             self.schedule.next_check = Some(at);
@@ -54,6 +58,7 @@ impl Flag {
             retry - jitter
         };
         self.schedule_check(now, now + delay.max(Duration::from_millis(1)));
+        self.schedule.retrying = self.schedule.next_check.is_some();
     }
 
     /// A follower wakes when the holder's lease expires by the database's clock, plus a
@@ -106,17 +111,11 @@ impl Flag {
     }
 }
 
-/// `parts` millionths of `base`.
-fn ppm_of(base: Duration, parts: u64) -> Duration {
-    let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use core::time::Duration;
 
-    use super::ppm_of;
+    use crate::time::ppm_of;
     use crate::{Config, Flag, Instant};
 
     fn flag(interval: Duration) -> Flag {
