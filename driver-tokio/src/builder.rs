@@ -14,6 +14,7 @@ use leadership_core::{Config, ConfigBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::batch::Batcher;
 use crate::connector::Connector;
 use crate::error::Error;
 use crate::flag::Flag;
@@ -420,6 +421,7 @@ impl<K> FlagBuilder<K> {
     pub(crate) fn spawn_on(
         &self,
         link: &Arc<Link>,
+        batcher: &Arc<Batcher>,
         name: &str,
         seed: impl FnOnce(Option<u64>) -> u64,
         shard: Option<Shard>,
@@ -438,6 +440,7 @@ impl<K> FlagBuilder<K> {
             metrics,
             precheck: self.precheck.clone(),
             shard,
+            batch: Some(batcher.join()),
         };
         Ok(Flag::spawn(parts, self.shutdown.clone()))
     }
@@ -481,6 +484,7 @@ impl FlagBuilder<One> {
             metrics,
             precheck: self.precheck,
             shard: None,
+            batch: None,
         };
         Ok(Flag::spawn(parts, self.shutdown))
     }

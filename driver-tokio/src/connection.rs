@@ -94,19 +94,26 @@ pub const CHECK_TYPES: [Type; 11] = [
     Type::TIMESTAMPTZ,
 ];
 
+/// The batched check's parameters: one element per flag in each array, in one order.
+pub(crate) struct BatchParams<'a> {
+    pub(crate) names: Vec<&'a str>,
+    pub(crate) process: &'a str,
+    pub(crate) renew: Vec<Option<i64>>,
+    pub(crate) lease_micros: i64,
+    pub(crate) floor: Vec<i64>,
+    pub(crate) may_take: Vec<bool>,
+    pub(crate) may_insert: Vec<bool>,
+    pub(crate) continues: Vec<Option<i64>>,
+    pub(crate) expect: Option<Identity>,
+}
+
 impl Conn {
     /// Runs the check: one round trip, one row.
     pub(crate) async fn check(
         &self,
         p: &CheckParams<'_>,
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        // An unknown identity binds NULL to `$9`, and the statement compares nothing.
-        let expect = p.expect.filter(|e| e.system.is_some());
-        let system = expect.and_then(|e| e.system).map(|s| s.to_string());
-        let timeline = expect
-            .and_then(|e| e.timeline)
-            .and_then(|t| i32::try_from(t).ok());
-        let started = expect.and_then(|e| e.started).map(PgTime);
+        let (system, timeline, started) = expected(p.expect);
         let params: [(&(dyn ToSql + Sync), Type); 11] = [
             (&p.name, CHECK_TYPES[0].clone()),
             (&p.process, CHECK_TYPES[1].clone()),
@@ -128,6 +135,34 @@ impl Conn {
                     .await
             }
         }
+    }
+
+    /// Runs the batched check ([`sql::CHECK_BATCH`](leadership_core::sql::CHECK_BATCH)): one
+    /// round trip, one row per flag. Unnamed: it is planned each time, which a batch of many
+    /// flags amortizes, and it runs the same way behind a transaction pooler.
+    pub(crate) async fn check_batch(
+        &self,
+        p: &BatchParams<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let (system, timeline, started) = expected(p.expect);
+        let params: [(&(dyn ToSql + Sync), Type); 11] = [
+            (&p.names, Type::TEXT_ARRAY),
+            (&p.process, Type::TEXT),
+            (&p.renew, Type::INT8_ARRAY),
+            (&p.lease_micros, Type::INT8),
+            (&p.floor, Type::INT8_ARRAY),
+            (&p.may_take, Type::BOOL_ARRAY),
+            (&p.may_insert, Type::BOOL_ARRAY),
+            (&p.continues, Type::INT8_ARRAY),
+            (&system, CHECK_TYPES[8].clone()),
+            (&timeline, CHECK_TYPES[9].clone()),
+            (&started, CHECK_TYPES[10].clone()),
+        ];
+        let text = match self.term {
+            true => &self.statements.check_batch,
+            false => &self.statements.check_batch_without_term,
+        };
+        self.client.query_typed(text, &params).await
     }
 
     /// Runs the release: one round trip; whether it released the row.
@@ -233,6 +268,18 @@ impl Conn {
     pub(crate) fn closed(&self) -> CancellationToken {
         self.task.closed.clone()
     }
+}
+
+/// The server the core expects, as `$9`, `$10`, `$11`. An unknown identity binds NULL to
+/// `$9`, and the statement compares nothing.
+fn expected(expect: Option<Identity>) -> (Option<String>, Option<i32>, Option<PgTime>) {
+    let expect = expect.filter(|e| e.system.is_some());
+    let system = expect.and_then(|e| e.system).map(|s| s.to_string());
+    let timeline = expect
+        .and_then(|e| e.timeline)
+        .and_then(|t| i32::try_from(t).ok());
+    let started = expect.and_then(|e| e.started).map(PgTime);
+    (system, timeline, started)
 }
 
 fn values<'a>(params: &'a [(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {

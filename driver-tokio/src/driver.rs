@@ -7,15 +7,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::{Command, Failure, Flag as Core, Identity, Input, Precheck, Server};
+use leadership_core::{Command, Flag as Core, Identity, Input, Precheck};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::batch::Member;
 use crate::connection::{CheckParams, Conn};
-use crate::link::{Link, NoConn};
+use crate::done::{after_failure, connection, Done, Reply, Why};
+use crate::link::Link;
 use crate::parts::{Parts, PrecheckFn};
-use crate::pg::{Chain, CheckRow, DecodeError};
+use crate::pg::CheckRow;
 use crate::recorder::{Metrics, Statement};
 use crate::signals::Signals;
 use crate::state::Holder;
@@ -23,67 +25,15 @@ use crate::state::Holder;
 /// The one statement or precheck in flight (the core never asks for two at once).
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// What a statement or precheck came back with.
 /// The fields of [`Command::Check`], carried to the statement.
 #[derive(Clone, Copy)]
-struct CheckCommand {
-    renew: Option<i64>,
-    floor: i64,
-    may_take: bool,
-    may_insert: bool,
-    continues: Option<i64>,
-    expect: Option<Identity>,
-}
-
-struct Done {
-    reply: Reply,
-    /// Which statement (None for a precheck).
-    statement: Option<Statement>,
-    elapsed: Duration,
-    failure: Option<Why>,
-    /// A new connection was opened for this statement.
-    reconnected: bool,
-}
-
-/// An owned [`Input`] reply.
-enum Reply {
-    Checked(CheckRow),
-    Released(bool),
-    Failed(Failure),
-    Precheck(Precheck),
-    /// The statement was not run: its connection (number `id`) is one the core has not heard
-    /// of yet ([`Input::Connected`]).
-    Connected {
-        id: u64,
-        server: Server,
-    },
-}
-
-/// Why a statement failed, for the log.
-enum Why {
-    BackingOff,
-    Connect(tokio_postgres::Error),
-    Statement(tokio_postgres::Error),
-    Decode(DecodeError),
-    Timeout(Duration),
-    ConnectTimeout(Duration),
-}
-
-impl std::fmt::Display for Why {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Why::BackingOff => f.write_str("not reconnecting yet (backing off)"),
-            Why::Connect(e) => write!(f, "cannot connect: {}", Chain(e)),
-            Why::Statement(e) => write!(f, "{}", Chain(e)),
-            Why::Decode(e) => write!(f, "{e}"),
-            Why::Timeout(t) => write!(f, "no reply within {t:?}; connection abandoned"),
-            Why::ConnectTimeout(t) => write!(
-                f,
-                "could not connect within {t:?} (the connect timeout for each host, and one for \
-                 the set-up); raise connect_timeout if the server is far or slow"
-            ),
-        }
-    }
+pub(crate) struct CheckCommand {
+    pub(crate) renew: Option<i64>,
+    pub(crate) floor: i64,
+    pub(crate) may_take: bool,
+    pub(crate) may_insert: bool,
+    pub(crate) continues: Option<i64>,
+    pub(crate) expect: Option<Identity>,
 }
 
 /// A user's request to the running driver (besides close, which is a token).
@@ -136,6 +86,10 @@ pub(crate) struct Driver {
     /// A balanced set's wake-up for a read of the group, rung when this shard is released
     /// while dormant; `None` for an ordinary flag.
     rescan: Option<Arc<Notify>>,
+    /// This flag's place in its set's batch; `None` for a flag of its own.
+    batch: Option<Member>,
+    /// The batch asked this flag to renew early, and it has not answered yet.
+    pulled: bool,
 }
 
 impl Driver {
@@ -148,6 +102,7 @@ impl Driver {
             metrics,
             precheck,
             shard,
+            batch,
         } = parts;
         let (wanted, rescan) = shard.map_or((None, None), |s| (Some(s.wanted), Some(s.rescan)));
         metrics.state(false);
@@ -176,6 +131,8 @@ impl Driver {
             resigned: Vec::new(),
             wanted,
             rescan,
+            batch,
+            pulled: false,
         }
     }
 
@@ -197,6 +154,13 @@ impl Driver {
             // `try_lead` is, finds the guard), and before a lowering (`drain` publishes it
             // first: a reader woken by `lost()` finds the holder that took over).
             self.publish_holder();
+            if let Some(batch) = &self.batch {
+                if std::mem::take(&mut self.pulled) {
+                    batch.decline();
+                }
+                let early = self.core.poll_early_check();
+                batch.set_early(early.and_then(|t| self.signals.cell.at(t)));
+            }
             if !self.core.is_resigning() {
                 for done in self.resigned.drain(..) {
                     let _ = done.send(());
@@ -262,6 +226,10 @@ impl Driver {
                         }
                         None => self.wanted = None,
                     }
+                }
+                () = pulled(&self.batch), if self.batch.is_some() => {
+                    self.pulled = true;
+                    self.input(Input::Batching);
                 }
                 () = sleep_until(wake), if wake.is_some() => {
                     self.core.handle_timeout(self.signals.cell.now());
@@ -348,6 +316,27 @@ impl Driver {
     fn check(&mut self, c: CheckCommand) -> Pending {
         let (name, process, lease_micros) =
             (self.name.clone(), self.process.clone(), self.lease_micros);
+        if let Some(batch) = &self.batch {
+            // The answer to a pull, if there was one.
+            self.pulled = false;
+            let done = batch.submit(
+                name,
+                process,
+                lease_micros,
+                c,
+                self.known_conn,
+                self.timeout,
+            );
+            return Box::pin(async move {
+                done.await.unwrap_or_else(|_| Done {
+                    reply: Reply::Failed(Why::MissingFromBatch.failure()),
+                    statement: Some(Statement::Check),
+                    elapsed: Duration::ZERO,
+                    failure: Some(Why::MissingFromBatch),
+                    reconnected: false,
+                })
+            });
+        }
         bounded(
             Statement::Check,
             self.timeout,
@@ -365,8 +354,11 @@ impl Driver {
                     continues: c.continues,
                     expect: c.expect,
                 };
-                let row = conn.check(&params).await.map_err(Why::Statement)?;
-                let row = CheckRow::decode(&row).map_err(Why::Decode)?;
+                let row = conn
+                    .check(&params)
+                    .await
+                    .map_err(|e| Why::Statement(Arc::new(e)))?;
+                let row = CheckRow::decode(&row).map_err(|e| Why::Decode(Arc::new(e)))?;
                 Ok(Reply::Checked(row))
             },
         )
@@ -384,7 +376,7 @@ impl Driver {
                 let released = conn
                     .release(&name, &process, version, &channel)
                     .await
-                    .map_err(Why::Statement)?;
+                    .map_err(|e| Why::Statement(Arc::new(e)))?;
                 Ok(Reply::Released(released))
             },
         )
@@ -435,10 +427,7 @@ impl Driver {
                 debug!(name = %self.name, process = %self.process, statement = statement.as_str(), "{why}");
             }
             Some(why) => {
-                let failure = match why {
-                    Why::Timeout(_) | Why::ConnectTimeout(_) => Failure::Timeout,
-                    _ => Failure::Error,
-                };
+                let failure = why.failure();
                 if let Why::Statement(e) = why {
                     // Behind a transaction pooler a prepared statement goes missing: the next
                     // connection runs them unnamed.
@@ -508,15 +497,8 @@ where
 {
     Box::pin(async move {
         let started = std::time::Instant::now();
-        let budget = link.connector().connect_budget();
-        let connected = match tokio::time::timeout(budget, link.get()).await {
-            Ok(Ok(connected)) => Ok(connected),
-            Ok(Err(NoConn::BackingOff)) => Err(Why::BackingOff),
-            Ok(Err(NoConn::Connect(e))) => Err(Why::Connect(e)),
-            Err(_) => Err(Why::ConnectTimeout(budget)),
-        };
-        let (reply, failure, reconnected) = match connected {
-            Err(why) => (Reply::Failed(Failure::Error), Some(why), false),
+        let (reply, failure, reconnected) = match connection(&link).await {
+            Err(why) => (Reply::Failed(why.failure()), Some(why), false),
             Ok((conn, reconnected)) if Some(conn.id) != known => (
                 Reply::Connected {
                     id: conn.id,
@@ -526,43 +508,33 @@ where
                 reconnected,
             ),
             Ok((conn, reconnected)) => {
-                match tokio::time::timeout(timeout, run(conn.clone())).await {
-                    Ok(Ok(reply)) => (reply, None, reconnected),
-                    Ok(Err(why)) => {
-                        if let Why::Statement(e) = &why {
-                            if crate::pg::is_read_only_statement(e) {
-                                warn!(
-                                    servers = link.connector().servers(),
-                                    system = ?conn.server.system,
-                                    timeline = ?conn.server.timeline,
-                                    "the server answered read-only (SQLSTATE 25006): dropping \
-                                     the connection; the next connect skips read-only servers \
-                                     of the list"
-                                );
-                            }
-                        }
-                        link.abandon(&conn);
-                        (Reply::Failed(Failure::Error), Some(why), reconnected)
-                    }
-                    Err(_) => {
-                        link.abandon(&conn);
-                        (
-                            Reply::Failed(Failure::Timeout),
-                            Some(Why::Timeout(timeout)),
-                            reconnected,
-                        )
-                    }
-                }
+                let why = match tokio::time::timeout(timeout, run(conn.clone())).await {
+                    Ok(Ok(reply)) => return done(reply, None, reconnected, started, statement),
+                    Ok(Err(why)) => why,
+                    Err(_) => Why::Timeout(timeout),
+                };
+                after_failure(&link, &conn, &why);
+                (Reply::Failed(why.failure()), Some(why), reconnected)
             }
         };
-        Done {
-            reply,
-            statement: Some(statement),
-            elapsed: started.elapsed(),
-            failure,
-            reconnected,
-        }
+        done(reply, failure, reconnected, started, statement)
     })
+}
+
+fn done(
+    reply: Reply,
+    failure: Option<Why>,
+    reconnected: bool,
+    started: std::time::Instant,
+    statement: Statement,
+) -> Done {
+    Done {
+        reply,
+        statement: Some(statement),
+        elapsed: started.elapsed(),
+        failure,
+        reconnected,
+    }
 }
 
 async fn recv(notifications: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
@@ -580,6 +552,13 @@ async fn changed(wanted: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
             Ok(()) => Some(*rx.borrow_and_update()),
             Err(_) => None,
         },
+        None => std::future::pending().await,
+    }
+}
+
+async fn pulled(batch: &Option<Member>) {
+    match batch {
+        Some(batch) => batch.pulled().await,
         None => std::future::pending().await,
     }
 }

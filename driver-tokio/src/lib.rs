@@ -97,10 +97,12 @@
 
 mod backoff;
 mod balanced;
+mod batch;
 pub mod boot_clock;
 mod builder;
 mod connection;
 mod connector;
+mod done;
 mod driver;
 mod error;
 mod fence;

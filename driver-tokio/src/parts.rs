@@ -11,6 +11,7 @@ use std::sync::Arc;
 use leadership_core::Config;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::batch::Member;
 use crate::link::Link;
 use crate::recorder::Metrics;
 
@@ -28,6 +29,9 @@ pub(crate) struct Parts {
     pub(crate) precheck: Option<PrecheckFn>,
     /// Set for a shard of a balanced set.
     pub(crate) shard: Option<Shard>,
+    /// The flag's place in its set's batch; `None` for a flag of its own, which sends the
+    /// single check.
+    pub(crate) batch: Option<Member>,
 }
 
 /// The user's precheck, boxed: `Ok(true)` lets the check run, `Ok(false)` refuses, an error is

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::batch::Batcher;
 use crate::builder::{FlagBuilder, FlagSetBuilder, Set};
 use crate::error::Error;
 use crate::flag::Flag;
@@ -40,6 +41,8 @@ use crate::parts::{random_seed, Shard};
 pub struct FlagSet {
     settings: FlagSetBuilder,
     link: Arc<Link>,
+    /// Sends the checks of the set's flags that fall due together as one statement.
+    batcher: Arc<Batcher>,
     added: AtomicU64,
 }
 
@@ -79,6 +82,7 @@ impl FlagSet {
     pub(crate) fn new(settings: FlagSetBuilder, link: Arc<Link>) -> FlagSet {
         FlagSet {
             settings,
+            batcher: Batcher::spawn(link.clone()),
             link,
             added: AtomicU64::new(0),
         }
@@ -104,6 +108,7 @@ impl FlagSet {
         // Flags of a set must not share a schedule: spread a given seed, or draw one.
         self.settings.spawn_on(
             &self.link,
+            &self.batcher,
             &name,
             |seed| match seed {
                 Some(seed) => seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),

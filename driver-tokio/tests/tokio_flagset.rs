@@ -216,12 +216,13 @@ async fn statements_per_second_for_100_flags_in_one_set_and_as_100_handles() {
     );
     assert_eq!(set_backends, 1);
     assert_eq!(handles_backends, FLAGS);
-    // Each leader renews about once a second either way: sharing a connection neither adds
-    // nor saves statements. Generous bounds: the renew period is 0.9–1 s.
-    for rate in [set_rate, handles_rate] {
-        assert!(
-            (FLAGS as f64 * 0.7..=FLAGS as f64 * 1.5).contains(&rate),
-            "{rate} statements/s"
-        );
-    }
+    // Each leader renews about once a second. As handles, each renew is a statement; in the
+    // set, the renews that fall due together go as one batch, and a renew joins the batch
+    // early (never late), so the set's leaders renew together: about one statement a second
+    // for all of them (generous bounds, for a loaded machine that splits a batch now and then).
+    assert!(
+        (FLAGS as f64 * 0.7..=FLAGS as f64 * 1.5).contains(&handles_rate),
+        "handles: {handles_rate} statements/s"
+    );
+    assert!(set_rate <= 5.0, "set: {set_rate} statements/s");
 }
