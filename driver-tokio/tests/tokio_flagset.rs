@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use leadership_driver_testkit::observe::Logs;
 use leadership_pgkit::helpers::{psql, server};
 use leadership_pgkit::pg::{PgServer, Signal};
 use leadership_tokio::{Error, Flag, FlagSet};
@@ -225,4 +226,201 @@ async fn statements_per_second_for_100_flags_in_one_set_and_as_100_handles() {
         "handles: {handles_rate} statements/s"
     );
     assert!(set_rate <= 5.0, "set: {set_rate} statements/s");
+}
+
+/// The flags' table, as the tests' sets use it.
+const TABLE: &str = "leadership_flags";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_locked_by_another_transaction_fails_its_flag_alone_and_keeps_the_connection() {
+    const FLAGS: usize = 10;
+    let pg = server();
+    let a = set(&pg, "locked").await;
+    let flags: Vec<Flag> = (0..FLAGS)
+        .map(|i| a.add(format!("lock-{i}")).unwrap())
+        .collect();
+    all_raised(&flags, INTERVAL * 2).await;
+    let pids = || {
+        psql(
+            &pg,
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+             WHERE application_name = 'leadership:locked'",
+        )
+    };
+    let before = pids();
+
+    // Another transaction holds row 3's lock for longer than a lease.
+    let (client, connection) = tokio_postgres::connect(&pg.conn_string(), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            &format!("SELECT 1 FROM {TABLE} WHERE name = 'lock-3' FOR UPDATE"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let locked_at = Instant::now();
+    let hold = INTERVAL + INTERVAL / 2;
+    let mut lowered_at = None;
+    while locked_at.elapsed() < hold {
+        for (i, f) in flags.iter().enumerate() {
+            if i != 3 {
+                assert!(
+                    f.is_raised(),
+                    "flag {i} lost its lease {:?} into the lock on another row",
+                    locked_at.elapsed()
+                );
+            }
+        }
+        if lowered_at.is_none() && !flags[3].is_raised() {
+            lowered_at = Some(locked_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The locked flag could not renew: its lease ran to its deadline, no further.
+    let lowered_at = lowered_at.expect("the flag whose row was locked lowered at its deadline");
+    assert!(
+        lowered_at <= INTERVAL,
+        "lowered {lowered_at:?} into the lock"
+    );
+    // Every renew of the other nine went on the same connection throughout.
+    assert_eq!(pids(), before, "the set reconnected");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    all_raised(&flags, INTERVAL * 2).await;
+    assert_eq!(pids(), before, "the set reconnected");
+    let terms: Vec<usize> = flags.iter().map(|f| f.terms().len()).collect();
+    eprintln!("locked for {hold:?}: flag 3 lowered {lowered_at:?} in, terms per flag {terms:?}");
+    for (i, n) in terms.iter().enumerate() {
+        assert_eq!(*n, if i == 3 { 2 } else { 1 }, "flag {i}: terms {terms:?}");
+    }
+    for f in flags {
+        f.close().await.unwrap();
+    }
+}
+
+/// One process of the fleet test: a set of flags on a runtime of its own, so that a crash
+/// (the runtime shut down under it) stops its tasks mid-statement, releasing nothing.
+struct Process {
+    runtime: tokio::runtime::Runtime,
+    flags: Vec<Flag>,
+    set: FlagSet,
+}
+
+impl Process {
+    fn start(pg: &PgServer, name: &str, incarnation: &str, logs: &[Logs]) -> Process {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (set, flags) = runtime.block_on(async {
+            let set = set(pg, name).await;
+            let flags: Vec<Flag> = (0..logs.len())
+                .map(|i| set.add(format!("fleet-{i:04}")).unwrap())
+                .collect();
+            (set, flags)
+        });
+        for (log, flag) in logs.iter().zip(&flags) {
+            log.add(incarnation, flag);
+        }
+        Process {
+            runtime,
+            flags,
+            set,
+        }
+    }
+
+    /// Killed: nothing is released, every lease is left to expire.
+    fn crash(self) {
+        let Process {
+            runtime,
+            flags,
+            set,
+        } = self;
+        // Nothing of the process may run again: not even the handles' drop.
+        std::mem::forget(flags);
+        std::mem::forget(set);
+        runtime.shutdown_background();
+    }
+
+    /// Closed: every flag it leads is released for the next leader.
+    fn close(self) {
+        let Process {
+            runtime,
+            flags,
+            set,
+        } = self;
+        runtime.block_on(async {
+            for f in flags {
+                f.close().await.unwrap();
+            }
+        });
+        drop(set);
+    }
+}
+
+#[test]
+fn a_thousand_batched_flags_across_four_processes_never_overlap_through_crashes_and_handovers() {
+    const FLAGS: usize = 1000;
+    let pg = server();
+    let logs: Vec<Logs> = (0..FLAGS).map(|_| Logs::new()).collect();
+    let mut incarnations = [0; 4];
+    let start = |p: usize, incarnations: &mut [usize; 4]| {
+        incarnations[p] += 1;
+        Process::start(
+            &pg,
+            &format!("p{p}"),
+            &format!("p{p}#{}", incarnations[p]),
+            &logs,
+        )
+    };
+    let mut fleet: Vec<Option<Process>> =
+        (0..4).map(|p| Some(start(p, &mut incarnations))).collect();
+    let step = |what: &str| {
+        eprintln!("{what}");
+        std::thread::sleep(INTERVAL * 2);
+    };
+    step("four processes started");
+    fleet[0].take().unwrap().crash();
+    step("p0 crashed");
+    fleet[0] = Some(start(0, &mut incarnations));
+    fleet[1].take().unwrap().close();
+    step("p0 restarted, p1 closed (its flags handed over)");
+    fleet[1] = Some(start(1, &mut incarnations));
+    fleet[2].take().unwrap().crash();
+    step("p1 restarted, p2 crashed");
+    fleet[3].take().unwrap().crash();
+    fleet[2] = Some(start(2, &mut incarnations));
+    step("p3 crashed, p2 restarted");
+    for p in fleet.into_iter().flatten() {
+        p.close();
+    }
+
+    let (mut terms, mut overlaps, mut regressions, mut handed_on) = (0, 0, 0, 0);
+    for (i, log) in logs.iter().enumerate() {
+        let record = log.record();
+        terms += record.terms.len();
+        handed_on += usize::from(record.terms.len() > 1);
+        if !record.overlaps().is_empty() || !record.token_regressions().is_empty() {
+            eprintln!("fleet-{i:04}:\n{}", record.describe());
+        }
+        overlaps += record.overlaps().len();
+        regressions += record.token_regressions().len();
+    }
+    eprintln!(
+        "{FLAGS} flags, 4 processes: {terms} terms, {handed_on} flags changed hands, \
+         {overlaps} overlaps, {regressions} token regressions"
+    );
+    assert_eq!(overlaps, 0, "two leaders of one flag at one instant");
+    assert_eq!(
+        regressions, 0,
+        "a token not above what its process had seen"
+    );
+    assert!(
+        handed_on >= FLAGS / 2,
+        "only {handed_on} flags changed hands"
+    );
 }
