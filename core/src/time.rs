@@ -164,6 +164,12 @@ pub(crate) fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// `parts` millionths of `base`.
+pub(crate) fn ppm_of(base: Duration, parts: u64) -> Duration {
+    let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,10 +209,4 @@ mod tests {
             "finite values near the end saturate rather than wrap"
         );
     }
-}
-
-/// `parts` millionths of `base`.
-pub(crate) fn ppm_of(base: Duration, parts: u64) -> Duration {
-    let nanos = base.as_nanos() * u128::from(parts) / 1_000_000;
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }

@@ -224,6 +224,16 @@ impl FlagBuilder<Set> {
     pub fn start<T: leadership_tokio::MakeTls>(self, tls: T) -> Result<FlagSet, Error> {
         on_runtime(self.inner.start(tls), FlagSet::wrap)
     }
+
+    /// Whether the set sends its flags' checks in batches (on by default); see
+    /// [`leadership_tokio::FlagSetBuilder::batch`].
+    ///
+    /// ```
+    /// let builder = leadership_blocking::FlagSet::builder("pod-a").batch(false);
+    /// ```
+    pub fn batch(self, on: bool) -> Self {
+        self.map(|b| b.batch(on))
+    }
 }
 
 /// Runs one of the tokio builder's starts on a new background runtime, which the handle it

@@ -70,6 +70,9 @@ pub struct FlagBuilder<K = One> {
     precheck: Option<PrecheckFn>,
     seed: Option<u64>,
     database: Option<Result<tokio_postgres::Config, Error>>,
+    /// A set's flags send their checks in batches (on unless [`FlagBuilder::batch`] says
+    /// otherwise); a single flag sends the single check.
+    batch: bool,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -164,6 +167,7 @@ impl<K> FlagBuilder<K> {
             precheck: None,
             seed: None,
             database: None,
+            batch: true,
             kind: PhantomData,
         }
     }
@@ -418,10 +422,19 @@ impl<K> FlagBuilder<K> {
 
     /// Spawns the driver of flag `name` on `link`, with these settings; `seed` unless the
     /// builder set one.
+    pub(crate) fn batches(&self) -> bool {
+        self.batch
+    }
+
+    pub(crate) fn set_batch(mut self, on: bool) -> Self {
+        self.batch = on;
+        self
+    }
+
     pub(crate) fn spawn_on(
         &self,
         link: &Arc<Link>,
-        batcher: &Arc<Batcher>,
+        batcher: Option<&Arc<Batcher>>,
         name: &str,
         seed: impl FnOnce(Option<u64>) -> u64,
         shard: Option<Shard>,
@@ -440,7 +453,7 @@ impl<K> FlagBuilder<K> {
             metrics,
             precheck: self.precheck.clone(),
             shard,
-            batch: Some(batcher.join()),
+            batch: batcher.map(Batcher::join),
         };
         Ok(Flag::spawn(parts, self.shutdown.clone()))
     }

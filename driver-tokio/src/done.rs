@@ -67,8 +67,8 @@ impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Why::BackingOff => f.write_str("not reconnecting yet (backing off)"),
-            Why::Connect(e) => write!(f, "cannot connect: {}", Chain(&**e)),
-            Why::Statement(e) => write!(f, "{}", Chain(&**e)),
+            Why::Connect(e) => write!(f, "cannot connect: {}", Chain(e)),
+            Why::Statement(e) => write!(f, "{}", Chain(e)),
             Why::Decode(e) => write!(f, "{e}"),
             Why::Timeout(t) => write!(f, "no reply within {t:?}; connection abandoned"),
             Why::ConnectTimeout(t) => write!(

@@ -122,6 +122,24 @@ pub(crate) fn is_read_only_statement(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
+/// Whether the connection that ran a statement which failed with `error` is still good for
+/// the next one: the server answered with an error about the statement alone, on a
+/// connection that is open. Not a connection exception (class 08), an operator's intervention
+/// (class 57P: shutdown, crash), an internal error (class XX), a read-only server (25006, the
+/// next connect skips it), or a prepared statement gone missing (26000, behind a pooler).
+pub(crate) fn keeps_connection(error: &tokio_postgres::Error) -> bool {
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    let code = db.code().code();
+    !error.is_closed()
+        && !code.starts_with("08")
+        && !code.starts_with("57P")
+        && !code.starts_with("XX")
+        && code != SqlState::READ_ONLY_SQL_TRANSACTION.code()
+        && code != SqlState::INVALID_SQL_STATEMENT_NAME.code()
+}
+
 /// The servers of `pg`'s host list, `host:port` (never a password), for messages.
 pub fn servers(pg: &tokio_postgres::Config) -> String {
     let ports = pg.get_ports();
@@ -523,22 +541,4 @@ mod tests {
         let default = Config::builder("report", "pod-a").build().unwrap();
         assert_eq!(default_connect_timeout(&default), Duration::from_secs(5));
     }
-}
-
-/// Whether the connection that ran a statement which failed with `error` is still good for
-/// the next one: the server answered with an error about the statement alone, on a
-/// connection that is open. Not a connection exception (class 08), an operator's intervention
-/// (class 57P: shutdown, crash), an internal error (class XX), a read-only server (25006, the
-/// next connect skips it), or a prepared statement gone missing (26000, behind a pooler).
-pub(crate) fn keeps_connection(error: &tokio_postgres::Error) -> bool {
-    let Some(db) = error.as_db_error() else {
-        return false;
-    };
-    let code = db.code().code();
-    !error.is_closed()
-        && !code.starts_with("08")
-        && !code.starts_with("57P")
-        && !code.starts_with("XX")
-        && code != SqlState::READ_ONLY_SQL_TRANSACTION.code()
-        && code != SqlState::INVALID_SQL_STATEMENT_NAME.code()
 }
