@@ -13,6 +13,9 @@
 //!
 //! A statement that decides on its snapshot and does not re-test under the row lock
 //! ([`check_variants::NO_RECHECK`]) is caught by the same checks: the proof that they can fail.
+//! The batch (`sql::CHECK_BATCH`, issue 28) runs beside the single check on the same row, with
+//! three more rows every batch client also takes, in orders drawn per batch; a batch whose
+//! `UPDATE` does not re-test under the lock ([`Kind::BatchNoRecheck`]) is caught the same way.
 //! The rolling upgrade runs processes on the check as it was before
 //! ([`check_variants::BEFORE`]), processes on ours and the Go flag's peers on one flag.
 
@@ -41,6 +44,13 @@ enum Kind {
     Before,
     /// Broken: no re-test under the lock.
     NoRecheck,
+    /// `leadership_core::sql::CHECK_BATCH`: the flag in a batch with the other clients' flags
+    /// `aux-0` to `aux-2`, in an order drawn for each batch (a row locked by another batch is
+    /// skipped: not attempted, and tried again).
+    Batch,
+    /// Broken: the batch's `UPDATE` writes every row it locked, without re-testing the
+    /// condition on the newest version (the candidates were judged on the snapshot).
+    BatchNoRecheck,
 }
 
 impl Kind {
@@ -50,6 +60,14 @@ impl Kind {
             Kind::Ours => Statements::new(&table).check,
             Kind::Before => check_variants::render(BEFORE, &table),
             Kind::NoRecheck => check_variants::render(NO_RECHECK, &table),
+            Kind::Batch => Statements::new(&table).check_batch,
+            Kind::BatchNoRecheck => {
+                let text = Statements::new(&table).check_batch;
+                let locked = "flag.name IN (SELECT name FROM locked)";
+                let from = text.find(locked).expect("the update's lock") + locked.len();
+                let to = from + text[from..].find("RETURNING").expect("its RETURNING");
+                format!("{}\n    {}", &text[..from], &text[to..])
+            }
         }
     }
 }
@@ -92,7 +110,7 @@ begin
 end $$;
 drop trigger if exists log_flag_change on leadership_flags;
 create trigger log_flag_change after update on leadership_flags
-    for each row execute function log_flag_change();
+    for each row when (NEW.name = 'flag') execute function log_flag_change();
 "#;
 
 /// The table, the log and the row: version 0, held by nobody, expired long ago.
@@ -152,9 +170,47 @@ fn client(conn: String, process: String, kind: Kind, lease: i64, until: Instant)
             &FLAG, &process, &held, &lease, &floor, &true, &true, &continues, &system, &timeline,
             &started,
         ];
-        // Each text takes the parameters it names: the check before 4, the variants 6, ours 11.
-        let params = &all[..check.params().len()];
-        let r = c.query_one(&check, params).expect("the check");
+        let r = if matches!(kind, Kind::Batch | Kind::BatchNoRecheck) {
+            // The flag among three others every batch client also checks (taking them over
+            // as their 20 ms leases lapse), in a drawn order.
+            let mut names = vec![FLAG, "aux-0", "aux-1", "aux-2"];
+            names.rotate_left(rng.below(4) as usize);
+            if rng.below(2) == 0 {
+                names.reverse();
+            }
+            let of = |f: Option<i64>, other: Option<i64>| -> Vec<Option<i64>> {
+                names
+                    .iter()
+                    .map(|n| if *n == FLAG { f } else { other })
+                    .collect()
+            };
+            let (renew, conts) = (of(held, None), of(continues, None));
+            let floors: Vec<i64> = names
+                .iter()
+                .map(|n| if *n == FLAG { floor } else { 0 })
+                .collect();
+            let yes = vec![true; names.len()];
+            let all: [&(dyn ToSql + Sync); 11] = [
+                &names, &process, &renew, &lease, &floors, &yes, &yes, &conts, &system, &timeline,
+                &started,
+            ];
+            let rows = c.query(&check, &all).expect("the batch");
+            let r = rows
+                .into_iter()
+                .find(|r| r.get::<_, String>("name") == FLAG)
+                .expect("the flag's row");
+            if !r.get::<_, bool>("attempted") {
+                // Another batch held the row's lock: nothing was tried; try again soon, still
+                // holding what we held.
+                pause(rng.below(lease as u64 / 8));
+                continue;
+            }
+            r
+        } else {
+            // Each text takes the parameters it names: the check before 4, the variants 6, ours 11.
+            let params = &all[..check.params().len()];
+            c.query_one(&check, params).expect("the check")
+        };
         let (won, version): (bool, Option<i64>) = (r.get("won"), r.get("version"));
         highest = highest.max(version);
         if won {
@@ -386,6 +442,31 @@ fn assert_clean(v: &Verdict) {
 fn under_contention_versions_never_skip_or_repeat_and_no_takeover_is_early() {
     let v = run(&[Kind::Ours; 8], 0, 20 * MS, 3);
     assert_clean(&v);
+}
+
+#[test]
+fn batches_beside_single_checks_never_skip_or_repeat_a_version_and_no_takeover_is_early() {
+    let kinds = [
+        Kind::Batch,
+        Kind::Ours,
+        Kind::Batch,
+        Kind::Batch,
+        Kind::Ours,
+        Kind::Batch,
+        Kind::Batch,
+        Kind::Ours,
+    ];
+    let v = run(&kinds, 0, 20 * MS, 3);
+    assert_clean(&v);
+}
+
+#[test]
+fn a_batch_that_does_not_retest_under_the_lock_is_caught() {
+    let v = run(&[Kind::BatchNoRecheck; 8], 0, 20 * MS, 3);
+    assert!(
+        v.violations.iter().any(|l| l.starts_with("early takeover")),
+        "the broken batch went unnoticed: {v:?}"
+    );
 }
 
 #[test]
