@@ -424,3 +424,51 @@ fn a_thousand_batched_flags_across_four_processes_never_overlap_through_crashes_
         "only {handed_on} flags changed hands"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_error_about_the_batch_keeps_the_connection() {
+    const FLAGS: usize = 5;
+    let pg = server();
+    let a = set(&pg, "erring").await;
+    let flags: Vec<Flag> = (0..FLAGS)
+        .map(|i| a.add(format!("err-{i}")).unwrap())
+        .collect();
+    all_raised(&flags, INTERVAL * 2).await;
+    let pids = || {
+        psql(
+            &pg,
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+             WHERE application_name = 'leadership:erring'",
+        )
+    };
+    let before = pids();
+    // Every renew now fails with the server's error, on a connection that works.
+    psql(
+        &pg,
+        &format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$; \
+             CREATE TRIGGER refuse BEFORE UPDATE ON {TABLE} FOR EACH ROW EXECUTE FUNCTION refuse()"
+        ),
+    );
+    let until = Instant::now() + INTERVAL * 2;
+    while !flags.iter().all(|f| f.health().consecutive_failures > 0) {
+        assert!(Instant::now() < until, "no renew failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    psql(&pg, &format!("DROP TRIGGER refuse ON {TABLE}"));
+    assert_eq!(
+        pids(),
+        before,
+        "the set reconnected after the server's error"
+    );
+    let until = Instant::now() + INTERVAL * 2;
+    while !flags.iter().all(|f| f.health().consecutive_failures == 0) {
+        assert!(Instant::now() < until, "the renews did not recover");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pids(), before, "the set reconnected");
+    for f in flags {
+        f.close().await.unwrap();
+    }
+}
