@@ -28,8 +28,7 @@ use leadership_core::Identity;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::connection::{BatchParams, Conn};
-use crate::done::{after_failure, connection, Done, Reply, Why};
-use crate::driver::CheckCommand;
+use crate::done::{after_failure, connection, CheckCommand, Done, Reply, Why};
 use crate::link::Link;
 use crate::pg::CheckRow;
 use crate::recorder::Statement;

@@ -5,12 +5,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::{Failure, Precheck, Server};
+use leadership_core::{Failure, Identity, Precheck, Server};
 
 use crate::connection::Conn;
 use crate::link::{Link, NoConn};
 use crate::pg::{Chain, CheckRow, DecodeError};
 use crate::recorder::Statement;
+
+/// The fields of [`Command::Check`](leadership_core::Command::Check), carried to the statement.
+#[derive(Clone, Copy)]
+pub(crate) struct CheckCommand {
+    pub(crate) renew: Option<i64>,
+    pub(crate) floor: i64,
+    pub(crate) may_take: bool,
+    pub(crate) may_insert: bool,
+    pub(crate) continues: Option<i64>,
+    pub(crate) expect: Option<Identity>,
+}
 
 /// What a statement or precheck came back with.
 pub(crate) struct Done {

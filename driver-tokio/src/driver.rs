@@ -7,14 +7,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::{Command, Flag as Core, Identity, Input, Precheck};
+use leadership_core::{Command, Flag as Core, Input, Precheck};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::batch::Member;
 use crate::connection::{CheckParams, Conn};
-use crate::done::{after_failure, connection, Done, Reply, Why};
+use crate::done::{after_failure, connection, CheckCommand, Done, Reply, Why};
 use crate::link::Link;
 use crate::parts::{Parts, PrecheckFn};
 use crate::pg::CheckRow;
@@ -24,17 +24,6 @@ use crate::state::Holder;
 
 /// The one statement or precheck in flight (the core never asks for two at once).
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
-
-/// The fields of [`Command::Check`], carried to the statement.
-#[derive(Clone, Copy)]
-pub(crate) struct CheckCommand {
-    pub(crate) renew: Option<i64>,
-    pub(crate) floor: i64,
-    pub(crate) may_take: bool,
-    pub(crate) may_insert: bool,
-    pub(crate) continues: Option<i64>,
-    pub(crate) expect: Option<Identity>,
-}
 
 /// A user's request to the running driver (besides close, which is a token).
 pub(crate) enum Request {
