@@ -69,12 +69,12 @@ pub enum Input<'a> {
     /// `Flag::set_wanted`, a side door beside this enum, until issue 27.)
     Wanted(bool),
     /// The driver is about to send a batch of checks ([`sql::CHECK_BATCH`](crate::sql::CHECK_BATCH))
-    /// for the flags of its set: a leader whose renew falls due within
-    /// [`Config::renew_early`](crate::Config::renew_early) of now starts it now, early, to go
-    /// in the same statement ([`Command::Check`](crate::Command::Check), whose lease counts
-    /// from now as every check's does). Anything else ignores it, and so may the driver's
-    /// flags whose [`Flag::poll_early_check`](crate::Flag::poll_early_check) has not passed.
-    /// Never a contract error.
+    /// for the flags of its set: a flag whose [`Flag::poll_early_check`](crate::Flag::poll_early_check)
+    /// has passed starts its check now, to go in the same statement
+    /// ([`Command::Check`](crate::Command::Check); a win's lease counts from now, as every
+    /// check's does): a leader's renew due within
+    /// [`Config::renew_early`](crate::Config::renew_early), a follower's check once the holder's
+    /// lease can have expired. Anything else ignores it. Never a contract error.
     Batching,
 }
 

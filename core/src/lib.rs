@@ -179,6 +179,13 @@
 //! failed or took longer than [`Config::timeout`]); never hand in a `now` earlier than the
 //! last; answer [`Flag::is_leader`] with the clock at the moment of the question.
 //!
+//! **Batches.** A driver that runs many flags of one process may send their checks as one
+//! statement ([`sql::CHECK_BATCH`]). Before it sends, it hands [`Input::Batching`] to each
+//! other flag whose [`Flag::poll_early_check`] has passed: a leader's renew then goes early
+//! (never late: its lease counts from now), a follower's check once the holder's lease can
+//! have expired. Each flag then gets its own row as its [`Input::Checked`], or
+//! [`Failure::NotAttempted`] if the batch skipped a row another transaction had locked.
+//!
 //! # The vocabulary we started from
 //!
 //! The project began with a sketch of the machine in other words: events `Tick`, `Now(t)`,

@@ -201,7 +201,7 @@ impl Flag {
         // A notification that came while this check was in flight is answered by the win.
         self.schedule.recheck = false;
         let renew_at = sent_at + self.renew_delay();
-        self.schedule_check(now, renew_at);
+        self.schedule_check_from(now, renew_at - self.config.renew_early(), renew_at);
     }
 
     pub(super) fn on_not_won(&mut self, now: Instant, row: Row<'_>, db_now: DbTime) {

@@ -242,23 +242,17 @@ impl Flag {
 
     /// The earliest instant the scheduled check may be sent ahead of
     /// [`poll_timeout`](Flag::poll_timeout) to join a batch ([`Input::Batching`]): a leader's
-    /// renew, [`Config::renew_early`] before it falls due. `None` when no check is scheduled or
-    /// the one scheduled may not go early: a follower sleeps until the holder's lease can
-    /// expire, and a retry waits its interval.
+    /// renew, [`Config::renew_early`] before it falls due; a follower's check, from the instant
+    /// the holder's lease can have expired (skipping only the jitter that spreads processes:
+    /// it still sleeps until then). `None` when no check is scheduled, or the one scheduled
+    /// may not go early (a retry after a failure, the end of a fence).
     ///
     /// [`Config::renew_early`]: crate::Config::renew_early
     #[must_use]
     pub fn poll_early_check(&self) -> Option<Instant> {
-        match (
-            self.role,
-            self.pending,
-            self.phase,
-            self.schedule.next_check,
-        ) {
-            (Role::Leader(_), Pending::Nothing, Phase::Running, Some(due))
-                if !self.schedule.retrying =>
-            {
-                Some(due - self.config.renew_early())
+        match (self.pending, self.phase, self.schedule.next_check) {
+            (Pending::Nothing, Phase::Running, Some(_)) if !self.dormant() => {
+                self.schedule.earliest
             }
             _ => None,
         }

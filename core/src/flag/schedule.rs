@@ -18,8 +18,11 @@ pub(super) struct Schedule {
     pub(super) next_check: Option<Instant>,
     /// A notification arrived while a statement was pending: check again once it returns.
     pub(super) recheck: bool,
-    /// The next check is a retry after a failure: it waits its interval, never early.
-    pub(super) retrying: bool,
+    /// From when the next check may be sent early to join a batch ([`Flag::poll_early_check`]):
+    /// a leader's renew up to [`Config::renew_early`](crate::Config::renew_early) before it is
+    /// due, a follower's from the instant the holder's lease can expire (its jitter is what is
+    /// skipped). `None`: not before it is due (a retry, a fence's end, a wait for a row).
+    pub(super) earliest: Option<Instant>,
 }
 
 impl Schedule {
@@ -28,7 +31,7 @@ impl Schedule {
             rng: Rng::new(seed),
             next_check: None,
             recheck: false,
-            retrying: false,
+            earliest: None,
         }
     }
 }
@@ -36,7 +39,7 @@ impl Schedule {
 impl Flag {
     /// Checks at `at`, or at once if that is not in the future or a notification is waiting.
     pub(super) fn schedule_check(&mut self, now: Instant, at: Instant) {
-        self.schedule.retrying = false;
+        self.schedule.earliest = None;
         if self.dormant() {
             // Kept for when the flag is wanted again (which checks at once anyway).
             self.schedule.next_check = Some(at);
@@ -58,7 +61,14 @@ impl Flag {
             retry - jitter
         };
         self.schedule_check(now, now + delay.max(Duration::from_millis(1)));
-        self.schedule.retrying = self.schedule.next_check.is_some();
+    }
+
+    /// Checks at `at`, or at once; a batch may take the check along from `earliest` on.
+    pub(super) fn schedule_check_from(&mut self, now: Instant, earliest: Instant, at: Instant) {
+        self.schedule_check(now, at);
+        if self.schedule.next_check.is_some() {
+            self.schedule.earliest = Some(earliest.clamp(now, at));
+        }
     }
 
     /// A follower wakes when the holder's lease expires by the database's clock, plus a
@@ -78,12 +88,14 @@ impl Flag {
                 None => self.schedule_retry(now),
             };
         };
-        let wait = Duration::from_micros(remaining)
-            + Duration::from_millis(1)
-            + self.jitter_of(self.config.retry_interval());
-        let at =
-            (now + wait.min(self.config.interval())).max(self.history.fenced_until.unwrap_or(now));
-        self.schedule_check(now, at);
+        let expires = Duration::from_micros(remaining) + Duration::from_millis(1);
+        let wait = expires + self.jitter_of(self.config.retry_interval());
+        let fenced_until = self.history.fenced_until.unwrap_or(now);
+        let at = (now + wait.min(self.config.interval())).max(fenced_until);
+        // In a batch, the check may go as soon as the lease can have expired: the jitter
+        // spreads processes, and the flags of one process are one statement anyway.
+        let earliest = (now + expires.min(self.config.interval())).max(fenced_until);
+        self.schedule_check_from(now, earliest, at);
     }
 
     /// The leader renews every renew interval, jittered. Where the schedule has slack (a renew

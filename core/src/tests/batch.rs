@@ -3,7 +3,7 @@
 //! in doubt.
 
 use super::harness::{db, ms, renew_check, row, Harness, OTHER, PROCESS};
-use crate::{Anomaly, Command, Failure, Input, LowerReason};
+use crate::{Anomaly, Command, Config, Failure, Input, LowerReason};
 
 #[test]
 fn a_leaders_renew_joins_a_batch_within_its_early_window_and_not_before() {
@@ -37,14 +37,39 @@ fn a_leaders_renew_joins_a_batch_within_its_early_window_and_not_before() {
 }
 
 #[test]
-fn a_follower_and_a_retry_never_go_early() {
-    // A follower sleeps until the holder's lease can expire.
-    let mut f = Harness::new();
+fn a_follower_joins_a_batch_once_the_lease_can_have_expired_and_a_retry_never_goes_early() {
+    // A follower sleeps until the holder's lease can expire; its jitter (which spreads the
+    // processes) is what a batch lets it skip.
+    let mut f = Harness::with(
+        Config::builder("flag", PROCESS)
+            .interval(ms(2000))
+            .timeout(ms(500))
+            .jitter(1.0),
+    );
     let _ = f.commands();
-    f.checked(false, Some(row(OTHER, 3, db(0))), db(0));
-    assert_eq!(f.flag.poll_early_check(), None);
-    f.at(ms(1990));
-    assert_eq!(f.input(Input::Batching), []);
+    let read = f.now;
+    // Renewed 500 ms before the read: it can expire 1.5 s (and the strict rule's 1 ms) later.
+    f.checked(false, Some(row(OTHER, 3, db(-500))), db(0));
+    let expires = read + ms(1501);
+    assert_eq!(f.flag.poll_early_check(), Some(expires));
+    assert!(
+        f.flag.poll_timeout().unwrap() > expires,
+        "jittered after the expiry"
+    );
+    f.at(ms(1500));
+    assert_eq!(f.input(Input::Batching), [], "the lease may still be live");
+    f.at(ms(1));
+    assert!(
+        matches!(
+            f.input(Input::Batching)[..],
+            [Command::Check {
+                renew: None,
+                may_take: true,
+                ..
+            }]
+        ),
+        "once it can have expired, the check goes with the batch"
+    );
 
     // A leader's retry after a failed renew waits its interval.
     let mut h = Harness::leader();
