@@ -231,22 +231,34 @@ async fn statements_per_second_for_100_flags_in_one_set_and_as_100_handles() {
 /// The flags' table, as the tests' sets use it.
 const TABLE: &str = "leadership_flags";
 
+/// A set of `n` flags named `prefix-i`, once all of them lead.
+async fn leading(pg: &PgServer, process: &str, prefix: &str, n: usize) -> (FlagSet, Vec<Flag>) {
+    let set = set(pg, process).await;
+    let flags: Vec<Flag> = (0..n)
+        .map(|i| set.add(format!("{prefix}-{i}")).unwrap())
+        .collect();
+    all_raised(&flags, INTERVAL * 2).await;
+    (set, flags)
+}
+
+/// The backends of `process`'s connections: the same list before and after means it never
+/// reconnected.
+fn backend_pids(pg: &PgServer, process: &str) -> String {
+    psql(
+        pg,
+        &format!(
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+             WHERE application_name = 'leadership:{process}'"
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_locked_by_another_transaction_fails_its_flag_alone_and_keeps_the_connection() {
     const FLAGS: usize = 10;
     let pg = server();
-    let a = set(&pg, "locked").await;
-    let flags: Vec<Flag> = (0..FLAGS)
-        .map(|i| a.add(format!("lock-{i}")).unwrap())
-        .collect();
-    all_raised(&flags, INTERVAL * 2).await;
-    let pids = || {
-        psql(
-            &pg,
-            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
-             WHERE application_name = 'leadership:locked'",
-        )
-    };
+    let (_set, flags) = leading(&pg, "locked", "lock", FLAGS).await;
+    let pids = || backend_pids(&pg, "locked");
     let before = pids();
 
     // Another transaction holds row 3's lock for longer than a lease.
@@ -429,18 +441,8 @@ fn a_thousand_batched_flags_across_four_processes_never_overlap_through_crashes_
 async fn a_servers_error_about_the_batch_keeps_the_connection() {
     const FLAGS: usize = 5;
     let pg = server();
-    let a = set(&pg, "erring").await;
-    let flags: Vec<Flag> = (0..FLAGS)
-        .map(|i| a.add(format!("err-{i}")).unwrap())
-        .collect();
-    all_raised(&flags, INTERVAL * 2).await;
-    let pids = || {
-        psql(
-            &pg,
-            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
-             WHERE application_name = 'leadership:erring'",
-        )
-    };
+    let (_set, flags) = leading(&pg, "erring", "err", FLAGS).await;
+    let pids = || backend_pids(&pg, "erring");
     let before = pids();
     // Every renew now fails with the server's error, on a connection that works.
     psql(
