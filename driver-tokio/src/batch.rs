@@ -6,18 +6,22 @@
 //! arrives and no batch is in flight, the batcher asks every other flag of the set whose
 //! renew may go early ([`Flag::poll_early_check`](leadership_core::Flag::poll_early_check)
 //! has passed) to start it now ([`Input::Batching`](leadership_core::Input::Batching)), waits
-//! briefly for their checks (or their "no"), and sends them all. Checks that arrive while a
-//! batch is in flight go in the next one, sent when it returns. Each flag then gets its own
+//! briefly for their checks (or their "no"), and sends them all; checks that arrive meanwhile
+//! go along. The next batch does not wait for this one's reply (they are pipelined on the
+//! connection), so no check waits behind another batch. Each flag then gets its own
 //! row, as if it had run the single check: won, not won, or not attempted (another
 //! transaction holds its row's lock: `Failure::NotAttempted`, for that flag alone). A failure
 //! of the statement is every flag's failure. The connection is dropped only if it is broken
 //! ([`after_failure`]).
 //!
 //! Timing: a check's lease counts from when its core emitted it, which is never later than
-//! the batch's send; the batch is bounded by the flags' statement timeout, the bound the
-//! configuration's schedule is validated against, like a single check. Waiting for the flags
-//! pulled early adds at most [`PULL_WAIT`] before the send (a renew that misses it goes in the
-//! next batch); a check queued behind a batch in flight waits at most that batch's timeout.
+//! the batch's send. Every check of a batch has its answer within the statement timeout of
+//! when it was handed to the batcher: the batch's own bound is the timeout less the time its
+//! oldest check waited (at most [`PULL_WAIT`], for the flags pulled early; a renew that misses
+//! that goes in the next batch). So a batched check takes no longer than a single one, and the
+//! schedule the configuration is validated against (a renew, and should it fail its retry, each
+//! within the timeout, before the lease is at risk) holds unchanged; a renew sent early only
+//! leaves more of the lease after it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +85,8 @@ pub(crate) struct Submission {
     /// The connection this flag's core knows ([`Input::Connected`](leadership_core::Input::Connected)).
     pub(crate) known: Option<u64>,
     pub(crate) timeout: Duration,
+    /// When the flag handed it over: its timeout counts from here.
+    at: Instant,
     reply: oneshot::Sender<Done>,
 }
 
@@ -171,6 +177,7 @@ impl Member {
             check,
             known,
             timeout,
+            at: Instant::now(),
             reply,
         };
         // The task lives while any member does: the send cannot fail.
@@ -221,12 +228,13 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Message>, members: Arc<Members>, li
             }
         }
         awaited.clear();
-        send(&link, std::mem::take(&mut queue)).await;
+        tokio::spawn(send(link.clone(), std::mem::take(&mut queue)));
     }
 }
 
 /// Sends one batch and hands each flag its outcome.
-async fn send(link: &Link, batch: Vec<Submission>) {
+async fn send(link: Arc<Link>, batch: Vec<Submission>) {
+    let link = &*link;
     let started = Instant::now();
     let (conn, mut reconnected) = match connection(link).await {
         Ok(connected) => connected,
@@ -287,7 +295,13 @@ async fn run_group(
     reconnected: bool,
     started: Instant,
 ) {
-    let timeout = group.iter().map(|s| s.timeout).min().unwrap_or_default();
+    // Each check's timeout counts from when its flag handed it over.
+    let timeout = group
+        .iter()
+        .map(|s| s.timeout.saturating_sub(s.at.elapsed()))
+        .min()
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
     let params = BatchParams {
         names: group.iter().map(|s| &*s.name).collect(),
         process,
