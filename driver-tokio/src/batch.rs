@@ -7,8 +7,9 @@
 //! renew may go early ([`Flag::poll_early_check`](leadership_core::Flag::poll_early_check)
 //! has passed) to start it now ([`Input::Batching`](leadership_core::Input::Batching)), waits
 //! briefly for their checks (or their "no"), and sends them all; checks that arrive meanwhile
-//! go along. The next batch does not wait for this one's reply (they are pipelined on the
-//! connection), so no check waits behind another batch. Each flag then gets its own
+//! go along, and so do those that arrive while a batch is in flight, in the next batch, sent
+//! when it returns (a renew pulled a moment too late still shares a statement). Each flag
+//! then gets its own
 //! row, as if it had run the single check: won, not won, or not attempted (another
 //! transaction holds its row's lock: `Failure::NotAttempted`, for that flag alone). A failure
 //! of the statement is every flag's failure. The connection is dropped only if it is broken
@@ -17,8 +18,9 @@
 //! Timing: a check's lease counts from when its core emitted it, which is never later than
 //! the batch's send. Every check of a batch has its answer within the statement timeout of
 //! when it was handed to the batcher: the batch's own bound is the timeout less the time its
-//! oldest check waited (at most [`PULL_WAIT`], for the flags pulled early; a renew that misses
-//! that goes in the next batch). So a batched check takes no longer than a single one, and the
+//! oldest check waited (for the flags pulled early, at most [`PULL_WAIT`]; for a batch in
+//! flight, at most its own bound, after which the connection is abandoned anyway). So a
+//! batched check takes no longer than a single one, and the
 //! schedule the configuration is validated against (a renew, and should it fail its retry, each
 //! within the timeout, before the lease is at risk) holds unchanged; a renew sent early only
 //! leaves more of the lease after it.
@@ -37,8 +39,10 @@ use crate::link::Link;
 use crate::pg::CheckRow;
 use crate::recorder::Statement;
 
-/// The longest the batcher waits for the flags it asked to renew early before it sends.
-pub(crate) const PULL_WAIT: Duration = Duration::from_millis(5);
+/// The longest the batcher waits for the flags it asked to check early before it sends: 25 ms,
+/// or a quarter of the statement timeout if that is less. They answer within microseconds on
+/// an idle machine; on a loaded one a flag that misses it costs a statement of its own.
+pub(crate) const PULL_WAIT: Duration = Duration::from_millis(25);
 
 /// The batcher of one set: flags join it ([`Batcher::join`]) and send their checks through
 /// their [`Member`].
@@ -220,7 +224,8 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Message>, members: Arc<Members>, li
         }
         let queued: HashSet<u64> = queue.iter().map(|s| s.member).collect();
         awaited = members.pull(&queued);
-        let until = tokio::time::Instant::now() + PULL_WAIT;
+        let timeout = queue.iter().map(|s| s.timeout).min().unwrap_or_default();
+        let until = tokio::time::Instant::now() + PULL_WAIT.min(timeout / 4);
         while !awaited.is_empty() {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(message)) => take(message, &mut queue, &mut awaited),
@@ -228,13 +233,12 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Message>, members: Arc<Members>, li
             }
         }
         awaited.clear();
-        tokio::spawn(send(link.clone(), std::mem::take(&mut queue)));
+        send(&link, std::mem::take(&mut queue)).await;
     }
 }
 
 /// Sends one batch and hands each flag its outcome.
-async fn send(link: Arc<Link>, batch: Vec<Submission>) {
-    let link = &*link;
+async fn send(link: &Link, batch: Vec<Submission>) {
     let started = Instant::now();
     let (conn, mut reconnected) = match connection(link).await {
         Ok(connected) => connected,

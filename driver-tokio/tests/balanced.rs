@@ -407,8 +407,9 @@ fn statements_per_second_for_256_shards_and_8_processes() {
     std::thread::sleep(window);
     let rows = psql(
         &pg,
-        "SELECT CASE WHEN query LIKE '%left(name%' THEN 'scan' WHEN query LIKE 'WITH seen%' \
-         THEN 'check' WHEN query LIKE '%released%' THEN 'release' ELSE 'other' END AS kind, \
+        "SELECT CASE WHEN query LIKE '%left(name%' THEN 'scan' WHEN query LIKE '%unnest(%' \
+         THEN 'batch' WHEN query LIKE 'WITH seen%' THEN 'check' \
+         WHEN query LIKE '%released%' THEN 'release' ELSE 'other' END AS kind, \
          sum(calls) FROM pg_stat_statements \
          WHERE query LIKE '%leadership_flags%' AND query NOT LIKE '%pg_stat_statements%' \
          GROUP BY 1 ORDER BY 1",

@@ -31,7 +31,7 @@
 use alloc::string::String;
 use core::time::Duration;
 
-use crate::time::{duration_micros, ppm_of};
+use crate::time::duration_micros;
 
 mod build;
 mod error;
@@ -202,19 +202,19 @@ impl Config {
     }
 
     /// How much earlier than it falls due a leader's renew may be sent to join a batch
-    /// ([`Input::Batching`](crate::Input::Batching)): a quarter of the
-    /// [renew interval](Config::renew_interval), or twice the renew's jitter each way if that
-    /// is more (7.5 s with the defaults).
+    /// ([`Input::Batching`](crate::Input::Batching)): half the
+    /// [renew interval](Config::renew_interval) (7.5 s with the defaults).
     ///
-    /// Wide enough that a set's leaders, once renewed together, stay together: each one's next
-    /// renew falls due within twice the jitter of the others', so the first to fall due takes
-    /// all of them along. Early is never late: a renew sent early counts its lease from when it
-    /// was sent, like any other, and leaves more of it before the at-risk instant. The cost is
-    /// writes: a renew pulled early every time renews at most 4/3 as often (in batches, so not
-    /// more statements).
+    /// Half, so that a set's leaders end up renewing together whenever each took its flag:
+    /// two groups of renews that repeat every renew interval are within half of it of each
+    /// other one way round, so the first of them to fall due takes the other along, and from
+    /// then on they renew as one (each one's jitter is well inside the window). Early is never
+    /// late: a renew sent early counts its lease from when it was sent, like any other, and
+    /// leaves more of it before the at-risk instant. The cost is writes, once: a renew pulled
+    /// into another group's batch comes up to half an interval sooner; after that the group
+    /// renews about every renew interval, as a single flag does.
     pub fn renew_early(&self) -> Duration {
-        let jitter_both_ways = ppm_of(self.renew, self.jitter_ppm / 2);
-        (self.renew / 4).max(jitter_both_ways)
+        self.renew / 2
     }
 
     /// Whether the driver runs a precheck before each check.

@@ -10,7 +10,7 @@ fn a_leaders_renew_joins_a_batch_within_its_early_window_and_not_before() {
     let mut h = Harness::leader();
     let start = h.now;
     let early = h.flag.config().renew_early();
-    assert_eq!(early, ms(250), "a quarter of the 1 s renew interval");
+    assert_eq!(early, ms(500), "half the 1 s renew interval");
     let due = h.flag.poll_timeout().unwrap();
     assert_eq!(due, start + ms(1000));
     assert_eq!(h.flag.poll_early_check(), Some(due - early));
