@@ -1,7 +1,18 @@
 //! Temp dirs (on a roomy tmpfs, or on disk for a durable server), the template cluster,
 //! free ports, and the server log.
 
-use super::*;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{atomic::AtomicU64, atomic::Ordering, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{env, io_err, Env, PgError, CONFIG, HOST, PG_USER};
+use crate::command::output_text;
+use crate::watchdog::Watchdog;
 
 /// A fresh dir, mode 700, owned by the server's user when we are root. With `on_disk` its parent
 /// is a disk-backed dir (`/var/tmp`, `/tmp`) when there is one, else tmpfs like the others.

@@ -1,7 +1,14 @@
 //! Where the server binaries are and how they are run (as the `postgres` user when we are
 //! root), and `psql`.
 
-use super::*;
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::{PgError, HOST, PG_USER};
+use crate::command::sanitized;
 
 /// Where the binaries are and whom to run the server as; found once per process.
 pub(super) struct Env {

@@ -27,15 +27,13 @@
 //!
 //! Binaries come from `$PGBIN`, else the newest `/usr/lib/postgresql/*/bin`, else `$PATH`.
 
-use std::ffi::{CString, OsString};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::fs;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{atomic::AtomicU64, atomic::Ordering, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::watchdog::Watchdog;
 

@@ -1,6 +1,12 @@
 //! [`ServerOptions`]: what a test asks of its server, written into the data dir.
 
-use super::*;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::{io_err, PgError, DURABLE};
 
 /// How [`PgServer::start_with`] sets a server up; [`Default`] is what [`PgServer::start`] does.
 ///
