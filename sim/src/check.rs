@@ -6,12 +6,13 @@
 //! parameters; here [`Check::args`] binds them to [`CheckArgs`], and [`run`] executes them on
 //! the [`RefTable`] the way the simulator and the model check both model a server. With a
 //! safeguard switched off ([`Safeguards`]), [`Check::as_sent`] is what an older driver sends
-//! instead.
+//! instead. [`run_batch`] runs the checks of one process's flags as one statement
+//! ([`sql::CHECK_BATCH`](leadership_core::sql::CHECK_BATCH), issue 28).
 
 use leadership_core::{Command, DbTime, Identity, Server};
 
 use crate::safeguards::Safeguards;
-use crate::table::{CheckArgs, CheckResult, RefTable};
+use crate::table::{BatchRow, CheckArgs, CheckResult, RefTable};
 
 /// The fields of a [`Command::Check`], as sent (and as the trace records it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,4 +115,26 @@ pub fn run(
         r.server = None;
     }
     r
+}
+
+/// Executes the checks `args` of one process's flags as one batch on `table` at database time
+/// `now` on `server`, as [`run`] does each; a row `locked` says another transaction holds is
+/// skipped if the check would write it ([`RefTable::check_batch_on`]).
+pub fn run_batch(
+    table: &mut RefTable,
+    now: DbTime,
+    server: Server,
+    args: &[CheckArgs<'_>],
+    locked: impl Fn(&str) -> bool,
+    safeguards: &Safeguards,
+) -> Vec<BatchRow> {
+    let server = Server {
+        promoted_ago: None,
+        ..server
+    };
+    let mut rows = table.check_batch_on(now, &server, args, locked);
+    if !safeguards.server_in_statement {
+        rows.iter_mut().for_each(|r| r.result.server = None);
+    }
+    rows
 }

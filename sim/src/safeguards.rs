@@ -48,6 +48,12 @@ pub struct Safeguards {
     /// never go back, newcomers and lost histories included. Off: `greatest(version + 1,
     /// floor)`, and an insert writes the floor, as before issue 25.
     pub clock_floor: bool,
+    /// A flag that joins a batch early is handed `Input::Batching` before the batch is sent,
+    /// so its renew's lease counts from the send, like every check's (issue 28). Off: the
+    /// driver puts the renew the core would send into the batch and hands the core
+    /// `Input::Batching` when the batch returns, so that lease counts from the reply, and a
+    /// slow reply stretches it past the row's. (`SimConfig::batch` only.)
+    pub join_before_send: bool,
 }
 
 impl Default for Safeguards {
@@ -65,12 +71,13 @@ impl Default for Safeguards {
             fence: true,
             server_in_statement: true,
             clock_floor: true,
+            join_before_send: true,
         }
     }
 }
 
 /// The names `--unsafe` takes.
-pub const SAFEGUARD_NAMES: [&str; 12] = [
+pub const SAFEGUARD_NAMES: [&str; 13] = [
     "local-deadline",
     "expiry-check",
     "deadline-from-send",
@@ -83,6 +90,7 @@ pub const SAFEGUARD_NAMES: [&str; 12] = [
     "fence",
     "server-in-statement",
     "clock-floor",
+    "join-before-send",
 ];
 
 impl Safeguards {
@@ -103,6 +111,7 @@ impl Safeguards {
                 "fence" => s.fence = false,
                 "server-in-statement" => s.server_in_statement = false,
                 "clock-floor" => s.clock_floor = false,
+                "join-before-send" => s.join_before_send = false,
                 other => {
                     return Err(format!(
                         "unknown safeguard {other:?}; known: {}",
@@ -129,6 +138,7 @@ impl Safeguards {
             !self.fence,
             !self.server_in_statement,
             !self.clock_floor,
+            !self.join_before_send,
         ];
         SAFEGUARD_NAMES
             .iter()

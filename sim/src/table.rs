@@ -193,15 +193,7 @@ impl RefTable {
     /// Executes [`sql::CHECK`](leadership_core::sql::CHECK) at database time `now` on
     /// `server` (what the statement computes about the server it runs on).
     pub fn check_on(&mut self, now: DbTime, server: &Server, a: &CheckArgs<'_>) -> CheckResult {
-        let same = a
-            .expect
-            .is_none_or(|e| e.system.is_none() || e == server.identity());
-        // A server that may have lost commits in a crash takes nothing for a lease from its
-        // start: `durable OR started <= now() - lease`.
-        let settled = server.durable
-            || server.started.is_some_and(|s| {
-                s <= DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(a.lease_micros))
-            });
+        let (same, settled) = allowed(now, server, a);
         let clock = now.as_unix_micros();
         let reply = |won: bool, row: Option<RefRow>, won_by: Option<WonBy>| CheckResult {
             won,
@@ -223,40 +215,94 @@ impl RefTable {
             self.rows.insert(a.name.to_string(), row.clone());
             return reply(true, Some(row), Some(WonBy::Created));
         };
-        let seen = row.clone();
-        // SQL's three-valued logic: a comparison with NULL is not true.
-        let renewable = row.holder.as_deref() == Some(a.process)
-            && row.version.is_some()
-            && row.version == a.renew;
-        // `timestamp < now() - lease`; `now() - lease` saturates like PostgreSQL's infinities.
-        let expired = row.timestamp.is_some_and(|t| {
-            t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(a.lease_micros))
-        });
-        let incrementable = row.version.is_some_and(|v| v < i64::MAX);
-        if same && incrementable && (renewable || (a.may_take && settled && expired)) {
-            let v = row.version.unwrap_or_default(); // incrementable: NOT NULL
-                                                     // A renew to the next version that says which term it continues keeps the term;
-                                                     // every other win starts a new one, at a token that follows the clock.
-            let continuing = renewable && a.floor <= v + 1 && a.continues.is_some();
-            let next = match (continuing, self.clock_floor) {
-                (true, _) => v + 1,
-                (false, true) => (v + 1).max(a.floor).max(clock),
-                (false, false) => (v + 1).max(a.floor),
-            };
-            row.term = match a.continues {
-                Some(term) if continuing => Some(term),
-                _ => Some(next),
-            };
-            row.version = Some(next);
-            row.holder = Some(a.process.to_string());
-            row.timestamp = Some(now);
-            let won_by = match renewable {
-                true => WonBy::Renewed,
-                false => WonBy::TookOver,
-            };
-            return reply(true, Some(row.clone()), Some(won_by));
+        if !wins(row, now, a, same, settled) {
+            return reply(false, Some(row.clone()), None);
         }
-        reply(false, Some(seen), None)
+        let renewable = renewable(row, a);
+        let v = row.version.unwrap_or_default(); // wins: incrementable, so NOT NULL
+                                                 // A renew to the next version that says which term it continues keeps the term;
+                                                 // every other win starts a new one, at a token that follows the clock.
+        let continuing = renewable && a.floor <= v + 1 && a.continues.is_some();
+        let next = match (continuing, self.clock_floor) {
+            (true, _) => v + 1,
+            (false, true) => (v + 1).max(a.floor).max(clock),
+            (false, false) => (v + 1).max(a.floor),
+        };
+        row.term = match a.continues {
+            Some(term) if continuing => Some(term),
+            _ => Some(next),
+        };
+        row.version = Some(next);
+        row.holder = Some(a.process.to_string());
+        row.timestamp = Some(now);
+        let won_by = match renewable {
+            true => WonBy::Renewed,
+            false => WonBy::TookOver,
+        };
+        reply(true, Some(row.clone()), Some(won_by))
+    }
+
+    /// Whether the check's `UPDATE` would write the row as it stands: the row exists and
+    /// passes [`sql::CHECK`]'s condition. Those are the rows it locks, so the rows it waits
+    /// for while another transaction holds their lock, and the rows
+    /// [`sql::CHECK_BATCH`] locks (`candidates`) and skips when another transaction holds
+    /// them. A check that would not write locks nothing and waits for nobody.
+    ///
+    /// [`sql::CHECK`]: leadership_core::sql::CHECK
+    /// [`sql::CHECK_BATCH`]: leadership_core::sql::CHECK_BATCH
+    pub fn would_update(&self, now: DbTime, server: &Server, a: &CheckArgs<'_>) -> bool {
+        let (same, settled) = allowed(now, server, a);
+        self.rows
+            .get(a.name)
+            .is_some_and(|row| wins(row, now, a, same, settled))
+    }
+
+    /// Executes [`sql::CHECK_BATCH`](leadership_core::sql::CHECK_BATCH) at database time `now`
+    /// on `server`: the checks of one process's flags (distinct names) in one statement.
+    /// Each flag gets exactly what [`check_on`](RefTable::check_on) would give it alone at
+    /// the same `now`, except that a row [`would_update`](RefTable::would_update) would
+    /// write while `locked` says another transaction holds its lock is skipped: not
+    /// attempted, not won, the row as it stands (the snapshot's). One row per check, in order.
+    pub fn check_batch_on(
+        &mut self,
+        now: DbTime,
+        server: &Server,
+        checks: &[CheckArgs<'_>],
+        locked: impl Fn(&str) -> bool,
+    ) -> Vec<BatchRow> {
+        checks
+            .iter()
+            .map(|a| {
+                if locked(a.name) && self.would_update(now, server, a) {
+                    let row = self.rows.get(a.name).cloned();
+                    return BatchRow {
+                        attempted: false,
+                        result: CheckResult {
+                            won: false,
+                            found: row.is_some(),
+                            row,
+                            now,
+                            won_by: None,
+                            server: Some(*server),
+                        },
+                    };
+                }
+                BatchRow {
+                    attempted: true,
+                    result: self.check_on(now, server, a),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether [`sql::RELEASE`](leadership_core::sql::RELEASE) would write the row (and so
+    /// wait for its lock): it names `process` at `version`.
+    pub fn would_release(&self, name: &str, process: &str, version: i64) -> bool {
+        self.rows.get(name).is_some_and(|row| {
+            row.holder.as_deref() == Some(process)
+                && row.version == Some(version)
+                && version < i64::MAX
+        })
     }
 
     /// Executes [`sql::FENCE`](leadership_core::sql::FENCE) at database time `now` (its
@@ -286,19 +332,59 @@ impl RefTable {
     /// Executes [`sql::RELEASE`](leadership_core::sql::RELEASE); returns whether a row was
     /// released (and a notification sent).
     pub fn release(&mut self, name: &str, process: &str, version: i64) -> bool {
-        match self.rows.get_mut(name) {
-            Some(row)
-                if row.holder.as_deref() == Some(process)
-                    && row.version == Some(version)
-                    && version < i64::MAX =>
-            {
-                row.version = row.version.map(|v| v + 1);
-                row.timestamp = Some(DbTime::UNIX_EPOCH);
-                true
-            }
-            _ => false,
+        if !self.would_release(name, process, version) {
+            return false;
         }
+        let row = self
+            .rows
+            .get_mut(name)
+            .expect("would_release: the row exists");
+        row.version = row.version.map(|v| v + 1);
+        row.timestamp = Some(DbTime::UNIX_EPOCH);
+        true
     }
+}
+
+/// One flag's row of [`sql::CHECK_BATCH`](leadership_core::sql::CHECK_BATCH)'s reply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BatchRow {
+    /// `attempted`: false when the row was skipped because another transaction held its lock
+    /// (the core is told [`Failure::NotAttempted`](leadership_core::Failure::NotAttempted)).
+    pub attempted: bool,
+    /// The single check's columns: what [`RefTable::check_on`] returns, or, not attempted,
+    /// the row as it stood and not won.
+    pub result: CheckResult,
+}
+
+/// The statement's `allowed`: whether `server` is the one the check expects (`same`) and
+/// may take or insert (`settled`: durable, or started a lease ago by `now`).
+fn allowed(now: DbTime, server: &Server, a: &CheckArgs<'_>) -> (bool, bool) {
+    let same = a
+        .expect
+        .is_none_or(|e| e.system.is_none() || e == server.identity());
+    // A server that may have lost commits in a crash takes nothing for a lease from its
+    // start: `durable OR started <= now() - lease`.
+    let settled = server.durable
+        || server.started.is_some_and(|s| {
+            s <= DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(a.lease_micros))
+        });
+    (same, settled)
+}
+
+/// The row names the process at the version to renew (SQL's three-valued logic: a
+/// comparison with NULL is not true).
+fn renewable(row: &RefRow, a: &CheckArgs<'_>) -> bool {
+    row.holder.as_deref() == Some(a.process) && row.version.is_some() && row.version == a.renew
+}
+
+/// The `UPDATE`'s condition (`WINS` in `sql/check.rs`) on `row`.
+fn wins(row: &RefRow, now: DbTime, a: &CheckArgs<'_>, same: bool, settled: bool) -> bool {
+    // `timestamp < now() - lease`; `now() - lease` saturates like PostgreSQL's infinities.
+    let expired = row.timestamp.is_some_and(|t| {
+        t < DbTime::from_unix_micros(now.as_unix_micros().saturating_sub(a.lease_micros))
+    });
+    let incrementable = row.version.is_some_and(|v| v < i64::MAX);
+    same && incrementable && (renewable(row, a) || (a.may_take && settled && expired))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! cargo run --release -p leadership-sim --bin model-check -- [--processes N] [--depth D]
 //!     [--unsafe SAFEGUARD] [--pauses 1] [--crashes 1] [--closes 1] [--failovers 1]
 //!     [--poolers 0] [--deletes 1] [--losses 1] [--lates 1] [--faults 1] [--drift-ppm 40000] [--tick 100ms]
-//!     [--max-states N] [--twins]
+//!     [--max-states N] [--twins] [--batch] [--rowlocks 1] [--writes 1]
 //! ```
 //!
 //! Prints the states explored, the depth reached (events and ticks) and the time; on a
@@ -20,7 +20,7 @@ use leadership_sim::sim::{parse_duration, Safeguards, SAFEGUARD_NAMES};
 const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsafe SAFEGUARDS]
                    [--pauses K] [--crashes K] [--closes K] [--failovers K] [--poolers K] [--deletes K]
                    [--losses K] [--lates K] [--faults K] [--drift-ppm PPM] [--tick 100ms] [--max-states N]
-                   [--twins]
+                   [--twins] [--batch] [--rowlocks K] [--writes K]
 
   --processes N   processes of the fleet (default 2)
   --depth TICKS   the time horizon in ticks (default 50: two and a half leases)
@@ -33,13 +33,19 @@ const USAGE: &str = "usage: model-check [--processes N] [--depth TICKS] [--unsaf
   --drift-ppm P   each clock runs at -P, 0 or +P ppm (default 40000 = 4%, margin 5%)
   --tick D        the tick of true time (default interval/20 = 100ms)
   --max-states N  stop after N states (the search is then incomplete)
-  --twins         r0 and r1 share one name (issue 25)";
+  --twins         r0 and r1 share one name (issue 25)
+  --batch         each process runs two flags (sim, sim.1) whose checks go as one
+                  statement (issue 28): a renew joins early, one reply, one fate; jitter 0.2
+  --rowlocks K    batches run while another transaction holds one of their rows, which
+                  they skip (NotAttempted), per trace (default 1; with --batch only)
+  --writes K      transactions the leader-only work sends per trace (default 1; not a fault)";
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
     let mut processes = 2;
     let mut depth = 50;
     let mut safeguards = Safeguards::default();
     let mut twins = false;
+    let mut batch = false;
     let mut settings: Vec<(String, String)> = Vec::new();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -49,10 +55,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             "--depth" => depth = number(value()?)? as u32,
             "--unsafe" => safeguards = Safeguards::without(&value()?)?,
             "--twins" => twins = true,
+            "--batch" => batch = true,
             "--help" | "-h" => return Err(String::new()),
             f @ ("--pauses" | "--crashes" | "--closes" | "--failovers" | "--poolers"
             | "--deletes" | "--losses" | "--lates" | "--faults" | "--drift-ppm" | "--tick"
-            | "--max-states") => {
+            | "--max-states" | "--rowlocks" | "--writes") => {
                 let f = f.to_string();
                 settings.push((f, value()?));
             }
@@ -62,11 +69,15 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
     if !(1..=4).contains(&processes) {
         return Err("--processes must be 1..=4".into());
     }
-    let mut p = Params::new(processes, depth, safeguards);
+    let mut p = match batch {
+        true => Params::batch(processes, depth, safeguards),
+        false => Params::new(processes, depth, safeguards),
+    };
     p.sim.twins = twins;
-    if !safeguards.deadline_from_send && settings.is_empty() {
+    if (!safeguards.deadline_from_send || !safeguards.join_before_send) && settings.is_empty() {
         // A belief stretched by a slow reply overlaps only if the leader then fails to renew:
-        // two faults, a late reply and a pause (the simulator's test uses pause,slow).
+        // two faults, a late reply and a pause (the simulator's test uses pause,slow). The
+        // same for a lease counted from a batch's reply (join-before-send).
         p.budget = Budget {
             pauses: 1,
             lates: 1,
@@ -77,6 +88,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             poolers: 0,
             deletes: 0,
             losses: 0,
+            rowlocks: 0,
             writes: 1,
         };
     }
@@ -93,6 +105,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Params, String> {
             "--deletes" => p.budget.deletes = count()?,
             "--losses" => p.budget.losses = count()?,
             "--lates" => p.budget.lates = count()?,
+            "--rowlocks" => p.budget.rowlocks = count()?,
+            "--writes" => p.budget.writes = count()?,
             "--faults" => p.budget.total = count()?,
             "--drift-ppm" => {
                 p.drift_ppm = v.parse().map_err(|_| format!("bad ppm {v:?}"))?;
@@ -137,9 +151,19 @@ fn main() -> ExitCode {
         params.liveness_ticks,
     );
     println!(
-        "faults per trace: at most {} in all; of each kind: pauses {}, crashes {}, closes {}, failovers {}, failovers behind a pooler {}, deletes {}, losses {}, late messages {}",
-        b.total, b.pauses, b.crashes, b.closes, b.failovers, b.poolers, b.deletes, b.losses, b.lates
+        "faults per trace: at most {} in all; of each kind: pauses {}, crashes {}, closes {}, failovers {}, failovers behind a pooler {}, deletes {}, losses {}, late messages {}{}",
+        b.total, b.pauses, b.crashes, b.closes, b.failovers, b.poolers, b.deletes, b.losses, b.lates,
+        match params.flags {
+            1 => String::new(),
+            _ => format!(", row locks {}", b.rowlocks),
+        }
     );
+    if params.flags > 1 {
+        println!(
+            "two flags per process (sim, sim.1), checks batched, jitter {}",
+            params.sim.jitter
+        );
+    }
     let off = params.sim.safeguards.names_off();
     if !off.is_empty() {
         println!("safeguards OFF: {off}");

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use leadership_sim::sim::report::distribution;
 use leadership_sim::sim::shards;
 use leadership_sim::sim::{
-    self, parse_duration, svg, Faults, Safeguards, SimConfig, FAULT_NAMES, SAFEGUARD_NAMES,
+    self, parse_duration, svg, Faults, Safeguards, SimConfig, FAULT_NAMES, MORE_FAULT_NAMES,
+    SAFEGUARD_NAMES,
 };
 
 const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [--seeds K]
@@ -23,7 +24,8 @@ const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [
                 [--interval 2s] [--timeout 1s] [--jitter 0.2] [--margin 100ms] [--stop-ahead interval/4]
                 [--drift-ppm PPM] [--db-step-max 10ms] [--unsafe SAFEGUARDS]
                 [--intensity F] [--assert-handover] [--audit] [--undeclared-outage 60s]
-                [--effects 200ms] [--twins] [--pooler] [--svg out.svg] [--trace] [--quiet]
+                [--effects 200ms] [--twins] [--pooler] [--flags N] [--batch]
+                [--svg out.svg] [--trace] [--quiet]
        simulate --shards N [--processes M] [--max-processes K] [--seed S] [--seeds K]
                 [--duration 10m] [--interval 2s] [--timeout 500ms]
                 [--faults join,leave,crash,pause,blip,loss,stall,drift|all] [--quiet]
@@ -43,6 +45,13 @@ const USAGE: &str = "usage: simulate [--processes N] [--go-peers M] [--seed S] [
   --twins         r0 and r1 share one name (two containers with one default name)
   --pooler        failovers swap the server under open connections (a pooler): no
                   process is told
+  --flags N       each process runs N flags (rows sim, sim.1, …), every process
+                  competing for each; a pause, crash, close or broken connection hits
+                  all of a process's flags
+  --batch         each process sends its flags' checks as one statement (issue 28):
+                  the renews whose early window opened join (Batching); one reply, one
+                  fate; with the rowlock fault a batch skips a locked row (NotAttempted)
+                  where a single check waits
   --undeclared-outage T  the database goes silent at T, unknown to the liveness
                   check (a self-test: it must report nobody leading)
   --audit         check the core's own promises on every call (slower)
@@ -120,6 +129,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--effects" => a.config.effects = Some(parse_duration(&value()?)?),
             "--twins" => a.config.twins = true,
             "--pooler" => a.config.pooler = true,
+            "--flags" => a.config.flags = number(value()?)? as usize,
+            "--batch" => a.config.batch = true,
             "--svg" => a.svg = Some(value()?),
             "--trace" => a.trace = true,
             "--quiet" | "-q" => a.quiet = true,
@@ -166,8 +177,9 @@ fn main() -> ExitCode {
                 eprintln!("simulate: {e}");
             }
             eprintln!(
-                "{USAGE}\n  faults: {}\n  safeguards: {}",
+                "{USAGE}\n  faults: {} (all), {}\n  safeguards: {}",
                 FAULT_NAMES.join(","),
+                MORE_FAULT_NAMES.join(","),
                 SAFEGUARD_NAMES.join(",")
             );
             return ExitCode::from(2);
@@ -315,6 +327,8 @@ fn sweep(args: &Args, k: u64) -> ExitCode {
     let (mut clean, mut failed, mut checks, mut sim_ns) = (0u64, 0u64, 0u64, 0u64);
     let (mut gaps, mut handovers, mut go_overlaps) = (Vec::new(), Vec::new(), Vec::new());
     let (mut events, mut invariant_checks) = (0u64, 0u64);
+    // Batches, checks in them, renews joined early, checks skipped, statements that waited.
+    let mut batching = [0u64; 5];
     for seed in base..base.saturating_add(k) {
         let config = SimConfig {
             seed,
@@ -325,6 +339,15 @@ fn sweep(args: &Args, k: u64) -> ExitCode {
         sim_ns += report.stats.simulated_ns;
         events += report.stats.events;
         invariant_checks += report.stats.invariant_checks;
+        let s = &report.stats;
+        let more = [
+            s.batches,
+            s.batched_checks,
+            s.joined_early,
+            s.not_attempted,
+            s.lock_waits,
+        ];
+        batching.iter_mut().zip(more).for_each(|(t, n)| *t += n);
         gaps.extend_from_slice(&report.stats.gaps);
         handovers.extend_from_slice(&report.stats.handovers);
         go_overlaps.extend_from_slice(&report.stats.go_overlaps);
@@ -344,6 +367,12 @@ fn sweep(args: &Args, k: u64) -> ExitCode {
         sim_ns as f64 / 1e9 / wall
     );
     println!("  events             {events} ({invariant_checks} invariant checks)");
+    if args.config.batch || args.config.faults.rowlock.is_some() {
+        let [batches, batched, joined, skipped, waited] = batching;
+        println!(
+            "  batches            {batches} ({batched} checks, {joined} renews joined early); {skipped} checks skipped for a row lock, {waited} statements waited for one"
+        );
+    }
     println!("  failover latency   {}", distribution(&gaps));
     println!("  handover latency   {}", distribution(&handovers));
     if args.config.go_peers > 0 {

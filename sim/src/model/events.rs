@@ -5,28 +5,36 @@
 //! was due (a timer, a driver's timeout, the end of a killed work): those are urgent, the rest
 //! (a statement runs, a reply or a notification arrives or is lost, a work ends, a fault) may
 //! happen at any moment, in any order, within the budgets.
+//!
+//! With two flags per process, an event names a process (`s`: its driver, its statements, a
+//! pause, a crash) or one of its cores (`p`: a timer, a notification, a work); with one flag
+//! the two are the same number.
 
 use std::cell::RefCell;
 use std::fmt;
 
-use leadership_core::{Failure, Input};
+use leadership_core::Input;
 
-use super::world::{Budget, Effect, Work, World, FLAG, LAG_WRITES};
+use super::world::{Budget, Effect, Work, World, LAG_WRITES, ROWS};
 use super::Params;
 use crate::table::{RefRow, RefTable};
 use crate::violation::Violation;
 
-/// One step. Processes are numbered from 0; `k` indexes a process's statements in the network.
+/// One step. Processes (`s`) and cores (`p`) are numbered from 0; `k` indexes a process's
+/// statements in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
     /// Time moves on by one tick; messages still held become late.
     Tick,
-    /// The process's timer fires (`handle_timeout`).
+    /// Core `p`'s timer fires (`handle_timeout`).
     Timer(u8),
-    /// The driver gives up on its statement after the timeout (`Failed(Timeout)`).
+    /// Process `s`'s driver gives up on its statement after the timeout (`Failed(Timeout)`).
     Timeout(u8),
-    /// The database runs statement `k` of the process now.
+    /// The database runs statement `k` of process `s` now.
     Execute(u8, u8),
+    /// The database runs batch `k` of process `s` now while another transaction holds the
+    /// lock of flag `f`'s row, which the batch would write: it skips that row (issue 28).
+    SkipRow(u8, u8, u8),
     /// Statement `k` is lost on its way.
     LoseRequest(u8, u8),
     /// The reply reaches the driver.
@@ -65,36 +73,49 @@ pub enum Event {
     Land(u8),
 }
 
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Event {
+    /// The event in words, for a fleet of `flags` flags per process (cores named `r0/f1`).
+    pub fn describe(&self, flags: u8) -> String {
+        let core = |p: u8| match flags {
+            1 => format!("r{p}"),
+            f => format!("r{}/f{}", p / f, p % f),
+        };
         match *self {
-            Event::Tick => write!(f, "time moves on one tick"),
-            Event::Timer(p) => write!(f, "r{p}: timer fires"),
-            Event::Timeout(p) => write!(f, "r{p}: driver gives up on its statement (timeout)"),
-            Event::Execute(p, k) => write!(f, "db: runs r{p}'s statement #{k}"),
-            Event::LoseRequest(p, k) => write!(f, "net: r{p}'s statement #{k} is LOST"),
-            Event::Deliver(p) => write!(f, "r{p}: reply arrives"),
-            Event::LoseReply(p) => write!(f, "net: r{p}'s reply is LOST"),
-            Event::Notify(p) => write!(f, "r{p}: notification arrives"),
-            Event::LoseNotify(p) => write!(f, "net: r{p}'s notification is LOST"),
-            Event::WorkEnds(p) => write!(f, "r{p}: leader-only work ends"),
-            Event::Pause(p) => write!(f, "r{p}: PAUSED (SIGSTOP)"),
-            Event::Resume(p) => write!(f, "r{p}: resumed (SIGCONT)"),
-            Event::Crash(p) => write!(f, "r{p}: CRASHES"),
-            Event::Restart(p) => write!(f, "r{p}: restarts (fresh core, same name)"),
-            Event::Close(p) => write!(f, "r{p}: close() called"),
-            Event::Failover(k) => write!(
-                f,
+            Event::Tick => "time moves on one tick".to_string(),
+            Event::Timer(p) => format!("{}: timer fires", core(p)),
+            Event::Timeout(s) => format!("r{s}: driver gives up on its statement (timeout)"),
+            Event::Execute(s, k) => format!("db: runs r{s}'s statement #{k}"),
+            Event::SkipRow(s, k, f) => format!(
+                "db: runs r{s}'s batch #{k} while ANOTHER TRANSACTION holds the lock of row {}",
+                ROWS[usize::from(f)]
+            ),
+            Event::LoseRequest(s, k) => format!("net: r{s}'s statement #{k} is LOST"),
+            Event::Deliver(s) => format!("r{s}: reply arrives"),
+            Event::LoseReply(s) => format!("net: r{s}'s reply is LOST"),
+            Event::Notify(p) => format!("{}: notification arrives", core(p)),
+            Event::LoseNotify(p) => format!("net: {}'s notification is LOST", core(p)),
+            Event::WorkEnds(p) => format!("{}: leader-only work ends", core(p)),
+            Event::Pause(s) => format!("r{s}: PAUSED (SIGSTOP)"),
+            Event::Resume(s) => format!("r{s}: resumed (SIGCONT)"),
+            Event::Crash(s) => format!("r{s}: CRASHES"),
+            Event::Restart(s) => format!("r{s}: restarts (fresh cores, same name)"),
+            Event::Close(s) => format!("r{s}: close() called"),
+            Event::Failover(k) => format!(
                 "db: FAILOVER to a standby that lacks the last {k} write(s)"
             ),
-            Event::PoolerFailover(k) => write!(
-                f,
+            Event::PoolerFailover(k) => format!(
                 "db: FAILOVER behind a pooler (no reconnect, no Connected) to a standby that lacks the last {k} write(s)"
             ),
-            Event::Delete => write!(f, "db: an operator DELETEs the row"),
-            Event::Write(p) => write!(f, "r{p}: its work sends a transaction of its term"),
-            Event::Land(k) => write!(f, "db: the work's transaction #{k} arrives"),
+            Event::Delete => "db: an operator DELETEs the row".to_string(),
+            Event::Write(p) => format!("{}: its work sends a transaction of its term", core(p)),
+            Event::Land(k) => format!("db: the work's transaction #{k} arrives"),
         }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(1))
     }
 }
 
@@ -130,24 +151,26 @@ impl World {
         self.budget.total -= 1;
     }
 
-    /// The reference table holding the row.
+    /// The reference table holding the rows.
     pub(super) fn table(&self, params: &Params) -> RefTable {
         let mut t = RefTable::new();
         t.clock_floor = params.sim.safeguards.clock_floor;
-        if let Some(row) = &self.row {
-            t.put(FLAG, row.clone());
+        for (f, row) in self.rows.iter().enumerate() {
+            if let Some(row) = row {
+                t.put(ROWS[f], row.clone());
+            }
         }
         t
     }
 
     /// The table is about to change: remember it for a failover that loses this write.
     pub(super) fn wrote(&mut self, params: &Params) {
-        let before = self.row.clone();
+        let before = self.rows.clone();
         self.remember(params, before);
     }
 
-    /// Remembers the table as it was before a write.
-    pub(super) fn remember(&mut self, params: &Params, before: Option<RefRow>) {
+    /// Remembers the table (the rows) as it was before a write.
+    pub(super) fn remember(&mut self, params: &Params, before: Vec<Option<RefRow>>) {
         let failovers = |b: &Budget| b.failovers > 0 || b.poolers > 0;
         if failovers(&self.budget) && failovers(&params.budget) {
             self.history.push(before);
@@ -169,92 +192,119 @@ impl World {
         if self.violation.is_some() {
             return;
         }
-        let n = self.procs.len();
+        let flags = usize::from(self.flags);
         let mut urgent = false;
         let mut new_late = 0u32;
-        for p in 0..n {
-            let pr = &self.procs[p];
-            let q = p as u8;
-            let local = self.local(params, p);
-            for (k, req) in pr.reqs.iter().enumerate() {
-                out.push(Event::Execute(q, k as u8));
-                if self.budget.losses > 0 && self.budget.total > 0 {
-                    out.push(Event::LoseRequest(q, k as u8));
+        let faults = |n: u8| n > 0 && self.budget.total > 0;
+        for set in 0..self.procs.len() / flags {
+            let s = set as u8;
+            let head = &self.procs[set * flags];
+            for (k, req) in head.reqs.iter().enumerate() {
+                out.push(Event::Execute(s, k as u8));
+                if faults(self.budget.rowlocks) && req.op.is_batch() {
+                    for f in self.skippable(params, set, &req.op) {
+                        out.push(Event::SkipRow(s, k as u8, f as u8));
+                    }
+                }
+                if faults(self.budget.losses) {
+                    out.push(Event::LoseRequest(s, k as u8));
                 }
                 if !req.late {
                     new_late += 1;
                 }
             }
-            if pr.reply.is_some() {
-                if self.budget.losses > 0 && self.budget.total > 0 {
-                    out.push(Event::LoseReply(q));
+            if head.reply.is_some() {
+                if faults(self.budget.losses) {
+                    out.push(Event::LoseReply(s));
                 }
-                if !pr.paused {
-                    out.push(Event::Deliver(q));
-                    if !pr.reply_late {
+                if !head.paused {
+                    out.push(Event::Deliver(s));
+                    if !head.reply_late {
                         new_late += 1;
                     }
                 }
             }
-            if pr.work_token.is_some()
-                && matches!(pr.work, Some(Work::Running | Work::Told { .. }))
-                && self.budget.writes > 0
-            {
-                out.push(Event::Write(q));
-            }
-            if pr.notify {
-                if self.budget.losses > 0 && self.budget.total > 0 {
-                    out.push(Event::LoseNotify(q));
+            for p in self.set(set) {
+                let pr = &self.procs[p];
+                let q = p as u8;
+                if pr.work_token.is_some()
+                    && matches!(pr.work, Some(Work::Running | Work::Told { .. }))
+                    && self.budget.writes > 0
+                {
+                    out.push(Event::Write(q));
                 }
-                if !pr.paused {
-                    out.push(Event::Notify(q));
-                    if !pr.notify_late {
-                        new_late += 1;
+                if pr.notify {
+                    if faults(self.budget.losses) {
+                        out.push(Event::LoseNotify(q));
+                    }
+                    if !pr.paused {
+                        out.push(Event::Notify(q));
+                        if !pr.notify_late {
+                            new_late += 1;
+                        }
                     }
                 }
-            }
-            match pr.work {
-                Some(Work::Dying) => {
-                    out.push(Event::WorkEnds(q));
-                    urgent = true;
+                match pr.work {
+                    Some(Work::Dying) => {
+                        out.push(Event::WorkEnds(q));
+                        urgent = true;
+                    }
+                    Some(Work::Told { .. }) => out.push(Event::WorkEnds(q)),
+                    _ => {}
                 }
-                Some(Work::Told { .. }) => out.push(Event::WorkEnds(q)),
-                _ => {}
             }
-            let Some(core) = &pr.core else {
+            if !self.set_up(set) {
                 if self.tick >= self.no_start_before {
-                    out.push(Event::Restart(q));
+                    out.push(Event::Restart(s));
                 }
                 continue;
-            };
-            if pr.paused {
-                out.push(Event::Resume(q));
+            }
+            if head.paused {
+                out.push(Event::Resume(s));
             } else {
-                if core.flag().poll_timeout().is_some_and(|at| at <= local) {
-                    out.push(Event::Timer(q));
+                // A core whose renew the driver put in the statement on its way, unknown to
+                // it (`join-before-send` off), is not woken before that statement is back.
+                let joined = head.inflight.map_or(0, |(sent, _)| sent.joined);
+                for p in self.set(set) {
+                    let local = self.local(params, p);
+                    let due = self.procs[p]
+                        .core
+                        .as_ref()
+                        .and_then(|c| c.flag().poll_timeout())
+                        .is_some_and(|at| at <= local);
+                    if due && joined & (1 << self.flag(p)) == 0 {
+                        out.push(Event::Timer(p as u8));
+                        urgent = true;
+                    }
+                }
+                let local = self.local(params, set * flags);
+                if head.inflight.is_some_and(|(_, give_up)| give_up <= local) {
+                    out.push(Event::Timeout(s));
                     urgent = true;
                 }
-                if pr.inflight.is_some_and(|(_, give_up)| give_up <= local) {
-                    out.push(Event::Timeout(q));
-                    urgent = true;
+                if faults(self.budget.pauses) {
+                    out.push(Event::Pause(s));
                 }
-                if self.budget.pauses > 0 && self.budget.total > 0 {
-                    out.push(Event::Pause(q));
-                }
-                if self.budget.closes > 0 && self.budget.total > 0 && !core.flag().is_closed() {
-                    out.push(Event::Close(q));
+                let open = self.set(set).any(|p| {
+                    self.procs[p]
+                        .core
+                        .as_ref()
+                        .is_some_and(|c| !c.flag().is_closed())
+                });
+                if faults(self.budget.closes) && open {
+                    out.push(Event::Close(s));
                 }
             }
-            if self.budget.crashes > 0 && self.budget.total > 0 {
-                out.push(Event::Crash(q));
+            if faults(self.budget.crashes) {
+                out.push(Event::Crash(s));
             }
         }
-        if self.budget.failovers > 0 && self.budget.total > 0 {
+        if faults(self.budget.failovers) {
             for k in 0..=self.history.len() {
                 out.push(Event::Failover(k as u8));
             }
         }
-        if self.budget.poolers > 0 && self.budget.total > 0 {
+        if faults(self.budget.poolers) {
             for k in 0..=self.history.len() {
                 out.push(Event::PoolerFailover(k as u8));
             }
@@ -262,9 +312,8 @@ impl World {
         for k in 0..self.effects.len() {
             out.push(Event::Land(k as u8));
         }
-        if self.budget.deletes > 0
-            && self.budget.total > 0
-            && self.row.is_some()
+        if faults(self.budget.deletes)
+            && self.rows.iter().any(Option::is_some)
             && self.procs.iter().all(|pr| pr.core.is_none() || pr.saw_row)
         {
             out.push(Event::Delete);
@@ -277,6 +326,27 @@ impl World {
         }
     }
 
+    /// The flags of batch `sent` of process `s` whose row the batch would write now: the rows
+    /// it skips if another transaction holds their lock.
+    fn skippable(&self, params: &Params, s: usize, sent: &super::world::Sent) -> Vec<usize> {
+        let table = self.table(params);
+        let server = self.server_input(params, self.server(params));
+        let server = leadership_core::Server {
+            promoted_ago: None,
+            ..server
+        };
+        let name = &self.procs[self.set(s).start].name;
+        sent.parts()
+            .filter(|&(f, _)| {
+                sent.check(f).is_some_and(|c| {
+                    let args = c.args(ROWS[f], name, params.lease_micros);
+                    table.would_update(self.db_now(params), &server, &args)
+                })
+            })
+            .map(|(f, _)| f)
+            .collect()
+    }
+
     /// This state after `event`.
     pub fn step(&self, params: &Params, event: Event) -> World {
         let mut w = self.clone();
@@ -285,52 +355,35 @@ impl World {
     }
 
     pub(super) fn apply(&mut self, params: &Params, event: Event) {
+        self.apply_event(params, event);
+        // What the processes' drivers gathered goes now, where they are free (two flags).
+        if self.violation.is_none() {
+            self.flush_all(params);
+        }
+    }
+
+    fn apply_event(&mut self, params: &Params, event: Event) {
         match event {
             Event::Tick => self.tick(params),
-            Event::Timer(p) => {
-                let p = usize::from(p);
-                let local = self.local(params, p);
-                if let Some(core) = &mut self.procs[p].core {
-                    if let Err(b) = core.handle_timeout(local) {
-                        let who = self.procs[p].name.clone();
-                        return self.violate(Violation::CorePromise {
-                            who,
-                            what: b.to_string(),
-                        });
-                    }
-                }
-                self.drain(params, p);
-                // A timer served must not be due again at once: a driver would spin (and the
-                // model would never let time move on).
-                let again = self.procs[p]
-                    .core
-                    .as_ref()
-                    .and_then(|c| c.flag().poll_timeout());
-                if again.is_some_and(|at| at <= local) && self.procs[p].core.is_some() {
-                    let who = self.procs[p].name.clone();
-                    self.violate(Violation::CorePromise {
-                        who,
-                        what: format!("poll_timeout {again:?} still due at {local:?} right after handle_timeout"),
-                    });
-                }
+            Event::Timer(p) => self.fire_timer(params, usize::from(p)),
+            Event::Timeout(s) => self.give_up(params, usize::from(s)),
+            Event::Execute(s, k) => self.execute(params, usize::from(s), usize::from(k), None),
+            Event::SkipRow(s, k, f) => {
+                self.budget.rowlocks -= 1;
+                self.spend();
+                let f = Some(usize::from(f));
+                self.execute(params, usize::from(s), usize::from(k), f);
             }
-            Event::Timeout(p) => {
-                let p = usize::from(p);
-                let pr = &mut self.procs[p];
-                pr.inflight = None;
-                pr.reply = None;
-                pr.reqs.iter_mut().for_each(|r| r.live = false);
-                self.feed(params, p, Input::Failed(Failure::Timeout));
-            }
-            Event::Execute(p, k) => self.execute(params, usize::from(p), usize::from(k)),
-            Event::LoseRequest(p, k) => {
-                self.procs[usize::from(p)].reqs.remove(usize::from(k));
+            Event::LoseRequest(s, k) => {
+                let head = self.set(usize::from(s)).start;
+                self.procs[head].reqs.remove(usize::from(k));
                 self.budget.losses -= 1;
                 self.spend();
             }
-            Event::Deliver(p) => self.deliver(params, usize::from(p)),
-            Event::LoseReply(p) => {
-                self.procs[usize::from(p)].reply = None;
+            Event::Deliver(s) => self.deliver(params, usize::from(s)),
+            Event::LoseReply(s) => {
+                let head = self.set(usize::from(s)).start;
+                self.procs[head].reply = None;
                 self.budget.losses -= 1;
                 self.spend();
             }
@@ -358,37 +411,45 @@ impl World {
                 self.budget.writes -= 1;
             }
             Event::Land(k) => self.land(params, usize::from(k)),
-            Event::Pause(p) => {
-                self.procs[usize::from(p)].paused = true;
+            Event::Pause(s) => {
+                for p in self.set(usize::from(s)) {
+                    self.procs[p].paused = true;
+                }
                 self.budget.pauses -= 1;
                 self.spend();
             }
-            Event::Resume(p) => {
-                let p = usize::from(p);
-                self.procs[p].paused = false;
+            Event::Resume(s) => {
                 self.fault();
-                // A kill the frozen supervisor owed (no watchdog) happens now.
-                self.deadline_kill(params, p);
-                if std::mem::take(&mut self.procs[p].reap_pending) {
-                    self.reaped(params, p);
+                for p in self.set(usize::from(s)) {
+                    self.procs[p].paused = false;
+                }
+                for p in self.set(usize::from(s)) {
+                    // A kill the frozen supervisor owed (no watchdog) happens now.
+                    self.deadline_kill(params, p);
+                    if std::mem::take(&mut self.procs[p].reap_pending) {
+                        self.reaped(params, p);
+                    }
                 }
             }
-            Event::Crash(p) => {
-                let p = usize::from(p);
+            Event::Crash(s) => {
                 self.budget.crashes -= 1;
                 self.spend();
-                self.exit(p);
-                // The parent-death signal kills the work with it.
-                self.procs[p].work = None;
+                for p in self.set(usize::from(s)) {
+                    self.exit(p);
+                    // The parent-death signal kills the work with it.
+                    self.procs[p].work = None;
+                }
             }
-            Event::Restart(p) => {
+            Event::Restart(s) => {
                 self.fault();
-                self.start(params, usize::from(p));
+                self.start_set(params, usize::from(s));
             }
-            Event::Close(p) => {
+            Event::Close(s) => {
                 self.budget.closes -= 1;
                 self.spend();
-                self.feed(params, usize::from(p), Input::Close);
+                for p in self.set(usize::from(s)) {
+                    self.feed(params, p, Input::Close);
+                }
             }
             Event::Failover(k) | Event::PoolerFailover(k) => {
                 let pooler = matches!(event, Event::PoolerFailover(_));
@@ -400,8 +461,8 @@ impl World {
                 let k = usize::from(k);
                 if k > 0 {
                     let standby = self.history[self.history.len() - k].clone();
-                    self.history_lost |= standby != self.row;
-                    self.row = standby;
+                    self.history_lost |= standby != self.rows;
+                    self.rows = standby;
                 }
                 self.history.clear();
                 self.timeline += 1;
@@ -419,7 +480,7 @@ impl World {
                 self.budget.deletes -= 1;
                 self.spend();
                 self.wrote(params);
-                self.row = None;
+                self.rows.iter_mut().for_each(|row| *row = None);
                 self.history_lost = true;
                 // As in the simulator: nobody starts before the deleted lease has ended (a
                 // fresh process cannot tell a deleted row from a new table).
@@ -460,88 +521,43 @@ impl World {
         if late || troubled {
             self.fault();
         }
+        self.open_second_flags(params);
         for p in 0..self.procs.len() {
             self.deadline_kill(params, p);
             let t = self.t_ns(params);
             if let Some(Work::Told { kill_at: Some(at) }) = self.procs[p].work {
                 if t >= at {
-                    log(|| format!("r{p}: the old run kills the work a grace after telling it"));
+                    let who = self.label(p);
+                    log(|| format!("{who}: the old run kills the work a grace after telling it"));
                     self.procs[p].work = Some(Work::Dying);
                 }
             }
         }
     }
 
-    /// The lease's deadline has come: the work is killed (SIGKILL), by the supervisor or,
-    /// while that is frozen, by the watchdog (with the at-risk stop: the deadline is the hard
-    /// bound).
-    pub(super) fn deadline_kill(&mut self, params: &Params, p: usize) {
-        let s = params.sim.safeguards;
-        let local = self.local(params, p);
-        let pr = &self.procs[p];
-        if !s.at_risk_stop || pr.core.is_none() || local < pr.lease_deadline {
-            return;
-        }
-        if !matches!(pr.work, Some(Work::Running | Work::Told { .. })) {
-            return;
-        }
-        if pr.paused && !s.watchdog {
-            return; // no watchdog: the supervisor's timer fires when it runs again
-        }
-        log(|| format!("r{p}: work KILLED at its lease's deadline"));
-        let paused = pr.paused;
-        self.procs[p].work = Some(Work::Dying);
-        if !s.no_release_while_working && !paused {
-            // The old core's bound: the release goes out now, the kill still in progress.
-            self.tell_work_stopped(params, p, true);
-        }
-    }
-
-    pub(super) fn work_ends(&mut self, params: &Params, p: usize) {
-        self.procs[p].work = None;
-        if self.procs[p].core.is_none() {
-            return;
-        }
-        if self.procs[p].paused {
-            self.procs[p].reap_pending = true;
-            return;
-        }
-        self.reaped(params, p);
-    }
-
-    /// The supervisor learns that the work ended: it tells the core, and starts the work of
-    /// the current term if the process still leads and the lease is not at risk.
-    pub(super) fn reaped(&mut self, params: &Params, p: usize) {
-        let local = self.local(params, p);
-        let leads = self.procs[p]
-            .core
-            .as_ref()
-            .and_then(|c| c.flag().lease_at(local));
-        if leads.is_some_and(|l| !l.is_at_risk(local)) && self.procs[p].work.is_none() {
-            self.procs[p].work = Some(Work::Running);
-        }
-        if params.sim.safeguards.release_after_work {
-            self.tell_work_stopped(params, p, true);
-        }
-    }
-
-    pub(super) fn tell_work_stopped(&mut self, params: &Params, p: usize, drain: bool) {
-        if self.hand(params, p, Input::WorkStopped) && drain {
-            self.drain(params, p);
-        }
-    }
-
-    /// The process exits (a crash, or the end of a close): its driver forgets everything.
+    /// Core `p` exits (a crash, or the end of a close); once its process's last core has, the
+    /// process is gone and its driver forgets everything.
     pub(super) fn exit(&mut self, p: usize) {
         let pr = &mut self.procs[p];
         pr.core = None;
-        pr.paused = false;
-        pr.inflight = None;
-        pr.reqs.iter_mut().for_each(|r| r.live = false);
-        pr.reply = None;
         pr.notify = false;
         pr.known_timeline = 0;
         pr.belief.end();
         pr.reap_pending = false;
+        let (head, f) = (self.head(p), self.flag(p));
+        self.procs[head]
+            .outbox
+            .retain(|(q, _)| usize::from(*q) != f);
+        if (head..head + usize::from(self.flags)).any(|q| self.up(q)) {
+            return;
+        }
+        for q in head..head + usize::from(self.flags) {
+            self.procs[q].paused = false;
+        }
+        let pr = &mut self.procs[head];
+        pr.inflight = None;
+        pr.reqs.iter_mut().for_each(|r| r.live = false);
+        pr.reply = None;
+        pr.outbox.clear();
     }
 }

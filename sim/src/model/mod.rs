@@ -12,7 +12,25 @@
 //! ```text
 //! cargo run --release -p leadership-sim --bin model-check -- --processes 2 --depth 50
 //! cargo run --release -p leadership-sim --bin model-check -- --unsafe local-deadline
+//! # two flags per process, checks batched (issue 28), with the faults a batch meets
+//! cargo run --release -p leadership-sim --bin model-check -- --batch --depth 20 --closes 0 --failovers 0 --deletes 0 --writes 0
 //! ```
+//!
+//! # What is modelled: batched checks
+//!
+//! With `--batch` ([`Params::batch`], issue 28) each process runs two flags, `sim` and
+//! `sim.1`, each a core of its own on the process's one clock, every process competing for
+//! both; a pause, a crash or a close is the process's. Its driver sends one statement at a
+//! time (`model/batch.rs`): the checks its cores asked for meanwhile go together, after a core
+//! whose timer is due is served and a renew whose `poll_early_check()` has passed joins
+//! (`Input::Batching`). A batch is one message: one event runs both checks at one `now()`
+//! (each as the single check), it is lost or late as a whole, one reply returns to both
+//! cores, and a timeout fails both. The row-lock event ([`Budget::rowlocks`]) runs a batch
+//! while another transaction holds one of its rows: the batch skips that row if it would
+//! write it, and that core alone is told `Failed(NotAttempted)`. (A single check waiting for
+//! a lock is a statement held, as any may be here; the simulator models the wait.) The second
+//! flag opens a tick after the first, so every trace's first renew takes the other along early.
+//! Properties are judged per flag. Figures: `docs/benchmarks.md`, "Model check".
 //!
 //! Why a search of our own and not `stateright`: the state is the core's own (`Flag` derives
 //! `Hash`), the events and the driver are the simulator's, and what the checker must add is
@@ -27,10 +45,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::{Duration, Instant};
 
+mod batch;
 mod driver;
 pub mod events;
 pub mod properties;
 pub mod trace;
+mod work;
 pub mod world;
 
 pub use crate::violation::Violation;
@@ -44,6 +64,9 @@ use crate::sim::{Safeguards, SimConfig};
 pub struct Params {
     /// Processes (2 or 3 are practical).
     pub processes: usize,
+    /// Flags per process: 1, or 2 whose checks go as one statement (issue 28; see
+    /// [`Params::batch`]).
+    pub flags: usize,
     /// The time horizon, in ticks.
     pub depth: u32,
     /// A tick of true time, ns.
@@ -76,6 +99,7 @@ impl Params {
         let core_config = sim.core_config("r0");
         let mut p = Params {
             processes,
+            flags: 1,
             depth,
             tick_ns: 0,
             drift_ppm: 40_000,
@@ -88,6 +112,7 @@ impl Params {
                 deletes: 1,
                 losses: 1,
                 lates: 1,
+                rowlocks: 1,
                 total: 1,
                 writes: 1,
             },
@@ -98,6 +123,22 @@ impl Params {
             core_config,
         };
         p.set_tick(p.sim.interval / 20);
+        p
+    }
+
+    /// Two flags per process, `sim` and `sim.1`, every process competing for each, whose
+    /// checks go as one statement (issue 28): its driver sends one statement at a time, the
+    /// checks its cores asked for meanwhile together, after a renew whose early window has
+    /// opened joins (`Input::Batching`). The second flag opens a tick after the first (a flag
+    /// added to the set later), so its renews fall due a tick after the first's, inside the
+    /// early window (2.25 ticks): the first to fall due takes the other along. (The jitter
+    /// stays 0: its 90 ms would not set two renews a tick apart.) The row-lock budget
+    /// (`rowlocks`) makes a batch skip one of its rows.
+    pub fn batch(processes: usize, depth: u32, safeguards: Safeguards) -> Params {
+        let mut p = Params::new(processes, depth, safeguards);
+        p.flags = 2;
+        p.sim.flags = 2;
+        p.sim.batch = true;
         p
     }
 

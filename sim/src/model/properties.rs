@@ -40,14 +40,20 @@ pub fn judge(world: &World, params: &Params) -> Option<Violation> {
     if let Some(v) = &world.violation {
         return Some(v.clone());
     }
+    (0..usize::from(world.flags)).find_map(|f| judge_flag(world, params, f))
+}
+
+/// The first broken property of flag `f` (its cores, one per process) in `world`.
+fn judge_flag(world: &World, params: &Params, f: usize) -> Option<Violation> {
+    let cores = (f..world.procs.len()).step_by(usize::from(world.flags));
     let mut leader: Option<usize> = None;
-    for (i, pr) in world.procs.iter().enumerate() {
-        if leads(world, params, pr) {
+    for i in cores.clone() {
+        if leads(world, params, &world.procs[i]) {
             if let Some(a) = leader {
                 return Some(Violation::TwoLeaders {
                     // By index: twins share a name.
-                    a: format!("r{a}"),
-                    b: format!("r{i}"),
+                    a: world.label(a),
+                    b: world.label(i),
                 });
             }
             leader = Some(i);
@@ -55,12 +61,13 @@ pub fn judge(world: &World, params: &Params) -> Option<Violation> {
     }
     match leader {
         Some(l) => {
-            if let Some(w) =
-                (0..world.procs.len()).find(|&j| j != l && world.procs[j].work.is_some())
+            if let Some(w) = cores
+                .clone()
+                .find(|&j| j != l && world.procs[j].work.is_some())
             {
                 return Some(Violation::WorkStillRunning {
-                    leader: format!("r{l}"),
-                    worker: format!("r{w}"),
+                    leader: world.label(l),
+                    worker: world.label(w),
                 });
             }
         }
@@ -69,10 +76,9 @@ pub fn judge(world: &World, params: &Params) -> Option<Violation> {
             // Only judged at the start of a tick's events would be kinder; a leaderless
             // moment inside a tick is a lapse all the same.
             if quiet > params.liveness_ticks
-                && !world
-                    .procs
-                    .iter()
-                    .any(|p| p.work.is_some_and(|w| w != Work::Running))
+                && !cores
+                    .clone()
+                    .any(|p| world.procs[p].work.is_some_and(|w| w != Work::Running))
             {
                 return Some(Violation::NoLeader {
                     quiet: Quiet::Ticks(quiet),

@@ -32,6 +32,8 @@ pub struct Counterexample {
     pub violation: Violation,
     /// The clocks' rate errors (ppm), by process.
     pub rates: Vec<i64>,
+    /// Flags per process (how events name cores).
+    pub flags: u8,
     /// The events, in order.
     pub steps: Vec<Step>,
     /// The tick, in ns.
@@ -72,7 +74,13 @@ pub(super) fn rebuild(
     };
     path.reverse();
     let mut w = initial[root as usize].clone();
-    let rates = w.procs.iter().map(|p| p.clock.ppm).collect();
+    let flags = w.flags;
+    let rates = w
+        .procs
+        .iter()
+        .step_by(usize::from(flags))
+        .map(|p| p.clock.ppm)
+        .collect();
     let mut steps = Vec::new();
     for event in path {
         let (next, lines) = logged(|| w.step(params, event));
@@ -88,6 +96,7 @@ pub(super) fn rebuild(
     Counterexample {
         violation,
         rates,
+        flags,
         steps,
         tick_ns: params.tick_ns,
         replay,
@@ -105,7 +114,7 @@ pub fn summary(w: &World, params: &Params) -> String {
         } else {
             "up"
         };
-        let _ = write!(s, "r{i} {state}");
+        let _ = write!(s, "{} {state}", w.label(i));
         if leads(w, params, p) {
             s.push_str(" LEADS");
         }
@@ -117,7 +126,20 @@ pub fn summary(w: &World, params: &Params) -> String {
         }
         s.push_str(" | ");
     }
-    let _ = write!(s, "row {}", row_text(w.row.as_ref()));
+    match w.rows.len() {
+        1 => {
+            let _ = write!(s, "row {}", row_text(w.rows[0].as_ref()));
+        }
+        _ => {
+            let rows: Vec<String> = w
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(f, row)| format!("{} {}", super::world::ROWS[f], row_text(row.as_ref())))
+                .collect();
+            let _ = write!(s, "rows {}", rows.join("; "));
+        }
+    }
     s
 }
 
@@ -144,6 +166,7 @@ fn replay_command(params: &Params, steps: &[Step]) -> String {
             Event::LoseRequest(..) | Event::LoseReply(_) => add("loss"),
             Event::LoseNotify(_) => add("notify"),
             Event::Timeout(_) => add("slow"),
+            Event::SkipRow(..) => add("rowlock"),
             _ => {}
         }
     }
@@ -164,6 +187,9 @@ fn replay_command(params: &Params, steps: &[Step]) -> String {
     }
     if pooler {
         cmd += " --pooler";
+    }
+    if params.flags > 1 {
+        let _ = write!(cmd, " --flags {} --batch", params.flags);
     }
     cmd
 }
@@ -197,7 +223,7 @@ impl fmt::Display for Counterexample {
                 i + 1,
                 ms / 1000,
                 ms % 1000,
-                s.event
+                s.event.describe(self.flags)
             )?;
             for l in &s.lines {
                 writeln!(f, "         {l}")?;

@@ -1,11 +1,19 @@
 //! The model's world: a small fleet of real cores, the reference table, a database that can
 //! fail over to a lagging standby, and discretized time.
 //!
+//! With `Params::flags` = 2 (issue 28), each process runs two flags, `sim` and `sim.1`, each a
+//! core of its own ([`Proc`], numbered one after the other: `r0/f0`, `r0/f1`, `r1/f0`, …) on
+//! the process's one clock; the process's driver, its connection and its messages are kept on
+//! its first core (the set's *head*): it sends one statement at a time, the checks its cores
+//! ask for together as one batch.
+//!
 //! Everything here is plain data (`Clone + Eq + Hash`): a state is stored by its hash, and a
 //! trace is the list of events that leads to it from an initial state.
 
 use leadership_core::audit::AuditedFlag;
 use leadership_core::{Config, DbTime, Instant, Server};
+
+use crate::check::Check;
 
 use super::Params;
 use crate::belief::{Belief, Tokens};
@@ -13,8 +21,14 @@ use crate::sim::trace::Op;
 use crate::table::{CheckResult, RefRow};
 use crate::violation::Violation;
 
-/// The flag's name in the table.
+/// The flag's name in the table (the first flag's, with two).
 pub const FLAG: &str = "sim";
+
+/// The most flags a process runs in the model.
+pub const MAX_FLAGS: usize = 2;
+
+/// The rows' names, by flag.
+pub const ROWS: [&str; MAX_FLAGS] = [FLAG, "sim.1"];
 
 /// A local monotonic clock: `origin + t × (1 + ppm/10⁶)` for true time `t` (ns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,11 +47,57 @@ impl Clock {
     }
 }
 
+/// What one statement of a process carries: each flag's part, by flag. A single statement
+/// has one part; a batch (`sql::CHECK_BATCH`) has a check for each of its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Sent {
+    /// The parts, by flag.
+    pub ops: [Option<Op>; MAX_FLAGS],
+    /// With the `join-before-send` safeguard off, the flags (bits) whose renew the driver put
+    /// in unknown to their core: it is told when the batch returns.
+    pub joined: u8,
+}
+
+impl Sent {
+    /// One statement of flag `f`.
+    pub fn one(f: usize, op: Op) -> Sent {
+        let mut ops = [None; MAX_FLAGS];
+        ops[f] = Some(op);
+        Sent { ops, joined: 0 }
+    }
+
+    /// The parts: flag and what it does.
+    pub fn parts(&self) -> impl Iterator<Item = (usize, Op)> + '_ {
+        self.ops
+            .iter()
+            .enumerate()
+            .filter_map(|(f, op)| op.map(|op| (f, op)))
+    }
+
+    /// Whether it is a batch of checks (two or more parts).
+    pub fn is_batch(&self) -> bool {
+        self.parts().count() > 1
+    }
+
+    /// Whether flag `f`'s core does not know of its part yet.
+    pub fn joined(&self, f: usize) -> bool {
+        self.joined & (1 << f) != 0
+    }
+
+    /// The check of flag `f`, if it has one.
+    pub fn check(&self, f: usize) -> Option<Check> {
+        match self.ops[f] {
+            Some(Op::Check(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// A statement on its way to the database (or held there: it may run at any later moment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Req {
     /// What it does.
-    pub op: Op,
+    pub op: Sent,
     /// The driver still waits for its reply (it has not timed out, the process has not
     /// crashed): only then is the reply delivered.
     pub live: bool,
@@ -56,6 +116,10 @@ pub enum Reply {
     Released(bool),
     /// The statement was not run: the first on a new connection; this is the server.
     Connected(ServerKey),
+    /// A batch skipped the check: another transaction held its row's lock.
+    NotAttempted,
+    /// A batch's reply: each flag's part, by flag.
+    Batch(Vec<(u8, Reply)>),
 }
 
 /// [`Server`] as stored in a state (the database's identity after `n` failovers).
@@ -82,10 +146,12 @@ pub enum Work {
     Dying,
 }
 
-/// One process: the real core (audited) behind the modelled driver.
+/// One process's core (with two flags, one of a process's two cores): the real core
+/// (audited) behind the modelled driver. The driver's connection, statements and reply are
+/// the process's, kept on its first core (the head).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Proc {
-    /// Its name: the `holder` it writes.
+    /// Its process's name: the `holder` it writes.
     pub name: String,
     /// Its monotonic clock.
     pub clock: Clock,
@@ -93,8 +159,8 @@ pub struct Proc {
     pub core: Option<AuditedFlag>,
     /// Frozen (SIGSTOP): no timer, no reply, no notification is handled; the clock runs.
     pub paused: bool,
-    /// The statement the driver waits for, and the local instant it gives up.
-    pub inflight: Option<(Op, Instant)>,
+    /// The statement the driver waits for, and the local instant it gives up (the head's).
+    pub inflight: Option<(Sent, Instant)>,
     /// Its statements in the network or held at the database (at most [`MAX_REQS`]).
     pub reqs: Vec<Req>,
     /// The reply on its way, if any.
@@ -122,6 +188,9 @@ pub struct Proc {
     pub saw_row: bool,
     /// The fencing token of the term its work runs for (the work's `LEADERSHIP_TOKEN`).
     pub work_token: Option<i64>,
+    /// With two flags, the head's: what its cores asked to send while a statement was on its
+    /// way (flag and statement), sent when it is back.
+    pub outbox: Vec<(u8, Op)>,
 }
 
 /// A transaction of a term's leader-only work on its way to the database (the user's effect):
@@ -164,6 +233,8 @@ pub struct Budget {
     pub losses: u8,
     /// Messages held past a tick (slow network, a stalled database).
     pub lates: u8,
+    /// Batches run while another transaction holds one of their rows' lock (the row skipped).
+    pub rowlocks: u8,
     /// Faults of any kind above, in all: bounds the combinations.
     pub total: u8,
     /// Transactions the leader-only work may send (not a fault: outside `total`).
@@ -175,14 +246,16 @@ pub struct Budget {
 pub struct World {
     /// True time in ticks.
     pub tick: u32,
-    /// The processes.
+    /// The processes' cores (`flags` per process, one after the other).
     pub procs: Vec<Proc>,
-    /// The flag's row in the primary's table (the reference table executes each statement).
-    pub row: Option<RefRow>,
+    /// Flags per process.
+    pub flags: u8,
+    /// Each flag's row in the primary's table (the reference table executes each statement).
+    pub rows: Vec<Option<RefRow>>,
     /// The table before each of the latest writes (oldest first, at most [`LAG_WRITES`]): a
     /// failover promotes a standby that lacks some of them. Kept only while a failover is
     /// left in the budget.
-    pub history: Vec<Option<RefRow>>,
+    pub history: Vec<Vec<Option<RefRow>>>,
     /// The database's timeline (1 at start).
     pub timeline: u8,
     /// When the current primary started (true ns).
@@ -191,8 +264,8 @@ pub struct World {
     pub budget: Budget,
     /// The tick of the latest fault (liveness counts from there).
     pub quiet_since: u32,
-    /// The fencing tokens raised so far.
-    pub tokens: Tokens,
+    /// The fencing tokens raised so far, by flag.
+    pub tokens: Vec<Tokens>,
     /// A failover or delete lost history: a token behind from a process that never saw the
     /// newer one is residue, not a violation.
     pub history_lost: bool,
@@ -202,19 +275,26 @@ pub struct World {
     pub violation: Option<Violation>,
     /// The work's transactions on their way.
     pub effects: Vec<Effect>,
-    /// The highest term the row has named (its term column), on any timeline: a term begins
-    /// for the user's data when the check that starts it commits.
-    pub newest_term: Option<i64>,
+    /// The highest term each row has named (its term column), on any timeline: a term
+    /// begins for the user's data when the check that starts it commits.
+    pub newest_term: Vec<Option<i64>>,
+    /// With `join-before-send` off, only within an event: the renew a returned batch carried
+    /// for a core that did not know of it, which its driver does not send again when the
+    /// core asks for it now; and whether it did.
+    pub(super) swallow: Option<(usize, Check)>,
+    pub(super) swallowed: bool,
 }
 
 impl World {
-    /// The initial world: every process up at tick 0 with its clock rate, its first check
-    /// emitted and carried out (sent).
+    /// The initial world: every process up at tick 0 with its clock rate (one per process),
+    /// its first check emitted and carried out (sent).
     pub fn new(params: &Params, rates: &[i64]) -> World {
+        let flags = params.flags;
         let procs = rates
             .iter()
             .enumerate()
-            .map(|(i, &ppm)| Proc {
+            .flat_map(|(i, &ppm)| std::iter::repeat_n((i, ppm), flags))
+            .map(|(i, ppm)| Proc {
                 // Twins: r1 writes r0's name (the holder both write).
                 name: format!("r{}", if params.sim.twins && i == 1 { 0 } else { i }),
                 clock: Clock {
@@ -237,28 +317,58 @@ impl World {
                 observed: None,
                 saw_row: false,
                 work_token: None,
+                outbox: Vec::new(),
             })
             .collect();
         let mut w = World {
             tick: 0,
             procs,
-            row: None,
+            flags: flags as u8,
+            rows: vec![None; flags],
             history: Vec::new(),
             timeline: 1,
             db_started_ns: 0,
             budget: params.budget,
             quiet_since: 0,
-            tokens: Tokens::default(),
+            tokens: vec![Tokens::default(); flags],
             history_lost: false,
             no_start_before: 0,
             violation: None,
             effects: Vec::new(),
-            newest_term: None,
+            newest_term: vec![None; flags],
+            swallow: None,
+            swallowed: false,
         };
-        for p in 0..w.procs.len() {
-            w.start(params, p);
+        for s in 0..rates.len() {
+            w.start_set(params, s);
         }
+        w.flush_all(params);
         w
+    }
+
+    /// The cores of process (set) `s`.
+    pub fn set(&self, s: usize) -> std::ops::Range<usize> {
+        let f = usize::from(self.flags);
+        s * f..(s + 1) * f
+    }
+
+    /// The head of core `p`'s process: the core that keeps its driver's connection.
+    pub fn head(&self, p: usize) -> usize {
+        p - p % usize::from(self.flags)
+    }
+
+    /// The flag core `p` runs.
+    pub fn flag(&self, p: usize) -> usize {
+        p % usize::from(self.flags)
+    }
+
+    /// Core `p` as logs and violations name it: `r1` with one flag, `r1/f0` with two.
+    pub fn label(&self, p: usize) -> String {
+        let f = usize::from(self.flags);
+        match f {
+            1 => format!("r{p}"),
+            _ => format!("r{}/f{}", p / f, p % f),
+        }
     }
 
     /// True time in ns.
@@ -303,8 +413,23 @@ impl World {
         params.sim.core_config(name)
     }
 
-    /// Starts process `p` with a fresh core (at tick 0, or a restart under the same name).
-    pub fn start(&mut self, params: &Params, p: usize) {
+    /// Starts process `s`'s cores, fresh (a restart under the same name; at tick 0, its first
+    /// flag's only: the second opens a tick later, see [`Params::batch`]).
+    pub fn start_set(&mut self, params: &Params, s: usize) {
+        let cores = match self.tick {
+            0 => self.set(s).start..self.set(s).start + 1,
+            _ => self.set(s),
+        };
+        for p in cores.clone() {
+            self.start_core(params, p);
+        }
+        for p in cores {
+            self.drain(params, p);
+        }
+    }
+
+    /// A fresh core `p`.
+    fn start_core(&mut self, params: &Params, p: usize) {
         let local = self.local(params, p);
         let config = World::config(params, &self.procs[p].name.clone());
         let pr = &mut self.procs[p];
@@ -313,15 +438,37 @@ impl World {
         pr.belief = Belief::NONE;
         pr.observed = None;
         pr.saw_row = false;
-        self.drain(params, p);
     }
 
-    /// Whether process `p` is up (not crashed, not exited).
+    /// At tick 1, each running process opens its second flag (its renews then fall due a tick
+    /// after the first's, inside the early window: see [`Params::batch`]).
+    pub(super) fn open_second_flags(&mut self, params: &Params) {
+        if self.tick != 1 || self.flags == 1 {
+            return;
+        }
+        for s in 0..self.procs.len() / usize::from(self.flags) {
+            let head = self.set(s).start;
+            let open = self.procs[head]
+                .core
+                .as_ref()
+                .is_some_and(|c| !c.flag().is_closed());
+            for p in self.set(s).skip(1) {
+                if open && self.procs[p].core.is_none() {
+                    self.start_core(params, p);
+                    // A paused process's driver sends it once resumed (`flush`).
+                    self.procs[p].paused = self.procs[head].paused;
+                    self.drain(params, p);
+                }
+            }
+        }
+    }
+
+    /// Whether core `p` is up (not crashed, not exited).
     pub fn up(&self, p: usize) -> bool {
         self.procs[p].core.is_some()
     }
 
-    /// Whether anything of process `p` waits on the network (a statement, a reply for a
+    /// Whether anything of core `p` waits on the network (a statement, a reply for a
     /// running driver, a notification): holding it while time moves on makes it late.
     pub fn waiting_messages(&self, p: usize) -> bool {
         let pr = &self.procs[p];

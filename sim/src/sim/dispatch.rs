@@ -3,7 +3,8 @@
 use leadership_core::{Failure as CoreFailure, Input, Precheck};
 
 use super::process::Reply;
-use super::trace::{What, DB};
+use super::sets::Held;
+use super::trace::{Pid, What, DB};
 use super::world::{Ev, FaultKind, World};
 
 impl World {
@@ -22,7 +23,10 @@ impl World {
                     return self.push(until, ev);
                 }
                 h.armed = None;
-                if self.is_rust(p) {
+                if self.is_rust(p) && self.rust[usize::from(p)].joined.is_some() {
+                    // `join-before-send` off: its renew is on its way, unknown to it; the
+                    // driver wakes it once that batch is back (or given up on).
+                } else if self.is_rust(p) {
                     let local = self.rust[usize::from(p)].host.clock.local(t);
                     if let Some(flag) = &mut self.rust[usize::from(p)].flag {
                         flag.handle_timeout(local);
@@ -46,7 +50,7 @@ impl World {
                 {
                     self.trace.push(t, DB, What::Lost);
                 } else if t < self.stall_until {
-                    self.stalled.push(stmt);
+                    self.stalled.push(Held::One(stmt));
                 } else {
                     self.execute(stmt);
                 }
@@ -78,10 +82,19 @@ impl World {
                 h.reply = None;
                 self.stats.timeouts += 1;
                 self.trace.push(t, p, What::Timeout);
-                if self.is_rust(p) {
-                    self.feed(p, Input::Failed(CoreFailure::Timeout));
-                } else {
+                if !self.is_rust(p) {
                     self.deliver(p, Reply::Error);
+                } else if self.rust[usize::from(p)]
+                    .joined
+                    .take_if(|(joined, _)| *joined == id)
+                    .is_some()
+                {
+                    // A renew the driver joined to a batch unknown to the core (with
+                    // `join-before-send` off) is dropped: the core waits for nothing, and is
+                    // woken for its renew again.
+                    self.rearm(p);
+                } else {
+                    self.feed(p, Input::Failed(CoreFailure::Timeout));
                 }
             }
             Ev::Notify { p, inc } => {
@@ -101,11 +114,12 @@ impl World {
             Ev::StallEnd => {
                 self.trace.push(t, DB, What::StallEnd);
                 let held = std::mem::take(&mut self.stalled);
-                for stmt in &held {
-                    if self.stall_fails {
-                        self.fail_stmt(*stmt);
-                    } else {
-                        self.execute(*stmt);
+                for h in &held {
+                    match (*h, self.stall_fails) {
+                        (Held::One(stmt), true) => self.fail_stmt(stmt),
+                        (Held::One(stmt), false) => self.execute(stmt),
+                        (Held::Batch(slot), true) => self.fail_batch(slot),
+                        (Held::Batch(slot), false) => self.execute_batch(slot),
                     }
                 }
                 self.stalled = held;
@@ -169,12 +183,19 @@ impl World {
             Ev::Drift(p) => {
                 let d = self.faults.drift;
                 let ppm = self.rng.signed(d.max_ppm);
-                self.host(p).clock.set_rate(t, ppm);
-                self.trace.push(t, p, What::Drift(ppm));
-                self.rearm_after_clock_change(p);
+                // One clock for the process: every flag's core reads it.
+                for c in self.siblings(p) {
+                    let c = c as Pid;
+                    self.host(c).clock.set_rate(t, ppm);
+                    self.trace.push(t, c, What::Drift(ppm));
+                    self.rearm_after_clock_change(c);
+                }
                 let next = self.rng.below(2 * d.every.as_nanos() as u64).max(1);
                 self.push(t + next, Ev::Drift(p));
             }
+            Ev::BatchArrives(slot) => self.batch_arrives(slot),
+            Ev::BatchReply(slot) => self.batch_reply(slot),
+            Ev::RowUnlock(f) => self.unlock_row(usize::from(f)),
         }
     }
 }

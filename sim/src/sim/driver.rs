@@ -7,7 +7,7 @@ use super::clock::db_time;
 use super::go_model::GoNext;
 use super::process::{Core, Reply, Work};
 use super::trace::{Op, Pid, What};
-use super::world::{Ev, World, FLAG};
+use super::world::{Ev, World};
 use crate::belief::Belief;
 use crate::check::Check;
 use crate::violation::Violation;
@@ -39,6 +39,7 @@ impl World {
             proc_.belief = Belief::NONE;
             proc_.observed = None;
             proc_.saw_row = false;
+            proc_.joined = None;
             self.drain(p);
         } else {
             let g = self.go_mut(p);
@@ -90,6 +91,7 @@ impl World {
             }
             Reply::Released(released) => self.feed(p, Input::Released { released }),
             Reply::Error => self.feed(p, Input::Failed(CoreFailure::Error)),
+            Reply::NotAttempted => self.feed(p, Input::Failed(CoreFailure::NotAttempted)),
             other => unreachable!("a Rust process got {other:?}"),
         }
     }
@@ -119,11 +121,11 @@ impl World {
                         self.stats.checks += 1;
                         let check = Check::from_command(c).expect("a check");
                         let op = Op::Check(check.as_sent(&self.config.safeguards));
-                        self.send(p, op, db_time(0));
+                        self.emit(p, op);
                     }
                     Command::Release { version } => {
                         self.stats.releases += 1;
-                        self.send(p, Op::Release { version }, db_time(0));
+                        self.emit(p, Op::Release { version });
                     }
                     Command::RunPrecheck => precheck = true,
                     Command::StopWork => stop_work = true,
@@ -141,13 +143,14 @@ impl World {
                         }
                         self.trace
                             .push(t, p, What::Raise(lease.token, lease.won_by));
+                        let f = self.flag_of(p);
                         let name = &self.rust[i].host.name;
-                        if let Err(v) = self.tokens.raise(name, lease.token) {
+                        if let Err(v) = self.rows[f].tokens.raise(name, lease.token) {
                             self.violation.get_or_insert(v);
                         }
                         // The row this term's check wrote names the term, for its fence.
                         let name = &self.rust[i].host.name;
-                        let row = self.table.get(FLAG).filter(|r| {
+                        let row = self.table.get(&self.rows[f].name).filter(|r| {
                             r.holder.as_deref() == Some(name.as_str())
                                 && r.version == Some(lease.version)
                         });
@@ -189,18 +192,24 @@ impl World {
                         }
                     }
                     Command::Closed => {
-                        let down = self.rng.between(
-                            self.config
-                                .faults
-                                .close
-                                .map_or(0, |s| s.min.as_nanos() as u64),
-                            self.config
-                                .faults
-                                .close
-                                .map_or(0, |s| s.max.as_nanos() as u64),
-                        );
-                        self.trace.push(t, p, What::Closed(t + down));
-                        self.quiet_until(t + down);
+                        // The process exits once every flag of its set has closed.
+                        let last = self.siblings(p).all(|c| c == i || !self.rust[c].host.up);
+                        let down = last.then(|| {
+                            self.rng.between(
+                                self.config
+                                    .faults
+                                    .close
+                                    .map_or(0, |s| s.min.as_nanos() as u64),
+                                self.config
+                                    .faults
+                                    .close
+                                    .map_or(0, |s| s.max.as_nanos() as u64),
+                            )
+                        });
+                        if let Some(down) = down {
+                            self.trace.push(t, p, What::Closed(t + down));
+                            self.quiet_until(t + down);
+                        }
                         // The tool exits: a command still running (told to stop when leadership
                         // ended, not yet gone) is killed with it (the watchdog's closed input).
                         if let Some(mut w) = self.rust[i].work {
@@ -215,7 +224,11 @@ impl World {
                         r.host.die();
                         r.flag = None;
                         r.belief.end();
-                        self.push(t + down, Ev::Start(p));
+                        if let Some(down) = down {
+                            for c in self.siblings(p) {
+                                self.push(t + down, Ev::Start(c as Pid));
+                            }
+                        }
                     }
                 }
             }
@@ -241,6 +254,25 @@ impl World {
                 what: b.to_string(),
             });
         }
+    }
+
+    /// Carries out a statement the core asked for: sends it now, or, in batch mode, queues
+    /// it for its set's driver (sent at the end of the instant, `batch.rs`). With the
+    /// `join-before-send` safeguard off, the renew a batch already carries for this core,
+    /// unknown to it until the batch returns, is not queued again.
+    fn emit(&mut self, p: Pid, op: Op) {
+        if !self.config.batch {
+            return self.send(p, op, db_time(0));
+        }
+        if let (Some((q, sent)), Op::Check(check)) = (self.swallow, op) {
+            if q == p && sent == check {
+                self.swallow = None;
+                self.swallowed = true;
+                return;
+            }
+        }
+        let set = usize::from(p) / self.flags;
+        self.sets[set].outbox.push((p, op));
     }
 
     /// A term began: its work starts, unless the work of an earlier term is still ending (the

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use leadership_core::Input;
 
+use super::sets::Held;
 use super::trace::{Pid, What, DB};
-use super::world::{Ev, FaultKind, World, FLAG};
+use super::world::{Ev, FaultKind, World};
 use super::Schedule;
 
 impl World {
@@ -74,35 +75,47 @@ impl World {
             FaultKind::DbStep => f.db_step,
             FaultKind::Failover => f.failover,
             FaultKind::Delete => f.delete,
+            FaultKind::RowLock => f.rowlock,
         };
         let Some(s) = schedule else { return };
         let d = self.duration(s);
         let counter = kind as usize;
         match kind {
             FaultKind::Pause => {
-                if let Some(p) = self.victim(false) {
+                if let Some(v) = self.victim(false) {
                     self.stats.faults[counter] += 1;
-                    let h = self.host(p);
-                    h.paused_until = h.paused_until.max(t + d);
-                    self.trace.push(t, p, What::Pause(t + d));
+                    // The whole process: every flag's core with it.
+                    for p in self.siblings(v) {
+                        let p = p as Pid;
+                        let h = self.host(p);
+                        h.paused_until = h.paused_until.max(t + d);
+                        self.trace.push(t, p, What::Pause(t + d));
+                    }
                     self.quiet_until(t + d);
                 }
             }
             FaultKind::Crash => {
-                if let Some(p) = self.victim(false) {
+                if let Some(v) = self.victim(false) {
                     self.stats.faults[counter] += 1;
-                    self.host(p).die();
-                    if self.is_rust(p) {
-                        let r = &mut self.rust[usize::from(p)];
-                        r.flag = None;
-                        r.belief.end();
-                        r.work = None; // the parent-death signal kills the work with it
-                    } else {
-                        self.go_mut(p).raised = false;
-                        self.trace_go(p, false);
+                    for p in self.siblings(v) {
+                        let p = p as Pid;
+                        self.host(p).die();
+                        if self.is_rust(p) {
+                            let r = &mut self.rust[usize::from(p)];
+                            r.flag = None;
+                            r.belief.end();
+                            r.work = None; // the parent-death signal kills the work with it
+                            r.joined = None;
+                        } else {
+                            self.go_mut(p).raised = false;
+                            self.trace_go(p, false);
+                        }
+                        self.trace.push(t, p, What::Crash(t + d));
+                        self.push(t + d, Ev::Start(p));
                     }
-                    self.trace.push(t, p, What::Crash(t + d));
-                    self.push(t + d, Ev::Start(p));
+                    if let Some(set) = self.sets.get_mut(usize::from(v) / self.flags) {
+                        set.outbox.clear();
+                    }
                     self.quiet_until(t + d);
                 }
             }
@@ -117,11 +130,14 @@ impl World {
                 }
             }
             FaultKind::Conn => {
-                if let Some(p) = self.victim(false) {
+                if let Some(v) = self.victim(false) {
                     self.stats.faults[counter] += 1;
-                    let h = self.host(p);
-                    h.conn_down_until = h.conn_down_until.max(t + d);
-                    self.trace.push(t, p, What::ConnDown(t + d));
+                    for p in self.siblings(v) {
+                        let p = p as Pid;
+                        let h = self.host(p);
+                        h.conn_down_until = h.conn_down_until.max(t + d);
+                        self.trace.push(t, p, What::ConnDown(t + d));
+                    }
                     self.quiet_until(t + d);
                 }
             }
@@ -141,11 +157,17 @@ impl World {
                 self.quiet_until(t + d + max);
             }
             FaultKind::Close => {
-                if let Some(p) = self.victim(true) {
+                if let Some(v) = self.victim(true) {
                     self.stats.faults[counter] += 1;
-                    self.trace.push(t, p, What::Close);
                     self.quiet_until(t + self.config.timeout.as_nanos() as u64);
-                    self.feed(p, Input::Close);
+                    // Every flag closes; the process exits when the last has.
+                    for p in self.siblings(v) {
+                        let p = p as Pid;
+                        if self.rust[usize::from(p)].host.up {
+                            self.trace.push(t, p, What::Close);
+                            self.feed(p, Input::Close);
+                        }
+                    }
                 }
             }
             FaultKind::Precheck => {}
@@ -186,9 +208,19 @@ impl World {
                 self.db_started = t;
                 // Another machine's clock, up to a millisecond ahead.
                 self.db_offset += self.rng.below(1_000_000);
-                // The old primary is gone with what it held; every connection breaks.
-                self.stalled.clear();
+                // The old primary is gone with what it held (the locks of other transactions
+                // and what waited for them too); every connection breaks.
+                for h in std::mem::take(&mut self.stalled) {
+                    if let Held::Batch(slot) = h {
+                        self.batches[slot as usize].members.clear();
+                        self.free_batches.push(slot);
+                    }
+                }
                 self.stall_until = 0;
+                for row in &mut self.rows {
+                    row.locked_until = 0;
+                    row.waiting.clear();
+                }
                 self.trace.push(t, DB, What::Failover(d));
                 if self.config.pooler {
                     // The pooler keeps every open client connection and swaps the server
@@ -211,13 +243,20 @@ impl World {
                 // A process whose latest check showed no row (it just started, or found the
                 // row missing before) cannot tell a deleted row from a new table: the fault
                 // waits until every running process's latest check showed the row.
+                // Every flag's row goes; a row another transaction holds locked would make the
+                // DELETE wait: not then.
                 let all_saw = self
                     .rust
                     .iter()
                     .all(|r| !r.host.up || r.flag.is_none() || r.saw_row);
-                if self.go.is_empty() && self.table.get(FLAG).is_some() && all_saw {
+                let any_row = self.rows.iter().any(|r| self.table.get(&r.name).is_some());
+                let locked = self.rows.iter().any(|r| t < r.locked_until);
+                if self.go.is_empty() && any_row && all_saw && !locked {
                     self.stats.faults[counter] += 1;
-                    self.table.delete(FLAG);
+                    for f in 0..self.rows.len() {
+                        let name = self.rows[f].name.clone();
+                        self.table.delete(&name);
+                    }
                     // Versions start again at the floor of those who saw the row, and at 0 for
                     // those who did not: tokens below older ones are residue, as after a failover.
                     self.history_lost = true;
@@ -230,13 +269,17 @@ impl World {
                 }
             }
             FaultKind::Step => {
-                if let Some(p) = self.victim(false) {
+                if let Some(v) = self.victim(false) {
                     self.stats.faults[counter] += 1;
-                    self.host(p).clock.step(t, d);
-                    self.trace.push(t, p, What::Step(d));
-                    self.rearm_after_clock_change(p);
+                    for p in self.siblings(v) {
+                        let p = p as Pid;
+                        self.host(p).clock.step(t, d);
+                        self.trace.push(t, p, What::Step(d));
+                        self.rearm_after_clock_change(p);
+                    }
                 }
             }
+            FaultKind::RowLock => self.lock_row(d),
         }
         self.schedule_fault(kind, s.every);
     }

@@ -21,7 +21,7 @@ use leadership_core::{Instant, Lease};
 use super::clock::db_time;
 use super::process::{Host, RustProc};
 use super::trace::{Pid, What};
-use super::world::{World, FLAG};
+use super::world::World;
 use super::Safeguards;
 use crate::violation::{Quiet, Violation};
 
@@ -68,15 +68,26 @@ impl World {
     }
 
     pub(super) fn check(&mut self) {
-        let t = self.t;
         let previous = self.last_check;
-        self.last_check = t;
+        self.last_check = self.t;
         self.stats.invariant_checks += 1;
+        for f in 0..self.flags {
+            self.check_flag(f, previous);
+            if self.violation.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Judges flag `f`'s row: the cores that run it (one per Rust process), and the Go
+    /// processes on the first flag's.
+    fn check_flag(&mut self, f: usize, previous: u64) {
+        let t = self.t;
         let mut first: Option<usize> = None;
         let mut rust_leaders = 0;
         // When the last leader stopped: a deadline passes between events, at a known instant.
         let mut ended = t;
-        for i in 0..self.rust.len() {
+        for i in (f..self.rust.len()).step_by(self.flags) {
             let (lead, until) = self.leads(&self.rust[i]);
             if lead != self.rust[i].leads {
                 let r = &mut self.rust[i];
@@ -94,7 +105,7 @@ impl World {
                 if lead {
                     // The next leader ends the handover; it counts if it is another process
                     // (the releaser may have come back and won first).
-                    if let Some((since, from)) = self.handover_since.take() {
+                    if let Some((since, from)) = self.rows[f].handover_since.take() {
                         if usize::from(from) != i {
                             self.stats.handovers.push(t - since);
                         }
@@ -118,7 +129,8 @@ impl World {
             }
         }
         if let Some(leader) = first {
-            if let Some(worker) = (0..self.rust.len()).find(|&j| j != leader && self.work_runs(j)) {
+            let mut cores = (f..self.rust.len()).step_by(self.flags);
+            if let Some(worker) = cores.find(|&j| j != leader && self.work_runs(j)) {
                 self.violation = Some(Violation::WorkStillRunning {
                     leader: self.trace.names()[leader].clone(),
                     worker: self.trace.names()[worker].clone(),
@@ -126,10 +138,13 @@ impl World {
                 return;
             }
         }
-        let go_leaders = self.go.iter().filter(|g| g.host.up && g.raised).count();
+        let go_leaders = match f {
+            0 => self.go.iter().filter(|g| g.host.up && g.raised).count(),
+            _ => 0,
+        };
         if go_leaders > 0 {
             // A Go process took the released flag: that is a handover too.
-            if let Some((since, _)) = self.handover_since.take() {
+            if let Some((since, _)) = self.rows[f].handover_since.take() {
                 self.stats.handovers.push(t - since);
             }
         }
@@ -151,17 +166,19 @@ impl World {
             _ => {}
         }
         let anyone = rust_leaders + go_leaders > 0;
-        match (anyone, self.leaderless_since) {
+        let row = &mut self.rows[f];
+        match (anyone, row.leaderless_since) {
             (true, Some(since)) => {
-                if self.stats.first_leader_ns.is_none() {
-                    self.stats.first_leader_ns = Some(t);
+                if !row.led {
+                    row.led = true;
+                    self.stats.first_leader_ns.get_or_insert(t);
                 } else {
                     self.stats.leaderless_ns += t - since;
                     self.stats.gaps.push(t - since);
                 }
-                self.leaderless_since = None;
+                row.leaderless_since = None;
             }
-            (false, None) => self.leaderless_since = Some(ended),
+            (false, None) => row.leaderless_since = Some(ended),
             _ => {}
         }
         if !anyone {
@@ -172,7 +189,8 @@ impl World {
             let from = if self.go.is_empty() {
                 self.quiet_since
             } else {
-                self.quiet_since.max(self.leaderless_since.unwrap_or(t))
+                self.quiet_since
+                    .max(self.rows[f].leaderless_since.unwrap_or(t))
             };
             if t > from + self.liveness_window {
                 self.violation = Some(Violation::NoLeader {
@@ -182,7 +200,7 @@ impl World {
             }
         }
         if self.config.assert_handover {
-            if let Some((since, _)) = self.handover_since {
+            if let Some((since, _)) = self.rows[f].handover_since {
                 let bound = self.core_configs[0].renew_interval().as_nanos() as u64;
                 if t > since + bound {
                     self.violation = Some(Violation::SlowHandover { waited: t - since });
@@ -228,7 +246,7 @@ impl World {
             let _ = write!(
                 out,
                 "{}: {}, clock {:+} ppm",
-                h.name,
+                self.trace.names()[i],
                 run_state(h, t),
                 h.clock.ppm()
             );
@@ -260,12 +278,22 @@ impl World {
                 g.raised
             );
         }
-        let _ = writeln!(
-            out,
-            "db: row {:?}, now {:?}",
-            self.table.get(FLAG),
-            db_time(t + self.db_offset)
-        );
+        for row in &self.rows {
+            let lock = match t < row.locked_until {
+                true => format!(
+                    ", locked by another transaction until {}",
+                    super::trace::Secs(row.locked_until)
+                ),
+                false => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "db: {} {:?}{lock}, now {:?}",
+                if self.flags == 1 { "row" } else { &row.name },
+                self.table.get(&row.name),
+                db_time(t + self.db_offset)
+            );
+        }
         out
     }
 }

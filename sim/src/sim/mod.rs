@@ -26,6 +26,8 @@
 //! cargo run --release -p leadership-sim --bin simulate -- --seeds 100000 --faults all --quiet
 //! # watch the checker fail: a Go-like belief (until the next Lower) under pauses
 //! cargo run --release -p leadership-sim --bin simulate -- --seeds 20 --faults pause --unsafe local-deadline --quiet
+//! # three flags per process, their checks batched, with row locks (issue 28)
+//! cargo run --release -p leadership-sim --bin simulate -- --seeds 1000 --processes 3 --flags 3 --batch --faults all,rowlock --quiet
 //! ```
 //!
 //! # What is modelled
@@ -56,7 +58,23 @@
 //!   are lost, connections break, processes reconnect and hear of the new server), `delete`
 //!   (an operator deletes the flag's row; no process starts for a lease after it, for one
 //!   that never saw the row cannot tell it from a new table; not with Go peers, which insert a
-//!   missing row at once).
+//!   missing row at once). `rowlock` (not in `all`): another transaction holds one flag's row
+//!   lock for 0.1–3 s; a statement that would write the row waits for it (then runs with the
+//!   `now()` of its start, as PostgreSQL's `UPDATE` does), one that would not runs at once.
+//! - Several flags per process (`--flags N`, issue 28): each a row of its own (`sim`,
+//!   `sim.1`, …) that every process competes for, run by a core of its own on the process's
+//!   clock; pauses, crashes, closes, broken connections and clock faults are the process's.
+//!   Every invariant is judged per flag.
+//! - Batched checks (`--batch`, `batch.rs`): a process's driver sends one statement at a time;
+//!   at the end of each instant, if free, it hands `Input::Batching` to its cores whose
+//!   `poll_early_check()` has passed, serves those whose timer is due, and sends every check
+//!   they asked for as one statement (`sql::CHECK_BATCH`). The batch is one message (one
+//!   latency; lost, slow, stalled, failed or sent to a lost primary as a whole) and one reply
+//!   for all its flags; the database runs each flag's check as the single check at the same
+//!   `now()`, and skips a row another transaction holds locked that the check would write: that
+//!   flag alone is told `Failed(NotAttempted)`. `--unsafe join-before-send`: the driver puts
+//!   an early renew into the batch behind its core's back and tells it when the batch returns,
+//!   so that lease counts from the reply.
 //!
 //! ```
 //! use leadership_sim::sim::{Faults, SimConfig};
@@ -75,16 +93,19 @@
 use std::fmt;
 use std::time::Duration;
 
+mod batch;
 pub mod clock;
 mod dispatch;
 mod driver;
 mod faults;
 pub mod go_model;
 pub mod invariants;
+mod knobs;
 mod net;
 pub mod process;
 pub mod report;
 pub mod rng;
+mod sets;
 pub mod shards;
 pub mod svg;
 pub mod trace;
@@ -92,6 +113,7 @@ mod world;
 
 pub use crate::safeguards::{Safeguards, SAFEGUARD_NAMES};
 pub use crate::violation::Violation;
+pub use knobs::{Drift, Faults, Latency, Schedule, DEFAULT_DB_STEP, FAULT_NAMES, MORE_FAULT_NAMES};
 pub use report::{Failure, Report, Stats};
 
 /// One run's settings. `SimConfig::default()` is a fault-free fleet of five Rust processes
@@ -152,6 +174,15 @@ pub struct SimConfig {
     /// each client connection open and swaps the server under it, so no process is told
     /// (no `Connected` input); statements simply run on the new primary.
     pub pooler: bool,
+    /// Flags per Rust process (issue 28): each a row of its own (`sim`, `sim.1`, …) that every
+    /// process competes for, with a core of its own on the process's one clock; a pause, a
+    /// crash, a close or a broken connection is the whole process's. 1: the one flag `sim`.
+    pub flags: usize,
+    /// The process's flags' checks go as batches (issue 28, `sql::CHECK_BATCH`): its driver
+    /// sends one statement at a time; the checks its flags emit meanwhile, with the renews
+    /// whose early window has opened (`Input::Batching`), go together as one statement when
+    /// it is free, one reply for all (a single check when there is one). Needs `flags` ≥ 2.
+    pub batch: bool,
 }
 
 impl Default for SimConfig {
@@ -176,6 +207,8 @@ impl Default for SimConfig {
             effects: None,
             twins: false,
             pooler: false,
+            flags: 1,
+            batch: false,
         }
     }
 }
@@ -205,8 +238,26 @@ impl SimConfig {
         })
     }
 
-    /// Whether the core accepts these settings.
+    /// The Rust cores of the run: `flags` per process.
+    pub fn rust_cores(&self) -> usize {
+        self.processes * self.flags.max(1)
+    }
+
+    /// Whether the core accepts these settings, and the simulator models them.
     pub fn validate(&self) -> Result<(), String> {
+        if self.flags == 0 {
+            return Err("--flags must be at least 1".into());
+        }
+        if self.batch && self.flags < 2 {
+            return Err("--batch needs --flags 2 or more".into());
+        }
+        if self.go_peers > 0 && (self.flags > 1 || self.faults.rowlock.is_some()) {
+            return Err(
+                "Go peers compete for the one flag `sim`, and their statements do not model \
+                 row locks: no --go-peers with --flags or rowlock"
+                    .into(),
+            );
+        }
         let mut b = leadership_core::Config::builder("sim", "p")
             .interval(self.interval)
             .timeout(self.timeout)
@@ -268,6 +319,12 @@ impl SimConfig {
         if self.pooler {
             s += " --pooler";
         }
+        if self.flags > 1 {
+            s += &format!(" --flags {}", self.flags);
+        }
+        if self.batch {
+            s += " --batch";
+        }
         let off = self.safeguards.names_off();
         if !off.is_empty() {
             s += &format!(" --unsafe {off}");
@@ -282,260 +339,6 @@ impl SimConfig {
             s += &format!(" --undeclared-outage {}ms", at.as_millis());
         }
         s
-    }
-}
-
-/// A fault that comes and goes: on average one every `every` (fleet-wide), lasting between
-/// `min` and `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Schedule {
-    /// Mean time between two starts (uniform in `[0, 2 × every]`).
-    pub every: Duration,
-    /// Shortest duration.
-    pub min: Duration,
-    /// Longest duration.
-    pub max: Duration,
-}
-
-impl Schedule {
-    const fn new(every_ms: u64, min_ms: u64, max_ms: u64) -> Schedule {
-        Schedule {
-            every: Duration::from_millis(every_ms),
-            min: Duration::from_millis(min_ms),
-            max: Duration::from_millis(max_ms),
-        }
-    }
-}
-
-/// Message latency: every message (request, reply, notification) takes `min` plus a uniform
-/// part of `spread`; `tail_ppm` of them take up to `tail` instead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Latency {
-    /// The floor.
-    pub min: Duration,
-    /// The uniform part above the floor.
-    pub spread: Duration,
-    /// How many in a million are slow.
-    pub tail_ppm: u64,
-    /// How slow a slow one can be.
-    pub tail: Duration,
-}
-
-impl Default for Latency {
-    fn default() -> Latency {
-        Latency {
-            min: Duration::from_micros(100),
-            spread: Duration::from_micros(900),
-            tail_ppm: 5_000,
-            tail: Duration::from_millis(20),
-        }
-    }
-}
-
-/// Clock drift: each process's rate error is drawn in `±max_ppm` at the start and redrawn
-/// about every `every`; forward steps of up to `step_max` come about every `step_every`.
-/// With the drift fault off, clocks still have a fixed rate error of up to `base_ppm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Drift {
-    /// Whether the rate changes and steps happen at all.
-    pub on: bool,
-    /// Bound on the rate error while drifting (default 4%: below the 5% margin).
-    pub max_ppm: u64,
-    /// Bound on the rate error without the drift fault (a quartz's 100 ppm).
-    pub base_ppm: u64,
-    /// Mean time between rate changes (per process).
-    pub every: Duration,
-    /// Largest forward step.
-    pub step_max: Duration,
-    /// Mean time between steps (fleet-wide).
-    pub step_every: Duration,
-}
-
-impl Default for Drift {
-    fn default() -> Drift {
-        Drift {
-            on: false,
-            max_ppm: 40_000,
-            base_ppm: 100,
-            every: Duration::from_secs(20),
-            step_max: Duration::from_millis(50),
-            step_every: Duration::from_secs(120),
-        }
-    }
-}
-
-/// What goes wrong, named like turmoil's knobs. `None` switches a fault off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Faults {
-    /// Latency of every message (always on).
-    pub latency: Latency,
-    /// Windows in which every message (both directions, and notifications) is lost with
-    /// probability `loss_ppm`.
-    pub loss: Option<Schedule>,
-    /// The loss probability inside a loss window, in ppm.
-    pub loss_ppm: u64,
-    /// Windows in which replies and requests are slow: up to `slow_max`, past the timeout.
-    pub slow: Option<Schedule>,
-    /// The slowest message in a slow window.
-    pub slow_max: Duration,
-    /// SIGSTOP-like pauses of one process (its clock keeps running).
-    pub pause: Option<Schedule>,
-    /// Crashes of one process; the duration is its downtime before a restart with a fresh core
-    /// under the same name.
-    pub crash: Option<Schedule>,
-    /// Database stalls: statements hang until the end, then all complete or all fail.
-    pub stall: Option<Schedule>,
-    /// Broken connections of one process: every statement errors.
-    pub conn: Option<Schedule>,
-    /// Graceful `close()` of one process; the duration is its downtime before it starts again.
-    pub close: Option<Schedule>,
-    /// Clock drift and steps.
-    pub drift: Drift,
-    /// The processes run a precheck before each check; it refuses with this probability
-    /// (ppm), and fails with the same probability.
-    pub precheck: Option<u64>,
-    /// Forward steps of the database's clock (an NTP correction on the server). Safety needs
-    /// their sum over one lease within what the drift leaves of the margin. A maximum of
-    /// [`DEFAULT_DB_STEP`] keeps that sum within 90% of the room (18 ms for a 2 s lease,
-    /// 100 ms margin and 4% drift); any other maximum is used as given, with no budget.
-    pub db_step: Option<Schedule>,
-    /// Each notification is lost with this probability (ppm), on top of the loss windows: a
-    /// listening connection dropped, a notification queue overflowed. Only speed may suffer.
-    pub notify_loss: Option<u64>,
-    /// Failovers of the database to an asynchronous standby that lags by up to the schedule's
-    /// duration: the writes of that last stretch are lost (acknowledged or not), statements on
-    /// their way are lost, every connection breaks, and the new primary's clock is another
-    /// machine's (a millisecond off); it is on a new timeline and says when it was promoted.
-    pub failover: Option<Schedule>,
-    /// `DELETE FROM leadership_flags` by an operator, live lease or not.
-    pub delete: Option<Schedule>,
-}
-
-/// The default maximum database clock step: stands for "within the budget the safety
-/// condition leaves" (see [`Faults::db_step`]), computed for the run's settings.
-pub const DEFAULT_DB_STEP: Duration = Duration::from_millis(10);
-
-/// The fault names [`Faults::parse`] knows.
-pub const FAULT_NAMES: [&str; 13] = [
-    "pause", "crash", "stall", "drift", "loss", "conn", "close", "slow", "precheck", "dbstep",
-    "notify", "failover", "delete",
-];
-
-impl Faults {
-    /// Nothing goes wrong (latency stays).
-    pub fn none() -> Faults {
-        Faults {
-            latency: Latency::default(),
-            loss: None,
-            loss_ppm: 300_000,
-            slow: None,
-            slow_max: Duration::from_millis(1500),
-            pause: None,
-            crash: None,
-            stall: None,
-            conn: None,
-            close: None,
-            drift: Drift::default(),
-            precheck: None,
-            db_step: None,
-            notify_loss: None,
-            failover: None,
-            delete: None,
-        }
-    }
-
-    /// Every fault at its default rate.
-    pub fn all() -> Faults {
-        Faults::parse(&FAULT_NAMES.join(",")).expect("known names")
-    }
-
-    /// Faults from a comma-separated list of [`FAULT_NAMES`] (or `all`, or `none`), each at its
-    /// default rate.
-    pub fn parse(list: &str) -> Result<Faults, String> {
-        let mut f = Faults::none();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match name {
-                "none" => {}
-                "all" => f = Faults::all(),
-                "pause" => f.pause = Some(Schedule::new(60_000, 500, 8_000)),
-                "crash" => f.crash = Some(Schedule::new(90_000, 100, 10_000)),
-                "stall" => f.stall = Some(Schedule::new(90_000, 100, 3_000)),
-                "drift" => f.drift.on = true,
-                "loss" => f.loss = Some(Schedule::new(90_000, 1_000, 20_000)),
-                "conn" => f.conn = Some(Schedule::new(90_000, 500, 5_000)),
-                "close" => f.close = Some(Schedule::new(60_000, 100, 5_000)),
-                "slow" => f.slow = Some(Schedule::new(90_000, 1_000, 10_000)),
-                "precheck" => f.precheck = Some(1_000),
-                "dbstep" => {
-                    f.db_step = Some(Schedule {
-                        max: DEFAULT_DB_STEP,
-                        ..Schedule::new(120_000, 0, 0)
-                    })
-                }
-                "notify" => f.notify_loss = Some(500_000),
-                "failover" => f.failover = Some(Schedule::new(120_000, 0, 3_000)),
-                "delete" => f.delete = Some(Schedule::new(120_000, 0, 0)),
-                other => {
-                    return Err(format!(
-                        "unknown fault {other:?}; known: {}, all, none",
-                        FAULT_NAMES.join(",")
-                    ))
-                }
-            }
-        }
-        Ok(f)
-    }
-
-    /// The same faults `factor` times as often (each schedule's mean gap divided by it).
-    pub fn intensified(mut self, factor: u32) -> Faults {
-        let factor = factor.max(1);
-        for s in [
-            &mut self.pause,
-            &mut self.crash,
-            &mut self.stall,
-            &mut self.conn,
-            &mut self.loss,
-            &mut self.slow,
-            &mut self.close,
-            &mut self.db_step,
-            &mut self.failover,
-            &mut self.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            s.every /= factor;
-        }
-        self.drift.every /= factor;
-        self.drift.step_every /= factor;
-        self.precheck = self.precheck.map(|p| (p * u64::from(factor)).min(400_000));
-        self
-    }
-
-    /// The names of the faults switched on, comma-separated.
-    pub fn names(&self) -> String {
-        let on = [
-            self.pause.is_some(),
-            self.crash.is_some(),
-            self.stall.is_some(),
-            self.drift.on,
-            self.loss.is_some(),
-            self.conn.is_some(),
-            self.close.is_some(),
-            self.slow.is_some(),
-            self.precheck.is_some(),
-            self.db_step.is_some(),
-            self.notify_loss.is_some(),
-            self.failover.is_some(),
-            self.delete.is_some(),
-        ];
-        FAULT_NAMES
-            .iter()
-            .zip(on)
-            .filter(|(_, on)| *on)
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(",")
     }
 }
 
@@ -581,6 +384,14 @@ impl fmt::Display for SimConfig {
         }
         if self.pooler {
             write!(f, ", failovers behind a pooler (no reconnect)")?;
+        }
+        if self.flags > 1 {
+            write!(
+                f,
+                ", {} flags per process{}",
+                self.flags,
+                if self.batch { ", checks batched" } else { "" }
+            )?;
         }
         let off = self.safeguards.names_off();
         if !off.is_empty() {

@@ -4,10 +4,12 @@
 use super::clock::db_time;
 use super::go_model;
 use super::process::{Reply, Stmt};
+use super::sets::FLAG;
 use super::trace::{Op, Outcome, Pid, What, DB};
-use super::world::{Ev, World, FLAG};
+use super::world::{Ev, World};
 use crate::check;
 use crate::violation::{NewerTerm, Violation};
+use leadership_core::DbTime;
 
 impl World {
     /// A one-way delay, or `None` if the message is lost.
@@ -139,23 +141,46 @@ impl World {
         }
     }
 
-    /// Runs a statement at the database, now.
+    /// Runs a statement at the database, now: or, if it would write a row another
+    /// transaction holds locked, once that lock ends, with the `now()` of its start now.
     pub(super) fn execute(&mut self, stmt: Stmt) {
-        let before = self.term_of_row();
-        self.execute_statement(stmt);
-        let after = self.term_of_row();
+        let now = db_time(self.t + self.db_offset);
+        if let Some(f) = self.waits_for_lock(&stmt, now) {
+            self.stats.lock_waits += 1;
+            self.trace
+                .push(self.t, DB, What::Exec(stmt.op, Outcome::Waits));
+            return self.rows[f].waiting.push((stmt, now));
+        }
+        self.execute_at(stmt, now);
+    }
+
+    /// Runs a statement whose `now()` is `now`, and replies.
+    pub(super) fn execute_at(&mut self, stmt: Stmt, now: DbTime) {
+        let f = self.flag_of(stmt.who);
+        let before = self.term_of_row(f);
+        let reply = self.execute_statement(stmt, now);
+        self.new_term(f, before);
+        self.reply(stmt, reply);
+    }
+
+    /// The row of flag `f` changed hands or terms: a new term for the user's data, the change
+    /// that began it committed.
+    pub(super) fn new_term(&mut self, f: usize, before: Option<(Option<String>, Option<i64>)>) {
+        let after = self.term_of_row(f);
         if after.is_some() && after != before {
-            // A new term for the user's data: the change that began it has committed.
-            self.epoch += 1;
+            let row = &mut self.rows[f];
+            row.epoch += 1;
             if let Some((_, Some(token))) = &after {
-                self.epoch_of_token.insert(*token, self.epoch);
+                row.epoch_of_token.insert(*token, row.epoch);
             }
         }
     }
 
-    /// The row's holder and term column.
-    fn term_of_row(&self) -> Option<(Option<String>, Option<i64>)> {
-        self.table.get(FLAG).map(|r| (r.holder.clone(), r.term))
+    /// Flag `f`'s row's holder and term column.
+    pub(super) fn term_of_row(&self, f: usize) -> Option<(Option<String>, Option<i64>)> {
+        self.table
+            .get(&self.rows[f].name)
+            .map(|r| (r.holder.clone(), r.term))
     }
 
     /// A transaction of a term's work arrives: fenced, it commits only if the term holds the
@@ -166,8 +191,10 @@ impl World {
         if timeline != self.timeline {
             return; // sent to the primary that failed over
         }
-        if t < self.stall_until {
-            let until = self.stall_until;
+        let f = self.flag_of(p);
+        if t < self.stall_until || t < self.rows[f].locked_until {
+            // Held by the stall, or the fence waits for the row's lock (`FOR SHARE`).
+            let until = self.stall_until.max(self.rows[f].locked_until);
             return self.push(
                 until,
                 Ev::EffectLands {
@@ -180,24 +207,29 @@ impl World {
         }
         let now = db_time(t + self.db_offset);
         let name = self.rust[usize::from(p)].host.name.clone();
-        if fenced && !self.table.fence(now, FLAG, &name, token, self.lease_micros) {
+        let row = &self.rows[f];
+        if fenced
+            && !self
+                .table
+                .fence(now, &row.name, &name, token, self.lease_micros)
+        {
             self.stats.effects_refused += 1;
             return;
         }
         self.stats.effects_committed += 1;
-        let began = self.epoch_of_token.get(&token).copied().unwrap_or(0);
-        if self.epoch > began && !self.history_lost && self.violation.is_none() {
+        let began = row.epoch_of_token.get(&token).copied().unwrap_or(0);
+        if row.epoch > began && !self.history_lost && self.violation.is_none() {
             self.violation = Some(Violation::LateEffect {
                 who: name,
                 token,
-                after: NewerTerm::Count(self.epoch - began),
+                after: NewerTerm::Count(row.epoch - began),
             });
         }
     }
 
-    fn execute_statement(&mut self, stmt: Stmt) {
+    /// What a statement does to the table at `now`, and its reply.
+    fn execute_statement(&mut self, stmt: Stmt, now: DbTime) -> Reply {
         let t = self.t;
-        let now = db_time(t + self.db_offset);
         let p = stmt.who;
         let (i, n) = (usize::from(p), self.rust.len());
         // Borrowed field by field (no clone per statement): the hot path allocates only the
@@ -207,23 +239,14 @@ impl World {
         } else {
             &self.go[i - n].host.name
         };
+        // The row of Rust core `p`'s flag (the Go flag's is the first).
+        let flag: &str = &self.rows[if i < n { i % self.flags } else { 0 }].name;
         let mut takeover = None;
         let (outcome, reply) = match stmt.op {
             Op::Check(check) => {
                 // The row as the statement found it: who held it, and since when.
-                let before = self.table.get(FLAG).map(|row| {
-                    let holder = row.holder.as_deref().unwrap_or("");
-                    let holder_pid = (0..self.rust.len() + self.go.len()).find(|&j| {
-                        let hn = if j < n {
-                            &self.rust[j].host.name
-                        } else {
-                            &self.go[j - n].host.name
-                        };
-                        hn == holder
-                    });
-                    (holder == name, holder_pid, row.timestamp)
-                });
-                let args = check.args(FLAG, name, self.lease_micros);
+                let before = self.holder_before(flag, p);
+                let args = check.args(flag, name, self.lease_micros);
                 let server = self.server_identity();
                 let r = check::run(&mut self.table, now, server, &args, &self.config.safeguards);
                 if let (true, Some((false, holder, ts))) = (r.won, before) {
@@ -239,18 +262,20 @@ impl World {
                 (outcome, Reply::Check(r))
             }
             Op::Release { version } => {
-                let released = self.table.release(FLAG, name, version);
+                let released = self.table.release(flag, name, version);
                 if released {
                     self.notify_all(p);
+                    let f = i % self.flags;
                     let (mut other_leads, mut other_up) = (false, false);
-                    for (_, r) in self.rust.iter().enumerate().filter(|(j, _)| *j != i) {
+                    let others = self.rust.iter().enumerate();
+                    for (_, r) in others.filter(|(j, _)| *j != i && j % self.flags == f) {
                         other_leads |= r.leads;
                         other_up |= r.host.up && !r.host.paused(t);
                     }
                     // A handover needs someone to hand over to: timed only when another
                     // process is running.
-                    if !other_leads && other_up && self.handover_since.is_none() {
-                        self.handover_since = Some((t, p));
+                    if !other_leads && other_up && self.rows[f].handover_since.is_none() {
+                        self.rows[f].handover_since = Some((t, p));
                     }
                 }
                 let outcome = if released {
@@ -282,13 +307,15 @@ impl World {
             self.judge_takeover(p, holder, age);
         }
         self.trace.push(t, DB, What::Exec(stmt.op, outcome));
-        self.reply(stmt, reply);
+        reply
     }
 
-    /// `NOTIFY`: every other Rust process listens (Go processes do not).
+    /// `NOTIFY`: every other Rust process listens (Go processes do not), each core to its
+    /// flag's channel.
     pub(super) fn notify_all(&mut self, from: Pid) {
         let t = self.t;
-        for q in 0..self.rust.len() {
+        let f = self.flag_of(from);
+        for q in (f..self.rust.len()).step_by(self.flags) {
             let q = q as Pid;
             if q == from || !self.rust[usize::from(q)].host.up {
                 continue;

@@ -14,6 +14,7 @@ use leadership_core::{Command, Config, ContractError, DbTime, Flag, Input, Insta
 use super::clock::LocalClock;
 use super::trace::Op;
 use crate::belief::Belief;
+use crate::check::Check;
 use crate::table::{CheckResult, RefRow};
 
 /// A statement on its way to the database.
@@ -49,6 +50,8 @@ pub enum Reply {
     GoWrote(bool),
     /// The statement failed.
     Error,
+    /// A batch skipped the check: another transaction held its row's lock.
+    NotAttempted,
     /// The statement was not run: it was the first on a new connection, and this is the
     /// server it reached (the driver tells the core, which sends it again).
     Connected(leadership_core::Server),
@@ -259,6 +262,10 @@ pub struct RustProc {
     pub observed: Option<i64>,
     /// Whether its latest check reply showed the row (the `delete` fault's precondition).
     pub saw_row: bool,
+    /// With the `join-before-send` safeguard off: the statement (its id) that carries the
+    /// renew the driver put into a batch for this core, unknown to the core, and that renew.
+    /// Until it returns, the driver does not wake the core for it.
+    pub joined: Option<(u64, Check)>,
 }
 
 /// The leader-only work of a term, modelled on `leadership run`'s command: a process group of
@@ -306,6 +313,7 @@ impl RustProc {
             works: 0,
             observed: None,
             saw_row: false,
+            joined: None,
         }
     }
 }

@@ -44,8 +44,8 @@ pub struct Stats {
     /// Notifications handed to Rust cores.
     pub notified: u64,
     /// Faults started: pause, crash, stall, conn, loss, slow, close, step, precheck refusals,
-    /// database clock steps.
-    pub faults: [u64; 12],
+    /// database clock steps, failovers, deletes, row locks ([`FAULT_COUNTERS`]).
+    pub faults: [u64; 13],
     /// Time nobody led, after the first leader (ns).
     pub leaderless_ns: u64,
     /// Time until the first leader (ns).
@@ -72,12 +72,22 @@ pub struct Stats {
     pub rust_go_overlap_ns: u64,
     /// Rust takeovers of a row whose Go holder still had its flag raised.
     pub took_from_raised_go: u64,
+    /// Batches sent (`SimConfig::batch`), and the checks they carried.
+    pub batches: u64,
+    /// Checks sent in batches.
+    pub batched_checks: u64,
+    /// Renews that joined a batch early (`Input::Batching`).
+    pub joined_early: u64,
+    /// Checks a batch skipped for a row lock (`Failed(NotAttempted)`).
+    pub not_attempted: u64,
+    /// Statements that waited for a row lock.
+    pub lock_waits: u64,
 }
 
 /// The fault counters' names, in [`Stats::faults`] order.
-pub const FAULT_COUNTERS: [&str; 12] = [
+pub const FAULT_COUNTERS: [&str; 13] = [
     "pause", "crash", "stall", "conn", "loss", "slow", "close", "step", "precheck", "dbstep",
-    "failover", "delete",
+    "failover", "delete", "rowlock",
 ];
 
 /// A broken invariant with what is needed to understand and replay it.
@@ -141,7 +151,8 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         let mut out = String::new();
-        let sim = s.simulated_ns.max(1);
+        // Leaderless time adds up over the flags' rows.
+        let sim = s.simulated_ns.max(1) * self.config.flags.max(1) as u64;
         let _ = writeln!(out, "summary ({})", self.config);
         let _ = writeln!(
             out,
@@ -169,7 +180,8 @@ impl Report {
         );
         let _ = writeln!(out, "  failover latency   {}", distribution(&s.gaps));
         let _ = writeln!(out, "  handover latency   {}", distribution(&s.handovers));
-        let rust_statements = s.checks + s.releases;
+        // A batch is one statement for all its checks.
+        let rust_statements = s.checks + s.releases + s.batches - s.batched_checks.min(s.checks);
         let _ = writeln!(
             out,
             "  statements/check   Rust {:.3} ({} checks, {} releases)",
@@ -224,7 +236,19 @@ impl Report {
                 s.work_stops, s.at_risk, s.work_killed
             );
         }
-        let deletes = s.faults[FAULT_COUNTERS.len() - 1];
+        if s.batches > 0 || s.lock_waits > 0 {
+            let _ = writeln!(
+                out,
+                "  batches            {} ({} checks, {:.2} a batch; {} renews joined early); {} checks skipped for a row lock, {} statements waited for one",
+                s.batches,
+                s.batched_checks,
+                s.batched_checks as f64 / s.batches.max(1) as f64,
+                s.joined_early,
+                s.not_attempted,
+                s.lock_waits
+            );
+        }
+        let deletes = s.faults[super::world::FaultKind::Delete as usize];
         if s.failovers > 0 || deletes > 0 {
             let _ = writeln!(
                 out,

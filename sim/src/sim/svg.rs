@@ -105,7 +105,7 @@ pub fn render(report: &Report) -> String {
     }
     for (who, since) in leading_since.iter().enumerate() {
         if let Some(from) = since {
-            let color = if who < report.config.processes {
+            let color = if who < report.config.rust_cores() {
                 "#2e9e44"
             } else {
                 "#2f6fd6"

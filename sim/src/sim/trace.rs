@@ -78,6 +78,10 @@ pub enum Outcome {
     Read,
     /// It failed (stall that ends in an error, broken connection).
     Error,
+    /// A batch skipped it: another transaction held the row's lock.
+    NotAttempted,
+    /// It waits for the row's lock, which another transaction holds.
+    Waits,
 }
 
 /// One thing that happened.
@@ -147,6 +151,13 @@ pub enum What {
     KillWork,
     /// The leader-only work ended (the driver then tells the core `WorkStopped`).
     WorkStopped,
+    /// The process's driver sends its next statement as a batch of this many checks; each
+    /// member's `Send` follows.
+    Batch(u16),
+    /// The core joined a batch early (`Input::Batching`): its renew goes now.
+    Joins,
+    /// Another transaction holds this core's flag's row lock until the given time.
+    RowLock(u64),
 }
 
 /// One record: when (true ns), who, what.
@@ -327,6 +338,8 @@ fn is_notable(what: &What) -> bool {
             | What::Start
             | What::Drift(_)
             | What::Precheck(leadership_core::Precheck::Pass)
+            | What::Batch(_)
+            | What::Joins
     )
 }
 
@@ -399,6 +412,15 @@ impl fmt::Display for Describe<'_> {
             What::Step(ns) => write!(f, "clock steps forward {} µs", ns / 1000),
             What::DbStep(ns) => write!(f, "database clock steps forward {} µs", ns / 1000),
             What::Precheck(answer) => write!(f, "precheck: {answer:?}"),
+            What::Batch(n) => write!(f, "sends a batch of {n} checks:"),
+            What::Joins => write!(f, "joins the batch early (Batching): renews now"),
+            What::RowLock(until) => {
+                write!(
+                    f,
+                    "its row LOCKED by another transaction until {}",
+                    Secs(until)
+                )
+            }
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The event loop: a binary heap of timed events and the state of the whole simulation. The
 //! handling is split by subject: `driver.rs` (the processes' drivers), `net.rs` (messages and
-//! the database), `faults.rs` (fault injection), `invariants.rs` (the judge, after every
-//! event).
+//! the database), `batch.rs` (a process's checks as one statement, and row locks),
+//! `faults.rs` (fault injection), `invariants.rs` (the judge, after every event).
+//!
+//! A Rust process with several flags is a *set* of sibling cores (`sets.rs`).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::time::Duration;
 
 use leadership_core::Command;
@@ -14,13 +17,12 @@ use super::go_model::GoProc;
 use super::process::{Host, RustProc, Stmt};
 use super::report::{Failure, Report, Stats};
 use super::rng::SimRng;
+use super::sets::{row_name, RowState, SetDriver};
 use super::trace::{Pid, Trace};
 use super::SimConfig;
-use crate::belief::Tokens;
+use crate::check::Check;
 use crate::violation::Violation;
 
-/// The flag every process competes for.
-pub(super) const FLAG: &str = "sim";
 /// How many of the last events a failure shows.
 const SHOWN: usize = 50;
 
@@ -38,6 +40,7 @@ pub(super) enum FaultKind {
     DbStep,
     Failover,
     Delete,
+    RowLock,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +103,12 @@ pub(super) enum Ev {
         fenced: bool,
         timeline: u32,
     },
+    /// A batch reaches the database: an index into `World::batches`.
+    BatchArrives(u32),
+    /// A batch's reply reaches its process: every member's at once.
+    BatchReply(u32),
+    /// The lock another transaction holds on row `row` ends, if its time has come.
+    RowUnlock(u16),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -149,7 +158,7 @@ pub(super) struct World {
     /// The database holds statements until then.
     pub(super) stall_until: u64,
     pub(super) stall_fails: bool,
-    pub(super) stalled: Vec<Stmt>,
+    pub(super) stalled: Vec<super::sets::Held>,
     pub(super) loss_until: u64,
     pub(super) slow_until: u64,
     /// No fault is active from this true time on (unless another starts).
@@ -158,14 +167,24 @@ pub(super) struct World {
     pub(super) no_start_before: u64,
     /// How long a quiet stretch must last before someone must lead.
     pub(super) liveness_window: u64,
-    /// Leaderless since this true time (`None`: someone leads).
-    pub(super) leaderless_since: Option<u64>,
     pub(super) go_overlap_since: Option<u64>,
     pub(super) rust_go_since: Option<u64>,
-    /// The tokens raised so far.
-    pub(super) tokens: Tokens,
-    /// A graceful release ran at the database at this time and nobody else leads yet.
-    pub(super) handover_since: Option<(u64, Pid)>,
+    /// Per flag: the judge's and the database's view of its row.
+    pub(super) rows: Vec<RowState>,
+    /// Flags per Rust process (the size of a set).
+    pub(super) flags: usize,
+    /// Batches on their way or waiting for their reply, by slot (`Ev::BatchArrives`).
+    pub(super) batches: Vec<super::sets::Batch>,
+    /// Slots of `batches` free for reuse.
+    pub(super) free_batches: Vec<u32>,
+    /// Per set, in batch mode: its driver's outbox.
+    pub(super) sets: Vec<SetDriver>,
+    /// With the `join-before-send` safeguard off, while a batch's reply is handed to a core
+    /// that joined it unknowingly: the renew the batch carried for it, which the driver does
+    /// not send again when the core asks for it now.
+    pub(super) swallow: Option<(Pid, Check)>,
+    /// That renew was asked for (and not sent again).
+    pub(super) swallowed: bool,
     pub(super) stats: Stats,
     pub(super) trace: Trace,
     pub(super) violation: Option<Violation>,
@@ -183,10 +202,6 @@ pub(super) struct World {
     pub(super) free_slots: Vec<u32>,
     /// The database's timeline: a failover starts a new one.
     pub(super) timeline: u32,
-    /// Terms begun in the table (its holder or term column changed): a count.
-    pub(super) epoch: u64,
-    /// The epoch at which each Rust term began, by its token.
-    pub(super) epoch_of_token: std::collections::BTreeMap<i64, u64>,
     /// When the database started (true time) and, after a failover, when it was promoted.
     pub(super) db_started: u64,
     /// Snapshots of the table (true time, table) of the last few seconds: what a lagging
@@ -202,6 +217,7 @@ impl World {
     pub(super) fn new(config: &SimConfig) -> World {
         let mut rng = SimRng::new(config.seed);
         let n = config.processes + config.go_peers;
+        let flags = config.flags.max(1);
         let mut names = Vec::with_capacity(n);
         names.extend((0..config.processes).map(|i| format!("r{i}")));
         names.extend((0..config.go_peers).map(|i| format!("g{i}")));
@@ -213,8 +229,16 @@ impl World {
                 names[i].clone()
             }
         };
-        let core_configs = (0..config.processes)
-            .map(|i| config.core_config(&holder(i)))
+        // One core per flag of each Rust process, siblings one after the other.
+        let core_configs = (0..config.processes * flags)
+            .map(|c| config.core_config(&holder(c / flags)))
+            .collect();
+        let rows: Vec<RowState> = (0..flags)
+            .map(|f| RowState {
+                name: row_name(f),
+                leaderless_since: Some(0),
+                ..RowState::default()
+            })
             .collect();
         let drift = config.faults.drift;
         let bound = if drift.on {
@@ -231,7 +255,11 @@ impl World {
             })
             .collect();
         let go_hosts = hosts.split_off(config.processes);
-        let rust = hosts.into_iter().map(RustProc::new).collect();
+        let rust = hosts
+            .into_iter()
+            .flat_map(|h| std::iter::repeat_n(h, flags))
+            .map(RustProc::new)
+            .collect();
         let go = go_hosts
             .into_iter()
             .map(|h| {
@@ -262,7 +290,17 @@ impl World {
             + core.renew_interval().as_nanos() as u64
             + 2 * retry
             + 6 * lat_max;
-        let trace = Trace::new(names, config.full_trace);
+        let trace_names = if flags == 1 {
+            names
+        } else {
+            // Each core by its process and flag; the holder it writes is the process's name.
+            let mut v: Vec<String> = (0..config.processes * flags)
+                .map(|c| format!("{}/f{}", names[c / flags], c % flags))
+                .collect();
+            v.extend(names.into_iter().skip(config.processes));
+            v
+        };
+        let trace = Trace::new(trace_names, config.full_trace);
         let (faults, db_step_budget) = db_step_budget(config, &core);
         let mut world = World {
             config: config.clone(),
@@ -292,11 +330,15 @@ impl World {
             quiet_since: 0,
             no_start_before: 0,
             liveness_window,
-            leaderless_since: Some(0),
             go_overlap_since: None,
             rust_go_since: None,
-            tokens: Tokens::default(),
-            handover_since: None,
+            rows,
+            flags,
+            batches: Vec::new(),
+            free_batches: Vec::new(),
+            sets: vec![SetDriver::default(); if config.batch { config.processes } else { 0 }],
+            swallow: None,
+            swallowed: false,
             stats: Stats::default(),
             trace,
             violation: None,
@@ -307,16 +349,17 @@ impl World {
             in_net: Vec::with_capacity(64),
             free_slots: Vec::with_capacity(64),
             timeline: 1,
-            epoch: 0,
-            epoch_of_token: std::collections::BTreeMap::new(),
             db_started: 0,
             snapshots: std::collections::VecDeque::with_capacity(64),
             history_lost: false,
         };
-        // Who starts first is the seed's choice too: all within the first 50 ms.
+        // Who starts first is the seed's choice too: all within the first 50 ms. A process's
+        // flags start together.
         for p in 0..n {
             let at = world.rng.below(50_000_000);
-            world.push(at, Ev::Start(p as Pid));
+            for c in world.cores_of(p) {
+                world.push(at, Ev::Start(c as Pid));
+            }
         }
         let f = world.faults;
         let kinds = [
@@ -330,6 +373,7 @@ impl World {
             (FaultKind::DbStep, f.db_step),
             (FaultKind::Failover, f.failover),
             (FaultKind::Delete, f.delete),
+            (FaultKind::RowLock, f.rowlock),
         ];
         for (kind, schedule) in kinds {
             if let Some(s) = schedule {
@@ -343,7 +387,8 @@ impl World {
             world.schedule_fault(FaultKind::Step, f.drift.step_every);
             for p in 0..n {
                 let at = world.rng.below(2 * f.drift.every.as_nanos() as u64);
-                world.push(at, Ev::Drift(p as Pid));
+                let first = world.cores_of(p).start;
+                world.push(at, Ev::Drift(first as Pid));
             }
         }
         world
@@ -377,6 +422,16 @@ impl World {
             if self.violation.is_some() {
                 break;
             }
+            // In batch mode, what the sets' drivers gathered in this instant goes now.
+            if self.config.batch && self.heap.peek().is_none_or(|n| n.t > self.t) {
+                self.flush_all();
+                if self.violation.is_none() {
+                    self.check();
+                }
+                if self.violation.is_some() {
+                    break;
+                }
+            }
         }
         if self.violation.is_none() {
             self.t = self.end;
@@ -393,8 +448,10 @@ impl World {
         if let Some(since) = self.rust_go_since.take() {
             self.stats.rust_go_overlap_ns += t - since;
         }
-        if let (Some(since), Some(_)) = (self.leaderless_since, self.stats.first_leader_ns) {
-            self.stats.leaderless_ns += t - since;
+        for row in &self.rows {
+            if let (Some(since), true) = (row.leaderless_since, row.led) {
+                self.stats.leaderless_ns += t - since;
+            }
         }
         self.stats.simulated_ns = t;
         self.stats.notified = self.rust.iter().map(|p| p.notified).sum();
@@ -420,6 +477,38 @@ impl World {
 
     pub(super) fn is_rust(&self, p: Pid) -> bool {
         usize::from(p) < self.rust.len()
+    }
+
+    /// The cores (pids) of process `i` (0 ≤ i < processes + Go peers): its flags' siblings,
+    /// or the one Go process.
+    pub(super) fn cores_of(&self, i: usize) -> Range<usize> {
+        let processes = self.config.processes;
+        if i < processes {
+            i * self.flags..(i + 1) * self.flags
+        } else {
+            let g = self.rust.len() + (i - processes);
+            g..g + 1
+        }
+    }
+
+    /// The siblings of core `p` (itself included): the cores of its process.
+    pub(super) fn siblings(&self, p: Pid) -> Range<usize> {
+        let i = usize::from(p);
+        if i < self.rust.len() {
+            self.cores_of(i / self.flags)
+        } else {
+            i..i + 1
+        }
+    }
+
+    /// The flag (row index) core `p` runs: 0 for a Go process.
+    pub(super) fn flag_of(&self, p: Pid) -> usize {
+        let i = usize::from(p);
+        if i < self.rust.len() {
+            i % self.flags
+        } else {
+            0
+        }
     }
 
     pub(super) fn host(&mut self, p: Pid) -> &mut Host {

@@ -342,3 +342,73 @@ fn odd_rows_are_never_won() {
             .won
     );
 }
+
+// ---- The batch (issue 28) ----------------------------------------------------------------------
+
+fn named<'a>(name: &'a str, process: &'a str, renew: Option<i64>) -> CheckArgs<'a> {
+    CheckArgs {
+        name,
+        renew,
+        continues: renew,
+        ..args(process, None, None)
+    }
+}
+
+#[test]
+fn every_flag_of_a_batch_gets_what_the_single_check_gives_it() {
+    let s = DEFAULT_SERVER;
+    let mut single = RefTable::new();
+    single.put("b", RefRow::new("a", 7, t(0)));
+    single.put("c", RefRow::new("x", 9, t(0)));
+    single.put("d", RefRow::new("x", 11, t(-LEASE - 1)));
+    let mut batched = single.clone();
+    let checks = [
+        named("a", "a", None),    // missing: inserted
+        named("b", "a", Some(7)), // ours: renewed
+        named("c", "a", None),    // another's live lease: not won
+        named("d", "a", None),    // another's expired lease: taken over
+    ];
+    let rows = batched.check_batch_on(t(5), &s, &checks, |_| false);
+    for (a, row) in checks.iter().zip(&rows) {
+        assert!(row.attempted, "{}", a.name);
+        assert_eq!(row.result, single.check_on(t(5), &s, a), "{}", a.name);
+    }
+    assert_eq!(batched, single);
+}
+
+#[test]
+fn a_batch_skips_a_locked_row_it_would_write_and_reads_one_it_would_not() {
+    let s = DEFAULT_SERVER;
+    let mut table = RefTable::new();
+    table.put("mine", RefRow::new("a", 7, t(0)));
+    table.put("theirs", RefRow::new("x", 9, t(0)));
+    table.put("free", RefRow::new("a", 3, t(0)));
+    let before = table.clone();
+    let checks = [
+        named("mine", "a", Some(7)),
+        named("theirs", "a", None),
+        named("free", "a", Some(3)),
+    ];
+    assert!(table.would_update(t(5), &s, &checks[0]));
+    assert!(!table.would_update(t(5), &s, &checks[1]));
+    let rows = table.check_batch_on(t(5), &s, &checks, |name| name != "free");
+    // Our renew would write the locked row: skipped, the row as it stood, nothing written.
+    assert!(!rows[0].attempted && !rows[0].result.won);
+    assert_eq!(rows[0].result.row.as_ref(), before.get("mine"));
+    assert_eq!(table.get("mine"), before.get("mine"));
+    // A check that would not write locks nothing: attempted, whoever holds the lock.
+    assert!(rows[1].attempted && !rows[1].result.won);
+    // The rest of the batch proceeds.
+    assert!(rows[2].attempted && rows[2].result.won);
+    assert_eq!(table.get("free").unwrap().version, Some(4));
+}
+
+#[test]
+fn a_release_would_write_only_the_row_it_names() {
+    let mut table = RefTable::new();
+    table.put("f", RefRow::new("a", 7, t(0)));
+    assert!(table.would_release("f", "a", 7));
+    assert!(!table.would_release("f", "a", 6));
+    assert!(!table.would_release("f", "b", 7));
+    assert!(!table.would_release("g", "a", 7));
+}
