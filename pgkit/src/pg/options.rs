@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+#[cfg(doc)]
+use super::PgServer;
 use super::{io_err, PgError, DURABLE};
 
 /// How [`PgServer::start_with`] sets a server up; [`Default`] is what [`PgServer::start`] does.
