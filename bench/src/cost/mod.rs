@@ -44,7 +44,7 @@ const LONG_LEASE: &str = "3600000000";
 const FREEZE_MAX_AGE: f64 = 200e6;
 
 mod ceiling;
-mod counters;
+pub(crate) mod counters;
 mod fleet;
 mod per_check;
 mod script;
