@@ -6,9 +6,16 @@
 //! - `batch-group` ([`group`]): a balanced group of 256 shards over 8 `FlagSet`s (in this
 //!   process, each on a runtime and a connection of its own), at 2 s and 30 s: statements/s,
 //!   server CPU, `fdatasync`/s, transaction IDs/s, WAL bytes/s.
+//! - `batch-load` ([`load`], [`sets`], `explain`, `statement`): how many flags one server
+//!   sustains at the default interval with 10 processes per flag: a load generator that sends
+//!   what such a fleet sends (one connection per process, one `CHECK_BATCH` per tick with the
+//!   rows due), the cost per renew row and per follower row, `EXPLAIN (ANALYZE)` of single
+//!   batches, and a cross-check with real `FlagSet`s (child processes).
 //!
 //! ```sh
 //! cargo run --release -p leadership-bench -- batch-group [--intervals 2s,30s] [--leases 8,2] [--rounds 3,1]
+//! cargo run --release -p leadership-bench -- batch-load [--flags 10000,20000,…] [--ticks auto,1s] \
+//!     [--variants as-is,jit-off,fixed] [--sets 10000] [--explain 100000,1000000]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -16,8 +23,12 @@ use std::time::{Duration, Instant};
 use crate::cost::counters::{lsn_bytes, server_ticks};
 use leadership_pgkit::pg::{PgServer, ServerOptions};
 
+mod explain;
 pub(crate) mod group;
+pub(crate) mod load;
 mod process;
+pub(crate) mod sets;
+mod statement;
 
 /// The role the measured clients log in as: `pg_stat_statements` counts its statements alone
 /// (not the harness's own `psql` readings).
@@ -83,6 +94,7 @@ pub(crate) struct Reading {
     updated: f64,
     hot: f64,
     xid: f64,
+    lsn: String,
     wal: f64,
     syncs: f64,
     ticks: f64,
@@ -113,6 +125,7 @@ impl Reading {
             updated: n(4),
             hot: n(5),
             xid: n(6),
+            lsn: f[7].trim().to_string(),
             wal: lsn_bytes(f[7].trim()) as f64,
             syncs: n(8),
             ticks: server_ticks(pg) as f64,
@@ -168,6 +181,14 @@ pub(crate) fn settle_and_read(pg: &PgServer) -> Reading {
     Reading::take(pg)
 }
 
+/// This process's CPU time so far (user + system), seconds: the clients' share of the machine.
+pub(crate) fn own_cpu() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 /// Parses `2`, `2s`, `500ms`, `1m`, `0.5`: a duration, seconds when no unit is given.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -181,4 +202,47 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("bad unit in {s:?} (ms, s or m)")),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `1234567` as `1,234,567`.
+pub(crate) fn thousands(n: f64) -> String {
+    let s = format!("{:.0}", n);
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The WAL records written between two readings, by type, per `per` (e.g. per renew): the
+/// types above 0.01 each.
+pub(crate) fn records(pg: &PgServer, a: &Reading, b: &Reading, per: f64) -> String {
+    let q = format!(
+        "select \"resource_manager/record_type\", count from pg_get_wal_stats('{}', \
+         least('{}'::pg_lsn, pg_current_wal_flush_lsn()), true) where count > 0 order by 2 desc",
+        a.lsn, b.lsn
+    );
+    let mut out = Vec::new();
+    for line in pg.psql(&q).unwrap_or_default().lines() {
+        if let Some((kind, count)) = line.split_once('|') {
+            let count: f64 = count.trim().parse().unwrap_or(0.0);
+            if count / per >= 0.01 {
+                out.push(format!("{kind} {:.2}", count / per));
+            }
+        }
+    }
+    out.join(", ")
 }

@@ -45,7 +45,7 @@ const FREEZE_MAX_AGE: f64 = 200e6;
 
 mod ceiling;
 pub(crate) mod counters;
-mod fleet;
+pub(crate) mod fleet;
 mod per_check;
 mod script;
 
