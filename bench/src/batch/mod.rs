@@ -11,11 +11,14 @@
 //!   what such a fleet sends (one connection per process, one `CHECK_BATCH` per tick with the
 //!   rows due), the cost per renew row and per follower row, `EXPLAIN (ANALYZE)` of single
 //!   batches, and a cross-check with real `FlagSet`s (child processes).
+//! - `batch-handover` ([`handover`]): handover (SIGTERM) and failover (kill -9) of one flag of
+//!   a set of 100 per process, 2 processes, batched and not, beside one flag per process.
 //!
 //! ```sh
 //! cargo run --release -p leadership-bench -- batch-group [--intervals 2s,30s] [--leases 8,2] [--rounds 3,1]
 //! cargo run --release -p leadership-bench -- batch-load [--flags 10000,20000,…] [--ticks auto,1s] \
 //!     [--variants as-is,jit-off,fixed] [--sets 10000] [--explain 100000,1000000]
+//! cargo run --release -p leadership-bench -- batch-handover [--trials 30]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use leadership_pgkit::pg::{PgServer, ServerOptions};
 
 mod explain;
 pub(crate) mod group;
+pub(crate) mod handover;
 pub(crate) mod load;
 mod process;
 pub(crate) mod sets;
