@@ -8,7 +8,22 @@ use crate::report::{summary, Csv, Rng};
 use leadership_pgkit::pg::PgServer;
 
 pub(crate) fn failover(imp: &Arc<Impl>, pg: &PgServer, trials: usize, csv: &mut Csv) -> String {
-    let mut f = Fleet::new(imp, pg, 3);
+    failover_with(imp, pg, trials, csv, 3, &[], "kill -9 → another raised")
+}
+
+/// [`failover`] with `processes` peers, each given `extra` arguments, the row labelled `label`
+/// (`batch-handover` runs a set of flags per peer).
+pub(crate) fn failover_with(
+    imp: &Arc<Impl>,
+    pg: &PgServer,
+    trials: usize,
+    csv: &mut Csv,
+    processes: usize,
+    extra: &[String],
+    label: &str,
+) -> String {
+    let mut f = Fleet::new(imp, pg, processes);
+    f.extra = extra.to_vec();
     f.spawn_all();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut lat = Vec::new();
@@ -32,5 +47,5 @@ pub(crate) fn failover(imp: &Arc<Impl>, pg: &PgServer, trials: usize, csv: &mut 
         f.reap(leader, Duration::from_secs(2));
         f.spawn(leader);
     }
-    summary("kill -9 → another raised", &imp.name, &lat, csv)
+    summary(label, &imp.name, &lat, csv)
 }

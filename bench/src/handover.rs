@@ -8,7 +8,22 @@ use crate::report::{summary, Csv, Rng};
 use leadership_pgkit::pg::PgServer;
 
 pub(crate) fn handover(imp: &Arc<Impl>, pg: &PgServer, trials: usize, csv: &mut Csv) -> String {
-    let mut f = Fleet::new(imp, pg, 3);
+    handover_with(imp, pg, trials, csv, 3, &[], "SIGTERM → another raised")
+}
+
+/// [`handover`] with `processes` peers, each given `extra` arguments, the row labelled `label`
+/// (`batch-handover` runs a set of flags per peer).
+pub(crate) fn handover_with(
+    imp: &Arc<Impl>,
+    pg: &PgServer,
+    trials: usize,
+    csv: &mut Csv,
+    processes: usize,
+    extra: &[String],
+    label: &str,
+) -> String {
+    let mut f = Fleet::new(imp, pg, processes);
+    f.extra = extra.to_vec();
     f.spawn_all();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut lat = Vec::new();
@@ -28,5 +43,5 @@ pub(crate) fn handover(imp: &Arc<Impl>, pg: &PgServer, trials: usize, csv: &mut 
         f.reap(leader, Duration::from_secs(5));
         f.spawn(leader);
     }
-    summary("SIGTERM → another raised", &imp.name, &lat, csv)
+    summary(label, &imp.name, &lat, csv)
 }

@@ -15,7 +15,8 @@
 //! (8 peers at once on an empty database), `memory` (RSS with 1 and 100 flags), `fleet`
 //! (server statements/s and CPU for N flags), `ceiling` (pgbench, checks/s), `cost` (what a check
 //! costs the server with fsync on: transaction IDs, WAL, fsyncs, CPU, lock waits, the ceiling,
-//! the fleet per day; `cost/`), `all` (the first six).
+//! the fleet per day; `cost/`), `batch-group`, `batch-load`, `batch-handover` (batched checks,
+//! issue 28; `batch/`), `all` (the first six).
 //!
 //! Each run starts its own throwaway PostgreSQL (`leadership_pgkit::pg`). The Rust peers are
 //! the `tokio_peer` and `blocking_peer` examples of the two drivers, built here with cargo;
@@ -39,6 +40,7 @@ use pause::pause;
 use plot::plot;
 use statements::statements;
 
+mod batch;
 mod ceiling;
 mod coldstart;
 mod cost;
@@ -142,6 +144,20 @@ enum Scenario {
     /// What a check costs the server with fsync on: transaction IDs, WAL, fsyncs, CPU, lock
     /// waits, the ceiling, the fleet per day (`cost/`).
     Cost(cost::Options),
+    /// Batched checks: a balanced group of 256 shards over 8 processes, batch on and off, at
+    /// 2 s and 30 s: statements/s, server CPU, fdatasync/s, transaction IDs/s, WAL bytes/s
+    /// (`batch/group.rs`).
+    BatchGroup(batch::group::Options),
+    /// Batched checks: the flags one server sustains at the default interval with 10
+    /// processes per flag (a load generator, cost per row, a cross-check with real sets;
+    /// `batch/load.rs`).
+    BatchLoad(batch::load::Options),
+    /// Batched checks: handover (SIGTERM) and failover (kill -9) of one flag of a set of 100
+    /// per process, batch on and off, beside one flag per process (`batch/handover.rs`).
+    BatchHandover(batch::handover::Options),
+    /// One process of `batch-load`'s cross-check (run by it).
+    #[command(hide = true)]
+    BatchSetChild(batch::sets::ChildOptions),
     /// The first six scenarios.
     All {
         #[command(flatten)]
@@ -171,6 +187,10 @@ fn main() {
         Scenario::Plot { csv, svg, only } => return plot(csv, svg, only),
         // pgbench only, no peers to build.
         Scenario::Cost(options) => return cost::run(options),
+        Scenario::BatchGroup(options) => return batch::group::run(options),
+        Scenario::BatchLoad(options) => return batch::load::run(options),
+        Scenario::BatchHandover(options) => return batch::handover::run(options),
+        Scenario::BatchSetChild(options) => return batch::sets::child(options),
         Scenario::Statements(p) => (p.clone(), vec!["statements"], None),
         Scenario::Failover { peers, trials } => (peers.clone(), vec!["failover"], Some(*trials)),
         Scenario::Handover { peers, trials } => (peers.clone(), vec!["handover"], Some(*trials)),

@@ -11,7 +11,8 @@
 //! `seed`), `process` (default `peer-<pid>`), `interval` (`2s`), `timeout` (`1s`), `jitter`
 //! (`0.2`), `poll` (`10ms`), `duration` (`0` = until a signal), `flags` (hold this many flags,
 //! `<name>`, `<name>-1`, …, each its own connection; only the first is reported; for memory
-//! figures), `set` (hold them in one `FlagSet`: one connection and one thread).
+//! figures), `set` (hold them in one `FlagSet`: one connection and one thread), `no-batch` (the
+//! set sends each flag's single check instead of batches).
 //!
 //! Output: one JSON line once started (`raised:false`), then one on every change of
 //! `is_raised()` seen by polling every `poll`, and one on every renewal while raised; raised
@@ -48,6 +49,7 @@ fn main() {
             .interval(args.interval)
             .timeout(args.timeout)
             .jitter(args.jitter)
+            .batch(args.batch)
             .start(postgres::NoTls)
             .unwrap_or_else(|e| {
                 eprintln!("peer {}: start failed: {e}", args.process);

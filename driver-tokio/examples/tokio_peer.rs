@@ -11,7 +11,8 @@
 //! `seed`), `process` (default `peer-<pid>`), `interval` (`2s`), `timeout` (`1s`), `jitter`
 //! (`0.2`), `poll` (`10ms`), `duration` (`0` = until a signal), `flags` (hold this many flags,
 //! `<name>`, `<name>-1`, …, each its own connection; only the first is reported; for memory
-//! and load figures), `set` (no value: hold them all in one `FlagSet`, over one connection).
+//! and load figures), `set` (no value: hold them all in one `FlagSet`, over one connection),
+//! `no-batch` (no value: the set sends each flag's single check instead of batches).
 //!
 //! Output: one JSON line once started (`raised:false`), then one on every change of
 //! `is_raised()` seen by polling every `poll`, and one on every renewal while raised; raised
@@ -54,6 +55,7 @@ async fn main() {
                 .interval(args.interval)
                 .timeout(args.timeout)
                 .jitter(args.jitter)
+                .batch(args.batch)
                 .start(tokio_postgres::NoTls)
                 .await
                 .unwrap_or_else(|e| {

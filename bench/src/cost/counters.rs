@@ -31,7 +31,7 @@ pub(super) fn counters(pg: &PgServer) -> Counters {
 
 /// CPU ticks of the server: its live processes' ([`crate::fleet::server_ticks`]) and those of the
 /// children the postmaster has reaped (`cutime + cstime`): pgbench's backends exit with it.
-pub(super) fn server_ticks(pg: &PgServer) -> u64 {
+pub(crate) fn server_ticks(pg: &PgServer) -> u64 {
     let reaped = pg
         .server_pid()
         .and_then(|pm| std::fs::read_to_string(format!("/proc/{pm}/stat")).ok())
@@ -47,7 +47,7 @@ pub(super) fn server_ticks(pg: &PgServer) -> u64 {
     crate::fleet::server_ticks(pg) + reaped
 }
 
-pub(super) fn lsn_bytes(lsn: &str) -> i64 {
+pub(crate) fn lsn_bytes(lsn: &str) -> i64 {
     let (hi, lo) = lsn.split_once('/').unwrap();
     (i64::from_str_radix(hi, 16).unwrap() << 32) + i64::from_str_radix(lo, 16).unwrap()
 }

@@ -12,14 +12,14 @@ use leadership_sim::sim::{self, SimConfig};
 
 /// Checks per day of one leader and of one follower, as the simulator's fault-free day
 /// counts them with the core's default settings for `interval`; the Go flag's per process.
-pub(super) struct Schedule {
-    pub(super) leader: f64,
-    pub(super) follower: f64,
-    pub(super) go: f64,
-    pub(super) renew: Duration,
+pub(crate) struct Schedule {
+    pub(crate) leader: f64,
+    pub(crate) follower: f64,
+    pub(crate) go: f64,
+    pub(crate) renew: Duration,
 }
 
-pub(super) fn schedule(interval: Duration) -> Schedule {
+pub(crate) fn schedule(interval: Duration) -> Schedule {
     let core = leadership_core::Config::builder("f", "p")
         .interval(interval)
         .build()

@@ -44,8 +44,8 @@ const LONG_LEASE: &str = "3600000000";
 const FREEZE_MAX_AGE: f64 = 200e6;
 
 mod ceiling;
-mod counters;
-mod fleet;
+pub(crate) mod counters;
+pub(crate) mod fleet;
 mod per_check;
 mod script;
 

@@ -15,6 +15,7 @@ pub struct Args {
     pub duration: Duration,
     pub flags: usize,
     pub set: bool,
+    pub batch: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -44,6 +45,7 @@ pub fn parse_args() -> Result<Args, String> {
         duration: Duration::ZERO,
         flags: 1,
         set: false,
+        batch: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -69,6 +71,7 @@ pub fn parse_args() -> Result<Args, String> {
             "duration" => a.duration = duration(&value()?)?,
             "flags" => a.flags = value()?.parse().map_err(|e| format!("flags: {e}"))?,
             "set" => a.set = true,
+            "no-batch" => a.batch = false,
             _ => return Err(format!("unknown flag {arg}")),
         }
     }
