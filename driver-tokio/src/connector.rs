@@ -62,11 +62,15 @@ pub(crate) struct Connector {
 
 /// The connection settings the driver adds to the user's: the server's `statement_timeout` and
 /// `lock_timeout` set to the statement timeout, so the server abandons what the client
-/// abandoned (unless the user set `options` themselves).
+/// abandoned, and `jit = off` (unless the user set `options` themselves). The driver's
+/// statements are small and never gain from JIT compilation, while the planner's estimates for
+/// a batch of thousands of flags ([`sql::CHECK_BATCH`](leadership_core::sql::CHECK_BATCH))
+/// run so high that compiling it took 1.1–1.4 s, past the 1 s timeout, failing every flag of
+/// the batch.
 fn with_server_timeouts(pg: &tokio_postgres::Config, timeout: Duration) -> tokio_postgres::Config {
     let mut pg = pg.clone();
     let ms = timeout.as_millis().max(1);
-    let ours = format!("-c statement_timeout={ms} -c lock_timeout={ms}");
+    let ours = format!("-c statement_timeout={ms} -c lock_timeout={ms} -c jit=off");
     let options = match pg.get_options() {
         Some(theirs) if theirs.contains("statement_timeout") => theirs.to_string(),
         Some(theirs) => format!("{theirs} {ours}"),
@@ -453,13 +457,13 @@ mod tests {
         let timed = with_server_timeouts(&pg, Duration::from_millis(750));
         assert_eq!(
             timed.get_options(),
-            Some("-c statement_timeout=750 -c lock_timeout=750")
+            Some("-c statement_timeout=750 -c lock_timeout=750 -c jit=off")
         );
         pg.options("-c search_path=ops");
         let timed = with_server_timeouts(&pg, Duration::from_millis(750));
         assert_eq!(
             timed.get_options(),
-            Some("-c search_path=ops -c statement_timeout=750 -c lock_timeout=750")
+            Some("-c search_path=ops -c statement_timeout=750 -c lock_timeout=750 -c jit=off")
         );
         pg.options("-c statement_timeout=5s");
         let timed = with_server_timeouts(&pg, Duration::from_millis(750));
