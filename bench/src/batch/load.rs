@@ -16,6 +16,7 @@
 //! The periods are what real `FlagSet`s did in the cross-check of the same run ([`super::sets`]),
 //! or the simulator's schedule when it is skipped.
 
+use leadership_tokio::internal::CHECK_TYPES;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,20 +224,6 @@ struct Expect {
     started: Option<SystemTime>,
 }
 
-const SINGLE_TYPES: [Type; 11] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::BOOL,
-    Type::BOOL,
-    Type::INT8,
-    Type::TEXT,
-    Type::INT4,
-    Type::TIMESTAMPTZ,
-];
-
 /// One generated process: sends the rows due every tick until `stop`.
 #[allow(clippy::too_many_arguments)]
 async fn process(
@@ -302,7 +289,7 @@ async fn process(
         true => None,
         false => Some(
             client
-                .prepare_typed(&statements.check, &SINGLE_TYPES)
+                .prepare_typed(&statements.check, &CHECK_TYPES)
                 .await
                 .expect("prepare the check"),
         ),
