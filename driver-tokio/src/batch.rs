@@ -272,29 +272,17 @@ async fn send(link: &Link, batch: Vec<Submission>) {
     }
     // One statement per server expected (the flags of a set expect the same one but for a
     // moment after a pooler swapped it).
-    for ((expect, process, lease_micros), group) in groups {
+    for group in groups.into_values() {
         let first_reconnected = std::mem::take(&mut reconnected);
-        run_group(
-            link,
-            &conn,
-            expect,
-            &process,
-            lease_micros,
-            group,
-            first_reconnected,
-            started,
-        )
-        .await;
+        run_group(link, &conn, group, first_reconnected, started).await;
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs one group's statement: every check of `group` (never empty) shares the server expected,
+/// the process and the lease.
 async fn run_group(
     link: &Link,
     conn: &Arc<Conn>,
-    expect: Option<Identity>,
-    process: &str,
-    lease_micros: i64,
     group: Vec<Submission>,
     reconnected: bool,
     started: Instant,
@@ -306,16 +294,17 @@ async fn run_group(
         .min()
         .unwrap_or_default()
         .max(Duration::from_millis(1));
+    let first = &group[0];
     let params = BatchParams {
         names: group.iter().map(|s| &*s.name).collect(),
-        process,
+        process: &first.process,
         renew: group.iter().map(|s| s.check.renew).collect(),
-        lease_micros,
+        lease_micros: first.lease_micros,
         floor: group.iter().map(|s| s.check.floor).collect(),
         may_take: group.iter().map(|s| s.check.may_take).collect(),
         may_insert: group.iter().map(|s| s.check.may_insert).collect(),
         continues: group.iter().map(|s| s.check.continues).collect(),
-        expect,
+        expect: first.check.expect,
     };
     let why = match tokio::time::timeout(timeout, conn.check_batch(&params)).await {
         Ok(Ok(rows)) => {
